@@ -1,0 +1,726 @@
+//! Configuration: `proxy.toml` parsed into raw serde structs that refuse unknown fields, then validated
+//! into [`Config`], whose values are known good. Environment variables override the file; secrets come
+//! only from the environment. Every error names the field (or variable) it is about.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::providers::ProviderKind;
+
+/// Environment variables that override fields of the file.
+const ENV_LISTEN: &str = "TOLLGATE_LISTEN";
+const ENV_STORE: &str = "TOLLGATE_STORE";
+const ENV_LOG: &str = "TOLLGATE_LOG";
+const ENV_LOG_FORMAT: &str = "TOLLGATE_LOG_FORMAT";
+/// Secret used to key the blake3 hashes of service keys. Never read from the file.
+pub const ENV_KEY_HASH_SECRET: &str = "TOLLGATE_KEY_HASH_SECRET";
+
+/// First path segments that a named provider may not take, because top-level routes use them.
+const RESERVED_PROVIDER_NAMES: &[&str] = &[
+    "v1",
+    "v1beta",
+    "healthz",
+    "readyz",
+    "metrics",
+    "openapi.json",
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub keys: KeysConfig,
+    pub upstream: UpstreamConfig,
+    pub log: LogConfig,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_in_flight: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub refresh_interval: Duration,
+}
+
+#[derive(Clone)]
+pub struct KeysConfig {
+    pub prefix: String,
+    /// From [`ENV_KEY_HASH_SECRET`], derived into a blake3 key.
+    pub hash_secret: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for KeysConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeysConfig")
+            .field("prefix", &self.prefix)
+            .field("hash_secret", &self.hash_secret.map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub total_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How a Gemini provider receives the caller's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeminiAuth {
+    Query,
+    Header,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix of the upstream API without a trailing slash ("" for none).
+    pub base_path: String,
+    pub gemini_auth: GeminiAuth,
+    pub anthropic_version: String,
+}
+
+/// A configuration problem, naming the field or variable it is about.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{field}: {why}"))
+}
+
+// ---------------------------------------------------------------- raw file structs
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    header_read_timeout: Option<String>,
+    body_idle_timeout: Option<String>,
+    max_body_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_in_flight: Option<usize>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<PathBuf>,
+    refresh_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    total_timeout: Option<String>,
+    pool_idle_timeout: Option<String>,
+    pool_max_idle_per_host: Option<usize>,
+    max_event_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    kind: String,
+    base_url: String,
+    auth: Option<String>,
+    anthropic_version: Option<String>,
+}
+
+// ---------------------------------------------------------------- loading
+
+impl Config {
+    /// Reads `path`, applies the process environment and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text, |name| std::env::var(name).ok())
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and validates `text`, taking overrides from `env` (a lookup, so tests need no process env).
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError(toml_error(&e)))?;
+        apply_env(&mut raw, &env);
+        let hash_secret = env(ENV_KEY_HASH_SECRET)
+            .map(|s| {
+                if s.len() < 16 {
+                    Err(invalid(ENV_KEY_HASH_SECRET, "must be at least 16 bytes"))
+                } else {
+                    Ok(blake3::derive_key(
+                        "tollgate service key hash v1",
+                        s.as_bytes(),
+                    ))
+                }
+            })
+            .transpose()?;
+        validate(raw, hash_secret)
+    }
+}
+
+fn toml_error(e: &toml::de::Error) -> String {
+    // toml's message already names the unknown field or the bad value and where it is.
+    e.to_string().trim_end().replace('\n', " | ")
+}
+
+fn apply_env(raw: &mut RawConfig, env: &impl Fn(&str) -> Option<String>) {
+    if let Some(v) = env(ENV_LISTEN) {
+        raw.server.listen = Some(v);
+    }
+    if let Some(v) = env(ENV_STORE) {
+        raw.store.path = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env(ENV_LOG) {
+        raw.log.level = Some(v);
+    }
+    if let Some(v) = env(ENV_LOG_FORMAT) {
+        raw.log.format = Some(v);
+    }
+}
+
+fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, ConfigError> {
+    let s = raw.server;
+    let listen = s.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("`{listen}` is not an address:port"),
+        )
+    })?;
+    let tls = match (s.tls_cert, s.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (Some(_), None) => return Err(invalid("server.tls_key", "required when tls_cert is set")),
+        (None, Some(_)) => return Err(invalid("server.tls_cert", "required when tls_key is set")),
+    };
+    let server = ServerConfig {
+        listen,
+        tls,
+        header_read_timeout: duration("server.header_read_timeout", s.header_read_timeout, "10s")?,
+        body_idle_timeout: duration("server.body_idle_timeout", s.body_idle_timeout, "30s")?,
+        max_body_bytes: in_range(
+            "server.max_body_bytes",
+            s.max_body_bytes,
+            32 << 20,
+            1024,
+            1 << 30,
+        )?,
+        max_header_bytes: in_range(
+            "server.max_header_bytes",
+            s.max_header_bytes,
+            32 << 10,
+            1024,
+            1 << 20,
+        )?,
+        max_in_flight: in_range(
+            "server.max_in_flight",
+            s.max_in_flight,
+            10_000,
+            1,
+            1_000_000,
+        )?,
+        shutdown_grace: duration("server.shutdown_grace", s.shutdown_grace, "10m")?,
+    };
+
+    let store = StoreConfig {
+        path: raw
+            .store
+            .path
+            .unwrap_or_else(|| PathBuf::from("tollgate.db")),
+        refresh_interval: duration("store.refresh_interval", raw.store.refresh_interval, "1s")?,
+    };
+    if store.refresh_interval.is_zero() {
+        return Err(invalid(
+            "store.refresh_interval",
+            "must be greater than zero",
+        ));
+    }
+
+    let prefix = raw.keys.prefix.unwrap_or_else(|| "tg".to_owned());
+    if prefix.is_empty()
+        || prefix.len() > 16
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(invalid(
+            "keys.prefix",
+            "must be 1-16 characters of a-z and 0-9",
+        ));
+    }
+    let keys = KeysConfig {
+        prefix,
+        hash_secret,
+    };
+
+    let u = raw.upstream;
+    let upstream = UpstreamConfig {
+        connect_timeout: duration("upstream.connect_timeout", u.connect_timeout, "5s")?,
+        response_timeout: duration("upstream.response_timeout", u.response_timeout, "10m")?,
+        idle_timeout: duration("upstream.idle_timeout", u.idle_timeout, "5m")?,
+        total_timeout: duration("upstream.total_timeout", u.total_timeout, "15m")?,
+        pool_idle_timeout: duration("upstream.pool_idle_timeout", u.pool_idle_timeout, "90s")?,
+        pool_max_idle_per_host: in_range(
+            "upstream.pool_max_idle_per_host",
+            u.pool_max_idle_per_host,
+            256,
+            0,
+            100_000,
+        )?,
+        max_event_bytes: in_range(
+            "upstream.max_event_bytes",
+            u.max_event_bytes,
+            16 << 20,
+            1024,
+            1 << 30,
+        )?,
+    };
+    for (field, d) in [
+        ("upstream.connect_timeout", upstream.connect_timeout),
+        ("upstream.response_timeout", upstream.response_timeout),
+        ("upstream.idle_timeout", upstream.idle_timeout),
+        ("upstream.total_timeout", upstream.total_timeout),
+        ("server.header_read_timeout", server.header_read_timeout),
+        ("server.body_idle_timeout", server.body_idle_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(field, "must be greater than zero"));
+        }
+    }
+
+    let log = LogConfig {
+        level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
+        format: match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("`{other}` is not one of text, json"),
+                ));
+            }
+        },
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        return Err(invalid(
+            "log.level",
+            format!("`{}` is not a log filter", log.level),
+        ));
+    }
+
+    let providers = if raw.providers.is_empty() {
+        default_providers()
+    } else {
+        raw.providers
+            .into_iter()
+            .map(|(name, p)| provider(name, p))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+
+    Ok(Config {
+        server,
+        store,
+        keys,
+        upstream,
+        log,
+        providers,
+    })
+}
+
+fn default_providers() -> Vec<ProviderConfig> {
+    [
+        ("openai", "openai", "https://api.openai.com"),
+        ("anthropic", "anthropic", "https://api.anthropic.com"),
+        (
+            "gemini",
+            "gemini",
+            "https://generativelanguage.googleapis.com",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, kind, url)| {
+        let raw = RawProvider {
+            kind: kind.to_owned(),
+            base_url: url.to_owned(),
+            auth: None,
+            anthropic_version: None,
+        };
+        provider(name.to_owned(), raw).expect("built-in providers are valid")
+    })
+    .collect()
+}
+
+fn provider(name: String, p: RawProvider) -> Result<ProviderConfig, ConfigError> {
+    let field = |f: &str| format!("providers.{name}.{f}");
+    if name.is_empty()
+        || name.len() > 32
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            &format!("providers.{name}"),
+            "names are 1-32 characters of a-z, 0-9, - and _",
+        ));
+    }
+    if RESERVED_PROVIDER_NAMES.contains(&name.as_str()) {
+        return Err(invalid(
+            &format!("providers.{name}"),
+            "this name is reserved for top-level routes",
+        ));
+    }
+    let kind = match p.kind.as_str() {
+        "openai" => ProviderKind::OpenAi,
+        "anthropic" => ProviderKind::Anthropic,
+        "gemini" => ProviderKind::Gemini,
+        other => {
+            return Err(invalid(
+                &field("kind"),
+                format!("`{other}` is not one of openai, anthropic, gemini"),
+            ));
+        }
+    };
+    // The top-level routes go to the providers named after their kind.
+    if matches!(name.as_str(), "openai" | "anthropic" | "gemini") && name != kind.as_str() {
+        return Err(invalid(
+            &field("kind"),
+            format!(
+                "the provider named {name} serves {name}'s top-level routes, so its kind must be {name}"
+            ),
+        ));
+    }
+    let uri: http::Uri = p
+        .base_url
+        .parse()
+        .map_err(|_| invalid(&field("base_url"), format!("`{}` is not a URL", p.base_url)))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        _ => {
+            return Err(invalid(
+                &field("base_url"),
+                "must start with http:// or https://",
+            ));
+        }
+    };
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| invalid(&field("base_url"), "has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid(&field("base_url"), "must not carry credentials"));
+    }
+    if uri.query().is_some() || p.base_url.contains('#') {
+        return Err(invalid(
+            &field("base_url"),
+            "must not have a query or fragment",
+        ));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+
+    let gemini_auth = match (kind, p.auth.as_deref()) {
+        (ProviderKind::Gemini, None | Some("query")) => GeminiAuth::Query,
+        (ProviderKind::Gemini, Some("header")) => GeminiAuth::Header,
+        (ProviderKind::Gemini, Some(other)) => {
+            return Err(invalid(
+                &field("auth"),
+                format!("`{other}` is not one of query, header"),
+            ));
+        }
+        (_, None) => GeminiAuth::Query,
+        (_, Some(_)) => return Err(invalid(&field("auth"), "only applies to gemini providers")),
+    };
+    let anthropic_version = match (kind, p.anthropic_version) {
+        (ProviderKind::Anthropic, Some(v)) => {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(invalid(
+                    &field("anthropic_version"),
+                    "must look like 2023-06-01",
+                ));
+            }
+            v
+        }
+        (_, None) => "2023-06-01".to_owned(),
+        (_, Some(_)) => {
+            return Err(invalid(
+                &field("anthropic_version"),
+                "only applies to anthropic providers",
+            ));
+        }
+    };
+    Ok(ProviderConfig {
+        name,
+        kind,
+        scheme,
+        authority,
+        base_path,
+        gemini_auth,
+        anthropic_version,
+    })
+}
+
+fn in_range(
+    field: &str,
+    v: Option<usize>,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v < min || v > max {
+        return Err(invalid(field, format!("{v} is outside {min}..={max}")));
+    }
+    Ok(v)
+}
+
+fn duration(field: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = v.as_deref().unwrap_or(default);
+    parse_duration(text).ok_or_else(|| {
+        invalid(
+            field,
+            format!("`{text}` is not a duration like 500ms, 30s, 10m or 1h"),
+        )
+    })
+}
+
+/// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_shipped_proxy_toml_is_valid() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
+        let c = Config::from_toml(&text, no_env).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        let names: Vec<_> = c.providers.iter().map(|p| p.name.as_str()).collect();
+        for n in ["openai", "anthropic", "gemini"] {
+            assert!(names.contains(&n), "{n} missing from proxy.toml");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let e = Config::from_toml("[server]\nlisten_addr = \"x\"\n", no_env).unwrap_err();
+        assert!(e.0.contains("listen_addr"), "{e}");
+        let e = Config::from_toml(
+            "[providers.x]\nkind = \"openai\"\nbase_url = \"http://a\"\nkey = \"s\"\n",
+            no_env,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("key"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
+            ("[server]\nmax_body_bytes = 1\n", "server.max_body_bytes"),
+            (
+                "[upstream]\nidle_timeout = \"5 minutes\"\n",
+                "upstream.idle_timeout",
+            ),
+            (
+                "[upstream]\nconnect_timeout = \"0s\"\n",
+                "upstream.connect_timeout",
+            ),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[keys]\nprefix = \"TG_\"\n", "keys.prefix"),
+            (
+                "[providers.a]\nkind = \"bedrock\"\nbase_url = \"http://a\"\n",
+                "providers.a.kind",
+            ),
+            (
+                "[providers.a]\nkind = \"openai\"\nbase_url = \"ftp://a\"\n",
+                "providers.a.base_url",
+            ),
+            (
+                "[providers.a]\nkind = \"openai\"\nbase_url = \"http://a?x=1\"\n",
+                "providers.a.base_url",
+            ),
+            (
+                "[providers.a]\nkind = \"openai\"\nbase_url = \"http://a\"\nauth = \"header\"\n",
+                "providers.a.auth",
+            ),
+            (
+                "[providers.v1]\nkind = \"openai\"\nbase_url = \"http://a\"\n",
+                "providers.v1",
+            ),
+            ("[server]\ntls_cert = \"c.pem\"\n", "server.tls_key"),
+            (
+                "[providers.openai]\nkind = \"anthropic\"\nbase_url = \"http://a\"\n",
+                "providers.openai.kind",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = Config::from_toml(text, no_env).unwrap_err();
+            assert!(e.0.starts_with(field), "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |name: &str| match name {
+            "TOLLGATE_LISTEN" => Some("0.0.0.0:9999".to_owned()),
+            "TOLLGATE_STORE" => Some("/tmp/x.db".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\n", env).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9999".parse().unwrap());
+        assert_eq!(c.store.path, PathBuf::from("/tmp/x.db"));
+        let bad = |name: &str| (name == "TOLLGATE_LISTEN").then(|| "bogus".to_owned());
+        assert!(
+            Config::from_toml("", bad)
+                .unwrap_err()
+                .0
+                .starts_with("server.listen")
+        );
+    }
+
+    #[test]
+    fn provider_base_paths_are_kept() {
+        let c = Config::from_toml(
+            "[providers.groq]\nkind = \"openai\"\nbase_url = \"https://api.groq.com/openai/\"\n",
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(c.providers[0].base_path, "/openai");
+        assert_eq!(c.providers[0].authority.as_str(), "api.groq.com");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 s",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_short_hash_secret_is_refused() {
+        let env = |name: &str| (name == ENV_KEY_HASH_SECRET).then(|| "short".to_owned());
+        assert!(
+            Config::from_toml("", env)
+                .unwrap_err()
+                .0
+                .starts_with(ENV_KEY_HASH_SECRET)
+        );
+    }
+}

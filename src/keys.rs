@@ -1,0 +1,389 @@
+//! Service keys: the `<prefix>_<kind>_<id><secret><check>` format, generation from the OS CSPRNG, the CRC32
+//! checksum that rejects malformed keys without a lookup, blake3 hashing, and the in-memory [`KeyTable`] that
+//! the hot path verifies against. A lookup never inserts: a flood of random keys costs no memory.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+/// Public id: safe to show and log; the store's primary key.
+pub const ID_LEN: usize = 12;
+/// 43 base62 characters carry 256.03 bits.
+pub const SECRET_LEN: usize = 43;
+/// Base62 CRC32 of everything before it.
+pub const CHECK_LEN: usize = 6;
+const BODY_LEN: usize = ID_LEN + SECRET_LEN + CHECK_LEN;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    Live,
+    Trial,
+    Publishable,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Live => "live",
+            KeyKind::Trial => "trial",
+            KeyKind::Publishable => "pub",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyKind> {
+        match s {
+            "live" => Some(KeyKind::Live),
+            "trial" => Some(KeyKind::Trial),
+            "pub" => Some(KeyKind::Publishable),
+            _ => None,
+        }
+    }
+}
+
+/// The public id of a key: [`ID_LEN`] base62 characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId([u8; ID_LEN]);
+
+impl KeyId {
+    pub fn parse(s: &str) -> Option<KeyId> {
+        let bytes: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(u8::is_ascii_alphanumeric)
+            .then_some(KeyId(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from ASCII alphanumerics (parse and generate check it).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A full service key as the caller holds it. Shown once at creation; never logged.
+pub struct SecretKey(String);
+
+impl SecretKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// What a well-formed key says about itself, before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParsedKey {
+    pub kind: KeyKind,
+    pub id: KeyId,
+}
+
+/// Parses `text` strictly: the configured prefix, a known kind, base62 body of the right length, a
+/// matching checksum. Anything else is `None` and costs no store access.
+pub fn parse(prefix: &str, text: &str) -> Option<ParsedKey> {
+    let parts: Vec<&str> = text.splitn(4, '_').collect();
+    let [p, kind, body] = parts.as_slice() else {
+        return None;
+    };
+    if *p != prefix || body.len() != BODY_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let kind = KeyKind::parse(kind)?;
+    let (signed, check) = text.split_at(text.len() - CHECK_LEN);
+    if checksum(signed).as_slice() != check.as_bytes() {
+        return None;
+    }
+    let id = KeyId::parse(&body[..ID_LEN])?;
+    Some(ParsedKey { kind, id })
+}
+
+/// `<prefix>_<kind>_<id>`: identifies a key in lists and logs.
+pub fn key_prefix(prefix: &str, kind: KeyKind, id: KeyId) -> String {
+    format!("{prefix}_{}_{id}", kind.as_str())
+}
+
+/// Generates a new key. Fails only if the OS CSPRNG does.
+pub fn generate(prefix: &str, kind: KeyKind) -> Result<(SecretKey, ParsedKey), getrandom::Error> {
+    let id = random_base62::<ID_LEN>()?;
+    let secret = random_base62::<SECRET_LEN>()?;
+    let mut text = String::with_capacity(prefix.len() + kind.as_str().len() + 2 + BODY_LEN);
+    text.push_str(prefix);
+    text.push('_');
+    text.push_str(kind.as_str());
+    text.push('_');
+    text.extend(id.iter().map(|&b| b as char));
+    text.extend(secret.iter().map(|&b| b as char));
+    let check = checksum(&text);
+    text.extend(check.iter().map(|&b| b as char));
+    Ok((
+        SecretKey(text),
+        ParsedKey {
+            kind,
+            id: KeyId(id),
+        },
+    ))
+}
+
+/// Uniform base62 characters by rejection sampling (bytes ≥ 248 are dropped so `% 62` has no bias).
+fn random_base62<const N: usize>() -> Result<[u8; N], getrandom::Error> {
+    let mut out = [0u8; N];
+    let mut filled = 0;
+    let mut pool = [0u8; 64];
+    while filled < N {
+        getrandom::fill(&mut pool)?;
+        for &b in pool.iter().filter(|&&b| b < 248) {
+            if filled == N {
+                break;
+            }
+            out[filled] = BASE62[usize::from(b % 62)];
+            filled += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn checksum(signed: &str) -> [u8; CHECK_LEN] {
+    let mut n = crc32fast::hash(signed.as_bytes());
+    let mut out = [b'0'; CHECK_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// Hashes keys for storage and verification: blake3, keyed when a server secret is configured.
+#[derive(Clone)]
+pub struct KeyHasher {
+    secret: Option<[u8; 32]>,
+}
+
+impl KeyHasher {
+    pub fn new(secret: Option<[u8; 32]>) -> KeyHasher {
+        KeyHasher { secret }
+    }
+
+    pub fn hash(&self, key: &str) -> blake3::Hash {
+        match &self.secret {
+            Some(secret) => blake3::keyed_hash(secret, key.as_bytes()),
+            None => blake3::hash(key.as_bytes()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+}
+
+/// What the hot path knows about a key. Built from the store; holds the hash, never the key.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub kind: KeyKind,
+    pub key_prefix: Arc<str>,
+    pub name: String,
+    pub hash: blake3::Hash,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub status: KeyStatus,
+}
+
+/// Why a presented key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed, unknown, wrong secret or revoked: callers cannot tell these apart.
+    Invalid,
+    Expired,
+}
+
+/// Every known key by public id, read on each request.
+pub struct KeyTable {
+    prefix: String,
+    hasher: KeyHasher,
+    by_id: DashMap<KeyId, Arc<KeyRecord>>,
+}
+
+impl KeyTable {
+    pub fn new(prefix: String, hasher: KeyHasher) -> KeyTable {
+        KeyTable {
+            prefix,
+            hasher,
+            by_id: DashMap::new(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Adds or replaces a record (from the store).
+    pub fn upsert(&self, record: KeyRecord) {
+        self.by_id.insert(record.id, Arc::new(record));
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Verifies `presented` at unix time `now`. The hash comparison is constant-time
+    /// (`blake3::Hash` equality); a miss inserts nothing.
+    pub fn verify(&self, presented: &str, now: i64) -> Result<Arc<KeyRecord>, Refusal> {
+        let parsed = parse(&self.prefix, presented).ok_or(Refusal::Invalid)?;
+        // Clone the Arc out so no map guard outlives this statement.
+        let record = self
+            .by_id
+            .get(&parsed.id)
+            .map(|r| Arc::clone(r.value()))
+            .ok_or(Refusal::Invalid)?;
+        if record.hash != self.hasher.hash(presented) {
+            return Err(Refusal::Invalid);
+        }
+        if record.status == KeyStatus::Revoked {
+            return Err(Refusal::Invalid);
+        }
+        if record.expires_at.is_some_and(|at| now >= at) {
+            return Err(Refusal::Expired);
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &SecretKey, parsed: ParsedKey, hasher: &KeyHasher) -> KeyRecord {
+        KeyRecord {
+            id: parsed.id,
+            kind: parsed.kind,
+            key_prefix: key_prefix("tg", parsed.kind, parsed.id).into(),
+            name: "t".into(),
+            hash: hasher.hash(key.expose()),
+            created_at: 0,
+            expires_at: None,
+            status: KeyStatus::Active,
+        }
+    }
+
+    #[test]
+    fn generated_keys_parse_and_have_the_documented_shape() {
+        for kind in [KeyKind::Live, KeyKind::Trial, KeyKind::Publishable] {
+            let (key, parsed) = generate("tg", kind).unwrap();
+            let text = key.expose();
+            assert!(text.starts_with(&format!("tg_{}_", kind.as_str())));
+            assert_eq!(text.len(), 4 + kind.as_str().len() + BODY_LEN);
+            assert_eq!(parse("tg", text), Some(parsed));
+            assert!(text.ends_with(
+                std::str::from_utf8(&checksum(&text[..text.len() - CHECK_LEN])).unwrap()
+            ));
+        }
+    }
+
+    #[test]
+    fn any_single_character_change_fails_the_checksum_or_the_format() {
+        let (key, _) = generate("tg", KeyKind::Live).unwrap();
+        let text = key.expose();
+        for i in 8..text.len() {
+            let mut b = text.as_bytes().to_vec();
+            b[i] = if b[i] == b'a' { b'b' } else { b'a' };
+            let changed = String::from_utf8(b).unwrap();
+            assert_eq!(parse("tg", &changed), None, "change at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected() {
+        let (key, _) = generate("tg", KeyKind::Live).unwrap();
+        let text = key.expose();
+        let bad = [
+            String::new(),
+            "tg_live_".into(),
+            text.replacen("tg_", "xx_", 1),
+            text.replacen("_live_", "_gold_", 1),
+            format!("{text}a"),
+            text[..text.len() - 1].to_owned(),
+            format!("{}_", text),
+            text.replacen("tg_live_", "tg_live__", 1),
+            format!("Bearer {text}"),
+        ];
+        for b in &bad {
+            assert_eq!(parse("tg", b), None, "{b:?}");
+        }
+        assert_eq!(parse("other", text), None);
+    }
+
+    #[test]
+    fn two_keys_differ_and_carry_enough_entropy() {
+        let (a, pa) = generate("tg", KeyKind::Live).unwrap();
+        let (b, pb) = generate("tg", KeyKind::Live).unwrap();
+        assert_ne!(a.expose(), b.expose());
+        assert_ne!(pa.id, pb.id);
+        assert!((SECRET_LEN as f64) * 62f64.log2() >= 256.0);
+    }
+
+    #[test]
+    fn the_table_verifies_and_refuses() {
+        let hasher = KeyHasher::new(None);
+        let table = KeyTable::new("tg".into(), hasher.clone());
+        let (key, parsed) = generate("tg", KeyKind::Live).unwrap();
+        table.upsert(record(&key, parsed, &hasher));
+        assert!(table.verify(key.expose(), 0).is_ok());
+
+        // Well-formed with a valid checksum but unknown: refused, and nothing is inserted.
+        let (stranger, _) = generate("tg", KeyKind::Live).unwrap();
+        assert_eq!(
+            table.verify(stranger.expose(), 0).unwrap_err(),
+            Refusal::Invalid
+        );
+        assert_eq!(table.len(), 1);
+
+        let mut expiring = record(&key, parsed, &hasher);
+        expiring.expires_at = Some(100);
+        table.upsert(expiring.clone());
+        assert!(table.verify(key.expose(), 99).is_ok());
+        assert_eq!(
+            table.verify(key.expose(), 100).unwrap_err(),
+            Refusal::Expired
+        );
+
+        expiring.status = KeyStatus::Revoked;
+        table.upsert(expiring);
+        assert_eq!(table.verify(key.expose(), 0).unwrap_err(), Refusal::Invalid);
+    }
+
+    #[test]
+    fn a_keyed_hash_differs_from_the_plain_one() {
+        let plain = KeyHasher::new(None).hash("k");
+        let keyed = KeyHasher::new(Some([7; 32])).hash("k");
+        assert_ne!(plain, keyed);
+    }
+
+    #[test]
+    fn the_secret_key_never_prints() {
+        let (key, _) = generate("tg", KeyKind::Live).unwrap();
+        assert_eq!(format!("{key:?}"), "[redacted]");
+    }
+}

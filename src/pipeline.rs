@@ -1,0 +1,430 @@
+//! One request, phase by phase (DESIGN §1): route → check head → authenticate → admit → take the
+//! provider key → read and inspect the body → build the upstream request → forward → stream back.
+//! Each phase is a function; every failure leaves through [`error_response`], in the route's shape.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header, request};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLog, RequestId, RequestIds};
+use crate::admission::InFlight;
+use crate::body::{ProxyBody, StreamLimits, UpstreamBody};
+use crate::config::Config;
+use crate::credentials::{self, ProviderKey};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::keys::{KeyRecord, KeyTable, Refusal};
+use crate::providers::{Endpoint, ProviderKind, RouteMiss};
+use crate::routes::{Route, Routes};
+use crate::sse::SseFramer;
+use crate::upstream::{Upstream, UpstreamRequest};
+
+const X_REQUEST_ID: &str = "x-request-id";
+/// Where an upstream's own `x-request-id` goes, so support tickets with the provider still work.
+const X_UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    pub config: Config,
+    pub routes: Routes,
+    pub keys: Arc<KeyTable>,
+    pub upstream: Upstream,
+    pub in_flight: InFlight,
+    pub request_ids: RequestIds,
+    pub readiness: Arc<crate::key_sync::Readiness>,
+}
+
+/// Serves one request. Never fails: errors become provider-shaped responses.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let request_id = app.request_ids.next();
+    if let Some(response) = probe(&app, &req) {
+        return with_request_id(response, request_id);
+    }
+    let mut log = AccessLog {
+        request_id,
+        method: req.method().clone(),
+        provider: None,
+        route: "-",
+        key_prefix: None,
+        streaming: false,
+        started: Instant::now(),
+    };
+    let route = match app.routes.resolve(req.method(), req.uri().path()) {
+        Ok(route) => route,
+        Err(miss) => {
+            let error = match miss.reason {
+                RouteMiss::NotFound => ProxyError::NotFound,
+                RouteMiss::WrongMethod(allowed) => ProxyError::MethodNotAllowed(allowed),
+            };
+            return error_response(miss.shape, &error, &log);
+        }
+    };
+    log.provider = Some(Arc::from(route.provider.name.as_str()));
+    log.route = route.endpoint.name();
+    let kind = route.provider.kind;
+    match proxy(&app, route, req, &mut log).await {
+        Ok(response) => response,
+        Err(error) => error_response(kind, &error, &log),
+    }
+}
+
+/// `/healthz` and `/readyz`, answered before routing.
+fn probe(app: &App, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    let (status, text) = match req.uri().path() {
+        "/healthz" => (StatusCode::OK, "ok"),
+        "/readyz" if app.readiness.is_ready() => (StatusCode::OK, "ready"),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable"),
+        _ => return None,
+    };
+    let mut response = Response::new(ProxyBody::full(text));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Some(response)
+}
+
+async fn proxy(
+    app: &App,
+    route: Route,
+    req: Request<Incoming>,
+    log: &mut AccessLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (parts, body) = req.into_parts();
+    check_head(&parts, app.config.server.max_header_bytes)?;
+    let key = authenticate(&app.keys, &parts.headers)?;
+    log.key_prefix = Some(Arc::clone(&key.key_prefix));
+    let slot = app.in_flight.admit()?;
+    let provider_key = ProviderKey::from_headers(&parts.headers)?;
+    let body = if route.endpoint.has_json_body() {
+        let body = read_body(body, &parts.headers, &app.config).await?;
+        log.streaming = inspect_body(route.endpoint, &body)?.stream;
+        body
+    } else {
+        Bytes::new()
+    };
+    let upstream_request = build_upstream_request(&route, &parts, body, &provider_key)?;
+    drop(provider_key);
+
+    let deadline = Instant::now() + app.config.upstream.total_timeout;
+    let upstream_response = app.upstream.send(upstream_request, deadline).await?;
+
+    let (mut head, incoming) = upstream_response.into_parts();
+    let is_stream = headers::is_event_stream(&head.headers);
+    let mut response_headers = headers::caller_response_headers(&head.headers, is_stream);
+    if let Some(upstream_id) = response_headers.remove(X_REQUEST_ID) {
+        response_headers.insert(X_UPSTREAM_REQUEST_ID, upstream_id);
+    }
+    head.headers = response_headers;
+    head.version = http::Version::default();
+    let limits = StreamLimits {
+        idle: app.config.upstream.idle_timeout,
+        deadline,
+    };
+    let framer = is_stream.then(|| SseFramer::new(app.config.upstream.max_event_bytes));
+    let status = head.status.as_u16();
+    let body = UpstreamBody::new(
+        incoming,
+        framer,
+        route.provider.kind,
+        route.endpoint,
+        limits,
+        status,
+        log.clone(),
+        slot,
+    );
+    let response = Response::from_parts(head, ProxyBody::Upstream(Box::new(body)));
+    Ok(with_request_id(response, log.request_id))
+}
+
+/// Phase: the head is within the size cap (hyper's own limit sits above it and answers bare).
+fn check_head(parts: &request::Parts, max: usize) -> Result<(), ProxyError> {
+    if headers::head_size(&parts.uri, &parts.headers) > max {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+/// Phase: the service key is present, well-formed, known, active and unexpired.
+fn authenticate(keys: &KeyTable, headers: &http::HeaderMap) -> Result<Arc<KeyRecord>, ProxyError> {
+    let presented = credentials::service_key(headers, keys.prefix())?;
+    keys.verify(presented, crate::clock::unix_now())
+        .map_err(|refusal| match refusal {
+            Refusal::Invalid => ProxyError::InvalidServiceKey,
+            Refusal::Expired => ProxyError::ExpiredServiceKey,
+        })
+}
+
+/// Phase: the request body, whole (it must be read to learn `stream`), within the size cap, with an
+/// idle limit between chunks against slow senders.
+async fn read_body(
+    mut body: Incoming,
+    headers: &http::HeaderMap,
+    config: &Config,
+) -> Result<Bytes, ProxyError> {
+    let max = config.server.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    // The common case is one chunk, kept without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout(config.server.body_idle_timeout, body.frame())
+            .await
+            .map_err(|_| ProxyError::BodyTimeout)?;
+        let Some(frame) = frame else { break };
+        let Ok(data) = frame.map_err(|_| ProxyError::BodyUnreadable)?.into_data() else {
+            continue;
+        };
+        let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if so_far + data.len() > max {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.reserve(declared.map_or(2 * f.len(), |n| n as usize));
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(if rest.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        rest.freeze()
+    })
+}
+
+/// What tollgate reads from a request body; every other field is skipped unparsed.
+#[derive(Debug, Default, Deserialize)]
+pub struct RequestFacts {
+    #[serde(default)]
+    pub stream: Option<bool>,
+}
+
+/// Phase: the body is a JSON object (the upstream never sees malformed JSON) and says whether it streams.
+fn inspect_body(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError> {
+    // serde would also read a struct from an array; only an object is a request.
+    if body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b != b'{')
+    {
+        return Err(ProxyError::InvalidJson(
+            "Request body must be a JSON object".to_owned(),
+        ));
+    }
+    let facts: RequestFacts = serde_json::from_slice(body).map_err(|e| {
+        // serde's message can quote a value from the body; only its position is echoed.
+        let what = match e.classify() {
+            serde_json::error::Category::Data => {
+                "must be a JSON object whose `stream`, if present, is a boolean"
+            }
+            _ => "is not valid JSON",
+        };
+        ProxyError::InvalidJson(format!(
+            "Request body {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let stream = match endpoint {
+        Endpoint::StreamGenerateContent => true,
+        _ => facts.stream == Some(true),
+    };
+    Ok(Inspected { stream })
+}
+
+#[derive(Debug)]
+struct Inspected {
+    stream: bool,
+}
+
+/// Phase: the upstream request. Only the configured origin, only the allowlisted path; the caller's
+/// `key=` query parameters dropped; headers cleaned, then `Host`, framing and exactly one credential set.
+fn build_upstream_request(
+    route: &Route,
+    parts: &request::Parts,
+    body: Bytes,
+    provider_key: &ProviderKey,
+) -> Result<UpstreamRequest, ProxyError> {
+    let provider = &route.provider;
+    let mut query = query_without_key(parts.uri.query().unwrap_or(""));
+    let mut headers = headers::upstream_request_headers(&parts.headers);
+    if let Ok(host) = HeaderValue::from_str(provider.authority.as_str()) {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    if route.endpoint.has_json_body() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    provider
+        .kind
+        .set_credential(provider, provider_key, &mut headers, &mut query);
+
+    let mut path_and_query = String::with_capacity(route.upstream_path.len() + 1 + query.len());
+    path_and_query.push_str(&route.upstream_path);
+    if !query.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&query);
+    }
+    let uri = http::Uri::builder()
+        .scheme(provider.scheme.clone())
+        .authority(provider.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        // The path is allowlisted and the query came from a parsed URI, so only the key's characters
+        // (all printable, but not all legal in a URI) can make this fail.
+        .map_err(|_| ProxyError::InvalidProviderKey)?;
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = route.endpoint.method();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// The caller's query string without any `key` parameter (Gemini's query credential), however spelled.
+fn query_without_key(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split('=').next().unwrap_or("");
+        if percent_decoded_eq_ignore_case(name, "key") {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(pair);
+    }
+    out
+}
+
+fn percent_decoded_eq_ignore_case(encoded: &str, want: &str) -> bool {
+    let bytes = encoded.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    decoded.eq_ignore_ascii_case(want.as_bytes())
+}
+
+/// The one error exit: a provider-shaped body, the right status and headers, and the log line.
+pub fn error_response(
+    shape: ProviderKind,
+    error: &ProxyError,
+    log: &AccessLog,
+) -> Response<ProxyBody> {
+    log.emit(error.status().as_u16(), error.label(), 0, error.log_level());
+    let body = shape.error_body(error.parts());
+    let mut response = Response::new(ProxyBody::full(body));
+    *response.status_mut() = error.status();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    match error {
+        ProxyError::Overloaded => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        ProxyError::MethodNotAllowed(allowed) => {
+            if let Ok(allow) = HeaderValue::from_str(allowed.as_str()) {
+                h.insert(header::ALLOW, allow);
+            }
+        }
+        _ => {}
+    }
+    with_request_id(response, log.request_id)
+}
+
+fn with_request_id(mut response: Response<ProxyBody>, id: RequestId) -> Response<ProxyBody> {
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, id.header_value());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_key_parameters_are_dropped_in_every_spelling() {
+        assert_eq!(query_without_key("alt=sse&key=AIza&x=1"), "alt=sse&x=1");
+        assert_eq!(
+            query_without_key("KEY=a&k%65y=b&%4BEY=c&key&beta=true"),
+            "beta=true"
+        );
+        assert_eq!(query_without_key("keys=1&monkey=2"), "keys=1&monkey=2");
+        assert_eq!(query_without_key(""), "");
+    }
+
+    #[test]
+    fn bodies_must_be_json_objects_and_errors_do_not_quote_them() {
+        assert!(
+            inspect_body(Endpoint::ChatCompletions, br#"{"model":"m","stream":true}"#)
+                .unwrap()
+                .stream
+        );
+        assert!(
+            !inspect_body(Endpoint::ChatCompletions, br#"{"model":"m"}"#)
+                .unwrap()
+                .stream
+        );
+        assert!(
+            inspect_body(Endpoint::StreamGenerateContent, b"{}")
+                .unwrap()
+                .stream
+        );
+        for bad in [
+            &b""[..],
+            b"{",
+            b"[]",
+            b"null",
+            b"{\"stream\":\"sk-canary\"}",
+            b"{} x",
+        ] {
+            let e = inspect_body(Endpoint::ChatCompletions, bad).unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(!e.message().contains("canary"), "{e}");
+        }
+    }
+}

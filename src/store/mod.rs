@@ -1,0 +1,71 @@
+//! Durable state. The embedded default is one SQLite file ([`sqlite::SqliteStore`]); key writes are
+//! fsynced before they return. The server reads keys from memory and polls the store for changes.
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::keys::{KeyId, KeyKind, KeyRecord, KeyStatus};
+
+/// A key as listed to an operator: everything but the hash.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub id: KeyId,
+    pub key_prefix: String,
+    pub kind: KeyKind,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl KeyInfo {
+    pub fn status_at(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|at| now >= at) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// Keys changed since a version, and the version to ask from next time.
+pub struct KeyChanges {
+    pub records: Vec<KeyRecord>,
+    pub version: i64,
+}
+
+#[derive(Debug)]
+pub enum StoreError {
+    Sqlite(rusqlite::Error),
+    Corrupt(String),
+    Random(getrandom::Error),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Sqlite(e) => write!(f, "store: {e}"),
+            StoreError::Corrupt(what) => write!(f, "store: unreadable row: {what}"),
+            StoreError::Random(e) => write!(f, "random source failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite(e)
+    }
+}
+
+pub(crate) fn status_of(revoked_at: Option<i64>) -> KeyStatus {
+    if revoked_at.is_some() {
+        KeyStatus::Revoked
+    } else {
+        KeyStatus::Active
+    }
+}

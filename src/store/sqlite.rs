@@ -1,0 +1,299 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so a key write is on disk
+//! before the call returns. Every write bumps a store-wide version so servers can poll for changes cheaply.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{KeyChanges, KeyInfo, StoreError, status_of};
+use crate::keys::{self, KeyHasher, KeyId, KeyKind, KeyRecord, SecretKey};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE service_keys (
+        id          TEXT PRIMARY KEY,
+        key_prefix  TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        hash        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        revoked_at  INTEGER,
+        version     INTEGER NOT NULL
+    );
+    CREATE INDEX service_keys_by_version ON service_keys(version);
+    CREATE TABLE store_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO store_meta (name, value) VALUES ('version', 0);
+"];
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back).
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Creates a key and returns it with its info. The full key exists only in the return value.
+    pub fn create_key(
+        &self,
+        prefix: &str,
+        hasher: &KeyHasher,
+        kind: KeyKind,
+        name: &str,
+        created_at: i64,
+        expires_at: Option<i64>,
+    ) -> Result<(SecretKey, KeyInfo), StoreError> {
+        let (secret, parsed) = keys::generate(prefix, kind).map_err(StoreError::Random)?;
+        let key_prefix = keys::key_prefix(prefix, kind, parsed.id);
+        let hash = hasher.hash(secret.expose());
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version = bump_version(&tx)?;
+        tx.execute(
+            "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                parsed.id.as_str(),
+                key_prefix,
+                kind.as_str(),
+                name,
+                hash.as_bytes().as_slice(),
+                created_at,
+                expires_at,
+                version
+            ],
+        )?;
+        tx.commit()?;
+        let info = KeyInfo {
+            id: parsed.id,
+            key_prefix,
+            kind,
+            name: name.to_owned(),
+            created_at,
+            expires_at,
+            revoked_at: None,
+        };
+        Ok((secret, info))
+    }
+
+    /// Revokes a key; `false` if no such key or it was already revoked.
+    pub fn revoke_key(&self, id: KeyId, at: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version = bump_version(&tx)?;
+        let n = tx.execute(
+            "UPDATE service_keys SET revoked_at = ?1, version = ?2 WHERE id = ?3 AND revoked_at IS NULL",
+            params![at, version, id.as_str()],
+        )?;
+        if n == 0 {
+            // Nothing changed: leave the version alone so pollers have nothing to do.
+            return Ok(false);
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at
+             FROM service_keys ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, Option<i64>>(5)?,
+                row.get::<_, Option<i64>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, key_prefix, kind, name, created_at, expires_at, revoked_at) = row?;
+            out.push(KeyInfo {
+                id: parse_id(&id)?,
+                key_prefix,
+                kind: parse_kind(&kind)?,
+                name,
+                created_at,
+                expires_at,
+                revoked_at,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn key_info(&self, id: KeyId) -> Result<Option<KeyInfo>, StoreError> {
+        Ok(self.list_keys()?.into_iter().find(|k| k.id == id))
+    }
+
+    /// Every key written after `since` (0 for all), with the store version to pass next time.
+    pub fn key_changes(&self, since: i64) -> Result<KeyChanges, StoreError> {
+        let conn = self.conn();
+        let version: i64 = conn
+            .query_row(
+                "SELECT value FROM store_meta WHERE name = 'version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        if version <= since {
+            return Ok(KeyChanges {
+                records: Vec::new(),
+                version,
+            });
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, key_prefix, kind, name, hash, created_at, expires_at, revoked_at
+             FROM service_keys WHERE version > ?1 AND version <= ?2",
+        )?;
+        let rows = stmt.query_map(params![since, version], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Vec<u8>>(4)?,
+                row.get::<_, i64>(5)?,
+                row.get::<_, Option<i64>>(6)?,
+                row.get::<_, Option<i64>>(7)?,
+            ))
+        })?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (id, key_prefix, kind, name, hash, created_at, expires_at, revoked_at) = row?;
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("hash of key {id}")))?;
+            records.push(KeyRecord {
+                id: parse_id(&id)?,
+                kind: parse_kind(&kind)?,
+                key_prefix: key_prefix.into(),
+                name,
+                hash: blake3::Hash::from_bytes(hash),
+                created_at,
+                expires_at,
+                status: status_of(revoked_at),
+            });
+        }
+        Ok(KeyChanges { records, version })
+    }
+
+    /// A cheap round trip, for readiness.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+fn bump_version(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
+    Ok(tx.query_row(
+        "UPDATE store_meta SET value = value + 1 WHERE name = 'version' RETURNING value",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn parse_id(id: &str) -> Result<KeyId, StoreError> {
+    KeyId::parse(id).ok_or_else(|| StoreError::Corrupt(format!("key id {id:?}")))
+}
+
+fn parse_kind(kind: &str) -> Result<KeyKind, StoreError> {
+    KeyKind::parse(kind).ok_or_else(|| StoreError::Corrupt(format!("key kind {kind:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyStatus;
+
+    #[test]
+    fn keys_round_trip_and_changes_are_incremental() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let hasher = KeyHasher::new(None);
+        let (k1, i1) = store
+            .create_key("tg", &hasher, KeyKind::Live, "one", 10, None)
+            .unwrap();
+        let all = store.key_changes(0).unwrap();
+        assert_eq!(all.records.len(), 1);
+        assert_eq!(all.records[0].hash, hasher.hash(k1.expose()));
+        assert_eq!(all.records[0].key_prefix.as_ref(), i1.key_prefix);
+
+        let none = store.key_changes(all.version).unwrap();
+        assert!(none.records.is_empty());
+        assert_eq!(none.version, all.version);
+
+        let (_, i2) = store
+            .create_key("tg", &hasher, KeyKind::Trial, "two", 11, Some(99))
+            .unwrap();
+        assert!(store.revoke_key(i1.id, 12).unwrap());
+        assert!(
+            !store.revoke_key(i1.id, 13).unwrap(),
+            "revoking twice reports no change"
+        );
+        let later = store.key_changes(all.version).unwrap();
+        let mut got: Vec<_> = later.records.iter().map(|r| (r.id, r.status)).collect();
+        got.sort();
+        let mut want = vec![(i1.id, KeyStatus::Revoked), (i2.id, KeyStatus::Active)];
+        want.sort();
+        assert_eq!(got, want);
+
+        let listed = store.list_keys().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].status_at(12), "revoked");
+        assert_eq!(listed[1].status_at(98), "active");
+        assert_eq!(listed[1].status_at(99), "expired");
+    }
+
+    #[test]
+    fn reopening_keeps_keys_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let hasher = KeyHasher::new(None);
+        let info = {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .create_key("tg", &hasher, KeyKind::Live, "kept", 1, None)
+                .unwrap()
+                .1
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.key_info(info.id).unwrap().unwrap().name, "kept");
+    }
+}
