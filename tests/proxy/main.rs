@@ -1,0 +1,10 @@
+//! Integration tests against the real server embedded on port 0 and a real mock upstream.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod errors;
+mod forwarding;
+mod paths;
+mod serving;
+mod streaming;
