@@ -3,22 +3,16 @@
 
 use crate::common::*;
 
-fn post_shape<'a>(
-    gw: &'a Gateway,
-    shape: Shape,
-    headers: &'a [(&'a str, &'a str)],
-) -> impl std::future::Future<Output = Reply> + 'a {
-    post_path(gw, shape.path(), headers, shape.body())
+async fn post_shape(gw: &Gateway, shape: Shape, headers: &[(&str, &str)]) -> Reply {
+    post_path(gw, shape.path(), headers, shape.body()).await
 }
 
-fn post_path<'a>(
-    gw: &'a Gateway,
-    path: &'a str,
-    headers: &'a [(&'a str, &'a str)],
-    body: &'a str,
-) -> impl std::future::Future<Output = Reply> + 'a {
-    async move { post(&gw.url(path), headers, body).await }
+async fn post_path(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    post(&gw.url(path), headers, body).await
 }
+
+/// Request headers, the status they earn, and a part of the message.
+type Case = (Vec<(&'static str, String)>, u16, &'static str);
 
 #[tokio::test]
 async fn refusals_before_forwarding_in_every_shape() {
@@ -47,7 +41,7 @@ async fn refusals_before_forwarding_in_every_shape() {
     let good = bearer(&gw.key);
     let mut tampered = gw.key.clone();
     tampered.replace_range(20..21, if &gw.key[20..21] == "a" { "b" } else { "a" });
-    let cases: Vec<(Vec<(&str, String)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec![("x-provider-key", PROVIDER_KEY.into())],
             401,

@@ -1,0 +1,154 @@
+//! The command line: configuration checks that name the bad field, and the key lifecycle against the
+//! store, which a running server follows.
+
+use crate::common::*;
+use crate::process::*;
+
+#[test]
+fn check_config_accepts_the_shipped_default_and_names_bad_fields() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+    let out = cli(&shipped, &["check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("provider    anthropic"));
+
+    let dir = tempfile::tempdir().unwrap();
+    for (text, field) in [
+        (
+            "[server]\nlisten = \"127.0.0.1:8080\"\nlisten_port = 1\n",
+            "listen_port",
+        ),
+        (
+            "[upstream]\nidle_timeout = \"forever\"\n",
+            "upstream.idle_timeout",
+        ),
+        (
+            "[providers.x]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n",
+            "providers.x.base_url",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        for args in [&["check-config"][..], &["serve"], &["keys", "list"]] {
+            let out = cli(&path, args);
+            assert_eq!(out.status.code(), Some(2), "{text} {args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(field), "{text}: {err}");
+        }
+    }
+    let missing = cli(&dir.path().join("absent.toml"), &["check-config"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn environment_overrides_are_applied_and_checked() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+    let out = std::process::Command::new(BIN)
+        .args(["--config", shipped.to_str().unwrap(), "check-config"])
+        .env("TOLLGATE_LISTEN", "127.0.0.1:9911")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:9911"));
+    let out = std::process::Command::new(BIN)
+        .args(["--config", shipped.to_str().unwrap(), "check-config"])
+        .env("TOLLGATE_LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.format"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_created_and_revoked_by_the_cli_reach_a_running_server() {
+    let mock = MockUpstream::start().await;
+    let setup = Setup::new(&mock.base_url(), "");
+    let first = setup.create_key("first");
+    let server = Server::spawn(&setup.config, &[]);
+
+    let call = |key: String| {
+        let url = server.url("/v1/chat/completions");
+        async move {
+            let auth = format!("Bearer {key}");
+            post(
+                &url,
+                &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)],
+                Shape::OpenAi.body(),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(call(first.clone()).await, 200);
+
+    // A key created while the server runs is accepted within the refresh bound (100ms here).
+    let second = setup.create_key("second");
+    let until = |want: u16, key: String| async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while call(key.clone()).await != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not {want} within 2s"
+            );
+            tokio::task::yield_now().await;
+        }
+    };
+    until(200, second.clone()).await;
+
+    let list = setup.cli(&["keys", "list"]);
+    let listing = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        listing.contains("first") && listing.contains("second") && listing.contains("active"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains(&first[8..]) && !listing.contains(&second[8..]),
+        "a secret was listed"
+    );
+
+    let id = &second[8..20];
+    let revoked = setup.cli(&["keys", "revoke", id]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    until(401, second.clone()).await;
+    assert_eq!(call(first.clone()).await, 200);
+    let again = setup.cli(&["keys", "revoke", &format!("tg_live_{id}")]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already revoked"));
+    assert!(
+        String::from_utf8(setup.cli(&["keys", "list"]).stdout)
+            .unwrap()
+            .contains("revoked")
+    );
+
+    let (status, _) = server.stop();
+    assert!(status.success(), "{status:?}");
+    let db = std::fs::read(&setup.db).unwrap();
+    for key in [&first, &second] {
+        assert!(
+            !db.windows(key.len()).any(|w| w == key.as_bytes()),
+            "a key is stored in the clear"
+        );
+    }
+}
+
+#[test]
+fn expiring_keys_show_their_expiry() {
+    let setup = Setup::new("http://127.0.0.1:9", "");
+    let out = setup.cli(&["keys", "create", "--name", "short", "--expires-in", "7"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expires"));
+    let bad = setup.cli(&["keys", "create", "--name", "x", "--expires-in", "0"]);
+    assert!(!bad.status.success());
+    let listing = String::from_utf8(setup.cli(&["keys", "list"]).stdout).unwrap();
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert!(
+        listing.lines().nth(1).unwrap().contains("Z  -"),
+        "created and expiry shown: {listing}"
+    );
+}

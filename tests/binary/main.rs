@@ -1,0 +1,10 @@
+//! Tests that run the real `tollgate` binary: the CLI, logging with a canary provider key, and real
+//! clients (`curl`, the official Python SDKs) against it.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod canary;
+mod cli;
+mod clients;
+mod process;
