@@ -397,7 +397,7 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
     }
 
     let providers = if raw.providers.is_empty() {
-        default_providers()
+        default_providers()?
     } else {
         raw.providers
             .into_iter()
@@ -415,7 +415,7 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
     })
 }
 
-fn default_providers() -> Vec<ProviderConfig> {
+fn default_providers() -> Result<Vec<ProviderConfig>, ConfigError> {
     [
         ("openai", "openai", "https://api.openai.com"),
         ("anthropic", "anthropic", "https://api.anthropic.com"),
@@ -433,7 +433,7 @@ fn default_providers() -> Vec<ProviderConfig> {
             auth: None,
             anthropic_version: None,
         };
-        provider(name.to_owned(), raw).expect("built-in providers are valid")
+        provider(name.to_owned(), raw)
     })
     .collect()
 }

@@ -72,7 +72,7 @@ async fn apply_changes(
 pub async fn poll(
     store: SqliteStore,
     table: Arc<KeyTable>,
-    readiness: Arc<crate::key_sync::Readiness>,
+    readiness: Arc<Readiness>,
     mut version: i64,
     every: Duration,
 ) {

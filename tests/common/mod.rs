@@ -342,6 +342,34 @@ impl Gateway {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Posts `body` to `path` with this gateway's service key and the test provider key, asking the mock
+    /// to hold the stream; returns the mock's sending side and the caller's streaming body.
+    pub async fn open_held(
+        &self,
+        mock: &MockUpstream,
+        path: &str,
+        body: &str,
+    ) -> (HeldStream, Incoming) {
+        let auth = format!("Bearer {}", self.key);
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-provider-key", PROVIDER_KEY),
+            ("x-mock", "hold"),
+        ];
+        let response = open(
+            http::Method::POST,
+            &self.url(path),
+            &headers,
+            body.as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        assert!(!response.headers().contains_key("content-length"));
+        (mock.next_held().await, response.into_body())
+    }
+
     /// A new key in this gateway's store (the running server sees it within `store.refresh_interval`).
     pub fn create_key(&self, expires_at: Option<i64>) -> (String, tollgate::store::KeyInfo) {
         let (secret, info) = self
@@ -519,6 +547,13 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Has a held stream send `text` as one chunk.
+pub async fn send_event(held: &HeldStream, text: &str) {
+    held.send(Ok(Frame::data(Bytes::copy_from_slice(text.as_bytes()))))
+        .await
+        .unwrap();
 }
 
 /// The next data frame of a streaming body, or `None` at its end.

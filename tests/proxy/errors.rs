@@ -254,20 +254,9 @@ async fn overload_is_503_with_retry_after() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[server]\nmax_in_flight = 1").await;
     let auth = format!("Bearer {}", gw.key);
-    let hold = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("x-mock", "hold"),
-    ];
-    let open_stream = open(
-        http::Method::POST,
-        &gw.url("/v1/chat/completions"),
-        &hold,
-        Shape::OpenAi.stream_body().as_bytes(),
-    )
-    .await
-    .unwrap();
-    let held = mock.next_held().await;
+    let (held, open_stream) = gw
+        .open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body())
+        .await;
     let h = [
         ("authorization", auth.as_str()),
         ("x-provider-key", PROVIDER_KEY),

@@ -4,54 +4,22 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::Frame;
-
 use crate::common::*;
-
-fn auth_headers(key: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("authorization", format!("Bearer {key}")),
-        ("x-provider-key", PROVIDER_KEY.to_owned()),
-    ]
-}
-
-fn borrowed<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-async fn send(held: &HeldStream, text: &str) {
-    held.send(Ok(Frame::data(Bytes::copy_from_slice(text.as_bytes()))))
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn chunks_arrive_while_the_upstream_holds_the_stream_open() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     for shape in SHAPES {
-        let mut headers = auth_headers(&gw.key);
-        headers.push(("x-mock", "hold".into()));
-        let response = open(
-            http::Method::POST,
-            &gw.url(shape.stream_path()),
-            &borrowed(&headers),
-            shape.stream_body().as_bytes(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        assert!(!response.headers().contains_key("content-length"));
-        let held = mock.next_held().await;
-        let mut body = response.into_body();
+        let (held, mut body) = gw
+            .open_held(&mock, shape.stream_path(), shape.stream_body())
+            .await;
 
-        send(&held, "data: {\"n\":1}\n\n").await;
+        send_event(&held, "data: {\"n\":1}\n\n").await;
         assert_eq!(next_chunk(&mut body).await.unwrap(), "data: {\"n\":1}\n\n");
         // An event split across upstream chunks arrives whole, once it is complete.
-        send(&held, "data: {\"n\"").await;
-        send(&held, ":2}\r\n\r\n").await;
+        send_event(&held, "data: {\"n\"").await;
+        send_event(&held, ":2}\r\n\r\n").await;
         assert_eq!(
             next_chunk(&mut body).await.unwrap(),
             "data: {\"n\":2}\r\n\r\n"
@@ -70,20 +38,11 @@ async fn a_caller_that_disconnects_closes_the_upstream_connection() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     for k in [0, 1, 3] {
-        let mut headers = auth_headers(&gw.key);
-        headers.push(("x-mock", "hold".into()));
-        let response = open(
-            http::Method::POST,
-            &gw.url("/v1/chat/completions"),
-            &borrowed(&headers),
-            Shape::OpenAi.stream_body().as_bytes(),
-        )
-        .await
-        .unwrap();
-        let held = mock.next_held().await;
-        let mut body = response.into_body();
+        let (held, mut body) = gw
+            .open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body())
+            .await;
         for i in 0..k {
-            send(&held, &format!("data: {{\"n\":{i}}}\n\n")).await;
+            send_event(&held, &format!("data: {{\"n\":{i}}}\n\n")).await;
             assert!(next_chunk(&mut body).await.is_some());
         }
         drop(body);
@@ -102,20 +61,8 @@ async fn cut_after_first_event(
     body: &str,
     first: &str,
 ) -> String {
-    let mut headers = auth_headers(&gw.key);
-    headers.push(("x-mock", "hold".into()));
-    let response = open(
-        http::Method::POST,
-        &gw.url(path),
-        &borrowed(&headers),
-        body.as_bytes(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 200);
-    let held = mock.next_held().await;
-    let mut body = response.into_body();
-    send(&held, first).await;
+    let (held, mut body) = gw.open_held(mock, path, body).await;
+    send_event(&held, first).await;
     let mut received = String::from_utf8(next_chunk(&mut body).await.unwrap().to_vec()).unwrap();
     held.send(Err(std::io::Error::other("upstream cut")))
         .await
@@ -165,21 +112,12 @@ async fn a_stream_cut_upstream_ends_with_one_terminal_error_event_per_format() {
 async fn a_torn_event_is_never_shown_before_the_terminal_error() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let mut headers = auth_headers(&gw.key);
-    headers.push(("x-mock", "hold".into()));
-    let response = open(
-        http::Method::POST,
-        &gw.url("/v1/chat/completions"),
-        &borrowed(&headers),
-        Shape::OpenAi.stream_body().as_bytes(),
-    )
-    .await
-    .unwrap();
-    let held = mock.next_held().await;
-    let mut body = response.into_body();
-    send(&held, OPENAI_SSE[0]).await;
+    let (held, mut body) = gw
+        .open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body())
+        .await;
+    send_event(&held, OPENAI_SSE[0]).await;
     assert_eq!(next_chunk(&mut body).await.unwrap(), OPENAI_SSE[0]);
-    send(&held, "data: {\"id\":\"chatcmpl-1\",\"choi").await;
+    send_event(&held, "data: {\"id\":\"chatcmpl-1\",\"choi").await;
     held.send(Err(std::io::Error::other("upstream cut")))
         .await
         .unwrap();
@@ -214,19 +152,10 @@ async fn the_responses_api_gets_an_error_event_without_done() {
 async fn a_silent_stream_ends_at_the_idle_timeout_with_a_terminal_event() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[upstream]\nidle_timeout = \"300ms\"").await;
-    let mut headers = auth_headers(&gw.key);
-    headers.push(("x-mock", "hold".into()));
-    let response = open(
-        http::Method::POST,
-        &gw.url("/v1/messages"),
-        &borrowed(&headers),
-        Shape::Anthropic.stream_body().as_bytes(),
-    )
-    .await
-    .unwrap();
-    let held = mock.next_held().await;
-    let mut body = response.into_body();
-    send(&held, ANTHROPIC_SSE[0]).await;
+    let (held, mut body) = gw
+        .open_held(&mock, "/v1/messages", Shape::Anthropic.stream_body())
+        .await;
+    send_event(&held, ANTHROPIC_SSE[0]).await;
     assert_eq!(next_chunk(&mut body).await.unwrap(), ANTHROPIC_SSE[0]);
     let terminal = next_chunk(&mut body).await.unwrap();
     let terminal = std::str::from_utf8(&terminal).unwrap();
@@ -244,12 +173,16 @@ async fn a_silent_stream_ends_at_the_idle_timeout_with_a_terminal_event() {
 async fn a_silent_json_body_is_cut_at_the_idle_timeout() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[upstream]\nidle_timeout = \"300ms\"").await;
-    let mut headers = auth_headers(&gw.key);
-    headers.push(("x-mock", "stall".into()));
+    let auth = format!("Bearer {}", gw.key);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-provider-key", PROVIDER_KEY),
+        ("x-mock", "stall"),
+    ];
     let result = try_request(
         http::Method::POST,
         &gw.url("/v1/chat/completions"),
-        &borrowed(&headers),
+        &headers,
         Shape::OpenAi.body().as_bytes(),
     )
     .await;
@@ -263,19 +196,10 @@ async fn a_silent_json_body_is_cut_at_the_idle_timeout() {
 async fn graceful_shutdown_lets_an_open_stream_finish_and_refuses_new_connections() {
     let mock = MockUpstream::start().await;
     let mut gw = Gateway::start(&mock.base_url(), "").await;
-    let mut headers = auth_headers(&gw.key);
-    headers.push(("x-mock", "hold".into()));
-    let response = open(
-        http::Method::POST,
-        &gw.url("/v1/chat/completions"),
-        &borrowed(&headers),
-        Shape::OpenAi.stream_body().as_bytes(),
-    )
-    .await
-    .unwrap();
-    let held = mock.next_held().await;
-    let mut body = response.into_body();
-    send(&held, OPENAI_SSE[0]).await;
+    let (held, mut body) = gw
+        .open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body())
+        .await;
+    send_event(&held, OPENAI_SSE[0]).await;
     assert!(next_chunk(&mut body).await.is_some());
 
     let drained = gw.begin_shutdown();
@@ -290,7 +214,7 @@ async fn graceful_shutdown_lets_an_open_stream_finish_and_refuses_new_connection
     .expect("listener still accepting after shutdown began");
 
     for event in &OPENAI_SSE[1..] {
-        send(&held, event).await;
+        send_event(&held, event).await;
         assert_eq!(next_chunk(&mut body).await.unwrap(), event.as_bytes());
     }
     drop(held);
