@@ -18,7 +18,7 @@ async fn the_provider_key_is_never_logged_echoed_or_stored() {
         .local_addr()
         .unwrap();
     let extra = format!(
-        "[upstream]\nresponse_timeout = \"500ms\"\n[server]\nmax_body_bytes = 4096\n[providers.dead]\nkind = \"openai\"\nbase_url = \"http://{dead}\""
+        "[upstream]\nresponse_timeout = \"1s\"\n[server]\nmax_body_bytes = 4096\n[providers.dead]\nkind = \"openai\"\nbase_url = \"http://{dead}\""
     );
     let setup = Setup::new(&mock.base_url(), &extra);
     let key = setup.create_key("sdk-app");

@@ -151,7 +151,7 @@ async fn the_responses_api_gets_an_error_event_without_done() {
 #[tokio::test]
 async fn a_silent_stream_ends_at_the_idle_timeout_with_a_terminal_event() {
     let mock = MockUpstream::start().await;
-    let gw = Gateway::start(&mock.base_url(), "[upstream]\nidle_timeout = \"300ms\"").await;
+    let gw = Gateway::start(&mock.base_url(), "[upstream]\nidle_timeout = \"1s\"").await;
     let (held, mut body) = gw
         .open_held(&mock, "/v1/messages", Shape::Anthropic.stream_body())
         .await;
