@@ -88,9 +88,11 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("server did not start: {:?}", logs.lock().unwrap()));
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start: {:?}", logs.lock().unwrap());
+        };
         Server {
             child,
             addr: addr.parse().unwrap(),
