@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, RequestId, RequestIds};
-use crate::admission::InFlight;
+use crate::admission::{InFlight, InFlightSlot};
 use crate::body::{ProxyBody, StreamLimits, UpstreamBody};
 use crate::config::Config;
 use crate::credentials::{self, ProviderKey};
@@ -116,7 +116,26 @@ async fn proxy(
 
     let deadline = Instant::now() + app.config.upstream.total_timeout;
     let upstream_response = app.upstream.send(upstream_request, deadline).await?;
+    Ok(respond(
+        app,
+        &route,
+        upstream_response,
+        deadline,
+        log.clone(),
+        slot,
+    ))
+}
 
+/// Phase: the caller's response. Upstream headers cleaned; the body streamed through with its own idle
+/// and total limits, SSE framed, the in-flight slot and the log line carried until it ends.
+fn respond(
+    app: &App,
+    route: &Route,
+    upstream_response: Response<Incoming>,
+    deadline: Instant,
+    log: AccessLog,
+    slot: InFlightSlot,
+) -> Response<ProxyBody> {
     let (mut head, incoming) = upstream_response.into_parts();
     let is_stream = headers::is_event_stream(&head.headers);
     let mut response_headers = headers::caller_response_headers(&head.headers, is_stream);
@@ -130,6 +149,7 @@ async fn proxy(
         deadline,
     };
     let framer = is_stream.then(|| SseFramer::new(app.config.upstream.max_event_bytes));
+    let request_id = log.request_id;
     let status = head.status.as_u16();
     let body = UpstreamBody::new(
         incoming,
@@ -138,11 +158,11 @@ async fn proxy(
         route.endpoint,
         limits,
         status,
-        log.clone(),
+        log,
         slot,
     );
     let response = Response::from_parts(head, ProxyBody::Upstream(Box::new(body)));
-    Ok(with_request_id(response, log.request_id))
+    with_request_id(response, request_id)
 }
 
 /// Phase: the head is within the size cap (hyper's own limit sits above it and answers bare).
