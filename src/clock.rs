@@ -19,6 +19,58 @@ pub fn rfc3339(unix: i64) -> String {
     )
 }
 
+/// Days since the epoch of a unix time (the UTC day).
+pub fn day_of(unix: i64) -> i64 {
+    unix.div_euclid(86_400)
+}
+
+/// The UTC calendar month of a unix time, as `year * 12 + month - 1`.
+pub fn month_of(unix: i64) -> i64 {
+    let (y, m, _) = civil_from_days(day_of(unix));
+    y * 12 + i64::from(m) - 1
+}
+
+/// Unix time of the next UTC midnight after `unix`.
+pub fn next_day_start(unix: i64) -> i64 {
+    (day_of(unix) + 1) * 86_400
+}
+
+/// Unix time at which the UTC month after the one holding `unix` begins.
+pub fn next_month_start(unix: i64) -> i64 {
+    let next = month_of(unix) + 1;
+    days_from_civil(next.div_euclid(12), (next.rem_euclid(12) + 1) as u32, 1) * 86_400
+}
+
+/// `YYYY-MM-DD` of a UTC day number.
+pub fn date_of_day(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The day number of `YYYY-MM-DD`, if it is a date.
+pub fn parse_date(text: &str) -> Option<i64> {
+    let mut parts = text.splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if text.len() != 10 || !(1..=12).contains(&m) || d == 0 || d > 31 {
+        return None;
+    }
+    let day = days_from_civil(y, m, d);
+    (civil_from_days(day) == (y, m, d)).then_some(day)
+}
+
+/// Howard Hinnant's civil-to-days algorithm (proleptic Gregorian).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -43,5 +95,21 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_422_645), "2026-11-23T08:30:45Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn day_and_month_boundaries() {
+        let t = 1_795_422_645; // 2026-11-23T08:30:45Z
+        assert_eq!(rfc3339(next_day_start(t)), "2026-11-24T00:00:00Z");
+        assert_eq!(rfc3339(next_month_start(t)), "2026-12-01T00:00:00Z");
+        let dec = 1_798_675_200; // 2026-12-31T00:00:00Z
+        assert_eq!(rfc3339(dec), "2026-12-31T00:00:00Z");
+        assert_eq!(rfc3339(next_month_start(dec)), "2027-01-01T00:00:00Z");
+        assert_eq!(month_of(dec) + 1, month_of(next_month_start(dec)));
+        assert_eq!(parse_date("2026-11-23"), Some(day_of(t)));
+        assert_eq!(date_of_day(day_of(t)), "2026-11-23");
+        for bad in ["2026-02-30", "2026-13-01", "26-11-23", "2026-11-3", "x"] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
     }
 }

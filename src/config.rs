@@ -32,6 +32,9 @@ const RESERVED_PROVIDER_NAMES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    /// Monthly token quota of each plan, by name; always has `default`.
+    pub plans: BTreeMap<String, u64>,
     pub store: StoreConfig,
     pub keys: KeysConfig,
     pub upstream: UpstreamConfig,
@@ -50,6 +53,22 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
 }
+
+/// Default per-key limits (each overridable per key) and the token reservation rule.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub requests_per_minute: u32,
+    pub requests_per_day: u32,
+    pub concurrent_requests: u32,
+    /// Per-key monthly token quota when a key sets none (`None`: only the account's plan applies).
+    pub tokens_per_month: Option<u64>,
+    /// Output tokens reserved for a request that names no maximum.
+    pub default_max_output_tokens: u64,
+}
+
+pub const RPM_RANGE: (u32, u32) = (1, 1000);
+pub const RPD_RANGE: (u32, u32) = (1, 10_000);
+pub const CONCURRENCY_RANGE: (u32, u32) = (1, 10_000);
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -154,7 +173,27 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    plans: BTreeMap<String, RawPlan>,
+    #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    requests_per_minute: Option<u32>,
+    requests_per_day: Option<u32>,
+    concurrent_requests: Option<u32>,
+    tokens_per_month: Option<u64>,
+    default_max_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    tokens_per_month: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -396,6 +435,52 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         ));
     }
 
+    let l = raw.limits;
+    let range = |field: &str, v: Option<u32>, default: u32, (min, max): (u32, u32)| {
+        in_range(
+            field,
+            v.map(|v| v as usize),
+            default as usize,
+            min as usize,
+            max as usize,
+        )
+        .map(|v| v as u32)
+    };
+    let limits = LimitsConfig {
+        requests_per_minute: range(
+            "limits.requests_per_minute",
+            l.requests_per_minute,
+            60,
+            RPM_RANGE,
+        )?,
+        requests_per_day: range(
+            "limits.requests_per_day",
+            l.requests_per_day,
+            1000,
+            RPD_RANGE,
+        )?,
+        concurrent_requests: range(
+            "limits.concurrent_requests",
+            l.concurrent_requests,
+            10,
+            CONCURRENCY_RANGE,
+        )?,
+        tokens_per_month: l.tokens_per_month,
+        default_max_output_tokens: l.default_max_output_tokens.unwrap_or(4096),
+    };
+    if limits.default_max_output_tokens == 0 {
+        return Err(invalid(
+            "limits.default_max_output_tokens",
+            "must be greater than zero",
+        ));
+    }
+    let mut plans: BTreeMap<String, u64> = raw
+        .plans
+        .into_iter()
+        .map(|(name, p)| (name, p.tokens_per_month))
+        .collect();
+    plans.entry("default".to_owned()).or_insert(10_000_000);
+
     let providers = if raw.providers.is_empty() {
         default_providers()?
     } else {
@@ -407,6 +492,8 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
 
     Ok(Config {
         server,
+        limits,
+        plans,
         store,
         keys,
         upstream,

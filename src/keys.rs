@@ -194,10 +194,22 @@ pub enum KeyStatus {
     Revoked,
 }
 
+/// Per-key overrides of the configured default limits (`None`: use the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub requests_per_minute: Option<u32>,
+    pub requests_per_day: Option<u32>,
+    pub concurrent_requests: Option<u32>,
+    /// A monthly token quota of the key's own, below its account's plan.
+    pub tokens_per_month: Option<u64>,
+}
+
 /// What the hot path knows about a key. Built from the store; holds the hash, never the key.
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
     pub id: KeyId,
+    pub account: Arc<str>,
+    pub limits: KeyLimits,
     pub kind: KeyKind,
     pub key_prefix: Arc<str>,
     pub name: String,
@@ -278,6 +290,8 @@ mod tests {
     fn record(key: &SecretKey, parsed: ParsedKey, hasher: &KeyHasher) -> KeyRecord {
         KeyRecord {
             id: parsed.id,
+            account: "default".into(),
+            limits: KeyLimits::default(),
             kind: parsed.kind,
             key_prefix: key_prefix("tg", parsed.kind, parsed.id).into(),
             name: "t".into(),

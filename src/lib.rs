@@ -14,6 +14,7 @@ pub mod error;
 pub mod headers;
 pub mod key_sync;
 pub mod keys;
+pub mod limits;
 pub mod pipeline;
 pub mod providers;
 pub mod routes;

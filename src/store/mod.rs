@@ -34,6 +34,8 @@ impl KeyInfo {
 /// Keys changed since a version, and the version to ask from next time.
 pub struct KeyChanges {
     pub records: Vec<KeyRecord>,
+    /// Every account's plan, whenever anything changed.
+    pub plans: Vec<(String, String)>,
     pub version: i64,
 }
 

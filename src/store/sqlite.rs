@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{KeyChanges, KeyInfo, StoreError, status_of};
-use crate::keys::{self, KeyHasher, KeyId, KeyKind, KeyRecord, SecretKey};
+use crate::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &["
@@ -25,6 +25,30 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX service_keys_by_version ON service_keys(version);
     CREATE TABLE store_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO store_meta (name, value) VALUES ('version', 0);
+", "
+    CREATE TABLE accounts (
+        id          TEXT PRIMARY KEY,
+        plan        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    INSERT INTO accounts (id, plan, created_at) VALUES ('default', 'default', 0);
+    ALTER TABLE service_keys ADD COLUMN account_id TEXT NOT NULL DEFAULT 'default' REFERENCES accounts(id);
+    ALTER TABLE service_keys ADD COLUMN requests_per_minute INTEGER;
+    ALTER TABLE service_keys ADD COLUMN requests_per_day INTEGER;
+    ALTER TABLE service_keys ADD COLUMN concurrent_requests INTEGER;
+    ALTER TABLE service_keys ADD COLUMN tokens_per_month INTEGER;
+    -- Usage per key, UTC day and model; requests counted at admission, tokens when settled.
+    CREATE TABLE usage_daily (
+        key_id        TEXT NOT NULL,
+        account_id    TEXT NOT NULL,
+        day           INTEGER NOT NULL,
+        model         TEXT NOT NULL,
+        requests      INTEGER NOT NULL DEFAULT 0,
+        input_tokens  INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_id, day, model)
+    );
+    CREATE INDEX usage_daily_by_day ON usage_daily(day);
 "];
 
 #[derive(Clone)]
@@ -164,43 +188,50 @@ impl SqliteStore {
         if version <= since {
             return Ok(KeyChanges {
                 records: Vec::new(),
+                plans: Vec::new(),
                 version,
             });
         }
         let mut stmt = conn.prepare_cached(
-            "SELECT id, key_prefix, kind, name, hash, created_at, expires_at, revoked_at
+            "SELECT id, key_prefix, kind, name, hash, created_at, expires_at, revoked_at, account_id,
+                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month
              FROM service_keys WHERE version > ?1 AND version <= ?2",
         )?;
-        let rows = stmt.query_map(params![since, version], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, Vec<u8>>(4)?,
-                row.get::<_, i64>(5)?,
-                row.get::<_, Option<i64>>(6)?,
-                row.get::<_, Option<i64>>(7)?,
-            ))
-        })?;
+        let mut rows = stmt.query(params![since, version])?;
         let mut records = Vec::new();
-        for row in rows {
-            let (id, key_prefix, kind, name, hash, created_at, expires_at, revoked_at) = row?;
-            let hash: [u8; 32] = hash
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let hash: [u8; 32] = row
+                .get::<_, Vec<u8>>(4)?
                 .try_into()
                 .map_err(|_| StoreError::Corrupt(format!("hash of key {id}")))?;
             records.push(KeyRecord {
                 id: parse_id(&id)?,
-                kind: parse_kind(&kind)?,
-                key_prefix: key_prefix.into(),
-                name,
+                kind: parse_kind(&row.get::<_, String>(2)?)?,
+                key_prefix: row.get::<_, String>(1)?.into(),
+                name: row.get(3)?,
                 hash: blake3::Hash::from_bytes(hash),
-                created_at,
-                expires_at,
-                status: status_of(revoked_at),
+                created_at: row.get(5)?,
+                expires_at: row.get(6)?,
+                status: status_of(row.get(7)?),
+                account: row.get::<_, String>(8)?.into(),
+                limits: KeyLimits {
+                    requests_per_minute: row.get(9)?,
+                    requests_per_day: row.get(10)?,
+                    concurrent_requests: row.get(11)?,
+                    tokens_per_month: row.get::<_, Option<i64>>(12)?.map(|t| t.max(0) as u64),
+                },
             });
         }
-        Ok(KeyChanges { records, version })
+        let mut stmt = conn.prepare_cached("SELECT id, plan FROM accounts")?;
+        let plans = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KeyChanges {
+            records,
+            plans,
+            version,
+        })
     }
 
     /// A cheap round trip, for readiness.

@@ -1,0 +1,570 @@
+//! Admission against every limit of a key and its account (DESIGN §3): requests per minute (GCRA),
+//! requests per UTC day, concurrent requests, the key's optional monthly token quota and the account
+//! plan's monthly token quota. [`Limiter::admit`] checks all of them and commits all or nothing under the
+//! key's lock then the account's (always in that order); the [`Admission`] it returns holds the token
+//! reservation and the concurrency slot until it is settled or dropped.
+
+pub mod gcra;
+pub mod ledger;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dashmap::DashMap;
+
+use crate::clock;
+use crate::config::LimitsConfig;
+use crate::keys::{KeyId, KeyRecord};
+use gcra::{Decision, Gcra, Rate};
+use ledger::Ledger;
+
+/// An instant on both clocks the limits need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic nanoseconds (rates, leases).
+    pub mono_ns: u64,
+    /// Unix seconds (UTC days and months).
+    pub unix: i64,
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    RequestsPerMinute,
+    RequestsPerDay,
+    Concurrency,
+    KeyTokens,
+    AccountTokens,
+}
+
+impl LimitKind {
+    /// A bounded label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::RequestsPerMinute => "requests_per_minute",
+            LimitKind::RequestsPerDay => "requests_per_day",
+            LimitKind::Concurrency => "concurrency",
+            LimitKind::KeyTokens => "key_tokens_per_month",
+            LimitKind::AccountTokens => "account_tokens_per_month",
+        }
+    }
+
+    /// Whether retrying soon cannot help (the SDKs are told not to retry).
+    pub fn is_exhaustion(self) -> bool {
+        matches!(
+            self,
+            LimitKind::RequestsPerDay | LimitKind::KeyTokens | LimitKind::AccountTokens
+        )
+    }
+
+    pub fn is_tokens(self) -> bool {
+        matches!(self, LimitKind::KeyTokens | LimitKind::AccountTokens)
+    }
+}
+
+/// A refusal: which limit, when to retry, and the state to report in headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub limit: LimitKind,
+    pub retry_after_secs: u64,
+    pub headers: RateHeaders,
+}
+
+/// The six `x-ratelimit-*` values (OpenAI's names): the request side is the per-minute limit, the token
+/// side the tighter of the key's and the account's monthly quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit_requests: u64,
+    pub remaining_requests: u64,
+    pub reset_requests_ns: u64,
+    pub limit_tokens: u64,
+    pub remaining_tokens: u64,
+    pub reset_tokens_secs: u64,
+}
+
+/// A key's limits after defaults are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    pub rate: Rate,
+    pub per_minute: u32,
+    pub per_day: u32,
+    pub concurrency: u32,
+    pub key_tokens: Option<u64>,
+}
+
+struct KeyCounters {
+    gcra: Gcra,
+    day: i64,
+    day_requests: u64,
+    in_flight: u32,
+    month: i64,
+    tokens: Ledger,
+}
+
+struct AccountCounters {
+    month: i64,
+    tokens: Ledger,
+}
+
+/// Totals carried over a restart, from the store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carried {
+    pub day_requests: u64,
+    pub month_tokens: u64,
+}
+
+pub struct Limiter {
+    defaults: LimitsConfig,
+    /// How long a reservation may stay open before a sweep ends it.
+    lease_ns: u64,
+    keys: DashMap<KeyId, Arc<Mutex<KeyCounters>>>,
+    accounts: DashMap<Arc<str>, Arc<Mutex<AccountCounters>>>,
+    next_reservation: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Counters stay consistent under a panic elsewhere: every update completes under one lock.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Limiter {
+    pub fn new(defaults: LimitsConfig, lease: std::time::Duration) -> Limiter {
+        Limiter {
+            defaults,
+            lease_ns: lease.as_nanos() as u64,
+            keys: DashMap::new(),
+            accounts: DashMap::new(),
+            next_reservation: AtomicU64::new(1),
+        }
+    }
+
+    pub fn effective(&self, key: &KeyRecord) -> EffectiveLimits {
+        let per_minute = key
+            .limits
+            .requests_per_minute
+            .unwrap_or(self.defaults.requests_per_minute);
+        EffectiveLimits {
+            rate: Rate::per_minute(per_minute),
+            per_minute,
+            per_day: key
+                .limits
+                .requests_per_day
+                .unwrap_or(self.defaults.requests_per_day),
+            concurrency: key
+                .limits
+                .concurrent_requests
+                .unwrap_or(self.defaults.concurrent_requests),
+            key_tokens: key
+                .limits
+                .tokens_per_month
+                .or(self.defaults.tokens_per_month),
+        }
+    }
+
+    /// Seeds a key's day requests and month tokens, and adds its month tokens to its account (at start,
+    /// from the store).
+    pub fn carry(&self, key: KeyId, account: Arc<str>, carried: Carried, now: Now) {
+        let counters = KeyCounters {
+            gcra: Gcra::default(),
+            day: clock::day_of(now.unix),
+            day_requests: carried.day_requests,
+            in_flight: 0,
+            month: clock::month_of(now.unix),
+            tokens: Ledger::with_used(carried.month_tokens),
+        };
+        self.keys.insert(key, Arc::new(Mutex::new(counters)));
+        let account = self.account(&account, now);
+        lock(&account).tokens.used += carried.month_tokens;
+    }
+
+    fn account(&self, account: &Arc<str>, now: Now) -> Arc<Mutex<AccountCounters>> {
+        if let Some(a) = self.accounts.get(account) {
+            return Arc::clone(a.value());
+        }
+        let fresh = AccountCounters {
+            month: clock::month_of(now.unix),
+            tokens: Ledger::default(),
+        };
+        Arc::clone(
+            self.accounts
+                .entry(Arc::clone(account))
+                .or_insert_with(|| Arc::new(Mutex::new(fresh)))
+                .value(),
+        )
+    }
+
+    fn key(&self, key: KeyId, now: Now) -> Arc<Mutex<KeyCounters>> {
+        if let Some(k) = self.keys.get(&key) {
+            return Arc::clone(k.value());
+        }
+        let fresh = KeyCounters {
+            gcra: Gcra::default(),
+            day: clock::day_of(now.unix),
+            day_requests: 0,
+            in_flight: 0,
+            month: clock::month_of(now.unix),
+            tokens: Ledger::default(),
+        };
+        Arc::clone(
+            self.keys
+                .entry(key)
+                .or_insert_with(|| Arc::new(Mutex::new(fresh)))
+                .value(),
+        )
+    }
+
+    /// Admits a request of an authenticated key that may cost up to `cost` tokens, against every limit
+    /// at once. `plan_tokens` is the monthly quota of the key's account.
+    pub fn admit(
+        &self,
+        key: &KeyRecord,
+        plan_tokens: u64,
+        cost: u64,
+        now: Now,
+    ) -> Result<Admission, Refusal> {
+        let limits = self.effective(key);
+        let key_counters = self.key(key.id, now);
+        let account_counters = self.account(&key.account, now);
+        let mut k = lock(&key_counters);
+        let mut a = lock(&account_counters);
+        roll(&mut k, &mut a, now);
+
+        let refuse = |limit, retry_after_secs: u64, k: &KeyCounters, a: &AccountCounters| Refusal {
+            limit,
+            retry_after_secs: retry_after_secs.max(1),
+            headers: headers(&limits, plan_tokens, k, a, now),
+        };
+        if k.in_flight >= limits.concurrency {
+            return Err(refuse(LimitKind::Concurrency, 1, &k, &a));
+        }
+        if let Decision::Wait(ns) = k.gcra.check(limits.rate, now.mono_ns) {
+            return Err(refuse(
+                LimitKind::RequestsPerMinute,
+                ns.div_ceil(1_000_000_000),
+                &k,
+                &a,
+            ));
+        }
+        if k.day_requests >= u64::from(limits.per_day) {
+            let wait = clock::next_day_start(now.unix) - now.unix;
+            return Err(refuse(LimitKind::RequestsPerDay, wait as u64, &k, &a));
+        }
+        let to_month_end = (clock::next_month_start(now.unix) - now.unix) as u64;
+        if limits
+            .key_tokens
+            .is_some_and(|quota| !k.tokens.fits(quota, cost))
+        {
+            return Err(refuse(LimitKind::KeyTokens, to_month_end, &k, &a));
+        }
+        if !a.tokens.fits(plan_tokens, cost) {
+            return Err(refuse(LimitKind::AccountTokens, to_month_end, &k, &a));
+        }
+
+        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+        let lease_until = now.mono_ns.saturating_add(self.lease_ns);
+        k.gcra.record(limits.rate, now.mono_ns);
+        k.day_requests += 1;
+        k.in_flight += 1;
+        k.tokens.reserve(id, cost, lease_until);
+        a.tokens.reserve(id, cost, lease_until);
+        let headers = headers(&limits, plan_tokens, &k, &a, now);
+        drop(a);
+        drop(k);
+        Ok(Admission {
+            key: key_counters,
+            account: account_counters,
+            id,
+            reserved: cost,
+            headers,
+            ended: false,
+        })
+    }
+
+    /// Ends reservations whose lease ran out (their holders vanished); returns how many.
+    pub fn expire(&self, now: Now) -> usize {
+        let mut ended = 0;
+        for entry in &self.keys {
+            ended += lock(entry.value()).tokens.expire(now.mono_ns).len();
+        }
+        for entry in &self.accounts {
+            lock(entry.value()).tokens.expire(now.mono_ns);
+        }
+        ended
+    }
+
+    /// Tokens used and reserved this month by a key (for tests and reports of the live state).
+    pub fn key_tokens(&self, key: KeyId) -> Option<(u64, u64)> {
+        self.keys.get(&key).map(|k| {
+            let k = lock(k.value());
+            (k.tokens.used, k.tokens.reserved)
+        })
+    }
+
+    /// Requests in flight for a key.
+    pub fn in_flight(&self, key: KeyId) -> u32 {
+        self.keys.get(&key).map_or(0, |k| lock(k.value()).in_flight)
+    }
+}
+
+/// Starts a new day or month where `now` has crossed into one.
+fn roll(k: &mut KeyCounters, a: &mut AccountCounters, now: Now) {
+    let day = clock::day_of(now.unix);
+    if k.day != day {
+        k.day = day;
+        k.day_requests = 0;
+    }
+    let month = clock::month_of(now.unix);
+    if k.month != month {
+        k.month = month;
+        k.tokens.roll();
+    }
+    if a.month != month {
+        a.month = month;
+        a.tokens.roll();
+    }
+}
+
+fn headers(
+    limits: &EffectiveLimits,
+    plan_tokens: u64,
+    k: &KeyCounters,
+    a: &AccountCounters,
+    now: Now,
+) -> RateHeaders {
+    let account_remaining = a.tokens.remaining(plan_tokens);
+    let (limit_tokens, remaining_tokens) = match limits.key_tokens {
+        Some(quota) if k.tokens.remaining(quota) < account_remaining => {
+            (quota, k.tokens.remaining(quota))
+        }
+        _ => (plan_tokens, account_remaining),
+    };
+    RateHeaders {
+        limit_requests: u64::from(limits.per_minute),
+        remaining_requests: k.gcra.remaining(limits.rate, now.mono_ns),
+        reset_requests_ns: k.gcra.reset_ns(now.mono_ns),
+        limit_tokens,
+        remaining_tokens,
+        reset_tokens_secs: (clock::next_month_start(now.unix) - now.unix) as u64,
+    }
+}
+
+/// An admitted request: its token reservation and concurrency slot. Settle it with the tokens the
+/// request used; dropping it unsettled charges the whole reservation.
+pub struct Admission {
+    key: Arc<Mutex<KeyCounters>>,
+    account: Arc<Mutex<AccountCounters>>,
+    id: u64,
+    pub reserved: u64,
+    pub headers: RateHeaders,
+    ended: bool,
+}
+
+impl Admission {
+    pub fn settle(mut self, actual: u64) {
+        self.end(actual);
+    }
+
+    fn end(&mut self, actual: u64) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let mut k = lock(&self.key);
+        let mut a = lock(&self.account);
+        k.tokens.settle(self.id, actual);
+        a.tokens.settle(self.id, actual);
+        k.in_flight = k.in_flight.saturating_sub(1);
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.end(self.reserved);
+    }
+}
+
+/// A duration in OpenAI's header style: `12ms`, `1s`, `1.5s`, `6m0s`, `412h5m3s`.
+pub fn go_duration(ns: u64) -> String {
+    if ns < 1_000_000_000 {
+        return format!("{}ms", ns.div_ceil(1_000_000));
+    }
+    let secs = ns / 1_000_000_000;
+    let millis = (ns % 1_000_000_000) / 1_000_000;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let s = if millis == 0 {
+        format!("{s}s")
+    } else {
+        format!("{s}.{}s", format!("{millis:03}").trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyKind, KeyLimits, KeyStatus};
+
+    fn defaults() -> LimitsConfig {
+        LimitsConfig {
+            requests_per_minute: 1000,
+            requests_per_day: 10_000,
+            concurrent_requests: 10,
+            tokens_per_month: None,
+            default_max_output_tokens: 100,
+        }
+    }
+
+    fn key(limits: KeyLimits) -> KeyRecord {
+        KeyRecord {
+            id: KeyId::parse("AAAAAAAAAAAA").unwrap(),
+            account: "acct".into(),
+            limits,
+            kind: KeyKind::Live,
+            key_prefix: "tg_live_AAAAAAAAAAAA".into(),
+            name: "k".into(),
+            hash: blake3::hash(b"x"),
+            created_at: 0,
+            expires_at: None,
+            status: KeyStatus::Active,
+        }
+    }
+
+    const T0: Now = Now {
+        mono_ns: 10_000_000_000,
+        unix: 1_795_422_645,
+    };
+
+    #[test]
+    fn the_concurrency_slot_frees_when_an_admission_ends() {
+        let l = Limiter::new(defaults(), std::time::Duration::from_secs(60));
+        let k = key(KeyLimits {
+            concurrent_requests: Some(2),
+            ..KeyLimits::default()
+        });
+        let a = l.admit(&k, 1_000, 10, T0).unwrap();
+        let _b = l.admit(&k, 1_000, 10, T0).unwrap();
+        let refused = l.admit(&k, 1_000, 10, T0).err().unwrap();
+        assert_eq!(refused.limit, LimitKind::Concurrency);
+        a.settle(3);
+        assert!(l.admit(&k, 1_000, 10, T0).is_ok());
+        assert_eq!(
+            l.key_tokens(k.id).unwrap().0,
+            3 + 10,
+            "settled 3, the dropped one charged its 10"
+        );
+    }
+
+    #[test]
+    fn token_quotas_are_all_or_nothing_and_name_the_tighter_limit() {
+        let l = Limiter::new(defaults(), std::time::Duration::from_secs(60));
+        let k = key(KeyLimits {
+            tokens_per_month: Some(250),
+            ..KeyLimits::default()
+        });
+        let a = l.admit(&k, 1_000, 100, T0).unwrap();
+        assert_eq!(
+            (a.headers.limit_tokens, a.headers.remaining_tokens),
+            (250, 150)
+        );
+        let _b = l.admit(&k, 1_000, 100, T0).unwrap();
+        let refused = l.admit(&k, 1_000, 100, T0).err().unwrap();
+        assert_eq!(refused.limit, LimitKind::KeyTokens);
+        assert!(refused.limit.is_exhaustion());
+        // A refusal takes nothing: the day count and the reservations are as they were.
+        assert_eq!(l.key_tokens(k.id), Some((0, 200)));
+        let tight_plan = l
+            .admit(&key(KeyLimits::default()), 150, 100, T0)
+            .err()
+            .unwrap();
+        assert_eq!(tight_plan.limit, LimitKind::AccountTokens);
+    }
+
+    #[test]
+    fn per_minute_and_per_day_limits_refuse_with_their_retry_after() {
+        let l = Limiter::new(defaults(), std::time::Duration::from_secs(60));
+        let k = key(KeyLimits {
+            requests_per_minute: Some(2),
+            requests_per_day: Some(3),
+            ..KeyLimits::default()
+        });
+        for _ in 0..2 {
+            l.admit(&k, 1_000, 0, T0).unwrap();
+        }
+        let r = l.admit(&k, 1_000, 0, T0).err().unwrap();
+        assert_eq!(
+            (r.limit, r.retry_after_secs),
+            (LimitKind::RequestsPerMinute, 30)
+        );
+        let later = Now {
+            mono_ns: T0.mono_ns + 30_000_000_000,
+            unix: T0.unix + 30,
+        };
+        l.admit(&k, 1_000, 0, later).unwrap();
+        let later = Now {
+            mono_ns: T0.mono_ns + 120_000_000_000,
+            unix: T0.unix + 120,
+        };
+        let r = l.admit(&k, 1_000, 0, later).err().unwrap();
+        assert_eq!(r.limit, LimitKind::RequestsPerDay);
+        assert_eq!(
+            r.retry_after_secs as i64,
+            clock::next_day_start(later.unix) - later.unix
+        );
+        let tomorrow = Now {
+            mono_ns: later.mono_ns + 86_400_000_000_000,
+            unix: clock::next_day_start(later.unix),
+        };
+        assert!(l.admit(&k, 1_000, 0, tomorrow).is_ok());
+    }
+
+    #[test]
+    fn leases_end_forgotten_reservations() {
+        let l = Limiter::new(defaults(), std::time::Duration::from_secs(1));
+        let k = key(KeyLimits::default());
+        let a = l.admit(&k, 1_000, 40, T0).unwrap();
+        assert_eq!(l.expire(T0), 0);
+        assert_eq!(
+            l.expire(Now {
+                mono_ns: T0.mono_ns + 1_000_000_000,
+                unix: T0.unix + 1
+            }),
+            1
+        );
+        assert_eq!(l.key_tokens(k.id), Some((40, 0)));
+        a.settle(5);
+        assert_eq!(
+            l.key_tokens(k.id),
+            Some((40, 0)),
+            "an expired reservation is not settled again"
+        );
+    }
+
+    #[test]
+    fn a_new_month_starts_from_zero() {
+        let l = Limiter::new(defaults(), std::time::Duration::from_secs(60));
+        let k = key(KeyLimits {
+            tokens_per_month: Some(100),
+            ..KeyLimits::default()
+        });
+        l.admit(&k, 1_000, 100, T0).unwrap().settle(100);
+        assert!(l.admit(&k, 1_000, 1, T0).is_err());
+        let next = Now {
+            mono_ns: T0.mono_ns + 1,
+            unix: clock::next_month_start(T0.unix),
+        };
+        assert!(l.admit(&k, 1_000, 100, next).is_ok());
+    }
+
+    #[test]
+    fn durations_in_openai_style() {
+        assert_eq!(go_duration(12_000_000), "12ms");
+        assert_eq!(go_duration(1_000_000_000), "1s");
+        assert_eq!(go_duration(1_500_000_000), "1.5s");
+        assert_eq!(go_duration(10_250_000_000), "10.25s");
+        assert_eq!(go_duration(360_000_000_000), "6m0s");
+        assert_eq!(go_duration(3_723_000_000_000), "1h2m3s");
+    }
+}
