@@ -23,6 +23,7 @@ pub mod sse;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+pub mod usage;
 
 use std::future::Future;
 use std::sync::Arc;
