@@ -41,6 +41,12 @@ pub fn next_month_start(unix: i64) -> i64 {
     days_from_civil(next.div_euclid(12), (next.rem_euclid(12) + 1) as u32, 1) * 86_400
 }
 
+/// Day number of the first day of the UTC month holding `unix`.
+pub fn month_first_day(unix: i64) -> i64 {
+    let (y, m, _) = civil_from_days(day_of(unix));
+    days_from_civil(y, m, 1)
+}
+
 /// `YYYY-MM-DD` of a UTC day number.
 pub fn date_of_day(day: i64) -> String {
     let (y, m, d) = civil_from_days(day);
@@ -108,6 +114,7 @@ mod tests {
         assert_eq!(month_of(dec) + 1, month_of(next_month_start(dec)));
         assert_eq!(parse_date("2026-11-23"), Some(day_of(t)));
         assert_eq!(date_of_day(day_of(t)), "2026-11-23");
+        assert_eq!(date_of_day(month_first_day(t)), "2026-11-01");
         for bad in ["2026-02-30", "2026-13-01", "26-11-23", "2026-11-3", "x"] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tollgate::clock::{rfc3339, unix_now};
+use tollgate::clock::{self, rfc3339, unix_now};
+use tollgate::config::{CONCURRENCY_RANGE, RPD_RANGE, RPM_RANGE};
 use tollgate::config::{Config, LogFormat};
-use tollgate::keys::{KeyHasher, KeyId, KeyKind};
-use tollgate::store::SqliteStore;
+use tollgate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits};
+use tollgate::store::{NewKey, SqliteStore};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,91 @@ enum Command {
     /// Manage service keys in the configured store
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Tokens and requests per key, day and model (default: this month so far)
+    Usage {
+        /// Only this key (id or key prefix)
+        #[arg(long)]
+        key: Option<String>,
+        /// First day, YYYY-MM-DD (UTC)
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (UTC)
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+/// Limit overrides on the command line; each takes a number or `default`.
+#[derive(clap::Args, Default)]
+struct LimitArgs {
+    /// Requests per minute, 1-1000 (rolling)
+    #[arg(long, value_name = "N|default")]
+    rpm: Option<LimitValue>,
+    /// Requests per UTC day, 1-10000
+    #[arg(long, value_name = "N|default")]
+    daily: Option<LimitValue>,
+    /// Requests in flight at once, 1-10000
+    #[arg(long, value_name = "N|default")]
+    concurrency: Option<LimitValue>,
+    /// This key's own monthly token quota (UTC calendar month)
+    #[arg(long, value_name = "N|default")]
+    tokens_per_month: Option<LimitValue>,
+}
+
+#[derive(Clone, Copy)]
+enum LimitValue {
+    Default,
+    Value(u64),
+}
+
+impl std::str::FromStr for LimitValue {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LimitValue, String> {
+        if s == "default" {
+            return Ok(LimitValue::Default);
+        }
+        s.parse()
+            .map(LimitValue::Value)
+            .map_err(|_| format!("{s:?} is neither a number nor `default`"))
+    }
+}
+
+impl LimitArgs {
+    /// Applies the given flags over `limits`, checking each against its range.
+    fn apply(&self, mut limits: KeyLimits) -> Result<KeyLimits, String> {
+        fn small(
+            flag: &str,
+            v: Option<LimitValue>,
+            (min, max): (u32, u32),
+            slot: &mut Option<u32>,
+        ) -> Result<(), String> {
+            match v {
+                None => {}
+                Some(LimitValue::Default) => *slot = None,
+                Some(LimitValue::Value(n)) if n >= u64::from(min) && n <= u64::from(max) => {
+                    *slot = Some(n as u32)
+                }
+                Some(LimitValue::Value(n)) => {
+                    return Err(format!("--{flag} {n} is outside {min}..={max}"));
+                }
+            }
+            Ok(())
+        }
+        small("rpm", self.rpm, RPM_RANGE, &mut limits.requests_per_minute)?;
+        small("daily", self.daily, RPD_RANGE, &mut limits.requests_per_day)?;
+        small(
+            "concurrency",
+            self.concurrency,
+            CONCURRENCY_RANGE,
+            &mut limits.concurrent_requests,
+        )?;
+        match self.tokens_per_month {
+            None => {}
+            Some(LimitValue::Default) => limits.tokens_per_month = None,
+            Some(LimitValue::Value(n)) => limits.tokens_per_month = Some(n),
+        }
+        Ok(limits)
+    }
 }
 
 #[derive(Subcommand)]
@@ -48,6 +134,14 @@ enum KeysCommand {
         /// live or trial
         #[arg(long, default_value = "live", value_parser = ["live", "trial"])]
         kind: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Change a key's limits; flags not given stay as they are, `default` returns one to proxy.toml's
+    SetLimits {
+        id: String,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List keys: id, prefix, name, created, expiry, status (never a secret)
     List,
@@ -74,6 +168,9 @@ fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::CheckConfig => check_config(&config, &path),
         Command::Keys(command) => keys(&config, command),
+        Command::Usage { key, from, to } => {
+            usage(&config, key.as_deref(), from.as_deref(), to.as_deref())
+        }
     };
     match result {
         Ok(code) => code,
@@ -174,6 +271,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
             name,
             expires_in,
             kind,
+            limits,
         } => {
             let name = name.trim();
             if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
@@ -182,8 +280,15 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
             let kind = KeyKind::parse(&kind).ok_or("--kind must be live or trial")?;
             let expires_at = expires_in.map(|days| now + i64::from(days) * 86_400);
             let hasher = KeyHasher::new(config.keys.hash_secret);
-            let (secret, info) =
-                store.create_key(&config.keys.prefix, &hasher, kind, name, now, expires_at)?;
+            let new = NewKey {
+                kind,
+                name: name.to_owned(),
+                account: "default".to_owned(),
+                limits: limits.apply(KeyLimits::default())?,
+                created_at: now,
+                expires_at,
+            };
+            let (secret, info) = store.create_key(&config.keys.prefix, &hasher, &new)?;
             eprintln!("created key {:?}", info.name);
             eprintln!("  id          {}", info.id);
             eprintln!("  key_prefix  {}", info.key_prefix);
@@ -191,6 +296,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
                 "  expires     {}",
                 info.expires_at.map_or("never".to_owned(), rfc3339)
             );
+            eprintln!("  limits      {}", describe_limits(&info.limits, config));
             eprintln!("the key below is shown once and cannot be recovered; store it now:");
             println!("{}", secret.expose());
         }
@@ -212,10 +318,21 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
                 );
             }
         }
+        KeysCommand::SetLimits { id, limits } => {
+            let key_id = parse_key_id(&id)?;
+            let info = store
+                .key_info(key_id)?
+                .ok_or_else(|| format!("key {key_id} does not exist"))?;
+            let updated = limits.apply(info.limits)?;
+            store.set_key_limits(key_id, updated)?;
+            println!(
+                "{key_id}: {}; running servers apply it within {}ms",
+                describe_limits(&updated, config),
+                config.store.refresh_interval.as_millis()
+            );
+        }
         KeysCommand::Revoke { id } => {
-            // Accept the bare id or the whole key prefix (`tg_live_<id>`).
-            let bare = id.rsplit('_').next().unwrap_or_default();
-            let key_id = KeyId::parse(bare).ok_or_else(|| format!("{id:?} is not a key id"))?;
+            let key_id = parse_key_id(&id)?;
             if !store.revoke_key(key_id, now)? {
                 let state = store
                     .key_info(key_id)?
@@ -227,6 +344,89 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
                 config.store.refresh_interval.as_millis()
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A key id from the bare id or the whole key prefix (`tg_live_<id>`).
+fn parse_key_id(text: &str) -> Result<KeyId, String> {
+    let bare = text.rsplit('_').next().unwrap_or_default();
+    KeyId::parse(bare).ok_or_else(|| format!("{text:?} is not a key id"))
+}
+
+fn describe_limits(l: &KeyLimits, config: &Config) -> String {
+    let d = &config.limits;
+    let mark = |own: bool| if own { "" } else { " (default)" };
+    format!(
+        "{} rpm{}, {} per day{}, {} concurrent{}, {}{}",
+        l.requests_per_minute.unwrap_or(d.requests_per_minute),
+        mark(l.requests_per_minute.is_some()),
+        l.requests_per_day.unwrap_or(d.requests_per_day),
+        mark(l.requests_per_day.is_some()),
+        l.concurrent_requests.unwrap_or(d.concurrent_requests),
+        mark(l.concurrent_requests.is_some()),
+        l.tokens_per_month
+            .or(d.tokens_per_month)
+            .map_or("no key token quota".to_owned(), |t| format!(
+                "{t} tokens per month"
+            )),
+        mark(l.tokens_per_month.is_some()),
+    )
+}
+
+fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str>) -> CliResult {
+    let store = SqliteStore::open(&config.store.path)?;
+    let now = unix_now();
+    let day = |flag: &str, text: Option<&str>, default: i64| match text {
+        None => Ok(default),
+        Some(t) => clock::parse_date(t)
+            .ok_or_else(|| format!("--{flag} {t:?} is not a date like 2026-11-23")),
+    };
+    let from = day("from", from, clock::month_first_day(now))?;
+    let to = day("to", to, clock::day_of(now))?;
+    let key = key.map(parse_key_id).transpose()?;
+    let rows = store.usage_report(key, from, to)?;
+    println!(
+        "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",
+        "KEY", "DAY", "MODEL", "REQUESTS", "INPUT", "OUTPUT", "TOTAL"
+    );
+    let mut totals: Vec<(String, u64, u64, u64)> = Vec::new();
+    for r in &rows {
+        println!(
+            "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",
+            r.key_prefix,
+            clock::date_of_day(r.day),
+            r.model,
+            r.requests,
+            r.input_tokens,
+            r.output_tokens,
+            r.input_tokens + r.output_tokens
+        );
+        match totals.last_mut() {
+            Some(t) if t.0 == r.key_prefix => {
+                t.1 += r.requests;
+                t.2 += r.input_tokens;
+                t.3 += r.output_tokens;
+            }
+            _ => totals.push((
+                r.key_prefix.clone(),
+                r.requests,
+                r.input_tokens,
+                r.output_tokens,
+            )),
+        }
+    }
+    for (prefix, requests, input, output) in totals {
+        println!(
+            "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",
+            prefix,
+            "total",
+            "",
+            requests,
+            input,
+            output,
+            input + output
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,44 @@ pub mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::keys::{KeyId, KeyKind, KeyRecord, KeyStatus};
+use crate::keys::{KeyId, KeyKind, KeyLimits, KeyRecord, KeyStatus};
+
+/// What a new key is made of (its secret is generated).
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub kind: KeyKind,
+    pub name: String,
+    pub account: String,
+    pub limits: KeyLimits,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl NewKey {
+    /// A live key of the default account with default limits.
+    pub fn live(name: &str, created_at: i64) -> NewKey {
+        NewKey {
+            kind: KeyKind::Live,
+            name: name.to_owned(),
+            account: "default".to_owned(),
+            limits: KeyLimits::default(),
+            created_at,
+            expires_at: None,
+        }
+    }
+}
+
+/// One line of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub key: KeyId,
+    pub key_prefix: String,
+    pub day: i64,
+    pub model: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
 
 /// A key as listed to an operator: everything but the hash.
 #[derive(Debug, Clone)]
@@ -14,6 +51,8 @@ pub struct KeyInfo {
     pub key_prefix: String,
     pub kind: KeyKind,
     pub name: String,
+    pub account: String,
+    pub limits: KeyLimits,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,

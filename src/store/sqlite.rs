@@ -6,8 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{KeyChanges, KeyInfo, StoreError, status_of};
+use std::collections::HashMap;
+
+use super::{KeyChanges, KeyInfo, NewKey, StoreError, UsageRow, status_of};
 use crate::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
+use crate::limits::Carried;
+use crate::usage::book::{UsageDelta, UsageKey};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &["
@@ -82,42 +86,171 @@ impl SqliteStore {
         &self,
         prefix: &str,
         hasher: &KeyHasher,
-        kind: KeyKind,
-        name: &str,
-        created_at: i64,
-        expires_at: Option<i64>,
+        new: &NewKey,
     ) -> Result<(SecretKey, KeyInfo), StoreError> {
-        let (secret, parsed) = keys::generate(prefix, kind).map_err(StoreError::Random)?;
-        let key_prefix = keys::key_prefix(prefix, kind, parsed.id);
+        let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
+        let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
         let hash = hasher.hash(secret.expose());
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version = bump_version(&tx)?;
+        let l = new.limits;
         tx.execute(
-            "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
+                                       requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 parsed.id.as_str(),
                 key_prefix,
-                kind.as_str(),
-                name,
+                new.kind.as_str(),
+                new.name,
                 hash.as_bytes().as_slice(),
-                created_at,
-                expires_at,
-                version
+                new.created_at,
+                new.expires_at,
+                version,
+                new.account,
+                l.requests_per_minute,
+                l.requests_per_day,
+                l.concurrent_requests,
+                l.tokens_per_month.map(|t| t as i64),
             ],
         )?;
         tx.commit()?;
         let info = KeyInfo {
             id: parsed.id,
             key_prefix,
-            kind,
-            name: name.to_owned(),
-            created_at,
-            expires_at,
+            kind: new.kind,
+            name: new.name.clone(),
+            account: new.account.clone(),
+            limits: l,
+            created_at: new.created_at,
+            expires_at: new.expires_at,
             revoked_at: None,
         };
         Ok((secret, info))
+    }
+
+    /// Replaces a key's limit overrides; `false` if no such key.
+    pub fn set_key_limits(&self, id: KeyId, limits: KeyLimits) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version = bump_version(&tx)?;
+        let n = tx.execute(
+            "UPDATE service_keys SET requests_per_minute = ?1, requests_per_day = ?2, concurrent_requests = ?3,
+                                     tokens_per_month = ?4, version = ?5
+             WHERE id = ?6",
+            params![
+                limits.requests_per_minute,
+                limits.requests_per_day,
+                limits.concurrent_requests,
+                limits.tokens_per_month.map(|t| t as i64),
+                version,
+                id.as_str()
+            ],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Adds pending usage to the daily totals, all in one transaction.
+    pub fn add_usage(&self, rows: &HashMap<UsageKey, UsageDelta>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO usage_daily (key_id, account_id, day, model, requests, input_tokens, output_tokens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (key_id, day, model) DO UPDATE SET
+                     requests = requests + excluded.requests,
+                     input_tokens = input_tokens + excluded.input_tokens,
+                     output_tokens = output_tokens + excluded.output_tokens",
+            )?;
+            for (k, d) in rows {
+                stmt.execute(params![
+                    k.key.as_str(),
+                    &*d.account,
+                    k.day,
+                    &*k.model,
+                    d.requests as i64,
+                    d.input_tokens as i64,
+                    d.output_tokens as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Per key: its account, requests on day `today`, and tokens from day `month_start` on.
+    pub fn usage_totals(
+        &self,
+        today: i64,
+        month_start: i64,
+    ) -> Result<Vec<(KeyId, String, Carried)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT key_id, account_id,
+                    SUM(CASE WHEN day = ?1 THEN requests ELSE 0 END),
+                    SUM(input_tokens + output_tokens)
+             FROM usage_daily WHERE day >= ?2 GROUP BY key_id, account_id",
+        )?;
+        let mut rows = stmt.query(params![today, month_start])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id = parse_id(&row.get::<_, String>(0)?)?;
+            let carried = Carried {
+                day_requests: row.get::<_, i64>(2)?.max(0) as u64,
+                month_tokens: row.get::<_, i64>(3)?.max(0) as u64,
+            };
+            out.push((id, row.get(1)?, carried));
+        }
+        Ok(out)
+    }
+
+    /// Usage rows between two days (inclusive), optionally for one key, by key, day and model.
+    pub fn usage_report(
+        &self,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT u.key_id, COALESCE(k.key_prefix, u.key_id), u.day, u.model, u.requests, u.input_tokens, u.output_tokens
+             FROM usage_daily u LEFT JOIN service_keys k ON k.id = u.key_id
+             WHERE u.day BETWEEN ?1 AND ?2 AND (?3 IS NULL OR u.key_id = ?3)
+             ORDER BY u.key_id, u.day, u.model",
+        )?;
+        let mut rows = stmt.query(params![from, to, key.map(|k| k.as_str().to_owned())])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(UsageRow {
+                key: parse_id(&row.get::<_, String>(0)?)?,
+                key_prefix: row.get(1)?,
+                day: row.get(2)?,
+                model: row.get(3)?,
+                requests: row.get::<_, i64>(4)?.max(0) as u64,
+                input_tokens: row.get::<_, i64>(5)?.max(0) as u64,
+                output_tokens: row.get::<_, i64>(6)?.max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The plan of each account.
+    pub fn account_plans(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, plan FROM accounts")?;
+        let plans = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(plans)
     }
 
     /// Revokes a key; `false` if no such key or it was already revoked.
@@ -140,31 +273,23 @@ impl SqliteStore {
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at
+            "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at, account_id,
+                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month
              FROM service_keys ORDER BY created_at, id",
         )?;
-        let rows = stmt.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, Option<i64>>(5)?,
-                row.get::<_, Option<i64>>(6)?,
-            ))
-        })?;
+        let mut rows = stmt.query([])?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, key_prefix, kind, name, created_at, expires_at, revoked_at) = row?;
+        while let Some(row) = rows.next()? {
             out.push(KeyInfo {
-                id: parse_id(&id)?,
-                key_prefix,
-                kind: parse_kind(&kind)?,
-                name,
-                created_at,
-                expires_at,
-                revoked_at,
+                id: parse_id(&row.get::<_, String>(0)?)?,
+                key_prefix: row.get(1)?,
+                kind: parse_kind(&row.get::<_, String>(2)?)?,
+                name: row.get(3)?,
+                created_at: row.get(4)?,
+                expires_at: row.get(5)?,
+                revoked_at: row.get(6)?,
+                account: row.get(7)?,
+                limits: limits_from(row, 8)?,
             });
         }
         Ok(out)
@@ -215,18 +340,13 @@ impl SqliteStore {
                 expires_at: row.get(6)?,
                 status: status_of(row.get(7)?),
                 account: row.get::<_, String>(8)?.into(),
-                limits: KeyLimits {
-                    requests_per_minute: row.get(9)?,
-                    requests_per_day: row.get(10)?,
-                    concurrent_requests: row.get(11)?,
-                    tokens_per_month: row.get::<_, Option<i64>>(12)?.map(|t| t.max(0) as u64),
-                },
+                limits: limits_from(row, 9)?,
             });
         }
-        let mut stmt = conn.prepare_cached("SELECT id, plan FROM accounts")?;
-        let plans = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
+        drop(rows);
+        drop(stmt);
+        drop(conn);
+        let plans = self.account_plans()?;
         Ok(KeyChanges {
             records,
             plans,
@@ -260,6 +380,18 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The four limit columns starting at `first`.
+fn limits_from(row: &rusqlite::Row<'_>, first: usize) -> Result<KeyLimits, rusqlite::Error> {
+    Ok(KeyLimits {
+        requests_per_minute: row.get(first)?,
+        requests_per_day: row.get(first + 1)?,
+        concurrent_requests: row.get(first + 2)?,
+        tokens_per_month: row
+            .get::<_, Option<i64>>(first + 3)?
+            .map(|t| t.max(0) as u64),
+    })
+}
+
 fn parse_id(id: &str) -> Result<KeyId, StoreError> {
     KeyId::parse(id).ok_or_else(|| StoreError::Corrupt(format!("key id {id:?}")))
 }
@@ -279,7 +411,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let hasher = KeyHasher::new(None);
         let (k1, i1) = store
-            .create_key("tg", &hasher, KeyKind::Live, "one", 10, None)
+            .create_key("tg", &hasher, &NewKey::live("one", 10))
             .unwrap();
         let all = store.key_changes(0).unwrap();
         assert_eq!(all.records.len(), 1);
@@ -291,7 +423,15 @@ mod tests {
         assert_eq!(none.version, all.version);
 
         let (_, i2) = store
-            .create_key("tg", &hasher, KeyKind::Trial, "two", 11, Some(99))
+            .create_key(
+                "tg",
+                &hasher,
+                &NewKey {
+                    kind: KeyKind::Trial,
+                    expires_at: Some(99),
+                    ..NewKey::live("two", 11)
+                },
+            )
             .unwrap();
         assert!(store.revoke_key(i1.id, 12).unwrap());
         assert!(
@@ -320,7 +460,7 @@ mod tests {
         let info = {
             let store = SqliteStore::open(&path).unwrap();
             store
-                .create_key("tg", &hasher, KeyKind::Live, "kept", 1, None)
+                .create_key("tg", &hasher, &NewKey::live("kept", 1))
                 .unwrap()
                 .1
         };

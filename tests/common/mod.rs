@@ -16,8 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tollgate::config::Config;
-use tollgate::keys::{KeyHasher, KeyKind};
-use tollgate::store::SqliteStore;
+use tollgate::keys::KeyHasher;
+pub use tollgate::store::{NewKey, SqliteStore};
 
 pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
 
@@ -302,7 +302,7 @@ impl Gateway {
         let store = SqliteStore::open(&db).unwrap();
         let hasher = KeyHasher::new(None);
         let (secret, _) = store
-            .create_key("tg", &hasher, KeyKind::Live, "test", 0, None)
+            .create_key("tg", &hasher, &NewKey::live("test", 0))
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -371,17 +371,10 @@ impl Gateway {
     }
 
     /// A new key in this gateway's store (the running server sees it within `store.refresh_interval`).
-    pub fn create_key(&self, expires_at: Option<i64>) -> (String, tollgate::store::KeyInfo) {
+    pub fn create_key(&self, new: &NewKey) -> (String, tollgate::store::KeyInfo) {
         let (secret, info) = self
             .store
-            .create_key(
-                "tg",
-                &KeyHasher::new(None),
-                KeyKind::Live,
-                "extra",
-                0,
-                expires_at,
-            )
+            .create_key("tg", &KeyHasher::new(None), new)
             .unwrap();
         (secret.expose().to_owned(), info)
     }

@@ -18,9 +18,12 @@ type Case = (Vec<(&'static str, String)>, u16, &'static str);
 async fn refusals_before_forwarding_in_every_shape() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let (revoked, revoked_info) = gw.create_key(None);
+    let (revoked, revoked_info) = gw.create_key(&NewKey::live("revoked", 0));
     gw.store.revoke_key(revoked_info.id, 1).unwrap();
-    let (expired, _) = gw.create_key(Some(1));
+    let (expired, _) = gw.create_key(&NewKey {
+        expires_at: Some(1),
+        ..NewKey::live("expired", 0)
+    });
     let (unknown, _) = {
         // Well-formed, valid checksum, in no store.
         let other = tempfile::tempdir().unwrap();
@@ -29,10 +32,7 @@ async fn refusals_before_forwarding_in_every_shape() {
             .create_key(
                 "tg",
                 &tollgate::keys::KeyHasher::new(None),
-                tollgate::keys::KeyKind::Live,
-                "o",
-                0,
-                None,
+                &NewKey::live("o", 0),
             )
             .unwrap();
         (k.expose().to_owned(), i)

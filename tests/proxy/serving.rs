@@ -201,7 +201,7 @@ async fn a_slow_body_is_408() {
 async fn keys_written_elsewhere_are_seen_within_the_refresh_bound() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let (key, info) = gw.create_key(None);
+    let (key, info) = gw.create_key(&NewKey::live("extra", 0));
     let auth = format!("Bearer {key}");
     let h = [
         ("authorization", auth.as_str()),
