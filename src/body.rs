@@ -15,8 +15,12 @@ use tokio::time::{Instant, Sleep};
 use crate::access_log::AccessLog;
 use crate::admission::InFlightSlot;
 use crate::error::{LogLevel, ProxyError};
+use crate::metering::Metering;
 use crate::providers::{Endpoint, ProviderKind};
 use crate::sse::SseFramer;
+use crate::usage::json_scan::UsageScanner;
+use crate::usage::tap::UsageTap;
+use crate::usage::{Meter, Usage};
 
 pub enum ProxyBody {
     Full(Option<Bytes>),
@@ -75,71 +79,108 @@ pub struct StreamLimits {
     pub deadline: Instant,
 }
 
+/// How a response body is metered.
+pub enum BodyMeter {
+    /// Charged nothing: a free route, or a provider refusal (status ≥ 400).
+    Nothing,
+    /// Server-sent events, read by the tap.
+    Events(UsageTap),
+    /// A JSON body whose usage object the scanner looks for.
+    Json(Meter, UsageScanner),
+}
+
+/// Everything an upstream body carries besides the upstream stream itself.
+pub struct StreamParts {
+    pub kind: ProviderKind,
+    pub endpoint: Endpoint,
+    pub limits: StreamLimits,
+    pub status: u16,
+    pub log: AccessLog,
+    pub slot: InFlightSlot,
+    pub metering: Metering,
+    pub meter: BodyMeter,
+}
+
 pub struct UpstreamBody {
     /// `None` once the body ended or failed, so the connection is released at once.
     upstream: Option<Incoming>,
     /// Present for `text/event-stream` responses.
     framer: Option<SseFramer>,
-    kind: ProviderKind,
-    endpoint: Endpoint,
-    idle: Duration,
-    deadline: Instant,
+    parts: StreamParts,
     last_data: Instant,
     /// Fires at the earlier of the idle limit and the deadline; re-armed lazily, not per chunk.
     timer: Pin<Box<Sleep>>,
-    status: u16,
     bytes: u64,
-    log: AccessLog,
     logged: bool,
-    _slot: InFlightSlot,
 }
 
 impl UpstreamBody {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        upstream: Incoming,
-        framer: Option<SseFramer>,
-        kind: ProviderKind,
-        endpoint: Endpoint,
-        limits: StreamLimits,
-        status: u16,
-        log: AccessLog,
-        slot: InFlightSlot,
-    ) -> UpstreamBody {
+    pub fn new(upstream: Incoming, framer: Option<SseFramer>, parts: StreamParts) -> UpstreamBody {
         let now = Instant::now();
+        let first_alarm = parts.limits.deadline.min(now + parts.limits.idle);
         UpstreamBody {
             upstream: Some(upstream),
             framer,
-            kind,
-            endpoint,
-            idle: limits.idle,
-            deadline: limits.deadline,
+            parts,
             last_data: now,
-            timer: Box::pin(tokio::time::sleep_until(
-                limits.deadline.min(now + limits.idle),
-            )),
-            status,
+            timer: Box::pin(tokio::time::sleep_until(first_alarm)),
             bytes: 0,
-            log,
             logged: false,
-            _slot: slot,
         }
     }
 
-    fn finish(&mut self, outcome: &str, level: LogLevel) {
+    /// Ends the body once: the upstream connection released, the request charged and logged.
+    fn finish(&mut self, outcome: &str, level: LogLevel, normal_end: bool) {
         self.upstream = None;
         if !self.logged {
             self.logged = true;
-            self.log.emit(self.status, outcome, self.bytes, level);
+            let usage = self.charge(normal_end);
+            self.parts.metering.settle(usage);
+            self.parts
+                .log
+                .emit(self.parts.status, outcome, self.bytes, level);
+        }
+    }
+
+    /// What this response is charged (the rules are in `metering`).
+    fn charge(&self, normal_end: bool) -> Usage {
+        let metering = &self.parts.metering;
+        match &self.parts.meter {
+            BodyMeter::Nothing => Usage::default(),
+            BodyMeter::Json(meter, scanner) => {
+                let mut seen = None;
+                if let Some(value) = scanner.found() {
+                    meter.read_usage(value, &mut seen);
+                }
+                seen.unwrap_or_else(|| metering.reservation())
+            }
+            BodyMeter::Events(tap) => match tap.usage() {
+                (Some(usage), final_figure) if final_figure || normal_end => usage,
+                (seen, _) => {
+                    let seen = seen.unwrap_or_default();
+                    let input = if seen.input > 0 {
+                        seen.input
+                    } else {
+                        metering.input_estimate
+                    };
+                    Usage {
+                        input,
+                        output: seen.output.max(tap.events()),
+                    }
+                }
+            },
         }
     }
 
     /// Ends the body after a failure: a stream gets one terminal error event in its route's format,
     /// anything else is cut (the caller sees a truncated body, never a wrong one).
     fn fail(&mut self, error: ProxyError) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
-        self.finish(error.label(), error.log_level());
+        self.finish(error.label(), error.log_level(), false);
         if self.framer.take().is_some() {
-            let event = self.kind.stream_error_event(self.endpoint, error.parts());
+            let event = self
+                .parts
+                .kind
+                .stream_error_event(self.parts.endpoint, error.parts());
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))));
         }
         Poll::Ready(Some(Err(error)))
@@ -150,11 +191,14 @@ impl UpstreamBody {
         loop {
             ready!(self.timer.as_mut().poll(cx));
             let now = Instant::now();
-            let idle_at = self.last_data + self.idle;
-            if now >= self.deadline || now >= idle_at {
+            let (deadline, idle_at) = (
+                self.parts.limits.deadline,
+                self.last_data + self.parts.limits.idle,
+            );
+            if now >= deadline || now >= idle_at {
                 return Poll::Ready(());
             }
-            self.timer.as_mut().reset(self.deadline.min(idle_at));
+            self.timer.as_mut().reset(deadline.min(idle_at));
         }
     }
 
@@ -175,11 +219,21 @@ impl UpstreamBody {
                     };
                     this.last_data = Instant::now();
                     let Some(framer) = this.framer.as_mut() else {
+                        if let BodyMeter::Json(_, scanner) = &mut this.parts.meter {
+                            scanner.feed(&data);
+                        }
                         this.bytes += data.len() as u64;
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     };
                     match framer.push(data) {
                         Ok(Some(events)) => {
+                            let events = match &mut this.parts.meter {
+                                BodyMeter::Events(tap) => tap.pass(events),
+                                _ => events,
+                            };
+                            if events.is_empty() {
+                                continue;
+                            }
                             this.bytes += events.len() as u64;
                             return Poll::Ready(Some(Ok(Frame::data(events))));
                         }
@@ -190,8 +244,14 @@ impl UpstreamBody {
                 Poll::Ready(Some(Err(_))) => return this.fail(ProxyError::UpstreamFailed),
                 Poll::Ready(None) => {
                     let rest = this.framer.as_mut().and_then(SseFramer::finish);
+                    let rest = match (&mut this.parts.meter, rest) {
+                        (BodyMeter::Events(tap), Some(rest)) => {
+                            Some(tap.pass(rest)).filter(|r| !r.is_empty())
+                        }
+                        (_, rest) => rest,
+                    };
                     this.bytes += rest.as_ref().map_or(0, |r| r.len() as u64);
-                    this.finish("ok", LogLevel::Info);
+                    this.finish("ok", LogLevel::Info, true);
                     return Poll::Ready(rest.map(|r| Ok(Frame::data(r))));
                 }
                 Poll::Pending => {
@@ -206,6 +266,6 @@ impl UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // Dropping `upstream` here closes the HTTP/1 connection or resets the HTTP/2 stream.
-        self.finish("client_closed", LogLevel::Info);
+        self.finish("client_closed", LogLevel::Info, false);
     }
 }

@@ -80,6 +80,8 @@ pub struct TlsFiles {
 pub struct StoreConfig {
     pub path: PathBuf,
     pub refresh_interval: Duration,
+    /// How often usage counters are written to the store (the most a crash can lose).
+    pub flush_interval: Duration,
 }
 
 #[derive(Clone)]
@@ -139,6 +141,9 @@ pub struct ProviderConfig {
     pub base_path: String,
     pub gemini_auth: GeminiAuth,
     pub anthropic_version: String,
+    /// OpenAI kind: add `stream_options.include_usage` to streams so they report usage (some
+    /// OpenAI-compatible servers refuse the option; they are then charged by estimate).
+    pub inject_stream_usage: bool,
 }
 
 /// A configuration problem, naming the field or variable it is about.
@@ -215,6 +220,7 @@ struct RawServer {
 struct RawStore {
     path: Option<PathBuf>,
     refresh_interval: Option<String>,
+    flush_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,6 +255,7 @@ struct RawProvider {
     base_url: String,
     auth: Option<String>,
     anthropic_version: Option<String>,
+    inject_stream_usage: Option<bool>,
 }
 
 // ---------------------------------------------------------------- loading
@@ -355,7 +362,14 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
             .path
             .unwrap_or_else(|| PathBuf::from("tollgate.db")),
         refresh_interval: duration("store.refresh_interval", raw.store.refresh_interval, "1s")?,
+        flush_interval: duration("store.flush_interval", raw.store.flush_interval, "1s")?,
     };
+    if store.flush_interval.is_zero() || store.flush_interval > Duration::from_secs(1) {
+        return Err(invalid(
+            "store.flush_interval",
+            "must be more than zero and at most 1s",
+        ));
+    }
     if store.refresh_interval.is_zero() {
         return Err(invalid(
             "store.refresh_interval",
@@ -519,6 +533,7 @@ fn default_providers() -> Result<Vec<ProviderConfig>, ConfigError> {
             base_url: url.to_owned(),
             auth: None,
             anthropic_version: None,
+            inject_stream_usage: None,
         };
         provider(name.to_owned(), raw)
     })
@@ -623,6 +638,16 @@ fn provider(name: String, p: RawProvider) -> Result<ProviderConfig, ConfigError>
             ));
         }
     };
+    let inject_stream_usage = match (kind, p.inject_stream_usage) {
+        (ProviderKind::OpenAi, v) => v.unwrap_or(true),
+        (_, None) => false,
+        (_, Some(_)) => {
+            return Err(invalid(
+                &field("inject_stream_usage"),
+                "only applies to openai providers",
+            ));
+        }
+    };
     Ok(ProviderConfig {
         name,
         kind,
@@ -631,6 +656,7 @@ fn provider(name: String, p: RawProvider) -> Result<ProviderConfig, ConfigError>
         base_path,
         gemini_auth,
         anthropic_version,
+        inject_stream_usage,
     })
 }
 

@@ -4,6 +4,7 @@
 
 use http::StatusCode;
 
+use crate::limits::LimitKind;
 use crate::providers::ErrorParts;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub enum ProxyError {
     /// The request body is not a JSON object; the text says why without quoting the body.
     InvalidJson(String),
     Overloaded,
+    /// A limit of the key or its account (§3): 429 with its retry time.
+    RateLimited(crate::limits::Refusal),
     UpstreamUnreachable,
     UpstreamRedirect,
     /// The upstream connection failed after it was made (reset, protocol error, cut mid-body).
@@ -56,6 +59,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamRedirect
             | ProxyError::UpstreamFailed
@@ -79,6 +83,17 @@ impl ProxyError {
             ProxyError::BodyUnreadable => "Failed to read the request body",
             ProxyError::InvalidJson(why) => why,
             ProxyError::Overloaded => "tollgate is overloaded; retry shortly",
+            ProxyError::RateLimited(refusal) => match refusal.limit {
+                LimitKind::RequestsPerMinute => {
+                    "rate limit exceeded: requests per minute for this key"
+                }
+                LimitKind::RequestsPerDay => "rate limit exceeded: requests per day for this key",
+                LimitKind::Concurrency => "rate limit exceeded: concurrent requests for this key",
+                LimitKind::KeyTokens => "token quota exceeded: this key's monthly token quota",
+                LimitKind::AccountTokens => {
+                    "token quota exceeded: the account's monthly token quota"
+                }
+            },
             ProxyError::UpstreamUnreachable => "Upstream provider unreachable",
             ProxyError::UpstreamRedirect => {
                 "Upstream provider answered with a redirect, which tollgate does not follow"
@@ -110,6 +125,10 @@ impl ProxyError {
             ProxyError::BodyUnreadable => ("invalid_request_error", Some("body_unreadable")),
             ProxyError::InvalidJson(_) => ("invalid_request_error", Some("invalid_json")),
             ProxyError::Overloaded => ("server_error", Some("overloaded")),
+            ProxyError::RateLimited(refusal) if refusal.limit.is_tokens() => {
+                ("insufficient_quota", Some("insufficient_quota"))
+            }
+            ProxyError::RateLimited(_) => ("requests", Some("rate_limit_exceeded")),
             ProxyError::UpstreamUnreachable => ("server_error", Some("upstream_unreachable")),
             ProxyError::UpstreamRedirect => ("server_error", Some("upstream_redirect")),
             ProxyError::UpstreamFailed => ("server_error", Some("upstream_failed")),
@@ -131,7 +150,8 @@ impl ProxyError {
             | ProxyError::BodyTooLarge
             | ProxyError::BodyTimeout
             | ProxyError::BodyUnreadable
-            | ProxyError::InvalidJson(_) => LogLevel::Info,
+            | ProxyError::InvalidJson(_)
+            | ProxyError::RateLimited(_) => LogLevel::Info,
             ProxyError::Overloaded
             | ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamRedirect

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::keys::KeyTable;
+use crate::limits::Plans;
 use crate::store::{SqliteStore, StoreError};
 
 /// Whether the store answered recently.
@@ -42,46 +43,45 @@ impl Readiness {
     }
 }
 
+/// What a refresh updates: the keys, and the plan of every account.
+pub struct Tables {
+    pub keys: Arc<KeyTable>,
+    pub plans: Arc<Plans>,
+    pub readiness: Arc<Readiness>,
+}
+
 /// Loads every key; returns the store version reached.
-pub async fn load_all(
-    store: &SqliteStore,
-    table: &KeyTable,
-    readiness: &Readiness,
-) -> Result<i64, StoreError> {
-    apply_changes(store, table, 0, readiness).await
+pub async fn load_all(store: &SqliteStore, tables: &Tables) -> Result<i64, StoreError> {
+    apply_changes(store, tables, 0).await
 }
 
 async fn apply_changes(
     store: &SqliteStore,
-    table: &KeyTable,
+    tables: &Tables,
     since: i64,
-    readiness: &Readiness,
 ) -> Result<i64, StoreError> {
     let store = store.clone();
     let changes = tokio::task::spawn_blocking(move || store.key_changes(since))
         .await
         .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
     for record in changes.records {
-        table.upsert(record);
+        tables.keys.upsert(record);
     }
-    readiness.mark_ok();
+    if !changes.plans.is_empty() {
+        tables.plans.set(&changes.plans);
+    }
+    tables.readiness.mark_ok();
     Ok(changes.version)
 }
 
 /// Polls forever from `version`; run it as a task and abort it on shutdown.
-pub async fn poll(
-    store: SqliteStore,
-    table: Arc<KeyTable>,
-    readiness: Arc<Readiness>,
-    mut version: i64,
-    every: Duration,
-) {
+pub async fn poll(store: SqliteStore, tables: Tables, mut version: i64, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        match apply_changes(&store, &table, version, &readiness).await {
+        match apply_changes(&store, &tables, version).await {
             Ok(v) => version = v,
             Err(e) => {
                 tracing::warn!(error = %e, "key refresh failed; serving the keys already loaded")

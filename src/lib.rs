@@ -15,6 +15,7 @@ pub mod headers;
 pub mod key_sync;
 pub mod keys;
 pub mod limits;
+pub mod metering;
 pub mod pipeline;
 pub mod providers;
 pub mod routes;
@@ -80,18 +81,23 @@ pub async fn run(
         config.keys.prefix.clone(),
         KeyHasher::new(config.keys.hash_secret),
     ));
-    let readiness = Arc::new(key_sync::Readiness::new(config.store.refresh_interval));
-    let version = key_sync::load_all(&store, &keys, &readiness)
+    let tables = key_sync::Tables {
+        keys: Arc::clone(&keys),
+        plans: Arc::new(limits::Plans::new(config.plans.clone())),
+        readiness: Arc::new(key_sync::Readiness::new(config.store.refresh_interval)),
+    };
+    let version = key_sync::load_all(&store, &tables)
         .await
         .map_err(StartError::Store)?;
     tracing::info!(keys = keys.len(), store = %config.store.path.display(), "key store loaded");
-    let refresher = tokio::spawn(key_sync::poll(
-        store,
-        Arc::clone(&keys),
-        Arc::clone(&readiness),
-        version,
-        config.store.refresh_interval,
-    ));
+
+    // Reservations live at most as long as a request may; a sweep ends any left behind.
+    let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
+    let limiter = limits::Limiter::new(config.limits.clone(), lease);
+    let started = std::time::Instant::now();
+    carry_usage(&store, &limiter)
+        .await
+        .map_err(StartError::Store)?;
 
     let app = Arc::new(App {
         routes: routes::Routes::new(&config.providers),
@@ -99,10 +105,65 @@ pub async fn run(
         request_ids: access_log::RequestIds::new(),
         keys,
         upstream,
-        readiness,
+        readiness: Arc::clone(&tables.readiness),
+        plans: Arc::clone(&tables.plans),
+        limiter,
+        usage: Arc::new(usage::book::UsageBook::default()),
+        started,
         config,
     });
-    server::serve(app, listener, tls, shutdown).await;
+    let refresher = tokio::spawn(key_sync::poll(
+        store.clone(),
+        tables,
+        version,
+        app.config.store.refresh_interval,
+    ));
+    let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), store.clone()));
+
+    server::serve(Arc::clone(&app), listener, tls, shutdown).await;
     refresher.abort();
+    housekeeper.abort();
+    match usage::book::flush(&app.usage, &store).await {
+        Ok(rows) => tracing::info!(rows, "usage flushed"),
+        Err(e) => {
+            tracing::error!(error = %e, "final usage flush failed; up to one flush interval of usage is lost")
+        }
+    }
     Ok(())
+}
+
+/// Seeds today's request counts and this month's token totals from the store, so a restart keeps them.
+async fn carry_usage(store: &SqliteStore, limiter: &limits::Limiter) -> Result<(), StoreError> {
+    let unix = clock::unix_now();
+    let reader = store.clone();
+    let totals = tokio::task::spawn_blocking(move || {
+        reader.usage_totals(clock::day_of(unix), clock::month_first_day(unix))
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
+    let now = limits::Now { mono_ns: 0, unix };
+    for (key, account, carried) in totals {
+        limiter.carry(key, Arc::from(account.as_str()), carried, now);
+    }
+    Ok(())
+}
+
+/// Every `store.flush_interval`: writes pending usage and ends reservations whose lease ran out.
+async fn housekeeping(app: Arc<App>, store: SqliteStore) {
+    let mut ticks = tokio::time::interval(app.config.store.flush_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = usage::book::flush(&app.usage, &store).await {
+            tracing::warn!(error = %e, "usage flush failed; retrying at the next interval");
+        }
+        let now = limits::Now {
+            mono_ns: app.started.elapsed().as_nanos() as u64,
+            unix: clock::unix_now(),
+        };
+        let expired = app.limiter.expire(now);
+        if expired > 0 {
+            tracing::warn!(expired, "token reservations ended by their lease");
+        }
+    }
 }

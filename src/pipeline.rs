@@ -13,16 +13,23 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, RequestId, RequestIds};
 use crate::admission::{InFlight, InFlightSlot};
-use crate::body::{ProxyBody, StreamLimits, UpstreamBody};
+use crate::body::{BodyMeter, ProxyBody, StreamLimits, StreamParts, UpstreamBody};
+use crate::clock;
 use crate::config::Config;
 use crate::credentials::{self, ProviderKey};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::keys::{KeyRecord, KeyTable, Refusal};
+use crate::limits::{self, Limiter, RateHeaders};
+use crate::metering::{self, Metering};
 use crate::providers::{Endpoint, ProviderKind, RouteMiss};
 use crate::routes::{Route, Routes};
 use crate::sse::SseFramer;
 use crate::upstream::{Upstream, UpstreamRequest};
+use crate::usage::book::{UsageBook, model_label};
+use crate::usage::json_scan::UsageScanner;
+use crate::usage::tap::UsageTap;
+use crate::usage::{Meter, Usage};
 
 const X_REQUEST_ID: &str = "x-request-id";
 /// Where an upstream's own `x-request-id` goes, so support tickets with the provider still work.
@@ -31,6 +38,11 @@ const X_UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
 /// Everything a request needs, shared by all connections.
 pub struct App {
     pub config: Config,
+    pub limiter: Limiter,
+    pub plans: Arc<crate::limits::Plans>,
+    pub usage: Arc<UsageBook>,
+    /// The monotonic origin of the limiter's clock.
+    pub started: std::time::Instant,
     pub routes: Routes,
     pub keys: Arc<KeyTable>,
     pub upstream: Upstream,
@@ -67,9 +79,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
     log.provider = Some(Arc::from(route.provider.name.as_str()));
     log.route = route.endpoint.name();
     let kind = route.provider.kind;
-    match proxy(&app, route, req, &mut log).await {
+    let mut rate = None;
+    match proxy(&app, route, req, &mut log, &mut rate).await {
         Ok(response) => response,
-        Err(error) => error_response(kind, &error, &log),
+        Err(error) => {
+            let mut response = error_response(kind, &error, &log);
+            if let Some(rate) = rate {
+                rate.write_to(response.headers_mut());
+            }
+            response
+        }
     }
 }
 
@@ -97,6 +116,7 @@ async fn proxy(
     route: Route,
     req: Request<Incoming>,
     log: &mut AccessLog,
+    rate: &mut Option<RateHeaders>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = req.into_parts();
     check_head(&parts, app.config.server.max_header_bytes)?;
@@ -104,18 +124,40 @@ async fn proxy(
     log.key_prefix = Some(Arc::clone(&key.key_prefix));
     let slot = app.in_flight.admit()?;
     let provider_key = ProviderKey::from_headers(&parts.headers)?;
-    let body = if route.endpoint.has_json_body() {
+    let (body, facts) = if route.endpoint.has_json_body() {
         let body = read_body(body, &parts.headers, &app.config).await?;
-        log.streaming = inspect_body(route.endpoint, &body)?.stream;
-        body
+        let facts = inspect_body(route.endpoint, &body)?;
+        (body, facts)
     } else {
-        Bytes::new()
+        (Bytes::new(), Inspected::default())
+    };
+    log.streaming = facts.stream;
+    let mut metering = admit(app, &key, &route, &facts, body.len()).inspect_err(|e| {
+        if let ProxyError::RateLimited(refusal) = e {
+            *rate = Some(refusal.headers);
+        }
+    })?;
+    *rate = metering.headers().copied();
+    let inject_usage = Meter::of(route.provider.kind, route.endpoint) == Meter::OpenAiCompletion
+        && facts.stream
+        && facts.include_usage != Some(true)
+        && route.provider.inject_stream_usage;
+    let body = if inject_usage {
+        with_stream_usage(body, facts.has_stream_options)?
+    } else {
+        body
     };
     let upstream_request = build_upstream_request(&route, &parts, body, &provider_key)?;
     drop(provider_key);
 
     let deadline = Instant::now() + app.config.upstream.total_timeout;
-    let upstream_response = app.upstream.send(upstream_request, deadline).await?;
+    let upstream_response = match app.upstream.send(upstream_request, deadline).await {
+        Ok(response) => response,
+        Err(error) => {
+            metering.settle(charge_before_head(&error, &metering));
+            return Err(error);
+        }
+    };
     Ok(respond(
         app,
         &route,
@@ -123,11 +165,25 @@ async fn proxy(
         deadline,
         log.clone(),
         slot,
+        metering,
+        inject_usage,
     ))
+}
+
+/// The charge when the upstream never answered (see `metering`).
+fn charge_before_head(error: &ProxyError, metering: &Metering) -> Usage {
+    match error {
+        ProxyError::UpstreamUnreachable | ProxyError::UpstreamRedirect => Usage::default(),
+        _ => Usage {
+            input: metering.input_estimate,
+            output: 0,
+        },
+    }
 }
 
 /// Phase: the caller's response. Upstream headers cleaned; the body streamed through with its own idle
 /// and total limits, SSE framed, the in-flight slot and the log line carried until it ends.
+#[allow(clippy::too_many_arguments)]
 fn respond(
     app: &App,
     route: &Route,
@@ -135,6 +191,8 @@ fn respond(
     deadline: Instant,
     log: AccessLog,
     slot: InFlightSlot,
+    metering: Metering,
+    injected_usage: bool,
 ) -> Response<ProxyBody> {
     let (mut head, incoming) = upstream_response.into_parts();
     let is_stream = headers::is_event_stream(&head.headers);
@@ -142,25 +200,34 @@ fn respond(
     if let Some(upstream_id) = response_headers.remove(X_REQUEST_ID) {
         response_headers.insert(X_UPSTREAM_REQUEST_ID, upstream_id);
     }
+    if let Some(rate) = metering.headers() {
+        rate.write_to(&mut response_headers);
+    }
     head.headers = response_headers;
     head.version = http::Version::default();
-    let limits = StreamLimits {
-        idle: app.config.upstream.idle_timeout,
-        deadline,
-    };
-    let framer = is_stream.then(|| SseFramer::new(app.config.upstream.max_event_bytes));
-    let request_id = log.request_id;
     let status = head.status.as_u16();
-    let body = UpstreamBody::new(
-        incoming,
-        framer,
-        route.provider.kind,
-        route.endpoint,
-        limits,
+    let meter = match Meter::of(route.provider.kind, route.endpoint) {
+        Meter::Free => BodyMeter::Nothing,
+        _ if status >= 400 => BodyMeter::Nothing,
+        meter if is_stream => BodyMeter::Events(UsageTap::new(meter, injected_usage)),
+        meter => BodyMeter::Json(meter, UsageScanner::new(meter.json_key())),
+    };
+    let parts = StreamParts {
+        kind: route.provider.kind,
+        endpoint: route.endpoint,
+        limits: StreamLimits {
+            idle: app.config.upstream.idle_timeout,
+            deadline,
+        },
         status,
         log,
         slot,
-    );
+        metering,
+        meter,
+    };
+    let request_id = parts.log.request_id;
+    let framer = is_stream.then(|| SseFramer::new(app.config.upstream.max_event_bytes));
+    let body = UpstreamBody::new(incoming, framer, parts);
     let response = Response::from_parts(head, ProxyBody::Upstream(Box::new(body)));
     with_request_id(response, request_id)
 }
@@ -233,12 +300,51 @@ async fn read_body(
 
 /// What tollgate reads from a request body; every other field is skipped unparsed.
 #[derive(Debug, Default, Deserialize)]
-pub struct RequestFacts {
+struct RequestFacts<'a> {
     #[serde(default)]
-    pub stream: Option<bool>,
+    stream: Option<bool>,
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default, rename = "generationConfig")]
+    generation_config: Option<GenerationConfig>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
 }
 
-/// Phase: the body is a JSON object (the upstream never sees malformed JSON) and says whether it streams.
+#[derive(Debug, Default, Deserialize)]
+struct GenerationConfig {
+    #[serde(default, rename = "maxOutputTokens")]
+    max_output_tokens: Option<u64>,
+    #[serde(default, rename = "candidateCount")]
+    candidate_count: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// What the pipeline needs from a request body.
+#[derive(Debug, Default)]
+struct Inspected {
+    stream: bool,
+    model: Option<String>,
+    /// The most output the request may produce, if it says (already times the number of choices).
+    output_cap: Option<u64>,
+    has_stream_options: bool,
+    include_usage: Option<bool>,
+}
+
+/// Phase: the body is a JSON object (the upstream never sees malformed JSON); what it asks for.
 fn inspect_body(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError> {
     // serde would also read a struct from an array; only an object is a request.
     if body
@@ -254,26 +360,111 @@ fn inspect_body(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError
         // serde's message can quote a value from the body; only its position is echoed.
         let what = match e.classify() {
             serde_json::error::Category::Data => {
-                "must be a JSON object whose `stream`, if present, is a boolean"
+                "has a field of the wrong type (`stream` must be a boolean, token limits and `n` integers)"
             }
             _ => "is not valid JSON",
         };
-        ProxyError::InvalidJson(format!(
-            "Request body {what} (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
+        ProxyError::InvalidJson(format!("Request body {what} (line {}, column {})", e.line(), e.column()))
     })?;
-    let stream = match endpoint {
-        Endpoint::StreamGenerateContent => true,
-        _ => facts.stream == Some(true),
+    let choices = facts.n.unwrap_or(1).max(1);
+    let output_cap = match endpoint {
+        Endpoint::Responses => facts.max_output_tokens,
+        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
+            facts.generation_config.as_ref().and_then(|g| {
+                g.max_output_tokens
+                    .map(|m| m * g.candidate_count.unwrap_or(1).max(1))
+            })
+        }
+        _ => facts
+            .max_completion_tokens
+            .or(facts.max_tokens)
+            .map(|m| m.saturating_mul(choices)),
     };
-    Ok(Inspected { stream })
+    Ok(Inspected {
+        stream: match endpoint {
+            Endpoint::StreamGenerateContent => true,
+            _ => facts.stream == Some(true),
+        },
+        model: facts.model.map(|m| m.into_owned()),
+        output_cap,
+        has_stream_options: facts.stream_options.is_some(),
+        include_usage: facts.stream_options.and_then(|o| o.include_usage),
+    })
 }
 
-#[derive(Debug)]
-struct Inspected {
-    stream: bool,
+/// Sets `stream_options.include_usage` so an OpenAI stream reports its usage. Without a
+/// `stream_options` member the option is written in after the opening brace, leaving every other byte
+/// as the caller sent it; otherwise the body is rewritten.
+fn with_stream_usage(body: Bytes, has_stream_options: bool) -> Result<Bytes, ProxyError> {
+    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
+    if !has_stream_options {
+        let open = body.iter().position(|&b| b == b'{').unwrap_or(0);
+        let empty = body[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+        let mut out = Vec::with_capacity(body.len() + MEMBER.len() + 1);
+        out.extend_from_slice(&body[..=open]);
+        out.extend_from_slice(MEMBER);
+        if !empty {
+            out.push(b',');
+        }
+        out.extend_from_slice(&body[open + 1..]);
+        return Ok(Bytes::from(out));
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| ProxyError::InvalidJson("Request body is not valid JSON".to_owned()))?;
+    value["stream_options"]["include_usage"] = serde_json::Value::Bool(true);
+    Ok(Bytes::from(value.to_string()))
+}
+
+/// Phase: every limit of the key and its account, with `input estimate + output cap` tokens reserved.
+fn admit(
+    app: &App,
+    key: &KeyRecord,
+    route: &Route,
+    facts: &Inspected,
+    body_len: usize,
+) -> Result<Metering, ProxyError> {
+    let meter = Meter::of(route.provider.kind, route.endpoint);
+    let estimate = metering::input_estimate(body_len);
+    let (input_estimate, output_cap) = match (meter, route.endpoint) {
+        (Meter::Free, _) => (0, 0),
+        (Meter::OpenAiEmbeddings, _) | (_, Endpoint::EmbedContent) => (estimate, 0),
+        _ => (
+            estimate,
+            facts
+                .output_cap
+                .unwrap_or(app.config.limits.default_max_output_tokens),
+        ),
+    };
+    let now = limits::Now {
+        mono_ns: app.started.elapsed().as_nanos() as u64,
+        unix: clock::unix_now(),
+    };
+    let plan_tokens = app.plans.quota(&key.account);
+    let admission = app
+        .limiter
+        .admit(key, plan_tokens, input_estimate + output_cap, now)
+        .map_err(ProxyError::RateLimited)?;
+    let model = match route.endpoint {
+        Endpoint::GenerateContent
+        | Endpoint::StreamGenerateContent
+        | Endpoint::EmbedContent
+        | Endpoint::CountTokens
+            if route.provider.kind == ProviderKind::Gemini =>
+        {
+            route.path_model()
+        }
+        _ => facts.model.as_deref(),
+    };
+    Ok(Metering::new(
+        admission,
+        Arc::clone(&app.usage),
+        key.id,
+        Arc::clone(&key.account),
+        model_label(model),
+        clock::day_of(now.unix),
+        input_estimate,
+        output_cap,
+    ))
 }
 
 /// Phase: the upstream request. Only the configured origin, only the allowlisted path; the caller's
@@ -384,6 +575,15 @@ pub fn error_response(
     match error {
         ProxyError::Overloaded => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        ProxyError::RateLimited(refusal) => {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(refusal.retry_after_secs),
+            );
+            if refusal.limit.is_exhaustion() {
+                h.insert("x-should-retry", HeaderValue::from_static("false"));
+            }
         }
         ProxyError::MethodNotAllowed(allowed) => {
             if let Ok(allow) = HeaderValue::from_str(allowed.as_str()) {

@@ -23,6 +23,17 @@ pub struct Route {
     pub upstream_path: String,
 }
 
+impl Route {
+    /// The model named in the path (`…/models/{model}:{method}` or `…/models/{model}`), if any.
+    pub fn path_model(&self) -> Option<&str> {
+        if self.endpoint == crate::providers::Endpoint::ListModels {
+            return None;
+        }
+        let (_, last) = self.upstream_path.rsplit_once('/')?;
+        Some(last.split_once(':').map_or(last, |(model, _)| model))
+    }
+}
+
 /// A path that did not route, with the provider shape its error should take.
 #[derive(Debug, Clone)]
 pub struct Miss {

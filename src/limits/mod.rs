@@ -7,6 +7,7 @@
 pub mod gcra;
 pub mod ledger;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -80,6 +81,91 @@ pub struct RateHeaders {
     pub limit_tokens: u64,
     pub remaining_tokens: u64,
     pub reset_tokens_secs: u64,
+}
+
+impl RateHeaders {
+    /// Writes the six headers, replacing any the provider sent.
+    pub fn write_to(&self, headers: &mut http::HeaderMap) {
+        use http::HeaderValue;
+        let pairs = [
+            (
+                "x-ratelimit-limit-requests",
+                HeaderValue::from(self.limit_requests),
+            ),
+            (
+                "x-ratelimit-remaining-requests",
+                HeaderValue::from(self.remaining_requests),
+            ),
+            (
+                "x-ratelimit-reset-requests",
+                duration_value(self.reset_requests_ns),
+            ),
+            (
+                "x-ratelimit-limit-tokens",
+                HeaderValue::from(self.limit_tokens),
+            ),
+            (
+                "x-ratelimit-remaining-tokens",
+                HeaderValue::from(self.remaining_tokens),
+            ),
+            (
+                "x-ratelimit-reset-tokens",
+                duration_value(self.reset_tokens_secs.saturating_mul(1_000_000_000)),
+            ),
+        ];
+        for (name, value) in pairs {
+            headers.insert(name, value);
+        }
+    }
+}
+
+fn duration_value(ns: u64) -> http::HeaderValue {
+    http::HeaderValue::try_from(go_duration(ns))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("0s"))
+}
+
+/// Each account's monthly token quota, from its plan.
+pub struct Plans {
+    quotas: BTreeMap<String, u64>,
+    by_account: DashMap<Arc<str>, u64>,
+}
+
+impl Plans {
+    /// `quotas` holds every plan by name and always has `default`.
+    pub fn new(quotas: BTreeMap<String, u64>) -> Plans {
+        Plans {
+            quotas,
+            by_account: DashMap::new(),
+        }
+    }
+
+    /// Records each account's plan (from the store).
+    pub fn set(&self, account_plans: &[(String, String)]) {
+        for (account, plan) in account_plans {
+            let quota = self
+                .quotas
+                .get(plan)
+                .or_else(|| self.quotas.get("default"))
+                .copied()
+                .unwrap_or(0);
+            if !self.quotas.contains_key(plan) {
+                tracing::warn!(
+                    account,
+                    plan,
+                    "account names a plan that proxy.toml does not define; using the default plan"
+                );
+            }
+            self.by_account.insert(Arc::from(account.as_str()), quota);
+        }
+    }
+
+    pub fn quota(&self, account: &str) -> u64 {
+        self.by_account
+            .get(account)
+            .map(|q| *q)
+            .or_else(|| self.quotas.get("default").copied())
+            .unwrap_or(0)
+    }
 }
 
 /// A key's limits after defaults are applied.

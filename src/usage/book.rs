@@ -84,6 +84,30 @@ impl UsageBook {
     }
 }
 
+/// Writes everything pending to the store; on failure puts it back for the next try.
+pub async fn flush(
+    book: &UsageBook,
+    store: &crate::store::SqliteStore,
+) -> Result<usize, crate::store::StoreError> {
+    let rows = book.take();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let n = rows.len();
+    let writer = store.clone();
+    let (rows, result) = tokio::task::spawn_blocking(move || {
+        let result = writer.add_usage(&rows);
+        (rows, result)
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Corrupt(format!("usage flush task failed: {e}")))?;
+    if let Err(e) = result {
+        book.restore(rows);
+        return Err(e);
+    }
+    Ok(n)
+}
+
 /// A model name as stored: at most [`MAX_MODEL`] bytes, `-` when the request named none.
 pub fn model_label(model: Option<&str>) -> Arc<str> {
     match model {

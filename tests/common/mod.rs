@@ -413,6 +413,11 @@ pub fn config_text(upstream: &str, db: &std::path::Path, extra: &str) -> String 
         ),
         ("log".into(), String::new()),
         (
+            "limits".into(),
+            "requests_per_minute = 1000\nrequests_per_day = 10000\nconcurrent_requests = 1000\n"
+                .into(),
+        ),
+        (
             "providers.openai".into(),
             format!("kind = \"openai\"\nbase_url = \"{upstream}\"\n"),
         ),
