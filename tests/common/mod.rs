@@ -44,6 +44,40 @@ pub const GEMINI_SSE: &[&str] = &[
     "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" from mock\"}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":3,\"totalTokenCount\":8},\"modelVersion\":\"gemini-2.5-flash\",\"responseId\":\"r1\"}\r\n\r\n",
 ];
 
+pub const COMPLETIONS_JSON: &str = r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"gpt-3.5-turbo-instruct","choices":[{"text":"Hello from mock","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}"#;
+pub const COMPLETIONS_SSE: &[&str] = &[
+    "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"choices\":[{\"text\":\"Hello\",\"index\":0,\"finish_reason\":null}],\"model\":\"gpt-3.5-turbo-instruct\"}\n\n",
+    "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"choices\":[{\"text\":\" from mock\",\"index\":0,\"finish_reason\":\"stop\"}],\"model\":\"gpt-3.5-turbo-instruct\"}\n\n",
+    "data: [DONE]\n\n",
+];
+pub const EMBEDDINGS_JSON: &str = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2,0.3]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":7,"total_tokens":7}}"#;
+pub const RESPONSES_JSON: &str = r#"{"id":"resp_1","object":"response","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"Hello from mock"}]}],"usage":{"input_tokens":37,"output_tokens":11,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":48}}"#;
+pub const RESPONSES_SSE: &[&str] = &[
+    "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\",\"usage\":null}}\n\n",
+    "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"Hello from mock\"}\n\n",
+    "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",\"usage\":{\"input_tokens\":37,\"output_tokens\":11,\"total_tokens\":48}}}\n\n",
+];
+
+/// OpenAI's stream once `stream_options.include_usage` is set: `"usage":null` on every chunk, then a
+/// usage-only chunk before `[DONE]`.
+pub fn with_usage_chunk(events: &[&str], prompt: u64, completion: u64) -> Vec<String> {
+    let mut out: Vec<String> = events
+        .iter()
+        .filter(|e| !e.starts_with("data: [DONE]"))
+        .map(|e| {
+            // Drop the object's closing brace, add the member, close it again.
+            let open = e.trim_end().strip_suffix('}').unwrap();
+            format!("{open},\"usage\":null}}\n\n")
+        })
+        .collect();
+    out.push(format!(
+        "data: {{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{}}}}}\n\n",
+        prompt + completion
+    ));
+    out.push("data: [DONE]\n\n".to_owned());
+    out
+}
+
 /// What the mock upstream received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -229,12 +263,31 @@ async fn mock_answer(
             .map(|e| Bytes::copy_from_slice(e.as_bytes()))
             .collect::<Vec<_>>()
     };
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let include_usage = json["stream_options"]["include_usage"] == true;
+    let openai = |json_body: &'static str, sse: &[&str], usage: (u64, u64)| {
+        let events = if include_usage {
+            with_usage_chunk(sse, usage.0, usage.1)
+                .into_iter()
+                .map(Bytes::from)
+                .collect()
+        } else {
+            events(sse)
+        };
+        (json_body.to_owned(), events)
+    };
     let canned = if path.contains("/messages") {
-        (ANTHROPIC_JSON, events(ANTHROPIC_SSE))
+        (ANTHROPIC_JSON.to_owned(), events(ANTHROPIC_SSE))
     } else if path.contains(":") {
-        (GEMINI_JSON, events(GEMINI_SSE))
+        (GEMINI_JSON.to_owned(), events(GEMINI_SSE))
+    } else if path.ends_with("/v1/completions") {
+        openai(COMPLETIONS_JSON, COMPLETIONS_SSE, (4, 6))
+    } else if path.ends_with("/embeddings") {
+        (EMBEDDINGS_JSON.to_owned(), Vec::new())
+    } else if path.ends_with("/responses") {
+        (RESPONSES_JSON.to_owned(), events(RESPONSES_SSE))
     } else {
-        (OPENAI_JSON, events(OPENAI_SSE))
+        openai(OPENAI_JSON, OPENAI_SSE, (5, 3))
     };
     let response = match mode.split_once(' ').unwrap_or((mode.as_str(), "")) {
         ("hold", _) => {
@@ -274,6 +327,13 @@ async fn mock_answer(
                 r#"{"error":{"message":"from upstream","type":"upstream_type","param":null,"code":"upstream_code"}}"#,
             )
         }
+        ("usage", figures) => {
+            // An OpenAI chat completion reporting the given prompt and completion tokens.
+            let (p, c) = figures.split_once(' ').unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(OPENAI_JSON).unwrap();
+            v["usage"] = serde_json::json!({"prompt_tokens": p.parse::<u64>().unwrap(), "completion_tokens": c.parse::<u64>().unwrap()});
+            full(StatusCode::OK, "application/json", v.to_string())
+        }
         _ if streaming => sse(canned.1),
         _ => full(StatusCode::OK, "application/json", canned.0),
     };
@@ -284,6 +344,8 @@ async fn mock_answer(
 pub struct Gateway {
     pub addr: SocketAddr,
     pub key: String,
+    /// Secrets of the keys given to [`Gateway::start_with`], in order.
+    pub keys: Vec<String>,
     pub store: SqliteStore,
     pub config: Config,
     pub dir: tempfile::TempDir,
@@ -295,6 +357,12 @@ impl Gateway {
     /// Providers `openai`, `anthropic`, `gemini`, `gemhdr` (Gemini, header auth) and `groq` (OpenAI-compatible
     /// under base path /openai) all point at `upstream`. `extra` is TOML merged into the sections.
     pub async fn start(upstream: &str, extra: &str) -> Gateway {
+        Gateway::start_with(upstream, extra, &[]).await
+    }
+
+    /// Like [`Gateway::start`], with `keys` also in the store before the server starts (their secrets,
+    /// in order, in `keys`).
+    pub async fn start_with(upstream: &str, extra: &str, keys: &[NewKey]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("tollgate.db");
         let text = config_text(upstream, &db, extra);
@@ -304,6 +372,27 @@ impl Gateway {
         let (secret, _) = store
             .create_key("tg", &hasher, &NewKey::live("test", 0))
             .unwrap();
+        let keys = keys
+            .iter()
+            .map(|k| {
+                store
+                    .create_key("tg", &hasher, k)
+                    .unwrap()
+                    .0
+                    .expose()
+                    .to_owned()
+            })
+            .collect();
+        Gateway::serve(config, store, dir, secret.expose().to_owned(), keys).await
+    }
+
+    async fn serve(
+        config: Config,
+        store: SqliteStore,
+        dir: tempfile::TempDir,
+        key: String,
+        keys: Vec<String>,
+    ) -> Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -317,7 +406,8 @@ impl Gateway {
         });
         let gateway = Gateway {
             addr,
-            key: secret.expose().to_owned(),
+            key,
+            keys,
             store,
             config,
             dir,
@@ -326,6 +416,34 @@ impl Gateway {
         };
         gateway.wait_ready().await;
         gateway
+    }
+
+    /// Shuts down gracefully (which flushes usage) and starts again on the same store.
+    pub async fn restart(mut self) -> Gateway {
+        self.begin_shutdown().await.unwrap();
+        let (config, store, key, keys) = (
+            self.config.clone(),
+            self.store.clone(),
+            self.key.clone(),
+            self.keys.clone(),
+        );
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Gateway::serve(config, store, dir, key, keys).await
+    }
+
+    /// Shuts down gracefully and returns the usage recorded for the key with `secret`:
+    /// (requests, input tokens, output tokens).
+    pub async fn stop_and_read_usage(mut self, secret: &str) -> (u64, u64, u64) {
+        self.begin_shutdown().await.unwrap();
+        let id = tollgate::keys::KeyId::parse(&secret[8..20]).unwrap();
+        let rows = self.store.usage_report(Some(id), 0, i64::MAX).unwrap();
+        rows.iter().fold((0, 0, 0), |t, r| {
+            (
+                t.0 + r.requests,
+                t.1 + r.input_tokens,
+                t.2 + r.output_tokens,
+            )
+        })
     }
 
     /// The listener is bound before `run` starts, so this request waits in the accept backlog until

@@ -5,6 +5,7 @@ mod common;
 
 mod errors;
 mod forwarding;
+mod limits;
 mod paths;
 mod serving;
 mod streaming;
