@@ -6,6 +6,7 @@ mod common;
 mod errors;
 mod forwarding;
 mod limits;
+mod metering;
 mod paths;
 mod serving;
 mod streaming;
