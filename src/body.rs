@@ -97,7 +97,8 @@ pub struct StreamParts {
     pub status: u16,
     pub log: AccessLog,
     pub slot: InFlightSlot,
-    pub metering: Metering,
+    /// `None` with limits off.
+    pub metering: Option<Metering>,
     pub meter: BodyMeter,
 }
 
@@ -134,41 +135,13 @@ impl UpstreamBody {
         self.upstream = None;
         if !self.logged {
             self.logged = true;
-            let usage = self.charge(normal_end);
-            self.parts.metering.settle(usage);
+            if let Some(metering) = self.parts.metering.as_mut() {
+                let usage = charge(&self.parts.meter, metering, normal_end);
+                metering.settle(usage);
+            }
             self.parts
                 .log
                 .emit(self.parts.status, outcome, self.bytes, level);
-        }
-    }
-
-    /// What this response is charged (the rules are in `metering`).
-    fn charge(&self, normal_end: bool) -> Usage {
-        let metering = &self.parts.metering;
-        match &self.parts.meter {
-            BodyMeter::Nothing => Usage::default(),
-            BodyMeter::Json(meter, scanner) => {
-                let mut seen = None;
-                if let Some(value) = scanner.found() {
-                    meter.read_usage(value, &mut seen);
-                }
-                seen.unwrap_or_else(|| metering.reservation())
-            }
-            BodyMeter::Events(tap) => match tap.usage() {
-                (Some(usage), final_figure) if final_figure || normal_end => usage,
-                (seen, _) => {
-                    let seen = seen.unwrap_or_default();
-                    let input = if seen.input > 0 {
-                        seen.input
-                    } else {
-                        metering.input_estimate
-                    };
-                    Usage {
-                        input,
-                        output: seen.output.max(tap.events()),
-                    }
-                }
-            },
         }
     }
 
@@ -260,6 +233,35 @@ impl UpstreamBody {
                 }
             }
         }
+    }
+}
+
+/// What a response is charged (the rules are in `metering`).
+fn charge(meter: &BodyMeter, metering: &Metering, normal_end: bool) -> Usage {
+    match meter {
+        BodyMeter::Nothing => Usage::default(),
+        BodyMeter::Json(meter, scanner) => {
+            let mut seen = None;
+            if let Some(value) = scanner.found() {
+                meter.read_usage(value, &mut seen);
+            }
+            seen.unwrap_or_else(|| metering.reservation())
+        }
+        BodyMeter::Events(tap) => match tap.usage() {
+            (Some(usage), final_figure) if final_figure || normal_end => usage,
+            (seen, _) => {
+                let seen = seen.unwrap_or_default();
+                let input = if seen.input > 0 {
+                    seen.input
+                } else {
+                    metering.input_estimate
+                };
+                Usage {
+                    input,
+                    output: seen.output.max(tap.events()),
+                }
+            }
+        },
     }
 }
 

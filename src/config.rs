@@ -57,6 +57,8 @@ pub struct ServerConfig {
 /// Default per-key limits (each overridable per key) and the token reservation rule.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
+    /// Off: no limits, no reservations, no metering (for measuring what they cost).
+    pub enabled: bool,
     pub requests_per_minute: u32,
     pub requests_per_day: u32,
     pub concurrent_requests: u32,
@@ -188,6 +190,7 @@ struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
+    enabled: Option<bool>,
     requests_per_minute: Option<u32>,
     requests_per_day: Option<u32>,
     concurrent_requests: Option<u32>,
@@ -461,6 +464,7 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         .map(|v| v as u32)
     };
     let limits = LimitsConfig {
+        enabled: l.enabled.unwrap_or(true),
         requests_per_minute: range(
             "limits.requests_per_minute",
             l.requests_per_minute,

@@ -132,13 +132,19 @@ async fn proxy(
         (Bytes::new(), Inspected::default())
     };
     log.streaming = facts.stream;
-    let mut metering = admit(app, &key, &route, &facts, body.len()).inspect_err(|e| {
-        if let ProxyError::RateLimited(refusal) = e {
-            *rate = Some(refusal.headers);
-        }
-    })?;
-    *rate = metering.headers().copied();
-    let inject_usage = Meter::of(route.provider.kind, route.endpoint) == Meter::OpenAiCompletion
+    let mut metering = if app.config.limits.enabled {
+        let metering = admit(app, &key, &route, &facts, body.len()).inspect_err(|e| {
+            if let ProxyError::RateLimited(refusal) = e {
+                *rate = Some(refusal.headers);
+            }
+        })?;
+        *rate = metering.headers().copied();
+        Some(metering)
+    } else {
+        None
+    };
+    let inject_usage = metering.is_some()
+        && Meter::of(route.provider.kind, route.endpoint) == Meter::OpenAiCompletion
         && facts.stream
         && facts.include_usage != Some(true)
         && route.provider.inject_stream_usage;
@@ -154,7 +160,9 @@ async fn proxy(
     let upstream_response = match app.upstream.send(upstream_request, deadline).await {
         Ok(response) => response,
         Err(error) => {
-            metering.settle(charge_before_head(&error, &metering));
+            if let Some(metering) = metering.as_mut() {
+                metering.settle(charge_before_head(&error, metering));
+            }
             return Err(error);
         }
     };
@@ -191,7 +199,7 @@ fn respond(
     deadline: Instant,
     log: AccessLog,
     slot: InFlightSlot,
-    metering: Metering,
+    metering: Option<Metering>,
     injected_usage: bool,
 ) -> Response<ProxyBody> {
     let (mut head, incoming) = upstream_response.into_parts();
@@ -200,13 +208,14 @@ fn respond(
     if let Some(upstream_id) = response_headers.remove(X_REQUEST_ID) {
         response_headers.insert(X_UPSTREAM_REQUEST_ID, upstream_id);
     }
-    if let Some(rate) = metering.headers() {
+    if let Some(rate) = metering.as_ref().and_then(Metering::headers) {
         rate.write_to(&mut response_headers);
     }
     head.headers = response_headers;
     head.version = http::Version::default();
     let status = head.status.as_u16();
     let meter = match Meter::of(route.provider.kind, route.endpoint) {
+        _ if metering.is_none() => BodyMeter::Nothing,
         Meter::Free => BodyMeter::Nothing,
         _ if status >= 400 => BodyMeter::Nothing,
         meter if is_stream => BodyMeter::Events(UsageTap::new(meter, injected_usage)),

@@ -495,6 +495,7 @@ mod tests {
 
     fn defaults() -> LimitsConfig {
         LimitsConfig {
+            enabled: true,
             requests_per_minute: 1000,
             requests_per_day: 10_000,
             concurrent_requests: 10,

@@ -315,3 +315,47 @@ async fn settled_tokens_survive_a_restart() {
     let (requests, input, output) = gw.stop_and_read_usage(&secret).await;
     assert_eq!((requests, input, output), (3, 15, 9));
 }
+
+#[tokio::test]
+async fn with_limits_off_nothing_is_limited_or_metered() {
+    let mock = MockUpstream::start().await;
+    let tight = KeyLimits {
+        requests_per_minute: Some(1),
+        ..KeyLimits::default()
+    };
+    let mut gw = Gateway::start_with(
+        &mock.base_url(),
+        "[limits]\nenabled = false",
+        &[key_with(tight)],
+    )
+    .await;
+    let a = auth(&gw.keys[0]);
+    let h = [
+        ("authorization", a.as_str()),
+        ("x-provider-key", PROVIDER_KEY),
+    ];
+    for _ in 0..3 {
+        let reply = post(
+            &gw.url("/v1/chat/completions"),
+            &h,
+            Shape::OpenAi.stream_body(),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        assert!(!reply.headers.contains_key("x-ratelimit-limit-requests"));
+        assert_eq!(reply.text(), OPENAI_SSE.concat());
+    }
+    assert!(
+        mock.recorded()
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("stream_options"))
+    );
+    gw.begin_shutdown().await.unwrap();
+    let id = tollgate::keys::KeyId::parse(&gw.keys[0][8..20]).unwrap();
+    assert!(
+        gw.store
+            .usage_report(Some(id), 0, i64::MAX)
+            .unwrap()
+            .is_empty()
+    );
+}
