@@ -87,6 +87,16 @@ impl UsageTap {
             return Kept::Same;
         }
         match self.meter {
+            // Once usage is requested OpenAI adds `"usage":null` to every chunk but the last: nothing
+            // to read there.
+            Meter::OpenAiCompletion if memmem::find(&data, b"\"usage\":null").is_some() => {
+                self.events += 1;
+                return if self.strip_injected {
+                    strip_null_usage(event)
+                } else {
+                    Kept::Same
+                };
+            }
             Meter::OpenAiCompletion | Meter::OpenAiEmbeddings | Meter::Gemini => {
                 let mut scanner = UsageScanner::new(self.meter.json_key());
                 scanner.feed(&data);
