@@ -152,3 +152,90 @@ fn expiring_keys_show_their_expiry() {
         "created and expiry shown: {listing}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_set_from_the_cli_apply_and_usage_is_reported() {
+    let mock = MockUpstream::start().await;
+    let setup = Setup::new(&mock.base_url(), "");
+    let out = setup.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "metered",
+        "--rpm",
+        "2",
+        "--tokens-per-month",
+        "5000",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 rpm, 10000 per day (default)"));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let id = key[8..20].to_owned();
+    for bad in [
+        &["--rpm", "0"][..],
+        &["--daily", "10001"],
+        &["--concurrency", "many"],
+    ] {
+        let mut args = vec!["keys", "set-limits", id.as_str()];
+        args.extend_from_slice(bad);
+        let out = setup.cli(&args);
+        assert!(!out.status.success(), "{bad:?} accepted");
+    }
+
+    let server = Server::spawn(&setup.config, &[]);
+    let url = server.url("/v1/chat/completions");
+    let call = || {
+        let (url, auth) = (url.clone(), format!("Bearer {key}"));
+        async move {
+            post(
+                &url,
+                &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)],
+                Shape::OpenAi.body(),
+            )
+            .await
+        }
+    };
+    assert_eq!(call().await.status, 200);
+    assert_eq!(call().await.status, 200);
+    let refused = call().await;
+    Shape::OpenAi.assert_error(&refused, 429, "requests per minute");
+
+    let out = setup.cli(&["keys", "set-limits", &id, "--rpm", "1000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while call().await.status != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new limit not applied within 2s"
+        );
+        tokio::task::yield_now().await;
+    }
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    let report = String::from_utf8(setup.cli(&["usage", "--key", &id]).stdout).unwrap();
+    let row = report
+        .lines()
+        .find(|l| l.contains("gpt-4o-mini"))
+        .unwrap_or_else(|| panic!("{report}"));
+    let figures: Vec<&str> = row.split_whitespace().collect();
+    // key, day, model, requests, input, output, total: three forwarded requests of 5 + 3 tokens.
+    assert_eq!(&figures[3..], ["3", "15", "9", "24"], "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("total") && l.ends_with(" 24")),
+        "{report}"
+    );
+    let bad = setup.cli(&["usage", "--from", "2026-02-30"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--from"));
+}
