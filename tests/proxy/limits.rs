@@ -288,6 +288,7 @@ async fn settled_tokens_survive_a_restart() {
     let mock = MockUpstream::start().await;
     let limits = KeyLimits {
         tokens_per_month: Some(1000),
+        requests_per_day: Some(4),
         ..KeyLimits::default()
     };
     let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(limits)]).await;
@@ -312,8 +313,15 @@ async fn settled_tokens_survive_a_restart() {
         header(&reply, "x-ratelimit-remaining-tokens"),
         expected.to_string()
     );
+    // Today's requests were carried too: the fourth of four is admitted, the fifth is not.
+    assert_eq!(
+        post(&gw.url("/v1/chat/completions"), &h, body).await.status,
+        200
+    );
+    let refused = post(&gw.url("/v1/chat/completions"), &h, body).await;
+    Shape::OpenAi.assert_error(&refused, 429, "requests per day");
     let (requests, input, output) = gw.stop_and_read_usage(&secret).await;
-    assert_eq!((requests, input, output), (3, 15, 9));
+    assert_eq!((requests, input, output), (4, 20, 12));
 }
 
 #[tokio::test]
