@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metering;
 pub mod pipeline;
 pub mod providers;
+pub mod request_body;
 pub mod routes;
 pub mod server;
 pub mod sse;

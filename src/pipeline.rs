@@ -8,7 +8,6 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header, request};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, RequestId, RequestIds};
@@ -23,6 +22,7 @@ use crate::keys::{KeyRecord, KeyTable, Refusal};
 use crate::limits::{self, Limiter, RateHeaders};
 use crate::metering::{self, Metering};
 use crate::providers::{Endpoint, ProviderKind, RouteMiss};
+use crate::request_body::{Inspected, inspect_body, with_stream_usage};
 use crate::routes::{Route, Routes};
 use crate::sse::SseFramer;
 use crate::upstream::{Upstream, UpstreamRequest};
@@ -307,123 +307,6 @@ async fn read_body(
     })
 }
 
-/// What tollgate reads from a request body; every other field is skipped unparsed.
-#[derive(Debug, Default, Deserialize)]
-struct RequestFacts<'a> {
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default, borrow)]
-    model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    max_completion_tokens: Option<u64>,
-    #[serde(default)]
-    max_output_tokens: Option<u64>,
-    #[serde(default)]
-    n: Option<u64>,
-    #[serde(default, rename = "generationConfig")]
-    generation_config: Option<GenerationConfig>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct GenerationConfig {
-    #[serde(default, rename = "maxOutputTokens")]
-    max_output_tokens: Option<u64>,
-    #[serde(default, rename = "candidateCount")]
-    candidate_count: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
-}
-
-/// What the pipeline needs from a request body.
-#[derive(Debug, Default)]
-struct Inspected {
-    stream: bool,
-    model: Option<String>,
-    /// The most output the request may produce, if it says (already times the number of choices).
-    output_cap: Option<u64>,
-    has_stream_options: bool,
-    include_usage: Option<bool>,
-}
-
-/// Phase: the body is a JSON object (the upstream never sees malformed JSON); what it asks for.
-fn inspect_body(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError> {
-    // serde would also read a struct from an array; only an object is a request.
-    if body
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b != b'{')
-    {
-        return Err(ProxyError::InvalidJson(
-            "Request body must be a JSON object".to_owned(),
-        ));
-    }
-    let facts: RequestFacts = serde_json::from_slice(body).map_err(|e| {
-        // serde's message can quote a value from the body; only its position is echoed.
-        let what = match e.classify() {
-            serde_json::error::Category::Data => {
-                "has a field of the wrong type (`stream` must be a boolean, token limits and `n` integers)"
-            }
-            _ => "is not valid JSON",
-        };
-        ProxyError::InvalidJson(format!("Request body {what} (line {}, column {})", e.line(), e.column()))
-    })?;
-    let choices = facts.n.unwrap_or(1).max(1);
-    let output_cap = match endpoint {
-        Endpoint::Responses => facts.max_output_tokens,
-        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
-            facts.generation_config.as_ref().and_then(|g| {
-                g.max_output_tokens
-                    .map(|m| m * g.candidate_count.unwrap_or(1).max(1))
-            })
-        }
-        _ => facts
-            .max_completion_tokens
-            .or(facts.max_tokens)
-            .map(|m| m.saturating_mul(choices)),
-    };
-    Ok(Inspected {
-        stream: match endpoint {
-            Endpoint::StreamGenerateContent => true,
-            _ => facts.stream == Some(true),
-        },
-        model: facts.model.map(|m| m.into_owned()),
-        output_cap,
-        has_stream_options: facts.stream_options.is_some(),
-        include_usage: facts.stream_options.and_then(|o| o.include_usage),
-    })
-}
-
-/// Sets `stream_options.include_usage` so an OpenAI stream reports its usage. Without a
-/// `stream_options` member the option is written in after the opening brace, leaving every other byte
-/// as the caller sent it; otherwise the body is rewritten.
-fn with_stream_usage(body: Bytes, has_stream_options: bool) -> Result<Bytes, ProxyError> {
-    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
-    if !has_stream_options {
-        let open = body.iter().position(|&b| b == b'{').unwrap_or(0);
-        let empty = body[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-        let mut out = Vec::with_capacity(body.len() + MEMBER.len() + 1);
-        out.extend_from_slice(&body[..=open]);
-        out.extend_from_slice(MEMBER);
-        if !empty {
-            out.push(b',');
-        }
-        out.extend_from_slice(&body[open + 1..]);
-        return Ok(Bytes::from(out));
-    }
-    let mut value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|_| ProxyError::InvalidJson("Request body is not valid JSON".to_owned()))?;
-    value["stream_options"]["include_usage"] = serde_json::Value::Bool(true);
-    Ok(Bytes::from(value.to_string()))
-}
-
 /// Phase: every limit of the key and its account, with `input estimate + output cap` tokens reserved.
 fn admit(
     app: &App,
@@ -624,36 +507,5 @@ mod tests {
         );
         assert_eq!(query_without_key("keys=1&monkey=2"), "keys=1&monkey=2");
         assert_eq!(query_without_key(""), "");
-    }
-
-    #[test]
-    fn bodies_must_be_json_objects_and_errors_do_not_quote_them() {
-        assert!(
-            inspect_body(Endpoint::ChatCompletions, br#"{"model":"m","stream":true}"#)
-                .unwrap()
-                .stream
-        );
-        assert!(
-            !inspect_body(Endpoint::ChatCompletions, br#"{"model":"m"}"#)
-                .unwrap()
-                .stream
-        );
-        assert!(
-            inspect_body(Endpoint::StreamGenerateContent, b"{}")
-                .unwrap()
-                .stream
-        );
-        for bad in [
-            &b""[..],
-            b"{",
-            b"[]",
-            b"null",
-            b"{\"stream\":\"sk-canary\"}",
-            b"{} x",
-        ] {
-            let e = inspect_body(Endpoint::ChatCompletions, bad).unwrap_err();
-            assert_eq!(e.status(), 400);
-            assert!(!e.message().contains("canary"), "{e}");
-        }
     }
 }
