@@ -367,3 +367,53 @@ async fn with_limits_off_nothing_is_limited_or_metered() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_retried_request_never_finds_its_first_attempt_still_holding() {
+    let mock = MockUpstream::start().await;
+    // One request at a time and room for exactly one reservation: a retry is admitted only if the
+    // failed attempt's slot and tokens were released when its response ended.
+    let body = Shape::OpenAi.body();
+    let one = input_estimate(body.len()) + 4096;
+    let limits = KeyLimits {
+        concurrent_requests: Some(1),
+        tokens_per_month: Some(one),
+        ..KeyLimits::default()
+    };
+    let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(limits)]).await;
+    let a = auth(&gw.keys[0]);
+    for status in ["500", "503", "429"] {
+        let mode = format!("status {status}");
+        let h = [
+            ("authorization", a.as_str()),
+            ("x-provider-key", PROVIDER_KEY),
+            ("x-mock", mode.as_str()),
+            ("x-stainless-retry-count", "0"),
+        ];
+        assert_eq!(
+            post(&gw.url("/v1/chat/completions"), &h, body)
+                .await
+                .status
+                .as_str(),
+            status
+        );
+        let retry = [
+            ("authorization", a.as_str()),
+            ("x-provider-key", PROVIDER_KEY),
+            ("x-mock", mode.as_str()),
+            ("x-stainless-retry-count", "1"),
+        ];
+        let reply = post(&gw.url("/v1/chat/completions"), &retry, body).await;
+        assert_eq!(
+            reply.status.as_str(),
+            status,
+            "the retry was refused by tollgate: {}",
+            reply.text()
+        );
+        assert_eq!(
+            header(&reply, "x-ratelimit-remaining-tokens"),
+            "0",
+            "the retry holds the only reservation"
+        );
+    }
+}
