@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tollgate::config::LimitsConfig;
-use tollgate::keys::{self, KeyHasher, KeyKind, KeyLimits, KeyRecord, KeyStatus, KeyTable};
+use tollgate::keys::{self, KeyHasher, KeyKind, KeyLimits, KeyRecord, KeyTable};
 use tollgate::limits::{Limiter, Now};
 use tollgate::sse::SseFramer;
 use tollgate::usage::Meter;
@@ -32,7 +32,8 @@ fn key_table(n: usize) -> (KeyTable, String) {
             hash: hasher.hash(secret.expose()),
             created_at: 0,
             expires_at: None,
-            status: KeyStatus::Active,
+            revoked_at: None,
+            access: Default::default(),
         });
         last = secret.expose().to_owned();
     }
@@ -43,15 +44,9 @@ fn verify(c: &mut Criterion) {
     let (table, key) = key_table(10_000);
     let (stranger, _) = keys::generate("tg", KeyKind::Live).unwrap();
     let mut g = c.benchmark_group("key_verify");
-    g.bench_function("hit", |b| {
-        b.iter(|| table.verify(black_box(&key), 0).is_ok())
-    });
-    g.bench_function("miss", |b| {
-        b.iter(|| table.verify(black_box(stranger.expose()), 0).is_err())
-    });
-    g.bench_function("malformed", |b| {
-        b.iter(|| table.verify(black_box("tg_live_not-a-key"), 0).is_err())
-    });
+    g.bench_function("hit", |b| b.iter(|| table.verify(black_box(&key), 0).is_ok()));
+    g.bench_function("miss", |b| b.iter(|| table.verify(black_box(stranger.expose()), 0).is_err()));
+    g.bench_function("malformed", |b| b.iter(|| table.verify(black_box("tg_live_not-a-key"), 0).is_err()));
     g.finish();
 }
 
@@ -67,10 +62,7 @@ fn admission(c: &mut Criterion) {
     let limiter = Limiter::new(limits, Duration::from_secs(900));
     let (table, key) = key_table(1);
     let record = table.verify(&key, 0).unwrap();
-    let mut now = Now {
-        mono_ns: 1,
-        unix: 1_795_422_645,
-    };
+    let mut now = Now { mono_ns: 1, unix: 1_795_422_645 };
     c.bench_function("admission/reserve_and_settle", |b| {
         b.iter(|| {
             // A minute of rate and nine seconds of day pass per call, so no limit ever refuses.
@@ -113,12 +105,7 @@ fn gemini_stream() -> Vec<u8> {
 fn stream_tap(c: &mut Criterion) {
     let mut g = c.benchmark_group("sse_framer_and_tap");
     for (name, meter, strip, stream) in [
-        (
-            "openai_injected_usage",
-            Meter::OpenAiCompletion,
-            true,
-            openai_stream(),
-        ),
+        ("openai_injected_usage", Meter::OpenAiCompletion, true, openai_stream()),
         ("anthropic", Meter::Anthropic, false, anthropic_stream()),
         ("gemini", Meter::Gemini, false, gemini_stream()),
     ] {

@@ -23,10 +23,7 @@ impl RequestIds {
         // Uniqueness comes from the counter; the seed only varies ids between runs, so a failed
         // read of the OS source (which leaves zeros) is harmless.
         let _ = getrandom::fill(&mut seed);
-        RequestIds {
-            seed: u64::from_le_bytes(seed),
-            next: AtomicU64::new(0),
-        }
+        RequestIds { seed: u64::from_le_bytes(seed), next: AtomicU64::new(0) }
     }
 
     pub fn next(&self) -> RequestId {

@@ -16,19 +16,12 @@ pub struct InFlightSlot(Arc<AtomicUsize>);
 
 impl InFlight {
     pub fn new(max: usize) -> InFlight {
-        InFlight {
-            count: Arc::new(AtomicUsize::new(0)),
-            max,
-        }
+        InFlight { count: Arc::new(AtomicUsize::new(0)), max }
     }
 
     pub fn admit(&self) -> Result<InFlightSlot, ProxyError> {
-        let admitted = self
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .is_ok();
+        let admitted =
+            self.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1)).is_ok();
         if !admitted {
             return Err(ProxyError::Overloaded);
         }

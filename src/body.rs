@@ -41,10 +41,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = ProxyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         match self.get_mut() {
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Upstream(body) => Pin::new(body.as_mut()).poll_frame(cx),
@@ -60,9 +57,7 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Full(data) => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ProxyBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ProxyBody::Upstream(body) => match (&body.upstream, &body.framer) {
                 (Some(upstream), None) => upstream.size_hint(),
                 (Some(_), Some(_)) => SizeHint::default(),
@@ -139,9 +134,7 @@ impl UpstreamBody {
                 let usage = charge(&self.parts.meter, metering, normal_end);
                 metering.settle(usage);
             }
-            self.parts
-                .log
-                .emit(self.parts.status, outcome, self.bytes, level);
+            self.parts.log.emit(self.parts.status, outcome, self.bytes, level);
         }
     }
 
@@ -150,10 +143,7 @@ impl UpstreamBody {
     fn fail(&mut self, error: ProxyError) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         self.finish(error.label(), error.log_level(), false);
         if self.framer.take().is_some() {
-            let event = self
-                .parts
-                .kind
-                .stream_error_event(self.parts.endpoint, error.parts());
+            let event = self.parts.kind.stream_error_event(self.parts.endpoint, error.parts());
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))));
         }
         Poll::Ready(Some(Err(error)))
@@ -164,10 +154,7 @@ impl UpstreamBody {
         loop {
             ready!(self.timer.as_mut().poll(cx));
             let now = Instant::now();
-            let (deadline, idle_at) = (
-                self.parts.limits.deadline,
-                self.last_data + self.parts.limits.idle,
-            );
+            let (deadline, idle_at) = (self.parts.limits.deadline, self.last_data + self.parts.limits.idle);
             if now >= deadline || now >= idle_at {
                 return Poll::Ready(());
             }
@@ -175,10 +162,7 @@ impl UpstreamBody {
         }
     }
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let this = self.get_mut();
         loop {
             let Some(upstream) = this.upstream.as_mut() else {
@@ -218,9 +202,7 @@ impl UpstreamBody {
                 Poll::Ready(None) => {
                     let rest = this.framer.as_mut().and_then(SseFramer::finish);
                     let rest = match (&mut this.parts.meter, rest) {
-                        (BodyMeter::Events(tap), Some(rest)) => {
-                            Some(tap.pass(rest)).filter(|r| !r.is_empty())
-                        }
+                        (BodyMeter::Events(tap), Some(rest)) => Some(tap.pass(rest)).filter(|r| !r.is_empty()),
                         (_, rest) => rest,
                     };
                     this.bytes += rest.as_ref().map_or(0, |r| r.len() as u64);
@@ -251,15 +233,8 @@ fn charge(meter: &BodyMeter, metering: &Metering, normal_end: bool) -> Usage {
             (Some(usage), final_figure) if final_figure || normal_end => usage,
             (seen, _) => {
                 let seen = seen.unwrap_or_default();
-                let input = if seen.input > 0 {
-                    seen.input
-                } else {
-                    metering.input_estimate
-                };
-                Usage {
-                    input,
-                    output: seen.output.max(tap.events()),
-                }
+                let input = if seen.input > 0 { seen.input } else { metering.input_estimate };
+                Usage { input, output: seen.output.max(tap.events()) }
             }
         },
     }

@@ -24,16 +24,10 @@ pub fn service_key<'a>(headers: &'a HeaderMap, prefix: &str) -> Result<&'a str, 
     });
     let candidates = [
         bearer,
-        headers
-            .get("x-api-key")
-            .map(|v| v.to_str().unwrap_or_default()),
-        headers
-            .get("x-goog-api-key")
-            .map(|v| v.to_str().unwrap_or_default()),
+        headers.get("x-api-key").map(|v| v.to_str().unwrap_or_default()),
+        headers.get("x-goog-api-key").map(|v| v.to_str().unwrap_or_default()),
     ];
-    let is_ours = |k: &str| {
-        k.len() > prefix.len() && k.starts_with(prefix) && k.as_bytes()[prefix.len()] == b'_'
-    };
+    let is_ours = |k: &str| k.len() > prefix.len() && k.starts_with(prefix) && k.as_bytes()[prefix.len()] == b'_';
     candidates
         .iter()
         .flatten()
@@ -91,9 +85,7 @@ impl std::fmt::Display for ProviderKey {
 fn is_valid_provider_key(bytes: &[u8]) -> bool {
     !bytes.is_empty()
         && bytes.len() <= MAX_PROVIDER_KEY_LEN
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_graphic() && !matches!(b, b'&' | b'#' | b'%' | b'?' | b'/'))
+        && bytes.iter().all(|&b| b.is_ascii_graphic() && !matches!(b, b'&' | b'#' | b'%' | b'?' | b'/'))
 }
 
 #[cfg(test)]
@@ -103,10 +95,7 @@ mod tests {
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(v).unwrap(),
-            );
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_bytes(v).unwrap());
         }
         h
     }
@@ -120,36 +109,21 @@ mod tests {
         let h = headers(&[("x-api-key", b"tg_live_y")]);
         assert_eq!(service_key(&h, "tg"), Ok("tg_live_y"));
         // google-genai always sends its api_key; the Authorization header carries ours.
-        let h = headers(&[
-            ("x-goog-api-key", b"unused"),
-            ("authorization", b"Bearer tg_live_z"),
-        ]);
+        let h = headers(&[("x-goog-api-key", b"unused"), ("authorization", b"Bearer tg_live_z")]);
         assert_eq!(service_key(&h, "tg"), Ok("tg_live_z"));
         // An Anthropic SDK with ANTHROPIC_API_KEY in the env and auth_token set.
-        let h = headers(&[
-            ("x-api-key", b"tg_live_a"),
-            ("authorization", b"Bearer sk-ant-real"),
-        ]);
+        let h = headers(&[("x-api-key", b"tg_live_a"), ("authorization", b"Bearer sk-ant-real")]);
         assert_eq!(service_key(&h, "tg"), Ok("tg_live_a"));
         let h = headers(&[("authorization", b"Basic abc")]);
         assert_eq!(service_key(&h, "tg"), Ok(""));
-        assert_eq!(
-            service_key(&HeaderMap::new(), "tg"),
-            Err(ProxyError::MissingServiceKey)
-        );
+        assert_eq!(service_key(&HeaderMap::new(), "tg"), Err(ProxyError::MissingServiceKey));
     }
 
     #[test]
     fn provider_keys_are_validated() {
         let ok = headers(&[("x-provider-key", b"sk-proj-abc_DEF.123=+")]);
-        assert_eq!(
-            ProviderKey::from_headers(&ok).unwrap().as_str(),
-            "sk-proj-abc_DEF.123=+"
-        );
-        assert_eq!(
-            ProviderKey::from_headers(&HeaderMap::new()).unwrap_err(),
-            ProxyError::MissingProviderKey
-        );
+        assert_eq!(ProviderKey::from_headers(&ok).unwrap().as_str(), "sk-proj-abc_DEF.123=+");
+        assert_eq!(ProviderKey::from_headers(&HeaderMap::new()).unwrap_err(), ProxyError::MissingProviderKey);
         let long = vec![b'a'; MAX_PROVIDER_KEY_LEN + 1];
         for bad in [
             &b""[..],
@@ -164,17 +138,10 @@ mod tests {
             &long,
         ] {
             let h = headers(&[("x-provider-key", bad)]);
-            assert_eq!(
-                ProviderKey::from_headers(&h).unwrap_err(),
-                ProxyError::InvalidProviderKey,
-                "{bad:?}"
-            );
+            assert_eq!(ProviderKey::from_headers(&h).unwrap_err(), ProxyError::InvalidProviderKey, "{bad:?}");
         }
         let two = headers(&[("x-provider-key", b"a"), ("x-provider-key", b"b")]);
-        assert_eq!(
-            ProviderKey::from_headers(&two).unwrap_err(),
-            ProxyError::InvalidProviderKey
-        );
+        assert_eq!(ProviderKey::from_headers(&two).unwrap_err(), ProxyError::InvalidProviderKey);
     }
 
     #[test]

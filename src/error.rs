@@ -23,6 +23,8 @@ pub enum ProxyError {
     BodyUnreadable,
     /// The request body is not a JSON object; the text says why without quoting the body.
     InvalidJson(String),
+    /// The key's scopes or allowlists do not cover the request; the text names what is missing.
+    Forbidden(String),
     Overloaded,
     /// A limit of the key or its account (§3): 429 with its retry time.
     RateLimited(crate::limits::Refusal),
@@ -49,15 +51,16 @@ impl ProxyError {
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProxyError::MissingServiceKey
-            | ProxyError::InvalidServiceKey
-            | ProxyError::ExpiredServiceKey => StatusCode::UNAUTHORIZED,
+            ProxyError::MissingServiceKey | ProxyError::InvalidServiceKey | ProxyError::ExpiredServiceKey => {
+                StatusCode::UNAUTHORIZED
+            }
             ProxyError::MissingProviderKey
             | ProxyError::InvalidProviderKey
             | ProxyError::InvalidJson(_)
             | ProxyError::BodyUnreadable => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnreachable
@@ -82,17 +85,14 @@ impl ProxyError {
             ProxyError::BodyTimeout => "Timed out reading the request body",
             ProxyError::BodyUnreadable => "Failed to read the request body",
             ProxyError::InvalidJson(why) => why,
+            ProxyError::Forbidden(why) => why,
             ProxyError::Overloaded => "tollgate is overloaded; retry shortly",
             ProxyError::RateLimited(refusal) => match refusal.limit {
-                LimitKind::RequestsPerMinute => {
-                    "rate limit exceeded: requests per minute for this key"
-                }
+                LimitKind::RequestsPerMinute => "rate limit exceeded: requests per minute for this key",
                 LimitKind::RequestsPerDay => "rate limit exceeded: requests per day for this key",
                 LimitKind::Concurrency => "rate limit exceeded: concurrent requests for this key",
                 LimitKind::KeyTokens => "token quota exceeded: this key's monthly token quota",
-                LimitKind::AccountTokens => {
-                    "token quota exceeded: the account's monthly token quota"
-                }
+                LimitKind::AccountTokens => "token quota exceeded: the account's monthly token quota",
             },
             ProxyError::UpstreamUnreachable => "Upstream provider unreachable",
             ProxyError::UpstreamRedirect => {
@@ -107,23 +107,18 @@ impl ProxyError {
     fn openai_type_and_code(&self) -> (&'static str, Option<&'static str>) {
         match self {
             ProxyError::NotFound => ("invalid_request_error", Some("unknown_url")),
-            ProxyError::MethodNotAllowed(_) => {
-                ("invalid_request_error", Some("method_not_allowed"))
-            }
+            ProxyError::MethodNotAllowed(_) => ("invalid_request_error", Some("method_not_allowed")),
             ProxyError::HeadersTooLarge => ("invalid_request_error", Some("headers_too_large")),
             ProxyError::MissingServiceKey => ("invalid_request_error", Some("missing_api_key")),
             ProxyError::InvalidServiceKey => ("invalid_request_error", Some("invalid_api_key")),
             ProxyError::ExpiredServiceKey => ("invalid_request_error", Some("expired_api_key")),
-            ProxyError::MissingProviderKey => {
-                ("invalid_request_error", Some("missing_provider_key"))
-            }
-            ProxyError::InvalidProviderKey => {
-                ("invalid_request_error", Some("invalid_provider_key"))
-            }
+            ProxyError::MissingProviderKey => ("invalid_request_error", Some("missing_provider_key")),
+            ProxyError::InvalidProviderKey => ("invalid_request_error", Some("invalid_provider_key")),
             ProxyError::BodyTooLarge => ("invalid_request_error", Some("request_too_large")),
             ProxyError::BodyTimeout => ("invalid_request_error", Some("request_timeout")),
             ProxyError::BodyUnreadable => ("invalid_request_error", Some("body_unreadable")),
             ProxyError::InvalidJson(_) => ("invalid_request_error", Some("invalid_json")),
+            ProxyError::Forbidden(_) => ("permission_error", Some("permission_denied")),
             ProxyError::Overloaded => ("server_error", Some("overloaded")),
             ProxyError::RateLimited(refusal) if refusal.limit.is_tokens() => {
                 ("insufficient_quota", Some("insufficient_quota"))
@@ -151,7 +146,8 @@ impl ProxyError {
             | ProxyError::BodyTimeout
             | ProxyError::BodyUnreadable
             | ProxyError::InvalidJson(_)
-            | ProxyError::RateLimited(_) => LogLevel::Info,
+            | ProxyError::RateLimited(_)
+            | ProxyError::Forbidden(_) => LogLevel::Info,
             ProxyError::Overloaded
             | ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamRedirect
@@ -168,12 +164,7 @@ impl ProxyError {
 
     pub fn parts(&self) -> ErrorParts<'_> {
         let (openai_type, openai_code) = self.openai_type_and_code();
-        ErrorParts {
-            status: self.status().as_u16(),
-            message: self.message(),
-            openai_type,
-            openai_code,
-        }
+        ErrorParts { status: self.status().as_u16(), message: self.message(), openai_type, openai_code }
     }
 }
 
@@ -196,42 +187,18 @@ mod tests {
             (ProxyError::MissingServiceKey, 401, "Missing API key"),
             (ProxyError::InvalidServiceKey, 401, "Invalid API key"),
             (ProxyError::ExpiredServiceKey, 401, "API key expired"),
-            (
-                ProxyError::MissingProviderKey,
-                400,
-                "Missing X-Provider-Key header",
-            ),
-            (
-                ProxyError::InvalidProviderKey,
-                400,
-                "Invalid X-Provider-Key header",
-            ),
-            (
-                ProxyError::UpstreamUnreachable,
-                502,
-                "Upstream provider unreachable",
-            ),
+            (ProxyError::MissingProviderKey, 400, "Missing X-Provider-Key header"),
+            (ProxyError::InvalidProviderKey, 400, "Invalid X-Provider-Key header"),
+            (ProxyError::UpstreamUnreachable, 502, "Upstream provider unreachable"),
             (
                 ProxyError::UpstreamRedirect,
                 502,
                 "Upstream provider answered with a redirect, which tollgate does not follow",
             ),
-            (
-                ProxyError::UpstreamTimeout,
-                504,
-                "Upstream provider timed out",
-            ),
-            (
-                ProxyError::Overloaded,
-                503,
-                "tollgate is overloaded; retry shortly",
-            ),
+            (ProxyError::UpstreamTimeout, 504, "Upstream provider timed out"),
+            (ProxyError::Overloaded, 503, "tollgate is overloaded; retry shortly"),
             (ProxyError::BodyTooLarge, 413, "Request body too large"),
-            (
-                ProxyError::HeadersTooLarge,
-                431,
-                "Request headers too large",
-            ),
+            (ProxyError::HeadersTooLarge, 431, "Request headers too large"),
         ];
         for (e, status, message) in table {
             assert_eq!(e.status().as_u16(), status, "{e:?}");

@@ -102,10 +102,7 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
 /// Total size of a request head as counted against the header cap: target plus every name and value.
 pub fn head_size(uri: &http::Uri, headers: &HeaderMap) -> usize {
     uri.path_and_query().map_or(0, |pq| pq.as_str().len())
-        + headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>()
+        + headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>()
 }
 
 #[cfg(test)]
@@ -140,24 +137,15 @@ mod tests {
         }
         let out = upstream_request_headers(&h);
         let names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
-        assert_eq!(
-            names,
-            ["content-type", "anthropic-beta", "x-stainless-retry-count"]
-        );
+        assert_eq!(names, ["content-type", "anthropic-beta", "x-stainless-retry-count"]);
     }
 
     #[test]
     fn responses_lose_cookies_and_stream_lengths() {
         let mut h = HeaderMap::new();
-        h.insert(
-            "set-cookie",
-            HeaderValue::from_static("__cf_bm=1; domain=.api.openai.com"),
-        );
+        h.insert("set-cookie", HeaderValue::from_static("__cf_bm=1; domain=.api.openai.com"));
         h.insert("content-length", HeaderValue::from_static("10"));
-        h.insert(
-            "content-type",
-            HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
+        h.insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("request-id", HeaderValue::from_static("req_1"));
         assert!(is_event_stream(&h));

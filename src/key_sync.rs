@@ -24,11 +24,7 @@ pub struct Readiness {
 impl Readiness {
     pub fn new(refresh_interval: Duration) -> Readiness {
         let max_age = (refresh_interval * 3).max(Duration::from_secs(3));
-        Readiness {
-            epoch: Instant::now(),
-            last_ok: AtomicU64::new(0),
-            max_age,
-        }
+        Readiness { epoch: Instant::now(), last_ok: AtomicU64::new(0), max_age }
     }
 
     fn mark_ok(&self) {
@@ -38,8 +34,7 @@ impl Readiness {
 
     pub fn is_ready(&self) -> bool {
         let last = self.last_ok.load(Ordering::Acquire);
-        last != 0
-            && self.epoch.elapsed().as_millis() as u64 + 1 - last <= self.max_age.as_millis() as u64
+        last != 0 && self.epoch.elapsed().as_millis() as u64 + 1 - last <= self.max_age.as_millis() as u64
     }
 }
 
@@ -55,11 +50,7 @@ pub async fn load_all(store: &SqliteStore, tables: &Tables) -> Result<i64, Store
     apply_changes(store, tables, 0).await
 }
 
-async fn apply_changes(
-    store: &SqliteStore,
-    tables: &Tables,
-    since: i64,
-) -> Result<i64, StoreError> {
+async fn apply_changes(store: &SqliteStore, tables: &Tables, since: i64) -> Result<i64, StoreError> {
     let store = store.clone();
     let changes = tokio::task::spawn_blocking(move || store.key_changes(since))
         .await

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use crate::access::KeyAccess;
+
 /// Public id: safe to show and log; the store's primary key.
 pub const ID_LEN: usize = 12;
 /// 43 base62 characters carry 256.03 bits.
@@ -49,10 +51,7 @@ pub struct KeyId([u8; ID_LEN]);
 impl KeyId {
     pub fn parse(s: &str) -> Option<KeyId> {
         let bytes: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(u8::is_ascii_alphanumeric)
-            .then_some(KeyId(bytes))
+        bytes.iter().all(u8::is_ascii_alphanumeric).then_some(KeyId(bytes))
     }
 
     pub fn as_str(&self) -> &str {
@@ -132,13 +131,12 @@ pub fn generate(prefix: &str, kind: KeyKind) -> Result<(SecretKey, ParsedKey), g
     text.extend(secret.iter().map(|&b| b as char));
     let check = checksum(&text);
     text.extend(check.iter().map(|&b| b as char));
-    Ok((
-        SecretKey(text),
-        ParsedKey {
-            kind,
-            id: KeyId(id),
-        },
-    ))
+    Ok((SecretKey(text), ParsedKey { kind, id: KeyId(id) }))
+}
+
+/// A random public id, for accounts and the like.
+pub fn random_id() -> Result<String, getrandom::Error> {
+    Ok(random_base62::<ID_LEN>()?.iter().map(|&b| b as char).collect())
 }
 
 /// Uniform base62 characters by rejection sampling (bytes ≥ 248 are dropped so `% 62` has no bias).
@@ -188,12 +186,6 @@ impl KeyHasher {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KeyStatus {
-    Active,
-    Revoked,
-}
-
 /// Per-key overrides of the configured default limits (`None`: use the default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KeyLimits {
@@ -216,7 +208,9 @@ pub struct KeyRecord {
     pub hash: blake3::Hash,
     pub created_at: i64,
     pub expires_at: Option<i64>,
-    pub status: KeyStatus,
+    /// Revoked from this instant on (a rotation with a grace period sets it in the future).
+    pub revoked_at: Option<i64>,
+    pub access: KeyAccess,
 }
 
 /// Why a presented key was refused.
@@ -236,11 +230,7 @@ pub struct KeyTable {
 
 impl KeyTable {
     pub fn new(prefix: String, hasher: KeyHasher) -> KeyTable {
-        KeyTable {
-            prefix,
-            hasher,
-            by_id: DashMap::new(),
-        }
+        KeyTable { prefix, hasher, by_id: DashMap::new() }
     }
 
     pub fn prefix(&self) -> &str {
@@ -265,15 +255,11 @@ impl KeyTable {
     pub fn verify(&self, presented: &str, now: i64) -> Result<Arc<KeyRecord>, Refusal> {
         let parsed = parse(&self.prefix, presented).ok_or(Refusal::Invalid)?;
         // Clone the Arc out so no map guard outlives this statement.
-        let record = self
-            .by_id
-            .get(&parsed.id)
-            .map(|r| Arc::clone(r.value()))
-            .ok_or(Refusal::Invalid)?;
+        let record = self.by_id.get(&parsed.id).map(|r| Arc::clone(r.value())).ok_or(Refusal::Invalid)?;
         if record.hash != self.hasher.hash(presented) {
             return Err(Refusal::Invalid);
         }
-        if record.status == KeyStatus::Revoked {
+        if record.revoked_at.is_some_and(|at| now >= at) {
             return Err(Refusal::Invalid);
         }
         if record.expires_at.is_some_and(|at| now >= at) {
@@ -298,7 +284,8 @@ mod tests {
             hash: hasher.hash(key.expose()),
             created_at: 0,
             expires_at: None,
-            status: KeyStatus::Active,
+            revoked_at: None,
+            access: KeyAccess::default(),
         }
     }
 
@@ -310,9 +297,7 @@ mod tests {
             assert!(text.starts_with(&format!("tg_{}_", kind.as_str())));
             assert_eq!(text.len(), 4 + kind.as_str().len() + BODY_LEN);
             assert_eq!(parse("tg", text), Some(parsed));
-            assert!(text.ends_with(
-                std::str::from_utf8(&checksum(&text[..text.len() - CHECK_LEN])).unwrap()
-            ));
+            assert!(text.ends_with(std::str::from_utf8(&checksum(&text[..text.len() - CHECK_LEN])).unwrap()));
         }
     }
 
@@ -368,22 +353,16 @@ mod tests {
 
         // Well-formed with a valid checksum but unknown: refused, and nothing is inserted.
         let (stranger, _) = generate("tg", KeyKind::Live).unwrap();
-        assert_eq!(
-            table.verify(stranger.expose(), 0).unwrap_err(),
-            Refusal::Invalid
-        );
+        assert_eq!(table.verify(stranger.expose(), 0).unwrap_err(), Refusal::Invalid);
         assert_eq!(table.len(), 1);
 
         let mut expiring = record(&key, parsed, &hasher);
         expiring.expires_at = Some(100);
         table.upsert(expiring.clone());
         assert!(table.verify(key.expose(), 99).is_ok());
-        assert_eq!(
-            table.verify(key.expose(), 100).unwrap_err(),
-            Refusal::Expired
-        );
+        assert_eq!(table.verify(key.expose(), 100).unwrap_err(), Refusal::Expired);
 
-        expiring.status = KeyStatus::Revoked;
+        expiring.revoked_at = Some(0);
         table.upsert(expiring);
         assert_eq!(table.verify(key.expose(), 0).unwrap_err(), Refusal::Invalid);
     }

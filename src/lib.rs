@@ -4,6 +4,7 @@
 //!
 //! [`run`] serves on a listener the caller bound, so tests embed the real server on port 0.
 
+pub mod access;
 pub mod access_log;
 pub mod admission;
 pub mod body;
@@ -59,18 +60,8 @@ impl std::error::Error for StartError {}
 
 /// Opens the store, loads the keys, and serves on `listener` until `shutdown` resolves; then drains
 /// in-flight requests within `server.shutdown_grace`.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    let tls = config
-        .server
-        .tls
-        .as_ref()
-        .map(tls::acceptor)
-        .transpose()
-        .map_err(StartError::Tls)?;
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let tls = config.server.tls.as_ref().map(tls::acceptor).transpose().map_err(StartError::Tls)?;
     let upstream = upstream::Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
 
     let path = config.store.path.clone();
@@ -78,27 +69,20 @@ pub async fn run(
         .await
         .map_err(|e| StartError::Store(StoreError::Corrupt(format!("store task failed: {e}"))))?
         .map_err(StartError::Store)?;
-    let keys = Arc::new(KeyTable::new(
-        config.keys.prefix.clone(),
-        KeyHasher::new(config.keys.hash_secret),
-    ));
+    let keys = Arc::new(KeyTable::new(config.keys.prefix.clone(), KeyHasher::new(config.keys.hash_secret)));
     let tables = key_sync::Tables {
         keys: Arc::clone(&keys),
         plans: Arc::new(limits::Plans::new(config.plans.clone())),
         readiness: Arc::new(key_sync::Readiness::new(config.store.refresh_interval)),
     };
-    let version = key_sync::load_all(&store, &tables)
-        .await
-        .map_err(StartError::Store)?;
+    let version = key_sync::load_all(&store, &tables).await.map_err(StartError::Store)?;
     tracing::info!(keys = keys.len(), store = %config.store.path.display(), "key store loaded");
 
     // Reservations live at most as long as a request may; a sweep ends any left behind.
     let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
     let limiter = limits::Limiter::new(config.limits.clone(), lease);
     let started = std::time::Instant::now();
-    carry_usage(&store, &limiter)
-        .await
-        .map_err(StartError::Store)?;
+    carry_usage(&store, &limiter).await.map_err(StartError::Store)?;
 
     let app = Arc::new(App {
         routes: routes::Routes::new(&config.providers),
@@ -113,12 +97,7 @@ pub async fn run(
         started,
         config,
     });
-    let refresher = tokio::spawn(key_sync::poll(
-        store.clone(),
-        tables,
-        version,
-        app.config.store.refresh_interval,
-    ));
+    let refresher = tokio::spawn(key_sync::poll(store.clone(), tables, version, app.config.store.refresh_interval));
     let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), store.clone()));
 
     server::serve(Arc::clone(&app), listener, tls, shutdown).await;
@@ -137,11 +116,10 @@ pub async fn run(
 async fn carry_usage(store: &SqliteStore, limiter: &limits::Limiter) -> Result<(), StoreError> {
     let unix = clock::unix_now();
     let reader = store.clone();
-    let totals = tokio::task::spawn_blocking(move || {
-        reader.usage_totals(clock::day_of(unix), clock::month_first_day(unix))
-    })
-    .await
-    .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
+    let totals =
+        tokio::task::spawn_blocking(move || reader.usage_totals(clock::day_of(unix), clock::month_first_day(unix)))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
     let now = limits::Now { mono_ns: 0, unix };
     for (key, account, carried) in totals {
         limiter.carry(key, Arc::from(account.as_str()), carried, now);
@@ -158,10 +136,7 @@ async fn housekeeping(app: Arc<App>, store: SqliteStore) {
         if let Err(e) = usage::book::flush(&app.usage, &store).await {
             tracing::warn!(error = %e, "usage flush failed; retrying at the next interval");
         }
-        let now = limits::Now {
-            mono_ns: app.started.elapsed().as_nanos() as u64,
-            unix: clock::unix_now(),
-        };
+        let now = limits::Now { mono_ns: app.started.elapsed().as_nanos() as u64, unix: clock::unix_now() };
         let expired = app.limiter.expire(now);
         if expired > 0 {
             tracing::warn!(expired, "token reservations ended by their lease");

@@ -13,11 +13,7 @@ use tollgate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits};
 use tollgate::store::{NewKey, SqliteStore};
 
 #[derive(Parser)]
-#[command(
-    name = "tollgate",
-    version,
-    about = "A reverse proxy for LLM APIs with two-key forwarding"
-)]
+#[command(name = "tollgate", version, about = "A reverse proxy for LLM APIs with two-key forwarding")]
 struct Cli {
     /// Configuration file [default: $TOLLGATE_CONFIG, else proxy.toml]
     #[arg(long, short, global = true)]
@@ -78,9 +74,7 @@ impl std::str::FromStr for LimitValue {
         if s == "default" {
             return Ok(LimitValue::Default);
         }
-        s.parse()
-            .map(LimitValue::Value)
-            .map_err(|_| format!("{s:?} is neither a number nor `default`"))
+        s.parse().map(LimitValue::Value).map_err(|_| format!("{s:?} is neither a number nor `default`"))
     }
 }
 
@@ -96,9 +90,7 @@ impl LimitArgs {
             match v {
                 None => {}
                 Some(LimitValue::Default) => *slot = None,
-                Some(LimitValue::Value(n)) if n >= u64::from(min) && n <= u64::from(max) => {
-                    *slot = Some(n as u32)
-                }
+                Some(LimitValue::Value(n)) if n >= u64::from(min) && n <= u64::from(max) => *slot = Some(n as u32),
                 Some(LimitValue::Value(n)) => {
                     return Err(format!("--{flag} {n} is outside {min}..={max}"));
                 }
@@ -107,12 +99,7 @@ impl LimitArgs {
         }
         small("rpm", self.rpm, RPM_RANGE, &mut limits.requests_per_minute)?;
         small("daily", self.daily, RPD_RANGE, &mut limits.requests_per_day)?;
-        small(
-            "concurrency",
-            self.concurrency,
-            CONCURRENCY_RANGE,
-            &mut limits.concurrent_requests,
-        )?;
+        small("concurrency", self.concurrency, CONCURRENCY_RANGE, &mut limits.concurrent_requests)?;
         match self.tokens_per_month {
             None => {}
             Some(LimitValue::Default) => limits.tokens_per_month = None,
@@ -168,9 +155,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::CheckConfig => check_config(&config, &path),
         Command::Keys(command) => keys(&config, command),
-        Command::Usage { key, from, to } => {
-            usage(&config, key.as_deref(), from.as_deref(), to.as_deref())
-        }
+        Command::Usage { key, from, to } => usage(&config, key.as_deref(), from.as_deref(), to.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -185,9 +170,7 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.with_ansi(false).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -196,19 +179,13 @@ fn init_tracing(config: &Config) {
 
 fn serve(config: Config) -> CliResult {
     init_tracing(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
         let addr = listener.local_addr()?;
-        let scheme = if config.server.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if config.server.tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, "listening on {scheme}://{addr}");
         tollgate::run(config, listener, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
@@ -218,10 +195,7 @@ fn serve(config: Config) -> CliResult {
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -240,25 +214,10 @@ fn check_config(config: &Config, path: &std::path::Path) -> CliResult {
         tollgate::tls::acceptor(files).map_err(|e| format!("invalid configuration: {e}"))?;
     }
     println!("{}: ok", path.display());
-    println!(
-        "  listen      {}{}",
-        config.server.listen,
-        if config.server.tls.is_some() {
-            " (TLS)"
-        } else {
-            ""
-        }
-    );
+    println!("  listen      {}{}", config.server.listen, if config.server.tls.is_some() { " (TLS)" } else { "" });
     println!("  store       {}", config.store.path.display());
     for p in &config.providers {
-        println!(
-            "  provider    {:<12} {:<10} {}://{}{}",
-            p.name,
-            p.kind.as_str(),
-            p.scheme,
-            p.authority,
-            p.base_path
-        );
+        println!("  provider    {:<12} {:<10} {}://{}{}", p.name, p.kind.as_str(), p.scheme, p.authority, p.base_path);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -267,12 +226,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
     let store = SqliteStore::open(&config.store.path)?;
     let now = unix_now();
     match command {
-        KeysCommand::Create {
-            name,
-            expires_in,
-            kind,
-            limits,
-        } => {
+        KeysCommand::Create { name, expires_in, kind, limits } => {
             let name = name.trim();
             if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
                 return Err("--name must be 1-128 printable characters".into());
@@ -280,22 +234,13 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
             let kind = KeyKind::parse(&kind).ok_or("--kind must be live or trial")?;
             let expires_at = expires_in.map(|days| now + i64::from(days) * 86_400);
             let hasher = KeyHasher::new(config.keys.hash_secret);
-            let new = NewKey {
-                kind,
-                name: name.to_owned(),
-                account: "default".to_owned(),
-                limits: limits.apply(KeyLimits::default())?,
-                created_at: now,
-                expires_at,
-            };
+            let new =
+                NewKey { kind, limits: limits.apply(KeyLimits::default())?, expires_at, ..NewKey::live(name, now) };
             let (secret, info) = store.create_key(&config.keys.prefix, &hasher, &new)?;
             eprintln!("created key {:?}", info.name);
             eprintln!("  id          {}", info.id);
             eprintln!("  key_prefix  {}", info.key_prefix);
-            eprintln!(
-                "  expires     {}",
-                info.expires_at.map_or("never".to_owned(), rfc3339)
-            );
+            eprintln!("  expires     {}", info.expires_at.map_or("never".to_owned(), rfc3339));
             eprintln!("  limits      {}", describe_limits(&info.limits, config));
             eprintln!("the key below is shown once and cannot be recovered; store it now:");
             println!("{}", secret.expose());
@@ -320,9 +265,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
         }
         KeysCommand::SetLimits { id, limits } => {
             let key_id = parse_key_id(&id)?;
-            let info = store
-                .key_info(key_id)?
-                .ok_or_else(|| format!("key {key_id} does not exist"))?;
+            let info = store.key_info(key_id)?.ok_or_else(|| format!("key {key_id} does not exist"))?;
             let updated = limits.apply(info.limits)?;
             store.set_key_limits(key_id, updated)?;
             println!(
@@ -334,9 +277,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
         KeysCommand::Revoke { id } => {
             let key_id = parse_key_id(&id)?;
             if !store.revoke_key(key_id, now)? {
-                let state = store
-                    .key_info(key_id)?
-                    .map_or("does not exist", |_| "is already revoked");
+                let state = store.key_info(key_id)?.map_or("does not exist", |_| "is already revoked");
                 return Err(format!("key {key_id} {state}").into());
             }
             println!(
@@ -367,9 +308,7 @@ fn describe_limits(l: &KeyLimits, config: &Config) -> String {
         mark(l.concurrent_requests.is_some()),
         l.tokens_per_month
             .or(d.tokens_per_month)
-            .map_or("no key token quota".to_owned(), |t| format!(
-                "{t} tokens per month"
-            )),
+            .map_or("no key token quota".to_owned(), |t| format!("{t} tokens per month")),
         mark(l.tokens_per_month.is_some()),
     )
 }
@@ -379,8 +318,7 @@ fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str
     let now = unix_now();
     let day = |flag: &str, text: Option<&str>, default: i64| match text {
         None => Ok(default),
-        Some(t) => clock::parse_date(t)
-            .ok_or_else(|| format!("--{flag} {t:?} is not a date like 2026-11-23")),
+        Some(t) => clock::parse_date(t).ok_or_else(|| format!("--{flag} {t:?} is not a date like 2026-11-23")),
     };
     let from = day("from", from, clock::month_first_day(now))?;
     let to = day("to", to, clock::day_of(now))?;
@@ -408,12 +346,7 @@ fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str
                 t.2 += r.input_tokens;
                 t.3 += r.output_tokens;
             }
-            _ => totals.push((
-                r.key_prefix.clone(),
-                r.requests,
-                r.input_tokens,
-                r.output_tokens,
-            )),
+            _ => totals.push((r.key_prefix.clone(), r.requests, r.input_tokens, r.output_tokens)),
         }
     }
     for (prefix, requests, input, output) in totals {

@@ -46,16 +46,7 @@ impl Metering {
         output_cap: u64,
     ) -> Metering {
         book.request(key, &account, day, &model);
-        Metering {
-            admission: Some(admission),
-            book,
-            key,
-            account,
-            model,
-            day,
-            input_estimate,
-            output_cap,
-        }
+        Metering { admission: Some(admission), book, key, account, model, day, input_estimate, output_cap }
     }
 
     pub fn headers(&self) -> Option<&crate::limits::RateHeaders> {
@@ -64,17 +55,13 @@ impl Metering {
 
     /// The whole reservation, as usage.
     pub fn reservation(&self) -> Usage {
-        Usage {
-            input: self.input_estimate,
-            output: self.output_cap,
-        }
+        Usage { input: self.input_estimate, output: self.output_cap }
     }
 
     /// Ends the reservation, charging `usage`. Later calls do nothing.
     pub fn settle(&mut self, usage: Usage) {
         if let Some(admission) = self.admission.take() {
-            self.book
-                .tokens(self.key, &self.account, self.day, &self.model, usage);
+            self.book.tokens(self.key, &self.account, self.day, &self.model, usage);
             admission.settle(usage.total());
         }
     }

@@ -105,9 +105,7 @@ fn probe(app: &App, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
     };
     let mut response = Response::new(ProxyBody::full(text));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Some(response)
 }
 
@@ -132,6 +130,8 @@ async fn proxy(
         (Bytes::new(), Inspected::default())
     };
     log.streaming = facts.stream;
+    let model = request_model(&route, &facts);
+    authorize(&key, &route, model)?;
     let mut metering = if app.config.limits.enabled {
         let metering = admit(app, &key, &route, &facts, body.len()).inspect_err(|e| {
             if let ProxyError::RateLimited(refusal) = e {
@@ -148,11 +148,7 @@ async fn proxy(
         && facts.stream
         && facts.include_usage != Some(true)
         && route.provider.inject_stream_usage;
-    let body = if inject_usage {
-        with_stream_usage(body, facts.has_stream_options)?
-    } else {
-        body
-    };
+    let body = if inject_usage { with_stream_usage(body, facts.has_stream_options)? } else { body };
     let upstream_request = build_upstream_request(&route, &parts, body, &provider_key)?;
     drop(provider_key);
 
@@ -166,26 +162,14 @@ async fn proxy(
             return Err(error);
         }
     };
-    Ok(respond(
-        app,
-        &route,
-        upstream_response,
-        deadline,
-        log.clone(),
-        slot,
-        metering,
-        inject_usage,
-    ))
+    Ok(respond(app, &route, upstream_response, deadline, log.clone(), slot, metering, inject_usage))
 }
 
 /// The charge when the upstream never answered (see `metering`).
 fn charge_before_head(error: &ProxyError, metering: &Metering) -> Usage {
     match error {
         ProxyError::UpstreamUnreachable | ProxyError::UpstreamRedirect => Usage::default(),
-        _ => Usage {
-            input: metering.input_estimate,
-            output: 0,
-        },
+        _ => Usage { input: metering.input_estimate, output: 0 },
     }
 }
 
@@ -224,10 +208,7 @@ fn respond(
     let parts = StreamParts {
         kind: route.provider.kind,
         endpoint: route.endpoint,
-        limits: StreamLimits {
-            idle: app.config.upstream.idle_timeout,
-            deadline,
-        },
+        limits: StreamLimits { idle: app.config.upstream.idle_timeout, deadline },
         status,
         log,
         slot,
@@ -252,25 +233,18 @@ fn check_head(parts: &request::Parts, max: usize) -> Result<(), ProxyError> {
 /// Phase: the service key is present, well-formed, known, active and unexpired.
 fn authenticate(keys: &KeyTable, headers: &http::HeaderMap) -> Result<Arc<KeyRecord>, ProxyError> {
     let presented = credentials::service_key(headers, keys.prefix())?;
-    keys.verify(presented, crate::clock::unix_now())
-        .map_err(|refusal| match refusal {
-            Refusal::Invalid => ProxyError::InvalidServiceKey,
-            Refusal::Expired => ProxyError::ExpiredServiceKey,
-        })
+    keys.verify(presented, crate::clock::unix_now()).map_err(|refusal| match refusal {
+        Refusal::Invalid => ProxyError::InvalidServiceKey,
+        Refusal::Expired => ProxyError::ExpiredServiceKey,
+    })
 }
 
 /// Phase: the request body, whole (it must be read to learn `stream`), within the size cap, with an
 /// idle limit between chunks against slow senders.
-async fn read_body(
-    mut body: Incoming,
-    headers: &http::HeaderMap,
-    config: &Config,
-) -> Result<Bytes, ProxyError> {
+async fn read_body(mut body: Incoming, headers: &http::HeaderMap, config: &Config) -> Result<Bytes, ProxyError> {
     let max = config.server.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ProxyError::BodyTooLarge);
     }
@@ -300,11 +274,21 @@ async fn read_body(
             }
         }
     }
-    Ok(if rest.is_empty() {
-        first.unwrap_or_default()
-    } else {
-        rest.freeze()
-    })
+    Ok(if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() })
+}
+
+/// The model a request names: in the path for Gemini and for `GET …/models/{id}`, else in the body.
+fn request_model<'a>(route: &'a Route, facts: &'a Inspected) -> Option<&'a str> {
+    match route.endpoint {
+        Endpoint::GetModel => route.path_model(),
+        _ if route.provider.kind == ProviderKind::Gemini => route.path_model(),
+        _ => facts.model.as_deref(),
+    }
+}
+
+/// Phase: the key's scopes and allowlists cover this provider, route and model.
+fn authorize(key: &KeyRecord, route: &Route, model: Option<&str>) -> Result<(), ProxyError> {
+    key.access.check(&route.provider.name, route.endpoint, model).map_err(|denied| ProxyError::Forbidden(denied.0))
 }
 
 /// Phase: every limit of the key and its account, with `input estimate + output cap` tokens reserved.
@@ -320,33 +304,13 @@ fn admit(
     let (input_estimate, output_cap) = match (meter, route.endpoint) {
         (Meter::Free, _) => (0, 0),
         (Meter::OpenAiEmbeddings, _) | (_, Endpoint::EmbedContent) => (estimate, 0),
-        _ => (
-            estimate,
-            facts
-                .output_cap
-                .unwrap_or(app.config.limits.default_max_output_tokens),
-        ),
+        _ => (estimate, facts.output_cap.unwrap_or(app.config.limits.default_max_output_tokens)),
     };
-    let now = limits::Now {
-        mono_ns: app.started.elapsed().as_nanos() as u64,
-        unix: clock::unix_now(),
-    };
+    let now = limits::Now { mono_ns: app.started.elapsed().as_nanos() as u64, unix: clock::unix_now() };
     let plan_tokens = app.plans.quota(&key.account);
-    let admission = app
-        .limiter
-        .admit(key, plan_tokens, input_estimate + output_cap, now)
-        .map_err(ProxyError::RateLimited)?;
-    let model = match route.endpoint {
-        Endpoint::GenerateContent
-        | Endpoint::StreamGenerateContent
-        | Endpoint::EmbedContent
-        | Endpoint::CountTokens
-            if route.provider.kind == ProviderKind::Gemini =>
-        {
-            route.path_model()
-        }
-        _ => facts.model.as_deref(),
-    };
+    let admission =
+        app.limiter.admit(key, plan_tokens, input_estimate + output_cap, now).map_err(ProxyError::RateLimited)?;
+    let model = request_model(route, facts);
     Ok(Metering::new(
         admission,
         Arc::clone(&app.usage),
@@ -373,16 +337,11 @@ fn build_upstream_request(
     if let Ok(host) = HeaderValue::from_str(provider.authority.as_str()) {
         headers.insert(header::HOST, host);
     }
-    headers.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
-    );
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if route.endpoint.has_json_body() {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    provider
-        .kind
-        .set_credential(provider, provider_key, &mut headers, &mut query);
+    provider.kind.set_credential(provider, provider_key, &mut headers, &mut query);
 
     let mut path_and_query = String::with_capacity(route.upstream_path.len() + 1 + query.len());
     path_and_query.push_str(&route.upstream_path);
@@ -427,11 +386,7 @@ fn percent_decoded_eq_ignore_case(encoded: &str, want: &str) -> bool {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
             (b'%', Some(h), Some(l)) => {
                 decoded.push((h * 16 + l) as u8);
                 i += 3;
@@ -450,29 +405,19 @@ fn percent_decoded_eq_ignore_case(encoded: &str, want: &str) -> bool {
 }
 
 /// The one error exit: a provider-shaped body, the right status and headers, and the log line.
-pub fn error_response(
-    shape: ProviderKind,
-    error: &ProxyError,
-    log: &AccessLog,
-) -> Response<ProxyBody> {
+pub fn error_response(shape: ProviderKind, error: &ProxyError, log: &AccessLog) -> Response<ProxyBody> {
     log.emit(error.status().as_u16(), error.label(), 0, error.log_level());
     let body = shape.error_body(error.parts());
     let mut response = Response::new(ProxyBody::full(body));
     *response.status_mut() = error.status();
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     match error {
         ProxyError::Overloaded => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         ProxyError::RateLimited(refusal) => {
-            h.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(refusal.retry_after_secs),
-            );
+            h.insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs));
             if refusal.limit.is_exhaustion() {
                 h.insert("x-should-retry", HeaderValue::from_static("false"));
             }
@@ -488,9 +433,7 @@ pub fn error_response(
 }
 
 fn with_request_id(mut response: Response<ProxyBody>, id: RequestId) -> Response<ProxyBody> {
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID, id.header_value());
+    response.headers_mut().insert(X_REQUEST_ID, id.header_value());
     response
 }
 
@@ -501,10 +444,7 @@ mod tests {
     #[test]
     fn caller_key_parameters_are_dropped_in_every_spelling() {
         assert_eq!(query_without_key("alt=sse&key=AIza&x=1"), "alt=sse&x=1");
-        assert_eq!(
-            query_without_key("KEY=a&k%65y=b&%4BEY=c&key&beta=true"),
-            "beta=true"
-        );
+        assert_eq!(query_without_key("KEY=a&k%65y=b&%4BEY=c&key&beta=true"), "beta=true");
         assert_eq!(query_without_key("keys=1&monkey=2"), "keys=1&monkey=2");
         assert_eq!(query_without_key(""), "");
     }

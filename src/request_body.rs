@@ -57,14 +57,8 @@ pub struct Inspected {
 /// Phase: the body is a JSON object (the upstream never sees malformed JSON); what it asks for.
 pub fn inspect_body(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError> {
     // serde would also read a struct from an array; only an object is a request.
-    if body
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b != b'{')
-    {
-        return Err(ProxyError::InvalidJson(
-            "Request body must be a JSON object".to_owned(),
-        ));
+    if body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
+        return Err(ProxyError::InvalidJson("Request body must be a JSON object".to_owned()));
     }
     let facts: RequestFacts = serde_json::from_slice(body).map_err(|e| {
         // serde's message can quote a value from the body; only its position is echoed.
@@ -79,16 +73,11 @@ pub fn inspect_body(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyE
     let choices = facts.n.unwrap_or(1).max(1);
     let output_cap = match endpoint {
         Endpoint::Responses => facts.max_output_tokens,
-        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
-            facts.generation_config.as_ref().and_then(|g| {
-                g.max_output_tokens
-                    .map(|m| m * g.candidate_count.unwrap_or(1).max(1))
-            })
-        }
-        _ => facts
-            .max_completion_tokens
-            .or(facts.max_tokens)
-            .map(|m| m.saturating_mul(choices)),
+        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => facts
+            .generation_config
+            .as_ref()
+            .and_then(|g| g.max_output_tokens.map(|m| m * g.candidate_count.unwrap_or(1).max(1))),
+        _ => facts.max_completion_tokens.or(facts.max_tokens).map(|m| m.saturating_mul(choices)),
     };
     Ok(Inspected {
         stream: match endpoint {
@@ -131,29 +120,10 @@ mod tests {
 
     #[test]
     fn bodies_must_be_json_objects_and_errors_do_not_quote_them() {
-        assert!(
-            inspect_body(Endpoint::ChatCompletions, br#"{"model":"m","stream":true}"#)
-                .unwrap()
-                .stream
-        );
-        assert!(
-            !inspect_body(Endpoint::ChatCompletions, br#"{"model":"m"}"#)
-                .unwrap()
-                .stream
-        );
-        assert!(
-            inspect_body(Endpoint::StreamGenerateContent, b"{}")
-                .unwrap()
-                .stream
-        );
-        for bad in [
-            &b""[..],
-            b"{",
-            b"[]",
-            b"null",
-            b"{\"stream\":\"sk-canary\"}",
-            b"{} x",
-        ] {
+        assert!(inspect_body(Endpoint::ChatCompletions, br#"{"model":"m","stream":true}"#).unwrap().stream);
+        assert!(!inspect_body(Endpoint::ChatCompletions, br#"{"model":"m"}"#).unwrap().stream);
+        assert!(inspect_body(Endpoint::StreamGenerateContent, b"{}").unwrap().stream);
+        for bad in [&b""[..], b"{", b"[]", b"null", b"{\"stream\":\"sk-canary\"}", b"{} x"] {
             let e = inspect_body(Endpoint::ChatCompletions, bad).unwrap_err();
             assert_eq!(e.status(), 400);
             assert!(!e.message().contains("canary"), "{e}");
@@ -163,30 +133,12 @@ mod tests {
     #[test]
     fn output_caps_follow_each_api() {
         let cap = |e, b: &[u8]| inspect_body(e, b).unwrap().output_cap;
-        assert_eq!(
-            cap(Endpoint::ChatCompletions, br#"{"max_tokens":100,"n":3}"#),
-            Some(300)
-        );
-        assert_eq!(
-            cap(
-                Endpoint::ChatCompletions,
-                br#"{"max_tokens":100,"max_completion_tokens":40}"#
-            ),
-            Some(40)
-        );
-        assert_eq!(
-            cap(
-                Endpoint::Responses,
-                br#"{"max_output_tokens":70,"max_tokens":1}"#
-            ),
-            Some(70)
-        );
+        assert_eq!(cap(Endpoint::ChatCompletions, br#"{"max_tokens":100,"n":3}"#), Some(300));
+        assert_eq!(cap(Endpoint::ChatCompletions, br#"{"max_tokens":100,"max_completion_tokens":40}"#), Some(40));
+        assert_eq!(cap(Endpoint::Responses, br#"{"max_output_tokens":70,"max_tokens":1}"#), Some(70));
         assert_eq!(cap(Endpoint::Messages, br#"{"max_tokens":64}"#), Some(64));
         assert_eq!(
-            cap(
-                Endpoint::GenerateContent,
-                br#"{"generationConfig":{"maxOutputTokens":50,"candidateCount":2}}"#
-            ),
+            cap(Endpoint::GenerateContent, br#"{"generationConfig":{"maxOutputTokens":50,"candidateCount":2}}"#),
             Some(100)
         );
         assert_eq!(cap(Endpoint::ChatCompletions, b"{}"), None);
@@ -197,22 +149,15 @@ mod tests {
         let body = Bytes::from_static(br#"{"model":"m","stream":true}"#);
         assert_eq!(
             with_stream_usage(body, false).unwrap(),
-            Bytes::from_static(
-                br#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#
-            )
+            Bytes::from_static(br#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#)
         );
         assert_eq!(
             with_stream_usage(Bytes::from_static(b" { } "), false).unwrap(),
             Bytes::from_static(br#" {"stream_options":{"include_usage":true} } "#)
         );
-        let asked_not = Bytes::from_static(
-            br#"{"stream_options":{"include_usage":false,"include_obfuscation":false}}"#,
-        );
-        let v: serde_json::Value =
-            serde_json::from_slice(&with_stream_usage(asked_not, true).unwrap()).unwrap();
-        assert_eq!(
-            v["stream_options"],
-            serde_json::json!({"include_usage": true, "include_obfuscation": false})
-        );
+        let asked_not =
+            Bytes::from_static(br#"{"stream_options":{"include_usage":false,"include_obfuscation":false}}"#);
+        let v: serde_json::Value = serde_json::from_slice(&with_stream_usage(asked_not, true).unwrap()).unwrap();
+        assert_eq!(v["stream_options"], serde_json::json!({"include_usage": true, "include_obfuscation": false}));
     }
 }

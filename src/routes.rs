@@ -47,10 +47,7 @@ pub struct Routes {
 
 impl Routes {
     pub fn new(providers: &[ProviderConfig]) -> Routes {
-        let by_name = providers
-            .iter()
-            .map(|p| (p.name.clone(), Arc::new(p.clone())))
-            .collect();
+        let by_name = providers.iter().map(|p| (p.name.clone(), Arc::new(p.clone()))).collect();
         Routes { by_name }
     }
 
@@ -58,13 +55,8 @@ impl Routes {
         let segments = segments(path);
         let segments = segments.as_deref().unwrap_or(&[]);
         let (provider, rest) = match segments.split_first() {
-            Some((first, rest)) if self.by_name.contains_key(*first) => {
-                (self.by_name.get(*first), rest)
-            }
-            _ => (
-                self.by_name.get(top_level_kind(method, segments).as_str()),
-                segments,
-            ),
+            Some((first, rest)) if self.by_name.contains_key(*first) => (self.by_name.get(*first), rest),
+            _ => (self.by_name.get(top_level_kind(method, segments).as_str()), segments),
         };
         let shape = provider.map_or_else(|| top_level_kind(method, segments), |p| p.kind);
         let miss = |reason| Miss { shape, reason };
@@ -79,11 +71,7 @@ impl Routes {
             upstream_path.push('/');
             upstream_path.push_str(s);
         }
-        Ok(Route {
-            provider: Arc::clone(provider),
-            endpoint,
-            upstream_path,
-        })
+        Ok(Route { provider: Arc::clone(provider), endpoint, upstream_path })
     }
 }
 
@@ -94,9 +82,7 @@ fn segments(path: &str) -> Option<Vec<&str>> {
     }
     let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     let clean = parts.len() <= MAX_SEGMENTS
-        && parts
-            .iter()
-            .all(|s| !s.is_empty() && *s != "." && *s != ".." && !s.contains('%'));
+        && parts.iter().all(|s| !s.is_empty() && *s != "." && *s != ".." && !s.contains('%'));
     clean.then_some(parts)
 }
 
@@ -138,36 +124,16 @@ mod tests {
     }
 
     fn ok(method: Method, path: &str) -> (String, Endpoint, String) {
-        let r = routes()
-            .resolve(&method, path)
-            .unwrap_or_else(|m| panic!("{path}: {m:?}"));
+        let r = routes().resolve(&method, path).unwrap_or_else(|m| panic!("{path}: {m:?}"));
         (r.provider.name.clone(), r.endpoint, r.upstream_path)
     }
 
     #[test]
     fn top_level_and_named_routes() {
         let cases = [
-            (
-                Method::POST,
-                "/v1/chat/completions",
-                "openai",
-                Endpoint::ChatCompletions,
-                "/v1/chat/completions",
-            ),
-            (
-                Method::GET,
-                "/v1/models/gpt-4o",
-                "openai",
-                Endpoint::GetModel,
-                "/v1/models/gpt-4o",
-            ),
-            (
-                Method::POST,
-                "/v1/messages",
-                "anthropic",
-                Endpoint::Messages,
-                "/v1/messages",
-            ),
+            (Method::POST, "/v1/chat/completions", "openai", Endpoint::ChatCompletions, "/v1/chat/completions"),
+            (Method::GET, "/v1/models/gpt-4o", "openai", Endpoint::GetModel, "/v1/models/gpt-4o"),
+            (Method::POST, "/v1/messages", "anthropic", Endpoint::Messages, "/v1/messages"),
             (
                 Method::POST,
                 "/v1/messages/count_tokens",
@@ -203,20 +169,10 @@ mod tests {
                 Endpoint::GenerateContent,
                 "/v1beta/models/m:generateContent",
             ),
-            (
-                Method::GET,
-                "/anthropic/v1/models",
-                "anthropic",
-                Endpoint::ListModels,
-                "/v1/models",
-            ),
+            (Method::GET, "/anthropic/v1/models", "anthropic", Endpoint::ListModels, "/v1/models"),
         ];
         for (m, path, provider, endpoint, upstream) in cases {
-            assert_eq!(
-                ok(m, path),
-                (provider.to_owned(), endpoint, upstream.to_owned()),
-                "{path}"
-            );
+            assert_eq!(ok(m, path), (provider.to_owned(), endpoint, upstream.to_owned()), "{path}");
         }
     }
 
@@ -241,16 +197,7 @@ mod tests {
             "*",
         ] {
             let m = routes().resolve(&Method::POST, path);
-            assert!(
-                matches!(
-                    m,
-                    Err(Miss {
-                        reason: RouteMiss::NotFound,
-                        ..
-                    })
-                ),
-                "{path} routed: {m:?}"
-            );
+            assert!(matches!(m, Err(Miss { reason: RouteMiss::NotFound, .. })), "{path} routed: {m:?}");
         }
     }
 

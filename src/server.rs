@@ -20,12 +20,7 @@ use crate::pipeline::{self, App};
 /// pipeline and gets a provider-shaped 431; only heads far beyond it are refused bare by hyper.
 const HEAD_BUFFER_SLACK: usize = 64 * 1024;
 
-pub async fn serve(
-    app: Arc<App>,
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor>, shutdown: impl Future<Output = ()>) {
     let server = &app.config.server;
     let head_buffer = (server.max_header_bytes + HEAD_BUFFER_SLACK).max(8192);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -68,9 +63,7 @@ pub async fn serve(
         });
         match &tls {
             None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -83,21 +76,14 @@ pub async fn serve(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
+                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             return tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         }
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                     };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -106,10 +92,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    tracing::info!(
-        grace_seconds = grace.as_secs(),
-        "shutting down: no new connections, draining in-flight requests"
-    );
+    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the remaining connections"),

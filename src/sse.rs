@@ -26,14 +26,7 @@ struct LineState {
 
 impl SseFramer {
     pub fn new(max_event: usize) -> SseFramer {
-        SseFramer {
-            carry: BytesMut::new(),
-            max_event,
-            lines: LineState {
-                line_empty: true,
-                after_cr: false,
-            },
-        }
+        SseFramer { carry: BytesMut::new(), max_event, lines: LineState { line_empty: true, after_cr: false } }
     }
 
     /// Takes the next upstream chunk; returns the bytes that complete one or more events, if any.
@@ -151,10 +144,7 @@ mod tests {
                     let (out, rest) = run(input, &[cut, cut2]);
                     let mut joined: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
                     for b in &out {
-                        assert!(
-                            ends_an_event(b) || b.as_ref() == b"\n",
-                            "{b:?} from {input:?} cut at {cut},{cut2}"
-                        );
+                        assert!(ends_an_event(b) || b.as_ref() == b"\n", "{b:?} from {input:?} cut at {cut},{cut2}");
                     }
                     if let Some(r) = rest {
                         joined.extend_from_slice(&r);
@@ -171,9 +161,7 @@ mod tests {
         assert_eq!(f.push(Bytes::from_static(b"data: {\"par")).unwrap(), None);
         assert_eq!(f.push(Bytes::from_static(b"tial\":1}\n")).unwrap(), None);
         assert_eq!(
-            f.push(Bytes::from_static(b"\ndata: next"))
-                .unwrap()
-                .unwrap(),
+            f.push(Bytes::from_static(b"\ndata: next")).unwrap().unwrap(),
             Bytes::from_static(b"data: {\"partial\":1}\n\n")
         );
         assert_eq!(f.finish().unwrap(), Bytes::from_static(b"data: next"));
@@ -182,17 +170,11 @@ mod tests {
     #[test]
     fn an_event_over_the_cap_is_refused() {
         let mut f = SseFramer::new(16);
-        assert_eq!(
-            f.push(Bytes::from_static(b"data: 0123456789")).unwrap(),
-            None
-        );
+        assert_eq!(f.push(Bytes::from_static(b"data: 0123456789")).unwrap(), None);
         assert_eq!(f.push(Bytes::from_static(b"abcdef")), Err(EventTooLarge));
         // A big chunk made of small complete events is fine.
         let mut f = SseFramer::new(16);
         let many = b"data: 1\n\n".repeat(100);
-        assert_eq!(
-            f.push(Bytes::from(many.clone())).unwrap().unwrap().len(),
-            many.len()
-        );
+        assert_eq!(f.push(Bytes::from(many.clone())).unwrap().unwrap().len(), many.len());
     }
 }

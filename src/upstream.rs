@@ -34,15 +34,11 @@ impl Upstream {
         http.set_keepalive(Some(Duration::from_secs(60)));
         http.enforce_http(false);
 
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -55,21 +51,13 @@ impl Upstream {
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
             .build(https);
-        Ok(Upstream {
-            client,
-            response_timeout: cfg.response_timeout,
-        })
+        Ok(Upstream { client, response_timeout: cfg.response_timeout })
     }
 
     /// Sends `req` and waits for the response head, until the response timeout or `deadline`.
-    pub async fn send(
-        &self,
-        req: UpstreamRequest,
-        deadline: Instant,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(&self, req: UpstreamRequest, deadline: Instant) -> Result<Response<Incoming>, ProxyError> {
         let head_deadline = deadline.min(Instant::now() + self.response_timeout);
-        let response = match tokio::time::timeout_at(head_deadline, self.client.request(req)).await
-        {
+        let response = match tokio::time::timeout_at(head_deadline, self.client.request(req)).await {
             Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(response)) => response,
@@ -83,11 +71,7 @@ impl Upstream {
 
 fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     let error = if e.is_connect() {
-        if caused_by_timeout(e) {
-            ProxyError::UpstreamTimeout
-        } else {
-            ProxyError::UpstreamUnreachable
-        }
+        if caused_by_timeout(e) { ProxyError::UpstreamTimeout } else { ProxyError::UpstreamUnreachable }
     } else {
         ProxyError::UpstreamFailed
     };
@@ -99,10 +83,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
 fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);
     while let Some(err) = source {
-        if err
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
             return true;
         }
         source = err.source();

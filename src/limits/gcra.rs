@@ -14,10 +14,7 @@ impl Rate {
     /// `per_minute` requests per minute, all of which may arrive at once.
     pub fn per_minute(per_minute: u32) -> Rate {
         let per_minute = u64::from(per_minute.max(1));
-        Rate {
-            interval_ns: 60_000_000_000 / per_minute,
-            burst: per_minute,
-        }
+        Rate { interval_ns: 60_000_000_000 / per_minute, burst: per_minute }
     }
 
     fn tolerance_ns(self) -> u64 {
@@ -43,11 +40,7 @@ impl Gcra {
     /// Whether a request at `now` conforms; does not change the state.
     pub fn check(&self, rate: Rate, now: u64) -> Decision {
         let allow_at = self.tat.max(now).saturating_sub(rate.tolerance_ns());
-        if now < allow_at {
-            Decision::Wait(allow_at - now)
-        } else {
-            Decision::Admit
-        }
+        if now < allow_at { Decision::Wait(allow_at - now) } else { Decision::Admit }
     }
 
     /// Records an admitted request (call only after `check` said `Admit`).
@@ -91,10 +84,7 @@ mod tests {
                 }
                 let elapsed = now - start;
                 let bound = rate.burst + elapsed / rate.interval_ns;
-                assert!(
-                    admitted <= bound,
-                    "{per_minute}/min: {admitted} admitted after {elapsed}ns, bound {bound}"
-                );
+                assert!(admitted <= bound, "{per_minute}/min: {admitted} admitted after {elapsed}ns, bound {bound}");
             }
             // And it is not stingy: over three minutes it admits the burst plus three minutes of rate.
             assert!(

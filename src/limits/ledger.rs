@@ -21,17 +21,11 @@ pub struct Ledger {
 impl Ledger {
     /// A ledger starting at `used` tokens (from the store after a restart).
     pub fn with_used(used: u64) -> Ledger {
-        Ledger {
-            used,
-            ..Ledger::default()
-        }
+        Ledger { used, ..Ledger::default() }
     }
 
     pub fn fits(&self, quota: u64, amount: u64) -> bool {
-        self.used
-            .saturating_add(self.reserved)
-            .saturating_add(amount)
-            <= quota
+        self.used.saturating_add(self.reserved).saturating_add(amount) <= quota
     }
 
     pub fn remaining(&self, quota: u64) -> u64 {
@@ -41,13 +35,7 @@ impl Ledger {
     /// Records a reservation the caller has checked with [`Ledger::fits`].
     pub fn reserve(&mut self, id: u64, amount: u64, lease_until: u64) {
         self.reserved += amount;
-        self.holds.insert(
-            id,
-            Hold {
-                amount,
-                lease_until,
-            },
-        );
+        self.holds.insert(id, Hold { amount, lease_until });
     }
 
     /// Ends reservation `id`, charging `actual` tokens. `false` if it had already ended.
@@ -63,12 +51,7 @@ impl Ledger {
     /// Ends every reservation whose lease ran out before `now`, charging each its whole amount (its
     /// holder vanished; what it used is unknown). Returns the ids ended.
     pub fn expire(&mut self, now: u64) -> Vec<u64> {
-        let ended: Vec<u64> = self
-            .holds
-            .iter()
-            .filter(|(_, h)| h.lease_until <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let ended: Vec<u64> = self.holds.iter().filter(|(_, h)| h.lease_until <= now).map(|(id, _)| *id).collect();
         for id in &ended {
             let amount = self.holds[id].amount;
             self.settle(*id, amount);
@@ -102,8 +85,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (1u64..400, 1u64..50).prop_map(|(amount, lease)| Op::Reserve { amount, lease }),
-            (any::<usize>(), any::<u8>())
-                .prop_map(|(pick, fraction)| Op::Settle { pick, fraction }),
+            (any::<usize>(), any::<u8>()).prop_map(|(pick, fraction)| Op::Settle { pick, fraction }),
             any::<usize>().prop_map(|pick| Op::Release { pick }),
             (0u64..20).prop_map(|advance| Op::Expire { advance }),
         ]

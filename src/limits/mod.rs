@@ -52,10 +52,7 @@ impl LimitKind {
 
     /// Whether retrying soon cannot help (the SDKs are told not to retry).
     pub fn is_exhaustion(self) -> bool {
-        matches!(
-            self,
-            LimitKind::RequestsPerDay | LimitKind::KeyTokens | LimitKind::AccountTokens
-        )
+        matches!(self, LimitKind::RequestsPerDay | LimitKind::KeyTokens | LimitKind::AccountTokens)
     }
 
     pub fn is_tokens(self) -> bool {
@@ -88,30 +85,12 @@ impl RateHeaders {
     pub fn write_to(&self, headers: &mut http::HeaderMap) {
         use http::HeaderValue;
         let pairs = [
-            (
-                "x-ratelimit-limit-requests",
-                HeaderValue::from(self.limit_requests),
-            ),
-            (
-                "x-ratelimit-remaining-requests",
-                HeaderValue::from(self.remaining_requests),
-            ),
-            (
-                "x-ratelimit-reset-requests",
-                duration_value(self.reset_requests_ns),
-            ),
-            (
-                "x-ratelimit-limit-tokens",
-                HeaderValue::from(self.limit_tokens),
-            ),
-            (
-                "x-ratelimit-remaining-tokens",
-                HeaderValue::from(self.remaining_tokens),
-            ),
-            (
-                "x-ratelimit-reset-tokens",
-                duration_value(self.reset_tokens_secs.saturating_mul(1_000_000_000)),
-            ),
+            ("x-ratelimit-limit-requests", HeaderValue::from(self.limit_requests)),
+            ("x-ratelimit-remaining-requests", HeaderValue::from(self.remaining_requests)),
+            ("x-ratelimit-reset-requests", duration_value(self.reset_requests_ns)),
+            ("x-ratelimit-limit-tokens", HeaderValue::from(self.limit_tokens)),
+            ("x-ratelimit-remaining-tokens", HeaderValue::from(self.remaining_tokens)),
+            ("x-ratelimit-reset-tokens", duration_value(self.reset_tokens_secs.saturating_mul(1_000_000_000))),
         ];
         for (name, value) in pairs {
             headers.insert(name, value);
@@ -120,8 +99,7 @@ impl RateHeaders {
 }
 
 fn duration_value(ns: u64) -> http::HeaderValue {
-    http::HeaderValue::try_from(go_duration(ns))
-        .unwrap_or_else(|_| http::HeaderValue::from_static("0s"))
+    http::HeaderValue::try_from(go_duration(ns)).unwrap_or_else(|_| http::HeaderValue::from_static("0s"))
 }
 
 /// Each account's monthly token quota, from its plan.
@@ -133,21 +111,13 @@ pub struct Plans {
 impl Plans {
     /// `quotas` holds every plan by name and always has `default`.
     pub fn new(quotas: BTreeMap<String, u64>) -> Plans {
-        Plans {
-            quotas,
-            by_account: DashMap::new(),
-        }
+        Plans { quotas, by_account: DashMap::new() }
     }
 
     /// Records each account's plan (from the store).
     pub fn set(&self, account_plans: &[(String, String)]) {
         for (account, plan) in account_plans {
-            let quota = self
-                .quotas
-                .get(plan)
-                .or_else(|| self.quotas.get("default"))
-                .copied()
-                .unwrap_or(0);
+            let quota = self.quotas.get(plan).or_else(|| self.quotas.get("default")).copied().unwrap_or(0);
             if !self.quotas.contains_key(plan) {
                 tracing::warn!(
                     account,
@@ -160,11 +130,7 @@ impl Plans {
     }
 
     pub fn quota(&self, account: &str) -> u64 {
-        self.by_account
-            .get(account)
-            .map(|q| *q)
-            .or_else(|| self.quotas.get("default").copied())
-            .unwrap_or(0)
+        self.by_account.get(account).map(|q| *q).or_else(|| self.quotas.get("default").copied()).unwrap_or(0)
     }
 }
 
@@ -225,25 +191,13 @@ impl Limiter {
     }
 
     pub fn effective(&self, key: &KeyRecord) -> EffectiveLimits {
-        let per_minute = key
-            .limits
-            .requests_per_minute
-            .unwrap_or(self.defaults.requests_per_minute);
+        let per_minute = key.limits.requests_per_minute.unwrap_or(self.defaults.requests_per_minute);
         EffectiveLimits {
             rate: Rate::per_minute(per_minute),
             per_minute,
-            per_day: key
-                .limits
-                .requests_per_day
-                .unwrap_or(self.defaults.requests_per_day),
-            concurrency: key
-                .limits
-                .concurrent_requests
-                .unwrap_or(self.defaults.concurrent_requests),
-            key_tokens: key
-                .limits
-                .tokens_per_month
-                .or(self.defaults.tokens_per_month),
+            per_day: key.limits.requests_per_day.unwrap_or(self.defaults.requests_per_day),
+            concurrency: key.limits.concurrent_requests.unwrap_or(self.defaults.concurrent_requests),
+            key_tokens: key.limits.tokens_per_month.or(self.defaults.tokens_per_month),
         }
     }
 
@@ -267,16 +221,8 @@ impl Limiter {
         if let Some(a) = self.accounts.get(account) {
             return Arc::clone(a.value());
         }
-        let fresh = AccountCounters {
-            month: clock::month_of(now.unix),
-            tokens: Ledger::default(),
-        };
-        Arc::clone(
-            self.accounts
-                .entry(Arc::clone(account))
-                .or_insert_with(|| Arc::new(Mutex::new(fresh)))
-                .value(),
-        )
+        let fresh = AccountCounters { month: clock::month_of(now.unix), tokens: Ledger::default() };
+        Arc::clone(self.accounts.entry(Arc::clone(account)).or_insert_with(|| Arc::new(Mutex::new(fresh))).value())
     }
 
     fn key(&self, key: KeyId, now: Now) -> Arc<Mutex<KeyCounters>> {
@@ -291,23 +237,12 @@ impl Limiter {
             month: clock::month_of(now.unix),
             tokens: Ledger::default(),
         };
-        Arc::clone(
-            self.keys
-                .entry(key)
-                .or_insert_with(|| Arc::new(Mutex::new(fresh)))
-                .value(),
-        )
+        Arc::clone(self.keys.entry(key).or_insert_with(|| Arc::new(Mutex::new(fresh))).value())
     }
 
     /// Admits a request of an authenticated key that may cost up to `cost` tokens, against every limit
     /// at once. `plan_tokens` is the monthly quota of the key's account.
-    pub fn admit(
-        &self,
-        key: &KeyRecord,
-        plan_tokens: u64,
-        cost: u64,
-        now: Now,
-    ) -> Result<Admission, Refusal> {
+    pub fn admit(&self, key: &KeyRecord, plan_tokens: u64, cost: u64, now: Now) -> Result<Admission, Refusal> {
         let limits = self.effective(key);
         let key_counters = self.key(key.id, now);
         let account_counters = self.account(&key.account, now);
@@ -324,22 +259,14 @@ impl Limiter {
             return Err(refuse(LimitKind::Concurrency, 1, &k, &a));
         }
         if let Decision::Wait(ns) = k.gcra.check(limits.rate, now.mono_ns) {
-            return Err(refuse(
-                LimitKind::RequestsPerMinute,
-                ns.div_ceil(1_000_000_000),
-                &k,
-                &a,
-            ));
+            return Err(refuse(LimitKind::RequestsPerMinute, ns.div_ceil(1_000_000_000), &k, &a));
         }
         if k.day_requests >= u64::from(limits.per_day) {
             let wait = clock::next_day_start(now.unix) - now.unix;
             return Err(refuse(LimitKind::RequestsPerDay, wait as u64, &k, &a));
         }
         let to_month_end = (clock::next_month_start(now.unix) - now.unix) as u64;
-        if limits
-            .key_tokens
-            .is_some_and(|quota| !k.tokens.fits(quota, cost))
-        {
+        if limits.key_tokens.is_some_and(|quota| !k.tokens.fits(quota, cost)) {
             return Err(refuse(LimitKind::KeyTokens, to_month_end, &k, &a));
         }
         if !a.tokens.fits(plan_tokens, cost) {
@@ -356,14 +283,7 @@ impl Limiter {
         let headers = headers(&limits, plan_tokens, &k, &a, now);
         drop(a);
         drop(k);
-        Ok(Admission {
-            key: key_counters,
-            account: account_counters,
-            id,
-            reserved: cost,
-            headers,
-            ended: false,
-        })
+        Ok(Admission { key: key_counters, account: account_counters, id, reserved: cost, headers, ended: false })
     }
 
     /// Ends reservations whose lease ran out (their holders vanished); returns how many.
@@ -410,18 +330,10 @@ fn roll(k: &mut KeyCounters, a: &mut AccountCounters, now: Now) {
     }
 }
 
-fn headers(
-    limits: &EffectiveLimits,
-    plan_tokens: u64,
-    k: &KeyCounters,
-    a: &AccountCounters,
-    now: Now,
-) -> RateHeaders {
+fn headers(limits: &EffectiveLimits, plan_tokens: u64, k: &KeyCounters, a: &AccountCounters, now: Now) -> RateHeaders {
     let account_remaining = a.tokens.remaining(plan_tokens);
     let (limit_tokens, remaining_tokens) = match limits.key_tokens {
-        Some(quota) if k.tokens.remaining(quota) < account_remaining => {
-            (quota, k.tokens.remaining(quota))
-        }
+        Some(quota) if k.tokens.remaining(quota) < account_remaining => (quota, k.tokens.remaining(quota)),
         _ => (plan_tokens, account_remaining),
     };
     RateHeaders {
@@ -476,11 +388,8 @@ pub fn go_duration(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
     let millis = (ns % 1_000_000_000) / 1_000_000;
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let s = if millis == 0 {
-        format!("{s}s")
-    } else {
-        format!("{s}.{}s", format!("{millis:03}").trim_end_matches('0'))
-    };
+    let s =
+        if millis == 0 { format!("{s}s") } else { format!("{s}.{}s", format!("{millis:03}").trim_end_matches('0')) };
     match (h, m) {
         (0, 0) => s,
         (0, m) => format!("{m}m{s}"),
@@ -491,7 +400,7 @@ pub fn go_duration(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{KeyKind, KeyLimits, KeyStatus};
+    use crate::keys::{KeyKind, KeyLimits};
 
     fn defaults() -> LimitsConfig {
         LimitsConfig {
@@ -515,95 +424,58 @@ mod tests {
             hash: blake3::hash(b"x"),
             created_at: 0,
             expires_at: None,
-            status: KeyStatus::Active,
+            revoked_at: None,
+            access: Default::default(),
         }
     }
 
-    const T0: Now = Now {
-        mono_ns: 10_000_000_000,
-        unix: 1_795_422_645,
-    };
+    const T0: Now = Now { mono_ns: 10_000_000_000, unix: 1_795_422_645 };
 
     #[test]
     fn the_concurrency_slot_frees_when_an_admission_ends() {
         let l = Limiter::new(defaults(), std::time::Duration::from_secs(60));
-        let k = key(KeyLimits {
-            concurrent_requests: Some(2),
-            ..KeyLimits::default()
-        });
+        let k = key(KeyLimits { concurrent_requests: Some(2), ..KeyLimits::default() });
         let a = l.admit(&k, 1_000, 10, T0).unwrap();
         let _b = l.admit(&k, 1_000, 10, T0).unwrap();
         let refused = l.admit(&k, 1_000, 10, T0).err().unwrap();
         assert_eq!(refused.limit, LimitKind::Concurrency);
         a.settle(3);
         assert!(l.admit(&k, 1_000, 10, T0).is_ok());
-        assert_eq!(
-            l.key_tokens(k.id).unwrap().0,
-            3 + 10,
-            "settled 3, the dropped one charged its 10"
-        );
+        assert_eq!(l.key_tokens(k.id).unwrap().0, 3 + 10, "settled 3, the dropped one charged its 10");
     }
 
     #[test]
     fn token_quotas_are_all_or_nothing_and_name_the_tighter_limit() {
         let l = Limiter::new(defaults(), std::time::Duration::from_secs(60));
-        let k = key(KeyLimits {
-            tokens_per_month: Some(250),
-            ..KeyLimits::default()
-        });
+        let k = key(KeyLimits { tokens_per_month: Some(250), ..KeyLimits::default() });
         let a = l.admit(&k, 1_000, 100, T0).unwrap();
-        assert_eq!(
-            (a.headers.limit_tokens, a.headers.remaining_tokens),
-            (250, 150)
-        );
+        assert_eq!((a.headers.limit_tokens, a.headers.remaining_tokens), (250, 150));
         let _b = l.admit(&k, 1_000, 100, T0).unwrap();
         let refused = l.admit(&k, 1_000, 100, T0).err().unwrap();
         assert_eq!(refused.limit, LimitKind::KeyTokens);
         assert!(refused.limit.is_exhaustion());
         // A refusal takes nothing: the day count and the reservations are as they were.
         assert_eq!(l.key_tokens(k.id), Some((0, 200)));
-        let tight_plan = l
-            .admit(&key(KeyLimits::default()), 150, 100, T0)
-            .err()
-            .unwrap();
+        let tight_plan = l.admit(&key(KeyLimits::default()), 150, 100, T0).err().unwrap();
         assert_eq!(tight_plan.limit, LimitKind::AccountTokens);
     }
 
     #[test]
     fn per_minute_and_per_day_limits_refuse_with_their_retry_after() {
         let l = Limiter::new(defaults(), std::time::Duration::from_secs(60));
-        let k = key(KeyLimits {
-            requests_per_minute: Some(2),
-            requests_per_day: Some(3),
-            ..KeyLimits::default()
-        });
+        let k = key(KeyLimits { requests_per_minute: Some(2), requests_per_day: Some(3), ..KeyLimits::default() });
         for _ in 0..2 {
             l.admit(&k, 1_000, 0, T0).unwrap();
         }
         let r = l.admit(&k, 1_000, 0, T0).err().unwrap();
-        assert_eq!(
-            (r.limit, r.retry_after_secs),
-            (LimitKind::RequestsPerMinute, 30)
-        );
-        let later = Now {
-            mono_ns: T0.mono_ns + 30_000_000_000,
-            unix: T0.unix + 30,
-        };
+        assert_eq!((r.limit, r.retry_after_secs), (LimitKind::RequestsPerMinute, 30));
+        let later = Now { mono_ns: T0.mono_ns + 30_000_000_000, unix: T0.unix + 30 };
         l.admit(&k, 1_000, 0, later).unwrap();
-        let later = Now {
-            mono_ns: T0.mono_ns + 120_000_000_000,
-            unix: T0.unix + 120,
-        };
+        let later = Now { mono_ns: T0.mono_ns + 120_000_000_000, unix: T0.unix + 120 };
         let r = l.admit(&k, 1_000, 0, later).err().unwrap();
         assert_eq!(r.limit, LimitKind::RequestsPerDay);
-        assert_eq!(
-            r.retry_after_secs as i64,
-            clock::next_day_start(later.unix) - later.unix
-        );
-        let tomorrow = Now {
-            mono_ns: later.mono_ns + 86_400_000_000_000,
-            unix: clock::next_day_start(later.unix),
-        };
+        assert_eq!(r.retry_after_secs as i64, clock::next_day_start(later.unix) - later.unix);
+        let tomorrow = Now { mono_ns: later.mono_ns + 86_400_000_000_000, unix: clock::next_day_start(later.unix) };
         assert!(l.admit(&k, 1_000, 0, tomorrow).is_ok());
     }
 
@@ -613,35 +485,19 @@ mod tests {
         let k = key(KeyLimits::default());
         let a = l.admit(&k, 1_000, 40, T0).unwrap();
         assert_eq!(l.expire(T0), 0);
-        assert_eq!(
-            l.expire(Now {
-                mono_ns: T0.mono_ns + 1_000_000_000,
-                unix: T0.unix + 1
-            }),
-            1
-        );
+        assert_eq!(l.expire(Now { mono_ns: T0.mono_ns + 1_000_000_000, unix: T0.unix + 1 }), 1);
         assert_eq!(l.key_tokens(k.id), Some((40, 0)));
         a.settle(5);
-        assert_eq!(
-            l.key_tokens(k.id),
-            Some((40, 0)),
-            "an expired reservation is not settled again"
-        );
+        assert_eq!(l.key_tokens(k.id), Some((40, 0)), "an expired reservation is not settled again");
     }
 
     #[test]
     fn a_new_month_starts_from_zero() {
         let l = Limiter::new(defaults(), std::time::Duration::from_secs(60));
-        let k = key(KeyLimits {
-            tokens_per_month: Some(100),
-            ..KeyLimits::default()
-        });
+        let k = key(KeyLimits { tokens_per_month: Some(100), ..KeyLimits::default() });
         l.admit(&k, 1_000, 100, T0).unwrap().settle(100);
         assert!(l.admit(&k, 1_000, 1, T0).is_err());
-        let next = Now {
-            mono_ns: T0.mono_ns + 1,
-            unix: clock::next_month_start(T0.unix),
-        };
+        let next = Now { mono_ns: T0.mono_ns + 1, unix: clock::next_month_start(T0.unix) };
         assert!(l.admit(&k, 1_000, 100, next).is_ok());
     }
 

@@ -18,15 +18,8 @@ pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
     }
 }
 
-pub(super) fn set_credential(
-    provider: &ProviderConfig,
-    key: &ProviderKey,
-    headers: &mut HeaderMap,
-) {
-    headers.insert(
-        HeaderName::from_static("x-api-key"),
-        sensitive(key.header_value()),
-    );
+pub(super) fn set_credential(provider: &ProviderConfig, key: &ProviderKey, headers: &mut HeaderMap) {
+    headers.insert(HeaderName::from_static("x-api-key"), sensitive(key.header_value()));
     let version = HeaderName::from_static("anthropic-version");
     if !headers.contains_key(&version) {
         // Validated at config load as [A-Za-z0-9-]+.
@@ -65,21 +58,13 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(endpoint(&["v1", "messages"]), Some(Endpoint::Messages));
-        assert_eq!(
-            endpoint(&["v1", "messages", "count_tokens"]),
-            Some(Endpoint::CountTokens)
-        );
+        assert_eq!(endpoint(&["v1", "messages", "count_tokens"]), Some(Endpoint::CountTokens));
         assert_eq!(endpoint(&["v1", "messages", "batches"]), None);
     }
 
     #[test]
     fn error_shape() {
-        let e = ErrorParts {
-            status: 429,
-            message: "rate limit exceeded",
-            openai_type: "x",
-            openai_code: None,
-        };
+        let e = ErrorParts { status: 429, message: "rate limit exceeded", openai_type: "x", openai_code: None };
         let v = error_json(e);
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "rate_limit_error");

@@ -48,10 +48,7 @@ pub(super) fn set_credential(
 ) {
     match provider.gemini_auth {
         GeminiAuth::Header => {
-            headers.insert(
-                HeaderName::from_static("x-goog-api-key"),
-                sensitive(key.header_value()),
-            );
+            headers.insert(HeaderName::from_static("x-goog-api-key"), sensitive(key.header_value()));
         }
         GeminiAuth::Query => {
             if !query.is_empty() {
@@ -93,27 +90,15 @@ mod tests {
     #[test]
     fn routes() {
         let r = |s: &[&str]| endpoint(s);
-        assert_eq!(
-            r(&["v1beta", "models", "gemini-2.5-flash:generateContent"]),
-            Some(Endpoint::GenerateContent)
-        );
+        assert_eq!(r(&["v1beta", "models", "gemini-2.5-flash:generateContent"]), Some(Endpoint::GenerateContent));
         assert_eq!(
             r(&["v1", "models", "gemini-2.5-flash:streamGenerateContent"]),
             Some(Endpoint::StreamGenerateContent)
         );
-        assert_eq!(
-            r(&["v1beta", "models", "m:countTokens"]),
-            Some(Endpoint::CountTokens)
-        );
-        assert_eq!(
-            r(&["v1beta", "models", "m:embedContent"]),
-            Some(Endpoint::EmbedContent)
-        );
+        assert_eq!(r(&["v1beta", "models", "m:countTokens"]), Some(Endpoint::CountTokens));
+        assert_eq!(r(&["v1beta", "models", "m:embedContent"]), Some(Endpoint::EmbedContent));
         assert_eq!(r(&["v1beta", "models"]), Some(Endpoint::ListModels));
-        assert_eq!(
-            r(&["v1beta", "models", "gemini-pro"]),
-            Some(Endpoint::GetModel)
-        );
+        assert_eq!(r(&["v1beta", "models", "gemini-pro"]), Some(Endpoint::GetModel));
         for bad in [
             &["v1beta", "models", "..:generateContent"][..],
             &["v1beta", "models", "m:deleteEverything"],
@@ -123,23 +108,14 @@ mod tests {
         ] {
             assert_eq!(r(bad), None, "{bad:?}");
         }
-        assert!(claims_v1_path(&[
-            "v1",
-            "models",
-            "gemini-2.5-flash:generateContent"
-        ]));
+        assert!(claims_v1_path(&["v1", "models", "gemini-2.5-flash:generateContent"]));
         assert!(!claims_v1_path(&["v1", "models", "ft:gpt-4o:acme::x1"]));
         assert!(!claims_v1_path(&["v1", "models", "gpt-4o"]));
     }
 
     #[test]
     fn error_shape() {
-        let e = ErrorParts {
-            status: 401,
-            message: "Missing API key",
-            openai_type: "x",
-            openai_code: None,
-        };
+        let e = ErrorParts { status: 401, message: "Missing API key", openai_type: "x", openai_code: None };
         let v = error_json(e);
         assert_eq!(v["error"]["code"], 401);
         assert_eq!(v["error"]["status"], "UNAUTHENTICATED");

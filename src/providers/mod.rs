@@ -155,11 +155,7 @@ impl ProviderKind {
 pub(crate) fn is_model_id(s: &str, allow_colon: bool) -> bool {
     s.len() <= 256
         && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(b, b'.' | b'-' | b'_')
-                || (allow_colon && b == b':')
-        })
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') || (allow_colon && b == b':'))
 }
 
 /// Marks an inserted credential so it never prints in `Debug` output and HPACK never indexes it.
@@ -187,19 +183,11 @@ mod tests {
 
     #[test]
     fn model_ids() {
-        for ok in [
-            "gpt-4o-mini",
-            "gemini-2.5-flash",
-            "claude-3.5",
-            "a",
-            "text_embedding_004",
-        ] {
+        for ok in ["gpt-4o-mini", "gemini-2.5-flash", "claude-3.5", "a", "text_embedding_004"] {
             assert!(is_model_id(ok, false), "{ok}");
         }
         assert!(is_model_id("ft:gpt-4o-mini:org::abc", true));
-        for bad in [
-            "", ".", "..", "-x", "a/b", "a%2fb", "a b", "a?b", "ft:x", "é",
-        ] {
+        for bad in ["", ".", "..", "-x", "a/b", "a%2fb", "a b", "a?b", "ft:x", "é"] {
             assert!(!is_model_id(bad, false), "{bad}");
         }
     }

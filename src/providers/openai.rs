@@ -36,7 +36,8 @@ pub(super) fn error_json(e: ErrorParts<'_>) -> serde_json::Value {
 
 pub(super) fn stream_error_event(endpoint: Endpoint, e: ErrorParts<'_>) -> Vec<u8> {
     if endpoint == Endpoint::Responses {
-        let data = json!({"type": "error", "code": e.openai_code, "message": e.message, "param": null, "sequence_number": 0});
+        let data =
+            json!({"type": "error", "code": e.openai_code, "message": e.message, "param": null, "sequence_number": 0});
         return sse_event(Some("error"), &data);
     }
     sse_event(None, &error_json(e))
@@ -48,20 +49,11 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(
-            endpoint(&["v1", "chat", "completions"]),
-            Some(Endpoint::ChatCompletions)
-        );
-        assert_eq!(
-            endpoint(&["v1", "models", "ft:gpt-4o:acme::x1"]),
-            Some(Endpoint::GetModel)
-        );
-        for bad in [
-            &["v1", "chat"][..],
-            &["v1", "chat", "completions", ""],
-            &["v1", "models", ".."],
-            &["v2", "embeddings"],
-        ] {
+        assert_eq!(endpoint(&["v1", "chat", "completions"]), Some(Endpoint::ChatCompletions));
+        assert_eq!(endpoint(&["v1", "models", "ft:gpt-4o:acme::x1"]), Some(Endpoint::GetModel));
+        for bad in
+            [&["v1", "chat"][..], &["v1", "chat", "completions", ""], &["v1", "models", ".."], &["v2", "embeddings"]]
+        {
             assert_eq!(endpoint(bad), None, "{bad:?}");
         }
     }
@@ -79,10 +71,7 @@ mod tests {
         assert_eq!(v["error"]["code"], "invalid_api_key");
         assert!(v["error"]["param"].is_null());
         let ev = String::from_utf8(stream_error_event(Endpoint::ChatCompletions, e)).unwrap();
-        assert!(
-            ev.starts_with("data: {\"error\":") && ev.ends_with("\n\n"),
-            "{ev}"
-        );
+        assert!(ev.starts_with("data: {\"error\":") && ev.ends_with("\n\n"), "{ev}");
         let ev = String::from_utf8(stream_error_event(Endpoint::Responses, e)).unwrap();
         assert!(ev.starts_with("event: error\ndata: {"), "{ev}");
     }

@@ -5,7 +5,8 @@ pub mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::keys::{KeyId, KeyKind, KeyLimits, KeyRecord, KeyStatus};
+use crate::access::KeyAccess;
+use crate::keys::{KeyId, KeyKind, KeyLimits, KeyRecord};
 
 /// What a new key is made of (its secret is generated).
 #[derive(Debug, Clone)]
@@ -14,6 +15,8 @@ pub struct NewKey {
     pub name: String,
     pub account: String,
     pub limits: KeyLimits,
+    pub access: KeyAccess,
+    pub project: Option<String>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
 }
@@ -26,6 +29,8 @@ impl NewKey {
             name: name.to_owned(),
             account: "default".to_owned(),
             limits: KeyLimits::default(),
+            access: KeyAccess::default(),
+            project: None,
             created_at,
             expires_at: None,
         }
@@ -53,14 +58,27 @@ pub struct KeyInfo {
     pub name: String,
     pub account: String,
     pub limits: KeyLimits,
+    pub access: KeyAccess,
+    pub project: Option<String>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// An account as the store holds it (without its password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub id: String,
+    pub email: Option<String>,
+    pub plan: String,
+    pub key_cap: u32,
+    pub created_at: i64,
 }
 
 impl KeyInfo {
     pub fn status_at(&self, now: i64) -> &'static str {
-        if self.revoked_at.is_some() {
+        if self.revoked_at.is_some_and(|at| now >= at) {
             "revoked"
         } else if self.expires_at.is_some_and(|at| now >= at) {
             "expired"
@@ -83,6 +101,8 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     Corrupt(String),
     Random(getrandom::Error),
+    /// A unique value (an account's email) is taken.
+    Conflict(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -91,6 +111,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Sqlite(e) => write!(f, "store: {e}"),
             StoreError::Corrupt(what) => write!(f, "store: unreadable row: {what}"),
             StoreError::Random(e) => write!(f, "random source failed: {e}"),
+            StoreError::Conflict(what) => write!(f, "{what} already exists"),
         }
     }
 }
@@ -100,13 +121,5 @@ impl std::error::Error for StoreError {}
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Sqlite(e)
-    }
-}
-
-pub(crate) fn status_of(revoked_at: Option<i64>) -> KeyStatus {
-    if revoked_at.is_some() {
-        KeyStatus::Revoked
-    } else {
-        KeyStatus::Active
     }
 }

@@ -8,13 +8,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use std::collections::HashMap;
 
-use super::{KeyChanges, KeyInfo, NewKey, StoreError, UsageRow, status_of};
+use super::{AccountInfo, KeyChanges, KeyInfo, NewKey, StoreError, UsageRow};
+use crate::access::{KeyAccess, Scopes};
 use crate::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
 use crate::limits::Carried;
 use crate::usage::book::{UsageDelta, UsageKey};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE service_keys (
         id          TEXT PRIMARY KEY,
         key_prefix  TEXT NOT NULL,
@@ -29,7 +31,8 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX service_keys_by_version ON service_keys(version);
     CREATE TABLE store_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO store_meta (name, value) VALUES ('version', 0);
-", "
+",
+    "
     CREATE TABLE accounts (
         id          TEXT PRIMARY KEY,
         plan        TEXT NOT NULL,
@@ -53,7 +56,21 @@ const MIGRATIONS: &[&str] = &["
         PRIMARY KEY (key_id, day, model)
     );
     CREATE INDEX usage_daily_by_day ON usage_daily(day);
-"];
+",
+    "
+    ALTER TABLE accounts ADD COLUMN email TEXT;
+    ALTER TABLE accounts ADD COLUMN password_hash TEXT;
+    ALTER TABLE accounts ADD COLUMN key_cap INTEGER NOT NULL DEFAULT 10;
+    CREATE UNIQUE INDEX accounts_by_email ON accounts(email) WHERE email IS NOT NULL;
+    ALTER TABLE service_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'chat,embeddings,models:read,count_tokens';
+    -- JSON arrays of provider names and model globs; NULL allows any.
+    ALTER TABLE service_keys ADD COLUMN providers TEXT;
+    ALTER TABLE service_keys ADD COLUMN models TEXT;
+    ALTER TABLE service_keys ADD COLUMN project TEXT;
+    ALTER TABLE service_keys ADD COLUMN last_used_at INTEGER;
+    CREATE INDEX service_keys_by_account ON service_keys(account_id);
+",
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -69,16 +86,12 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back).
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Creates a key and returns it with its info. The full key exists only in the return value.
@@ -97,8 +110,9 @@ impl SqliteStore {
         let l = new.limits;
         tx.execute(
             "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
-                                       requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                       requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
+                                       scopes, providers, models, project)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 parsed.id.as_str(),
                 key_prefix,
@@ -113,6 +127,10 @@ impl SqliteStore {
                 l.requests_per_day,
                 l.concurrent_requests,
                 l.tokens_per_month.map(|t| t as i64),
+                new.access.scopes.to_stored(),
+                list_json(&new.access.providers),
+                list_json(&new.access.models),
+                new.project,
             ],
         )?;
         tx.commit()?;
@@ -123,9 +141,12 @@ impl SqliteStore {
             name: new.name.clone(),
             account: new.account.clone(),
             limits: l,
+            access: new.access.clone(),
+            project: new.project.clone(),
             created_at: new.created_at,
             expires_at: new.expires_at,
             revoked_at: None,
+            last_used_at: None,
         };
         Ok((secret, info))
     }
@@ -188,11 +209,7 @@ impl SqliteStore {
     }
 
     /// Per key: its account, requests on day `today`, and tokens from day `month_start` on.
-    pub fn usage_totals(
-        &self,
-        today: i64,
-        month_start: i64,
-    ) -> Result<Vec<(KeyId, String, Carried)>, StoreError> {
+    pub fn usage_totals(&self, today: i64, month_start: i64) -> Result<Vec<(KeyId, String, Carried)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT key_id, account_id,
@@ -214,12 +231,7 @@ impl SqliteStore {
     }
 
     /// Usage rows between two days (inclusive), optionally for one key, by key, day and model.
-    pub fn usage_report(
-        &self,
-        key: Option<KeyId>,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<UsageRow>, StoreError> {
+    pub fn usage_report(&self, key: Option<KeyId>, from: i64, to: i64) -> Result<Vec<UsageRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT u.key_id, COALESCE(k.key_prefix, u.key_id), u.day, u.model, u.requests, u.input_tokens, u.output_tokens
@@ -243,6 +255,144 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Creates an account; `Conflict` if the email is taken.
+    pub fn create_account(
+        &self,
+        email: &str,
+        password_hash: &str,
+        plan: &str,
+        key_cap: u32,
+        created_at: i64,
+    ) -> Result<AccountInfo, StoreError> {
+        let id = format!("acct_{}", keys::random_id().map_err(StoreError::Random)?);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        bump_version(&tx)?;
+        let inserted = tx.execute(
+            "INSERT INTO accounts (id, email, password_hash, plan, key_cap, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, email, password_hash, plan, key_cap, created_at],
+        );
+        match inserted {
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                return Err(StoreError::Conflict(format!("an account with email {email}")));
+            }
+            other => other?,
+        };
+        tx.commit()?;
+        Ok(AccountInfo { id, email: Some(email.to_owned()), plan: plan.to_owned(), key_cap, created_at })
+    }
+
+    pub fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, email, plan, key_cap, created_at FROM accounts ORDER BY created_at, id")?;
+        let rows = stmt.query_map([], account_from)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn account(&self, id: &str) -> Result<Option<AccountInfo>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row("SELECT id, email, plan, key_cap, created_at FROM accounts WHERE id = ?1", [id], account_from)
+            .optional()?)
+    }
+
+    /// An account and its password hash, by email (for logging in).
+    pub fn account_for_login(&self, email: &str) -> Result<Option<(AccountInfo, String)>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT id, email, plan, key_cap, created_at, password_hash FROM accounts WHERE email = ?1",
+                [email],
+                |r| Ok((account_from(r)?, r.get::<_, Option<String>>(5)?)),
+            )
+            .optional()?
+            .and_then(|(account, hash)| hash.map(|h| (account, h))))
+    }
+
+    /// Changes an account's plan and key cap; `false` if no such account.
+    pub fn update_account(&self, id: &str, plan: &str, key_cap: u32) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        bump_version(&tx)?;
+        let n = tx.execute("UPDATE accounts SET plan = ?1, key_cap = ?2 WHERE id = ?3", params![plan, key_cap, id])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Replaces a key's name, limits and access; `false` if no such key.
+    pub fn update_key(&self, id: KeyId, name: &str, limits: KeyLimits, access: &KeyAccess) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version = bump_version(&tx)?;
+        let n = tx.execute(
+            "UPDATE service_keys SET name = ?1, requests_per_minute = ?2, requests_per_day = ?3, concurrent_requests = ?4,
+                                     tokens_per_month = ?5, scopes = ?6, providers = ?7, models = ?8, version = ?9
+             WHERE id = ?10",
+            params![
+                name,
+                limits.requests_per_minute,
+                limits.requests_per_day,
+                limits.concurrent_requests,
+                limits.tokens_per_month.map(|t| t as i64),
+                access.scopes.to_stored(),
+                list_json(&access.providers),
+                list_json(&access.models),
+                version,
+                id.as_str()
+            ],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Records when keys were last used (batched by the flusher; no version bump, servers need not see it).
+    pub fn touch_keys(&self, used: &[(KeyId, i64)]) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE service_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?1) WHERE id = ?2",
+            )?;
+            for (id, at) in used {
+                stmt.execute(params![at, id.as_str()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Usage rows of every key of an account between two days (inclusive).
+    pub fn account_usage(
+        &self,
+        account: &str,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        Ok(self
+            .usage_report(key, from, to)?
+            .into_iter()
+            .filter(|r| self.key_account(r.key).ok().flatten().as_deref() == Some(account))
+            .collect())
+    }
+
+    fn key_account(&self, id: KeyId) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row("SELECT account_id FROM service_keys WHERE id = ?1", [id.as_str()], |r| r.get(0))
+            .optional()?)
+    }
+
     /// The plan of each account.
     pub fn account_plans(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.conn();
@@ -259,7 +409,8 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version = bump_version(&tx)?;
         let n = tx.execute(
-            "UPDATE service_keys SET revoked_at = ?1, version = ?2 WHERE id = ?3 AND revoked_at IS NULL",
+            "UPDATE service_keys SET revoked_at = ?1, version = ?2
+             WHERE id = ?3 AND (revoked_at IS NULL OR revoked_at > ?1)",
             params![at, version, id.as_str()],
         )?;
         if n == 0 {
@@ -274,7 +425,8 @@ impl SqliteStore {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at, account_id,
-                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month
+                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
+                    scopes, providers, models, project, last_used_at
              FROM service_keys ORDER BY created_at, id",
         )?;
         let mut rows = stmt.query([])?;
@@ -290,6 +442,9 @@ impl SqliteStore {
                 revoked_at: row.get(6)?,
                 account: row.get(7)?,
                 limits: limits_from(row, 8)?,
+                access: access_from(row, 12)?,
+                project: row.get(15)?,
+                last_used_at: row.get(16)?,
             });
         }
         Ok(out)
@@ -303,33 +458,24 @@ impl SqliteStore {
     pub fn key_changes(&self, since: i64) -> Result<KeyChanges, StoreError> {
         let conn = self.conn();
         let version: i64 = conn
-            .query_row(
-                "SELECT value FROM store_meta WHERE name = 'version'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM store_meta WHERE name = 'version'", [], |r| r.get(0))
             .optional()?
             .unwrap_or(0);
         if version <= since {
-            return Ok(KeyChanges {
-                records: Vec::new(),
-                plans: Vec::new(),
-                version,
-            });
+            return Ok(KeyChanges { records: Vec::new(), plans: Vec::new(), version });
         }
         let mut stmt = conn.prepare_cached(
             "SELECT id, key_prefix, kind, name, hash, created_at, expires_at, revoked_at, account_id,
-                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month
+                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
+                    scopes, providers, models
              FROM service_keys WHERE version > ?1 AND version <= ?2",
         )?;
         let mut rows = stmt.query(params![since, version])?;
         let mut records = Vec::new();
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
-            let hash: [u8; 32] = row
-                .get::<_, Vec<u8>>(4)?
-                .try_into()
-                .map_err(|_| StoreError::Corrupt(format!("hash of key {id}")))?;
+            let hash: [u8; 32] =
+                row.get::<_, Vec<u8>>(4)?.try_into().map_err(|_| StoreError::Corrupt(format!("hash of key {id}")))?;
             records.push(KeyRecord {
                 id: parse_id(&id)?,
                 kind: parse_kind(&row.get::<_, String>(2)?)?,
@@ -338,7 +484,8 @@ impl SqliteStore {
                 hash: blake3::Hash::from_bytes(hash),
                 created_at: row.get(5)?,
                 expires_at: row.get(6)?,
-                status: status_of(row.get(7)?),
+                revoked_at: row.get(7)?,
+                access: access_from(row, 13)?,
                 account: row.get::<_, String>(8)?.into(),
                 limits: limits_from(row, 9)?,
             });
@@ -347,11 +494,7 @@ impl SqliteStore {
         drop(stmt);
         drop(conn);
         let plans = self.account_plans()?;
-        Ok(KeyChanges {
-            records,
-            plans,
-            version,
-        })
+        Ok(KeyChanges { records, plans, version })
     }
 
     /// A cheap round trip, for readiness.
@@ -362,11 +505,9 @@ impl SqliteStore {
 }
 
 fn bump_version(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
-    Ok(tx.query_row(
-        "UPDATE store_meta SET value = value + 1 WHERE name = 'version' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(tx.query_row("UPDATE store_meta SET value = value + 1 WHERE name = 'version' RETURNING value", [], |r| {
+        r.get(0)
+    })?)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -380,15 +521,39 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn account_from(r: &rusqlite::Row<'_>) -> Result<AccountInfo, rusqlite::Error> {
+    Ok(AccountInfo {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        plan: r.get(2)?,
+        key_cap: r.get::<_, i64>(3)?.clamp(0, i64::from(u32::MAX)) as u32,
+        created_at: r.get(4)?,
+    })
+}
+
+/// The scopes, providers and models columns starting at `first`.
+fn access_from(row: &rusqlite::Row<'_>, first: usize) -> Result<KeyAccess, rusqlite::Error> {
+    let list = |i: usize| -> Result<Option<Vec<String>>, rusqlite::Error> {
+        Ok(row.get::<_, Option<String>>(i)?.and_then(|json| serde_json::from_str(&json).ok()))
+    };
+    Ok(KeyAccess {
+        scopes: Scopes::from_stored(&row.get::<_, String>(first)?),
+        providers: list(first + 1)?,
+        models: list(first + 2)?,
+    })
+}
+
+fn list_json(list: &Option<Vec<String>>) -> Option<String> {
+    list.as_ref().map(|l| serde_json::Value::from(l.clone()).to_string())
+}
+
 /// The four limit columns starting at `first`.
 fn limits_from(row: &rusqlite::Row<'_>, first: usize) -> Result<KeyLimits, rusqlite::Error> {
     Ok(KeyLimits {
         requests_per_minute: row.get(first)?,
         requests_per_day: row.get(first + 1)?,
         concurrent_requests: row.get(first + 2)?,
-        tokens_per_month: row
-            .get::<_, Option<i64>>(first + 3)?
-            .map(|t| t.max(0) as u64),
+        tokens_per_month: row.get::<_, Option<i64>>(first + 3)?.map(|t| t.max(0) as u64),
     })
 }
 
@@ -403,16 +568,13 @@ fn parse_kind(kind: &str) -> Result<KeyKind, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KeyStatus;
 
     #[test]
     fn keys_round_trip_and_changes_are_incremental() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let hasher = KeyHasher::new(None);
-        let (k1, i1) = store
-            .create_key("tg", &hasher, &NewKey::live("one", 10))
-            .unwrap();
+        let (k1, i1) = store.create_key("tg", &hasher, &NewKey::live("one", 10)).unwrap();
         let all = store.key_changes(0).unwrap();
         assert_eq!(all.records.len(), 1);
         assert_eq!(all.records[0].hash, hasher.hash(k1.expose()));
@@ -426,22 +588,15 @@ mod tests {
             .create_key(
                 "tg",
                 &hasher,
-                &NewKey {
-                    kind: KeyKind::Trial,
-                    expires_at: Some(99),
-                    ..NewKey::live("two", 11)
-                },
+                &NewKey { kind: KeyKind::Trial, expires_at: Some(99), ..NewKey::live("two", 11) },
             )
             .unwrap();
         assert!(store.revoke_key(i1.id, 12).unwrap());
-        assert!(
-            !store.revoke_key(i1.id, 13).unwrap(),
-            "revoking twice reports no change"
-        );
+        assert!(!store.revoke_key(i1.id, 13).unwrap(), "revoking twice reports no change");
         let later = store.key_changes(all.version).unwrap();
-        let mut got: Vec<_> = later.records.iter().map(|r| (r.id, r.status)).collect();
+        let mut got: Vec<_> = later.records.iter().map(|r| (r.id, r.revoked_at)).collect();
         got.sort();
-        let mut want = vec![(i1.id, KeyStatus::Revoked), (i2.id, KeyStatus::Active)];
+        let mut want = vec![(i1.id, Some(12)), (i2.id, None)];
         want.sort();
         assert_eq!(got, want);
 
@@ -459,10 +614,7 @@ mod tests {
         let hasher = KeyHasher::new(None);
         let info = {
             let store = SqliteStore::open(&path).unwrap();
-            store
-                .create_key("tg", &hasher, &NewKey::live("kept", 1))
-                .unwrap()
-                .1
+            store.create_key("tg", &hasher, &NewKey::live("kept", 1)).unwrap().1
         };
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.key_info(info.id).unwrap().unwrap().name, "kept");

@@ -43,24 +43,12 @@ impl UsageBook {
         });
     }
 
-    fn add(
-        &self,
-        key: KeyId,
-        account: &Arc<str>,
-        day: i64,
-        model: &Arc<str>,
-        f: impl FnOnce(&mut UsageDelta),
-    ) {
-        let usage_key = UsageKey {
-            key,
-            day,
-            model: Arc::clone(model),
-        };
+    fn add(&self, key: KeyId, account: &Arc<str>, day: i64, model: &Arc<str>, f: impl FnOnce(&mut UsageDelta)) {
+        let usage_key = UsageKey { key, day, model: Arc::clone(model) };
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let delta = pending.entry(usage_key).or_insert_with(|| UsageDelta {
-            account: Arc::clone(account),
-            ..UsageDelta::default()
-        });
+        let delta = pending
+            .entry(usage_key)
+            .or_insert_with(|| UsageDelta { account: Arc::clone(account), ..UsageDelta::default() });
         f(delta);
     }
 
@@ -73,10 +61,9 @@ impl UsageBook {
     pub fn restore(&self, rows: HashMap<UsageKey, UsageDelta>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for (k, d) in rows {
-            let entry = pending.entry(k).or_insert_with(|| UsageDelta {
-                account: Arc::clone(&d.account),
-                ..UsageDelta::default()
-            });
+            let entry = pending
+                .entry(k)
+                .or_insert_with(|| UsageDelta { account: Arc::clone(&d.account), ..UsageDelta::default() });
             entry.requests += d.requests;
             entry.input_tokens += d.input_tokens;
             entry.output_tokens += d.output_tokens;
@@ -85,10 +72,7 @@ impl UsageBook {
 }
 
 /// Writes everything pending to the store; on failure puts it back for the next try.
-pub async fn flush(
-    book: &UsageBook,
-    store: &crate::store::SqliteStore,
-) -> Result<usize, crate::store::StoreError> {
+pub async fn flush(book: &UsageBook, store: &crate::store::SqliteStore) -> Result<usize, crate::store::StoreError> {
     let rows = book.take();
     if rows.is_empty() {
         return Ok(0);

@@ -153,8 +153,7 @@ mod tests {
         for chunk in body.chunks(piece.max(1)) {
             s.feed(chunk);
         }
-        s.found()
-            .map(|v| String::from_utf8(v.to_vec()).unwrap().trim().to_owned())
+        s.found().map(|v| String::from_utf8(v.to_vec()).unwrap().trim().to_owned())
     }
 
     #[test]
@@ -171,23 +170,10 @@ mod tests {
 
     #[test]
     fn the_key_may_be_last_and_escapes_do_not_fool_it() {
-        assert_eq!(
-            scan_in_pieces(br#"{"a":"\\","usage":{"x":1}}"#, b"usage", 3).as_deref(),
-            Some(r#"{"x":1}"#)
-        );
-        assert_eq!(
-            scan_in_pieces(br#"{"usages":{"x":1},"usag":2}"#, b"usage", 4),
-            None
-        );
-        assert_eq!(
-            scan_in_pieces(br#"{"a":{"usage":{"x":1}}}"#, b"usage", 5),
-            None,
-            "nested keys are not top-level"
-        );
-        assert_eq!(
-            scan_in_pieces(br#"{"usage":null}"#, b"usage", 2).as_deref(),
-            Some("null")
-        );
+        assert_eq!(scan_in_pieces(br#"{"a":"\\","usage":{"x":1}}"#, b"usage", 3).as_deref(), Some(r#"{"x":1}"#));
+        assert_eq!(scan_in_pieces(br#"{"usages":{"x":1},"usag":2}"#, b"usage", 4), None);
+        assert_eq!(scan_in_pieces(br#"{"a":{"usage":{"x":1}}}"#, b"usage", 5), None, "nested keys are not top-level");
+        assert_eq!(scan_in_pieces(br#"{"usage":null}"#, b"usage", 2).as_deref(), Some("null"));
     }
 
     #[test]

@@ -47,9 +47,7 @@ impl Meter {
     pub fn of(kind: ProviderKind, endpoint: Endpoint) -> Meter {
         match (kind, endpoint) {
             (_, Endpoint::ListModels | Endpoint::GetModel | Endpoint::CountTokens) => Meter::Free,
-            (ProviderKind::OpenAi, Endpoint::ChatCompletions | Endpoint::Completions) => {
-                Meter::OpenAiCompletion
-            }
+            (ProviderKind::OpenAi, Endpoint::ChatCompletions | Endpoint::Completions) => Meter::OpenAiCompletion,
             (ProviderKind::OpenAi, Endpoint::Embeddings) => Meter::OpenAiEmbeddings,
             (ProviderKind::OpenAi, Endpoint::Responses) => Meter::OpenAiResponses,
             (ProviderKind::Anthropic, _) => Meter::Anthropic,
@@ -72,18 +70,12 @@ impl Meter {
         match self {
             Meter::OpenAiCompletion | Meter::OpenAiEmbeddings => {
                 if let Ok(Some(u)) = serde_json::from_slice::<Option<OpenAiUsage>>(value) {
-                    *seen = Some(Usage {
-                        input: u.prompt_tokens,
-                        output: u.completion_tokens,
-                    });
+                    *seen = Some(Usage { input: u.prompt_tokens, output: u.completion_tokens });
                 }
             }
             Meter::OpenAiResponses => {
                 if let Ok(Some(u)) = serde_json::from_slice::<Option<ResponsesUsage>>(value) {
-                    *seen = Some(Usage {
-                        input: u.input_tokens,
-                        output: u.output_tokens,
-                    });
+                    *seen = Some(Usage { input: u.input_tokens, output: u.output_tokens });
                 }
             }
             Meter::Anthropic => {
@@ -96,10 +88,7 @@ impl Meter {
                     // A chunk may carry a partial block; never let it lower what was already seen.
                     let now = u.usage();
                     let before = seen.unwrap_or_default();
-                    *seen = Some(Usage {
-                        input: now.input.max(before.input),
-                        output: now.output.max(before.output),
-                    });
+                    *seen = Some(Usage { input: now.input.max(before.input), output: now.output.max(before.output) });
                 }
             }
             Meter::Free => {}
@@ -147,10 +136,7 @@ impl AnthropicUsage {
         if let Some(out) = self.output_tokens {
             parts.1 = out;
         }
-        *seen = Some(Usage {
-            input: parts.0,
-            output: parts.1,
-        });
+        *seen = Some(Usage { input: parts.0, output: parts.1 });
     }
 }
 
@@ -184,72 +170,27 @@ mod tests {
     fn each_provider_is_read_its_own_way() {
         let mut seen = None;
         Meter::OpenAiCompletion.read_usage(br#"{"prompt_tokens":13,"completion_tokens":5,"total_tokens":18,"completion_tokens_details":{"reasoning_tokens":2}}"#, &mut seen);
-        assert_eq!(
-            seen,
-            Some(Usage {
-                input: 13,
-                output: 5
-            })
-        );
+        assert_eq!(seen, Some(Usage { input: 13, output: 5 }));
         Meter::OpenAiCompletion.read_usage(b"null", &mut seen);
-        assert_eq!(
-            seen,
-            Some(Usage {
-                input: 13,
-                output: 5
-            }),
-            "a null usage changes nothing"
-        );
+        assert_eq!(seen, Some(Usage { input: 13, output: 5 }), "a null usage changes nothing");
 
         let mut seen = None;
-        Meter::OpenAiResponses.read_usage(
-            br#"{"input_tokens":37,"output_tokens":11,"total_tokens":48}"#,
+        Meter::OpenAiResponses.read_usage(br#"{"input_tokens":37,"output_tokens":11,"total_tokens":48}"#, &mut seen);
+        assert_eq!(seen, Some(Usage { input: 37, output: 11 }));
+
+        let mut seen = None;
+        Meter::Anthropic.read_usage(
+            br#"{"input_tokens":11,"cache_creation_input_tokens":100,"cache_read_input_tokens":7,"output_tokens":1}"#,
             &mut seen,
         );
-        assert_eq!(
-            seen,
-            Some(Usage {
-                input: 37,
-                output: 11
-            })
-        );
-
-        let mut seen = None;
-        Meter::Anthropic.read_usage(br#"{"input_tokens":11,"cache_creation_input_tokens":100,"cache_read_input_tokens":7,"output_tokens":1}"#, &mut seen);
-        assert_eq!(
-            seen,
-            Some(Usage {
-                input: 118,
-                output: 1
-            })
-        );
+        assert_eq!(seen, Some(Usage { input: 118, output: 1 }));
         Meter::Anthropic.read_usage(br#"{"output_tokens":6}"#, &mut seen);
-        assert_eq!(
-            seen,
-            Some(Usage {
-                input: 118,
-                output: 6
-            }),
-            "message_delta overwrites output only"
-        );
+        assert_eq!(seen, Some(Usage { input: 118, output: 6 }), "message_delta overwrites output only");
 
         let mut seen = None;
         Meter::Gemini.read_usage(br#"{"promptTokenCount":5,"candidatesTokenCount":3,"thoughtsTokenCount":4,"toolUsePromptTokenCount":1,"totalTokenCount":13}"#, &mut seen);
-        assert_eq!(
-            seen,
-            Some(Usage {
-                input: 6,
-                output: 7
-            })
-        );
+        assert_eq!(seen, Some(Usage { input: 6, output: 7 }));
         Meter::Gemini.read_usage(br#"{"promptTokenCount":5}"#, &mut seen);
-        assert_eq!(
-            seen,
-            Some(Usage {
-                input: 6,
-                output: 7
-            }),
-            "a partial block never lowers the count"
-        );
+        assert_eq!(seen, Some(Usage { input: 6, output: 7 }), "a partial block never lowers the count");
     }
 }

@@ -23,13 +23,7 @@ pub struct UsageTap {
 
 impl UsageTap {
     pub fn new(meter: Meter, strip_injected: bool) -> UsageTap {
-        UsageTap {
-            meter,
-            strip_injected,
-            seen: None,
-            complete: false,
-            events: 0,
-        }
+        UsageTap { meter, strip_injected, seen: None, complete: false, events: 0 }
     }
 
     /// Usage seen so far, and whether it is final.
@@ -91,11 +85,7 @@ impl UsageTap {
             // to read there.
             Meter::OpenAiCompletion if memmem::find(&data, b"\"usage\":null").is_some() => {
                 self.events += 1;
-                return if self.strip_injected {
-                    strip_null_usage(event)
-                } else {
-                    Kept::Same
-                };
+                return if self.strip_injected { strip_null_usage(event) } else { Kept::Same };
             }
             Meter::OpenAiCompletion | Meter::OpenAiEmbeddings | Meter::Gemini => {
                 let mut scanner = UsageScanner::new(self.meter.json_key());
@@ -125,14 +115,10 @@ impl UsageTap {
                     usage: Option<serde_json::Value>,
                 }
                 if let Ok(t) = serde_json::from_slice::<Terminal>(&data)
-                    && matches!(
-                        t.kind.as_str(),
-                        "response.completed" | "response.incomplete" | "response.failed"
-                    )
+                    && matches!(t.kind.as_str(), "response.completed" | "response.incomplete" | "response.failed")
                     && let Some(usage) = t.response.and_then(|r| r.usage)
                 {
-                    self.meter
-                        .read_usage(usage.to_string().as_bytes(), &mut self.seen);
+                    self.meter.read_usage(usage.to_string().as_bytes(), &mut self.seen);
                     self.complete = true;
                 }
             }
@@ -196,11 +182,7 @@ fn event_ends(chunk: &[u8]) -> Vec<usize> {
     while i < chunk.len() {
         match chunk[i] {
             b'\r' | b'\n' => {
-                let len = if chunk[i] == b'\r' && chunk.get(i + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
+                let len = if chunk[i] == b'\r' && chunk.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
                 if line_empty {
                     ends.push(i + len);
                 }
@@ -222,10 +204,7 @@ fn fields(event: &[u8]) -> (Option<Vec<u8>>, Vec<u8>) {
     let mut data = Vec::new();
     for line in event.split(|&b| b == b'\n' || b == b'\r') {
         let (field, value) = match memchr::memchr(b':', line) {
-            Some(at) => (
-                &line[..at],
-                line[at + 1..].strip_prefix(b" ").unwrap_or(&line[at + 1..]),
-            ),
+            Some(at) => (&line[..at], line[at + 1..].strip_prefix(b" ").unwrap_or(&line[at + 1..])),
             None => (line, &b""[..]),
         };
         match field {
@@ -249,9 +228,7 @@ mod tests {
     fn run(tap: &mut UsageTap, events: &[&str]) -> String {
         let mut out = String::new();
         for e in events {
-            out.push_str(
-                std::str::from_utf8(&tap.pass(Bytes::copy_from_slice(e.as_bytes()))).unwrap(),
-            );
+            out.push_str(std::str::from_utf8(&tap.pass(Bytes::copy_from_slice(e.as_bytes()))).unwrap());
         }
         out
     }
@@ -272,22 +249,10 @@ mod tests {
     fn injected_usage_is_read_then_removed_byte_for_byte() {
         let mut tap = UsageTap::new(Meter::OpenAiCompletion, true);
         assert_eq!(run(&mut tap, WITH_USAGE), WITHOUT_USAGE.concat());
-        assert_eq!(
-            tap.usage(),
-            (
-                Some(Usage {
-                    input: 9,
-                    output: 12
-                }),
-                true
-            )
-        );
+        assert_eq!(tap.usage(), (Some(Usage { input: 9, output: 12 }), true));
         // The same, all in one chunk.
         let mut tap = UsageTap::new(Meter::OpenAiCompletion, true);
-        assert_eq!(
-            run(&mut tap, &[&WITH_USAGE.concat()]),
-            WITHOUT_USAGE.concat()
-        );
+        assert_eq!(run(&mut tap, &[&WITH_USAGE.concat()]), WITHOUT_USAGE.concat());
         assert_eq!(tap.events(), 3);
     }
 
@@ -295,16 +260,7 @@ mod tests {
     fn a_caller_who_asked_for_usage_gets_it_untouched() {
         let mut tap = UsageTap::new(Meter::OpenAiCompletion, false);
         assert_eq!(run(&mut tap, WITH_USAGE), WITH_USAGE.concat());
-        assert_eq!(
-            tap.usage(),
-            (
-                Some(Usage {
-                    input: 9,
-                    output: 12
-                }),
-                true
-            )
-        );
+        assert_eq!(tap.usage(), (Some(Usage { input: 9, output: 12 }), true));
     }
 
     #[test]
@@ -316,32 +272,14 @@ mod tests {
                 "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":11,\"cache_read_input_tokens\":4,\"output_tokens\":1}}}\n\n",
             ],
         );
-        assert_eq!(
-            tap.usage(),
-            (
-                Some(Usage {
-                    input: 15,
-                    output: 1
-                }),
-                false
-            )
-        );
+        assert_eq!(tap.usage(), (Some(Usage { input: 15, output: 1 }), false));
         run(
             &mut tap,
             &[
                 "event: message_delta\r\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":6}}\r\n\r\n",
             ],
         );
-        assert_eq!(
-            tap.usage(),
-            (
-                Some(Usage {
-                    input: 15,
-                    output: 6
-                }),
-                true
-            )
-        );
+        assert_eq!(tap.usage(), (Some(Usage { input: 15, output: 6 }), true));
     }
 
     #[test]
@@ -360,16 +298,7 @@ mod tests {
                 "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\",\"usage\":{\"input_tokens\":37,\"output_tokens\":11,\"total_tokens\":48}}}\n\n",
             ],
         );
-        assert_eq!(
-            tap.usage(),
-            (
-                Some(Usage {
-                    input: 37,
-                    output: 11
-                }),
-                true
-            )
-        );
+        assert_eq!(tap.usage(), (Some(Usage { input: 37, output: 11 }), true));
     }
 
     #[test]
@@ -382,16 +311,7 @@ mod tests {
                 "data: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":3,\"thoughtsTokenCount\":2}}\r\n\r\n",
             ],
         );
-        assert_eq!(
-            tap.usage(),
-            (
-                Some(Usage {
-                    input: 5,
-                    output: 5
-                }),
-                false
-            )
-        );
+        assert_eq!(tap.usage(), (Some(Usage { input: 5, output: 5 }), false));
         assert_eq!(tap.events(), 2);
     }
 }

@@ -8,27 +8,14 @@ use crate::process::*;
 fn check_config_accepts_the_shipped_default_and_names_bad_fields() {
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
     let out = cli(&shipped, &["check-config"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("provider    anthropic"));
 
     let dir = tempfile::tempdir().unwrap();
     for (text, field) in [
-        (
-            "[server]\nlisten = \"127.0.0.1:8080\"\nlisten_port = 1\n",
-            "listen_port",
-        ),
-        (
-            "[upstream]\nidle_timeout = \"forever\"\n",
-            "upstream.idle_timeout",
-        ),
-        (
-            "[providers.x]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n",
-            "providers.x.base_url",
-        ),
+        ("[server]\nlisten = \"127.0.0.1:8080\"\nlisten_port = 1\n", "listen_port"),
+        ("[upstream]\nidle_timeout = \"forever\"\n", "upstream.idle_timeout"),
+        ("[providers.x]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n", "providers.x.base_url"),
     ] {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).unwrap();
@@ -72,13 +59,7 @@ async fn keys_created_and_revoked_by_the_cli_reach_a_running_server() {
         let url = server.url("/v1/chat/completions");
         async move {
             let auth = format!("Bearer {key}");
-            post(
-                &url,
-                &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)],
-                Shape::OpenAi.body(),
-            )
-            .await
-            .status
+            post(&url, &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)], Shape::OpenAi.body()).await.status
         }
     };
     assert_eq!(call(first.clone()).await, 200);
@@ -88,10 +69,7 @@ async fn keys_created_and_revoked_by_the_cli_reach_a_running_server() {
     let until = |want: u16, key: String| async move {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while call(key.clone()).await != want {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not {want} within 2s"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "not {want} within 2s");
             tokio::task::yield_now().await;
         }
     };
@@ -99,41 +77,24 @@ async fn keys_created_and_revoked_by_the_cli_reach_a_running_server() {
 
     let list = setup.cli(&["keys", "list"]);
     let listing = String::from_utf8(list.stdout).unwrap();
-    assert!(
-        listing.contains("first") && listing.contains("second") && listing.contains("active"),
-        "{listing}"
-    );
-    assert!(
-        !listing.contains(&first[8..]) && !listing.contains(&second[8..]),
-        "a secret was listed"
-    );
+    assert!(listing.contains("first") && listing.contains("second") && listing.contains("active"), "{listing}");
+    assert!(!listing.contains(&first[8..]) && !listing.contains(&second[8..]), "a secret was listed");
 
     let id = &second[8..20];
     let revoked = setup.cli(&["keys", "revoke", id]);
-    assert!(
-        revoked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&revoked.stderr)
-    );
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
     until(401, second.clone()).await;
     assert_eq!(call(first.clone()).await, 200);
     let again = setup.cli(&["keys", "revoke", &format!("tg_live_{id}")]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already revoked"));
-    assert!(
-        String::from_utf8(setup.cli(&["keys", "list"]).stdout)
-            .unwrap()
-            .contains("revoked")
-    );
+    assert!(String::from_utf8(setup.cli(&["keys", "list"]).stdout).unwrap().contains("revoked"));
 
     let (status, _) = server.stop();
     assert!(status.success(), "{status:?}");
     let db = std::fs::read(&setup.db).unwrap();
     for key in [&first, &second] {
-        assert!(
-            !db.windows(key.len()).any(|w| w == key.as_bytes()),
-            "a key is stored in the clear"
-        );
+        assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()), "a key is stored in the clear");
     }
 }
 
@@ -147,39 +108,19 @@ fn expiring_keys_show_their_expiry() {
     assert!(!bad.status.success());
     let listing = String::from_utf8(setup.cli(&["keys", "list"]).stdout).unwrap();
     assert_eq!(listing.lines().count(), 2, "{listing}");
-    assert!(
-        listing.lines().nth(1).unwrap().contains("Z  -"),
-        "created and expiry shown: {listing}"
-    );
+    assert!(listing.lines().nth(1).unwrap().contains("Z  -"), "created and expiry shown: {listing}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_set_from_the_cli_apply_and_usage_is_reported() {
     let mock = MockUpstream::start().await;
     let setup = Setup::new(&mock.base_url(), "");
-    let out = setup.cli(&[
-        "keys",
-        "create",
-        "--name",
-        "metered",
-        "--rpm",
-        "2",
-        "--tokens-per-month",
-        "5000",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = setup.cli(&["keys", "create", "--name", "metered", "--rpm", "2", "--tokens-per-month", "5000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 rpm, 10000 per day (default)"));
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let id = key[8..20].to_owned();
-    for bad in [
-        &["--rpm", "0"][..],
-        &["--daily", "10001"],
-        &["--concurrency", "many"],
-    ] {
+    for bad in [&["--rpm", "0"][..], &["--daily", "10001"], &["--concurrency", "many"]] {
         let mut args = vec!["keys", "set-limits", id.as_str()];
         args.extend_from_slice(bad);
         let out = setup.cli(&args);
@@ -190,14 +131,7 @@ async fn limits_set_from_the_cli_apply_and_usage_is_reported() {
     let url = server.url("/v1/chat/completions");
     let call = || {
         let (url, auth) = (url.clone(), format!("Bearer {key}"));
-        async move {
-            post(
-                &url,
-                &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)],
-                Shape::OpenAi.body(),
-            )
-            .await
-        }
+        async move { post(&url, &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)], Shape::OpenAi.body()).await }
     };
     assert_eq!(call().await.status, 200);
     assert_eq!(call().await.status, 200);
@@ -205,36 +139,21 @@ async fn limits_set_from_the_cli_apply_and_usage_is_reported() {
     Shape::OpenAi.assert_error(&refused, 429, "requests per minute");
 
     let out = setup.cli(&["keys", "set-limits", &id, "--rpm", "1000"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     while call().await.status != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "new limit not applied within 2s"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "new limit not applied within 2s");
         tokio::task::yield_now().await;
     }
     let (status, _) = server.stop();
     assert!(status.success());
 
     let report = String::from_utf8(setup.cli(&["usage", "--key", &id]).stdout).unwrap();
-    let row = report
-        .lines()
-        .find(|l| l.contains("gpt-4o-mini"))
-        .unwrap_or_else(|| panic!("{report}"));
+    let row = report.lines().find(|l| l.contains("gpt-4o-mini")).unwrap_or_else(|| panic!("{report}"));
     let figures: Vec<&str> = row.split_whitespace().collect();
     // key, day, model, requests, input, output, total: three forwarded requests of 5 + 3 tokens.
     assert_eq!(&figures[3..], ["3", "15", "9", "24"], "{report}");
-    assert!(
-        report
-            .lines()
-            .any(|l| l.contains("total") && l.ends_with(" 24")),
-        "{report}"
-    );
+    assert!(report.lines().any(|l| l.contains("total") && l.ends_with(" 24")), "{report}");
     let bad = setup.cli(&["usage", "--from", "2026-02-30"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--from"));

@@ -18,27 +18,9 @@ async fn curl_no_buffer_sees_each_event_as_it_is_sent() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let mut curl = Command::new("curl")
-        .args([
-            "-sS",
-            "--no-buffer",
-            "-X",
-            "POST",
-            &gw.url("/v1/chat/completions"),
-        ])
-        .args([
-            "-H",
-            &format!("Authorization: Bearer {}", gw.key),
-            "-H",
-            &format!("X-Provider-Key: {PROVIDER_KEY}"),
-        ])
-        .args([
-            "-H",
-            "x-mock: hold",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            Shape::OpenAi.stream_body(),
-        ])
+        .args(["-sS", "--no-buffer", "-X", "POST", &gw.url("/v1/chat/completions")])
+        .args(["-H", &format!("Authorization: Bearer {}", gw.key), "-H", &format!("X-Provider-Key: {PROVIDER_KEY}")])
+        .args(["-H", "x-mock: hold", "-H", "Content-Type: application/json", "-d", Shape::OpenAi.stream_body()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("curl is installed");
@@ -55,14 +37,11 @@ async fn curl_no_buffer_sees_each_event_as_it_is_sent() {
     let held = mock.next_held().await;
     let mut seen = Vec::new();
     for event in OPENAI_SSE {
-        held.send(Ok(Frame::data(Bytes::from_static(event.as_bytes()))))
-            .await
-            .unwrap();
+        held.send(Ok(Frame::data(Bytes::from_static(event.as_bytes())))).await.unwrap();
         // This event must come out of curl before the next one is even sent.
         while !String::from_utf8_lossy(&seen).ends_with(event) {
-            let chunk = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                .await
-                .expect("curl held the event back");
+            let chunk =
+                tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("curl held the event back");
             seen.extend(chunk.expect("curl ended early"));
         }
     }
@@ -82,43 +61,23 @@ async fn official_sdks_work_unchanged_but_for_the_base_url() {
     let gw = Gateway::start(&mock.base_url(), "").await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/clients.py");
     let (base, key) = (gw.url(""), gw.key.clone());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args([script, &base, &key, PROVIDER_KEY])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output =
+        tokio::task::spawn_blocking(move || Command::new(python).args([script, &base, &key, PROVIDER_KEY]).output())
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let texts: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    for call in [
-        "openai",
-        "openai_stream",
-        "anthropic",
-        "anthropic_stream",
-        "gemini",
-        "gemini_stream",
-    ] {
+    for call in ["openai", "openai_stream", "anthropic", "anthropic_stream", "gemini", "gemini_stream"] {
         assert_eq!(texts[call], "Hello from mock", "{call}: {texts}");
     }
     let seen = mock.recorded();
     assert_eq!(seen.len(), 6);
     for r in &seen {
         let credential = [
-            r.headers
-                .get("authorization")
-                .map(|v| v.to_str().unwrap().to_owned()),
-            r.headers
-                .get("x-api-key")
-                .map(|v| v.to_str().unwrap().to_owned()),
-            r.headers
-                .get("x-goog-api-key")
-                .map(|v| v.to_str().unwrap().to_owned()),
+            r.headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()),
+            r.headers.get("x-api-key").map(|v| v.to_str().unwrap().to_owned()),
+            r.headers.get("x-goog-api-key").map(|v| v.to_str().unwrap().to_owned()),
             r.target.split("key=").nth(1).map(str::to_owned),
         ];
         let present: Vec<_> = credential.iter().flatten().collect();

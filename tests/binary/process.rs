@@ -34,11 +34,7 @@ impl Setup {
     /// Creates a key with the CLI and returns it (the only line on stdout).
     pub fn create_key(&self, name: &str) -> String {
         let out = self.cli(&["keys", "create", "--name", name]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         assert!(key.starts_with("tg_live_"), "{key}");
         key
@@ -46,12 +42,7 @@ impl Setup {
 }
 
 pub fn cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(BIN).arg("--config").arg(config).args(args).output().unwrap()
 }
 
 pub struct Server {
@@ -79,10 +70,8 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c))
-                        .collect();
+                    let addr: String =
+                        rest.chars().take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c)).collect();
                     let _ = tx.send(addr);
                 }
                 sink.lock().unwrap().push(line);
@@ -93,12 +82,7 @@ impl Server {
             let _ = child.wait();
             panic!("server did not start: {:?}", logs.lock().unwrap());
         };
-        Server {
-            child,
-            addr: addr.parse().unwrap(),
-            logs,
-            reader: Some(reader),
-        }
+        Server { child, addr: addr.parse().unwrap(), logs, reader: Some(reader) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -107,11 +91,7 @@ impl Server {
 
     /// Sends SIGTERM, waits for a graceful exit, and returns the exit status and every log line.
     pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
-        let killed = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        let killed = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
         assert!(killed.success());
         let status = self.child.wait().unwrap();
         self.reader.take().unwrap().join().unwrap();

@@ -114,35 +114,24 @@ impl MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (held_tx, held_rx) = mpsc::unbounded_channel();
-        let state = Arc::new(MockState {
-            recorded: Mutex::new(Vec::new()),
-            connections: Default::default(),
-            held_tx,
-        });
+        let state = Arc::new(MockState { recorded: Mutex::new(Vec::new()), connections: Default::default(), held_tx });
         let accept_state = Arc::clone(&state);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                accept_state
-                    .connections
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                accept_state.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let state = Arc::clone(&accept_state);
                 tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req| mock_answer(Arc::clone(&state), req));
+                    let service = hyper::service::service_fn(move |req| mock_answer(Arc::clone(&state), req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
-        MockUpstream {
-            addr,
-            state,
-            held_rx: tokio::sync::Mutex::new(held_rx),
-        }
+        MockUpstream { addr, state, held_rx: tokio::sync::Mutex::new(held_rx) }
     }
 
     pub fn base_url(&self) -> String {
@@ -160,9 +149,7 @@ impl MockUpstream {
     }
 
     pub fn connections(&self) -> usize {
-        self.state
-            .connections
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.state.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The next `hold` stream, once its request arrived.
@@ -180,11 +167,7 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
         .header("content-type", content_type)
         .header("x-request-id", "upstream-req-1")
         .header("set-cookie", "__cf_bm=secret; domain=.api.openai.com")
-        .body(
-            Full::new(body.into())
-                .map_err(|e: Infallible| match e {})
-                .boxed(),
-        )
+        .body(Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed())
         .unwrap()
 }
 
@@ -200,8 +183,7 @@ fn sse(events: Vec<Bytes>) -> Response<MockBody> {
 /// A body stream over a fixed list of frames, sent one per poll so each is its own chunk.
 fn futures_stream(
     frames: Vec<Result<Frame<Bytes>, std::io::Error>>,
-) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static
-{
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static {
     let (tx, rx) = mpsc::channel(frames.len().max(1));
     for f in frames {
         tx.try_send(f).unwrap();
@@ -215,62 +197,33 @@ fn tokio_stream_from<T: Send + 'static>(
     struct Rx<T>(Mutex<mpsc::Receiver<T>>);
     impl<T> futures_core::Stream for Rx<T> {
         type Item = T;
-        fn poll_next(
-            self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<T>> {
+        fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
             self.0.lock().unwrap().poll_recv(cx)
         }
     }
     Rx(Mutex::new(rx))
 }
 
-async fn mock_answer(
-    state: Arc<MockState>,
-    req: Request<Incoming>,
-) -> Result<Response<MockBody>, Infallible> {
+async fn mock_answer(state: Arc<MockState>, req: Request<Incoming>) -> Result<Response<MockBody>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.to_string())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let target = parts.uri.path_and_query().map(|pq| pq.to_string()).unwrap_or_default();
     state.recorded.lock().unwrap().push(Recorded {
         method: parts.method.clone(),
         target: target.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
     });
-    let mode = parts
-        .headers
-        .get("x-mock")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let mode = parts.headers.get("x-mock").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let path = parts.uri.path();
     let streaming = path.ends_with(":streamGenerateContent")
-        || serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["stream"].as_bool())
-            == Some(true);
-    let events = |list: &[&str]| {
-        list.iter()
-            .map(|e| Bytes::copy_from_slice(e.as_bytes()))
-            .collect::<Vec<_>>()
-    };
+        || serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["stream"].as_bool()) == Some(true);
+    let events = |list: &[&str]| list.iter().map(|e| Bytes::copy_from_slice(e.as_bytes())).collect::<Vec<_>>();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let include_usage = json["stream_options"]["include_usage"] == true;
     let openai = |json_body: &'static str, sse: &[&str], usage: (u64, u64)| {
         let events = if include_usage {
-            with_usage_chunk(sse, usage.0, usage.1)
-                .into_iter()
-                .map(Bytes::from)
-                .collect()
+            with_usage_chunk(sse, usage.0, usage.1).into_iter().map(Bytes::from).collect()
         } else {
             events(sse)
         };
@@ -313,11 +266,7 @@ async fn mock_answer(
         ("redirect", to) => Response::builder()
             .status(307)
             .header("location", to)
-            .body(
-                Full::new(Bytes::new())
-                    .map_err(|e: Infallible| match e {})
-                    .boxed(),
-            )
+            .body(Full::new(Bytes::new()).map_err(|e: Infallible| match e {}).boxed())
             .unwrap(),
         ("status", code) => {
             let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
@@ -369,20 +318,8 @@ impl Gateway {
         let config = Config::from_toml(&text, |_| None).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let store = SqliteStore::open(&db).unwrap();
         let hasher = KeyHasher::new(None);
-        let (secret, _) = store
-            .create_key("tg", &hasher, &NewKey::live("test", 0))
-            .unwrap();
-        let keys = keys
-            .iter()
-            .map(|k| {
-                store
-                    .create_key("tg", &hasher, k)
-                    .unwrap()
-                    .0
-                    .expose()
-                    .to_owned()
-            })
-            .collect();
+        let (secret, _) = store.create_key("tg", &hasher, &NewKey::live("test", 0)).unwrap();
+        let keys = keys.iter().map(|k| store.create_key("tg", &hasher, k).unwrap().0.expose().to_owned()).collect();
         Gateway::serve(config, store, dir, secret.expose().to_owned(), keys).await
     }
 
@@ -404,16 +341,7 @@ impl Gateway {
             .await
             .unwrap();
         });
-        let gateway = Gateway {
-            addr,
-            key,
-            keys,
-            store,
-            config,
-            dir,
-            shutdown: Some(tx),
-            task: Some(task),
-        };
+        let gateway = Gateway { addr, key, keys, store, config, dir, shutdown: Some(tx), task: Some(task) };
         gateway.wait_ready().await;
         gateway
     }
@@ -421,12 +349,7 @@ impl Gateway {
     /// Shuts down gracefully (which flushes usage) and starts again on the same store.
     pub async fn restart(mut self) -> Gateway {
         self.begin_shutdown().await.unwrap();
-        let (config, store, key, keys) = (
-            self.config.clone(),
-            self.store.clone(),
-            self.key.clone(),
-            self.keys.clone(),
-        );
+        let (config, store, key, keys) = (self.config.clone(), self.store.clone(), self.key.clone(), self.keys.clone());
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         Gateway::serve(config, store, dir, key, keys).await
     }
@@ -437,13 +360,7 @@ impl Gateway {
         self.begin_shutdown().await.unwrap();
         let id = tollgate::keys::KeyId::parse(&secret[8..20]).unwrap();
         let rows = self.store.usage_report(Some(id), 0, i64::MAX).unwrap();
-        rows.iter().fold((0, 0, 0), |t, r| {
-            (
-                t.0 + r.requests,
-                t.1 + r.input_tokens,
-                t.2 + r.output_tokens,
-            )
-        })
+        rows.iter().fold((0, 0, 0), |t, r| (t.0 + r.requests, t.1 + r.input_tokens, t.2 + r.output_tokens))
     }
 
     /// The listener is bound before `run` starts, so this request waits in the accept backlog until
@@ -462,26 +379,10 @@ impl Gateway {
 
     /// Posts `body` to `path` with this gateway's service key and the test provider key, asking the mock
     /// to hold the stream; returns the mock's sending side and the caller's streaming body.
-    pub async fn open_held(
-        &self,
-        mock: &MockUpstream,
-        path: &str,
-        body: &str,
-    ) -> (HeldStream, Incoming) {
+    pub async fn open_held(&self, mock: &MockUpstream, path: &str, body: &str) -> (HeldStream, Incoming) {
         let auth = format!("Bearer {}", self.key);
-        let headers = [
-            ("authorization", auth.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", "hold"),
-        ];
-        let response = open(
-            http::Method::POST,
-            &self.url(path),
-            &headers,
-            body.as_bytes(),
-        )
-        .await
-        .unwrap();
+        let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "hold")];
+        let response = open(http::Method::POST, &self.url(path), &headers, body.as_bytes()).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         assert!(!response.headers().contains_key("content-length"));
@@ -490,10 +391,7 @@ impl Gateway {
 
     /// A new key in this gateway's store (the running server sees it within `store.refresh_interval`).
     pub fn create_key(&self, new: &NewKey) -> (String, tollgate::store::KeyInfo) {
-        let (secret, info) = self
-            .store
-            .create_key("tg", &KeyHasher::new(None), new)
-            .unwrap();
+        let (secret, info) = self.store.create_key("tg", &KeyHasher::new(None), new).unwrap();
         (secret.expose().to_owned(), info)
     }
 
@@ -514,47 +412,16 @@ impl Drop for Gateway {
 
 pub fn config_text(upstream: &str, db: &std::path::Path, extra: &str) -> String {
     let mut sections: Vec<(String, String)> = vec![
-        (
-            "server".into(),
-            "listen = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n".into(),
-        ),
-        (
-            "store".into(),
-            format!(
-                "path = {:?}\nrefresh_interval = \"100ms\"\n",
-                db.display().to_string()
-            ),
-        ),
-        (
-            "upstream".into(),
-            "response_timeout = \"10s\"\nidle_timeout = \"10s\"\ntotal_timeout = \"30s\"\n".into(),
-        ),
+        ("server".into(), "listen = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n".into()),
+        ("store".into(), format!("path = {:?}\nrefresh_interval = \"100ms\"\n", db.display().to_string())),
+        ("upstream".into(), "response_timeout = \"10s\"\nidle_timeout = \"10s\"\ntotal_timeout = \"30s\"\n".into()),
         ("log".into(), String::new()),
-        (
-            "limits".into(),
-            "requests_per_minute = 1000\nrequests_per_day = 10000\nconcurrent_requests = 1000\n"
-                .into(),
-        ),
-        (
-            "providers.openai".into(),
-            format!("kind = \"openai\"\nbase_url = \"{upstream}\"\n"),
-        ),
-        (
-            "providers.anthropic".into(),
-            format!("kind = \"anthropic\"\nbase_url = \"{upstream}\"\n"),
-        ),
-        (
-            "providers.gemini".into(),
-            format!("kind = \"gemini\"\nbase_url = \"{upstream}\"\n"),
-        ),
-        (
-            "providers.gemhdr".into(),
-            format!("kind = \"gemini\"\nbase_url = \"{upstream}\"\nauth = \"header\"\n"),
-        ),
-        (
-            "providers.groq".into(),
-            format!("kind = \"openai\"\nbase_url = \"{upstream}/openai\"\n"),
-        ),
+        ("limits".into(), "requests_per_minute = 1000\nrequests_per_day = 10000\nconcurrent_requests = 1000\n".into()),
+        ("providers.openai".into(), format!("kind = \"openai\"\nbase_url = \"{upstream}\"\n")),
+        ("providers.anthropic".into(), format!("kind = \"anthropic\"\nbase_url = \"{upstream}\"\n")),
+        ("providers.gemini".into(), format!("kind = \"gemini\"\nbase_url = \"{upstream}\"\n")),
+        ("providers.gemhdr".into(), format!("kind = \"gemini\"\nbase_url = \"{upstream}\"\nauth = \"header\"\n")),
+        ("providers.groq".into(), format!("kind = \"openai\"\nbase_url = \"{upstream}/openai\"\n")),
     ];
     // `extra` is "[section]\nkey = value" blocks; later keys replace earlier ones in the same section.
     let mut current = String::new();
@@ -568,17 +435,11 @@ pub fn config_text(upstream: &str, db: &std::path::Path, extra: &str) -> String 
         }
         let key = line.split('=').next().unwrap().trim();
         let body = &mut sections.iter_mut().find(|(n, _)| *n == current).unwrap().1;
-        let kept: String = body
-            .lines()
-            .filter(|l| l.split('=').next().unwrap().trim() != key)
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let kept: String =
+            body.lines().filter(|l| l.split('=').next().unwrap().trim() != key).map(|l| format!("{l}\n")).collect();
         *body = format!("{kept}{line}\n");
     }
-    sections
-        .iter()
-        .map(|(n, b)| format!("[{n}]\n{b}\n"))
-        .collect()
+    sections.iter().map(|(n, b)| format!("[{n}]\n{b}\n")).collect()
 }
 
 /// A finished exchange.
@@ -591,8 +452,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn text(&self) -> String {
@@ -609,21 +469,15 @@ pub async fn open(
     body: &[u8],
 ) -> Result<Response<Incoming>, hyper::Error> {
     let uri: http::Uri = url.parse().unwrap();
-    let stream = TcpStream::connect(uri.authority().unwrap().as_str())
-        .await
-        .unwrap();
+    let stream = TcpStream::connect(uri.authority().unwrap().as_str()).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri.path_and_query().unwrap().as_str());
+    let mut req = Request::builder().method(method).uri(uri.path_and_query().unwrap().as_str());
     req = req.header("host", uri.authority().unwrap().as_str());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    sender
-        .send_request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
-        .await
+    sender.send_request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap()).await
 }
 
 pub async fn try_request(
@@ -635,19 +489,10 @@ pub async fn try_request(
     let response = open(method, url, headers, body).await?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await?.to_bytes();
-    Ok(Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+    Ok(Reply { status: parts.status, headers: parts.headers, body })
 }
 
-pub async fn request(
-    method: http::Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
+pub async fn request(method: http::Method, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     try_request(method, url, headers, body).await.unwrap()
 }
 
@@ -667,9 +512,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 
 /// Has a held stream send `text` as one chunk.
 pub async fn send_event(held: &HeldStream, text: &str) {
-    held.send(Ok(Frame::data(Bytes::copy_from_slice(text.as_bytes()))))
-        .await
-        .unwrap();
+    held.send(Ok(Frame::data(Bytes::copy_from_slice(text.as_bytes())))).await.unwrap();
 }
 
 /// The next data frame of a streaming body, or `None` at its end.
@@ -713,9 +556,7 @@ impl Shape {
 
     pub fn body(self) -> &'static str {
         match self {
-            Shape::OpenAi => {
-                r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#
-            }
+            Shape::OpenAi => r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
             Shape::Anthropic => {
                 r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#
             }
@@ -725,9 +566,7 @@ impl Shape {
 
     pub fn stream_body(self) -> &'static str {
         match self {
-            Shape::OpenAi => {
-                r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
-            }
+            Shape::OpenAi => r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
             Shape::Anthropic => {
                 r#"{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#
             }
@@ -738,18 +577,12 @@ impl Shape {
     /// Asserts `reply` is a tollgate error of `status` in this shape whose message contains `message`.
     pub fn assert_error(self, reply: &Reply, status: u16, message: &str) {
         assert_eq!(reply.status.as_u16(), status, "{self:?}: {}", reply.text());
-        assert!(
-            reply.headers.contains_key("x-request-id"),
-            "{self:?}: no x-request-id"
-        );
+        assert!(reply.headers.contains_key("x-request-id"), "{self:?}: no x-request-id");
         let v = reply.json();
         let got = match self {
             Shape::OpenAi => {
                 let e = &v["error"];
-                assert!(
-                    e["type"].is_string() && e.get("param").is_some() && e.get("code").is_some(),
-                    "{v}"
-                );
+                assert!(e["type"].is_string() && e.get("param").is_some() && e.get("code").is_some(), "{v}");
                 e["message"].as_str()
             }
             Shape::Anthropic => {
@@ -764,9 +597,6 @@ impl Shape {
             }
         };
         let got = got.unwrap_or_else(|| panic!("{self:?}: no message in {v}"));
-        assert!(
-            got.contains(message),
-            "{self:?}: message {got:?} lacks {message:?}"
-        );
+        assert!(got.contains(message), "{self:?}: message {got:?} lacks {message:?}");
     }
 }

@@ -20,21 +20,12 @@ async fn refusals_before_forwarding_in_every_shape() {
     let gw = Gateway::start(&mock.base_url(), "").await;
     let (revoked, revoked_info) = gw.create_key(&NewKey::live("revoked", 0));
     gw.store.revoke_key(revoked_info.id, 1).unwrap();
-    let (expired, _) = gw.create_key(&NewKey {
-        expires_at: Some(1),
-        ..NewKey::live("expired", 0)
-    });
+    let (expired, _) = gw.create_key(&NewKey { expires_at: Some(1), ..NewKey::live("expired", 0) });
     let (unknown, _) = {
         // Well-formed, valid checksum, in no store.
         let other = tempfile::tempdir().unwrap();
         let store = tollgate::store::SqliteStore::open(&other.path().join("o.db")).unwrap();
-        let (k, i) = store
-            .create_key(
-                "tg",
-                &tollgate::keys::KeyHasher::new(None),
-                &NewKey::live("o", 0),
-            )
-            .unwrap();
+        let (k, i) = store.create_key("tg", &tollgate::keys::KeyHasher::new(None), &NewKey::live("o", 0)).unwrap();
         (k.expose().to_owned(), i)
     };
     let bearer = |k: &str| format!("Bearer {k}");
@@ -42,80 +33,30 @@ async fn refusals_before_forwarding_in_every_shape() {
     let mut tampered = gw.key.clone();
     tampered.replace_range(20..21, if &gw.key[20..21] == "a" { "b" } else { "a" });
     let cases: Vec<Case> = vec![
+        (vec![("x-provider-key", PROVIDER_KEY.into())], 401, "Missing API key"),
         (
-            vec![("x-provider-key", PROVIDER_KEY.into())],
-            401,
-            "Missing API key",
-        ),
-        (
-            vec![
-                ("authorization", "Bearer garbage".into()),
-                ("x-provider-key", PROVIDER_KEY.into()),
-            ],
+            vec![("authorization", "Bearer garbage".into()), ("x-provider-key", PROVIDER_KEY.into())],
             401,
             "Invalid API key",
         ),
+        (vec![("authorization", bearer(&tampered)), ("x-provider-key", PROVIDER_KEY.into())], 401, "Invalid API key"),
+        (vec![("authorization", bearer(&unknown)), ("x-provider-key", PROVIDER_KEY.into())], 401, "Invalid API key"),
+        (vec![("authorization", bearer(&revoked)), ("x-provider-key", PROVIDER_KEY.into())], 401, "Invalid API key"),
+        (vec![("authorization", bearer(&expired)), ("x-provider-key", PROVIDER_KEY.into())], 401, "API key expired"),
+        (vec![("authorization", good.clone())], 400, "Missing X-Provider-Key header"),
         (
-            vec![
-                ("authorization", bearer(&tampered)),
-                ("x-provider-key", PROVIDER_KEY.into()),
-            ],
-            401,
-            "Invalid API key",
-        ),
-        (
-            vec![
-                ("authorization", bearer(&unknown)),
-                ("x-provider-key", PROVIDER_KEY.into()),
-            ],
-            401,
-            "Invalid API key",
-        ),
-        (
-            vec![
-                ("authorization", bearer(&revoked)),
-                ("x-provider-key", PROVIDER_KEY.into()),
-            ],
-            401,
-            "Invalid API key",
-        ),
-        (
-            vec![
-                ("authorization", bearer(&expired)),
-                ("x-provider-key", PROVIDER_KEY.into()),
-            ],
-            401,
-            "API key expired",
-        ),
-        (
-            vec![("authorization", good.clone())],
-            400,
-            "Missing X-Provider-Key header",
-        ),
-        (
-            vec![
-                ("authorization", good.clone()),
-                ("x-provider-key", "sk bad".into()),
-            ],
+            vec![("authorization", good.clone()), ("x-provider-key", "sk bad".into())],
             400,
             "Invalid X-Provider-Key header",
         ),
     ];
     // Keys written after start become visible within the refresh interval (100ms here): wait until the
     // expired one is known, so the revoked and expired cases are judged on loaded keys.
-    let expired_h = [
-        ("authorization", bearer(&expired)),
-        ("x-provider-key", PROVIDER_KEY.to_owned()),
-    ];
+    let expired_h = [("authorization", bearer(&expired)), ("x-provider-key", PROVIDER_KEY.to_owned())];
     let expired_h: Vec<(&str, &str)> = expired_h.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while post_shape(&gw, Shape::OpenAi, &expired_h).await.json()["error"]["message"]
-        != "API key expired"
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "new keys not visible within 5s"
-        );
+    while post_shape(&gw, Shape::OpenAi, &expired_h).await.json()["error"]["message"] != "API key expired" {
+        assert!(tokio::time::Instant::now() < deadline, "new keys not visible within 5s");
         tokio::task::yield_now().await;
     }
     for shape in SHAPES {
@@ -125,11 +66,7 @@ async fn refusals_before_forwarding_in_every_shape() {
             shape.assert_error(&reply, *status, message);
         }
     }
-    assert!(
-        mock.recorded().is_empty(),
-        "upstream received {:?}",
-        mock.recorded()
-    );
+    assert!(mock.recorded().is_empty(), "upstream received {:?}", mock.recorded());
 }
 
 #[tokio::test]
@@ -137,25 +74,10 @@ async fn unknown_routes_and_wrong_methods() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let auth = format!("Bearer {}", gw.key);
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
-    Shape::OpenAi.assert_error(
-        &post_path(&gw, "/v1/files", &h, "{}").await,
-        404,
-        "Unknown route",
-    );
-    Shape::Anthropic.assert_error(
-        &post_path(&gw, "/v1/messages/batches", &h, "{}").await,
-        404,
-        "Unknown route",
-    );
-    Shape::Gemini.assert_error(
-        &post_path(&gw, "/v1beta/models/m:tuneModel", &h, "{}").await,
-        404,
-        "Unknown route",
-    );
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    Shape::OpenAi.assert_error(&post_path(&gw, "/v1/files", &h, "{}").await, 404, "Unknown route");
+    Shape::Anthropic.assert_error(&post_path(&gw, "/v1/messages/batches", &h, "{}").await, 404, "Unknown route");
+    Shape::Gemini.assert_error(&post_path(&gw, "/v1beta/models/m:tuneModel", &h, "{}").await, 404, "Unknown route");
     let wrong = request(http::Method::GET, &gw.url("/v1/chat/completions"), &h, b"").await;
     Shape::OpenAi.assert_error(&wrong, 405, "Method not allowed");
     assert_eq!(wrong.headers["allow"], "POST");
@@ -170,18 +92,11 @@ async fn upstream_refused_is_502() {
     };
     let gw = Gateway::start(&format!("http://127.0.0.1:{port}"), "").await;
     let auth = format!("Bearer {}", gw.key);
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 502, "Upstream provider unreachable");
-        assert!(
-            !reply.text().contains("127.0.0.1") && !reply.text().contains(PROVIDER_KEY),
-            "{}",
-            reply.text()
-        );
+        assert!(!reply.text().contains("127.0.0.1") && !reply.text().contains(PROVIDER_KEY), "{}", reply.text());
     }
 }
 
@@ -190,11 +105,7 @@ async fn upstream_timeout_is_504() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[upstream]\nresponse_timeout = \"300ms\"").await;
     let auth = format!("Bearer {}", gw.key);
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("x-mock", "never"),
-    ];
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "never")];
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 504, "Upstream provider timed out");
@@ -207,15 +118,8 @@ async fn upstream_redirects_are_502_and_never_followed() {
     let elsewhere = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let auth = format!("Bearer {}", gw.key);
-    let to = format!(
-        "redirect {}/v1/chat/completions?key=x",
-        elsewhere.base_url()
-    );
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("x-mock", to.as_str()),
-    ];
+    let to = format!("redirect {}/v1/chat/completions?key=x", elsewhere.base_url());
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", to.as_str())];
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 502, "redirect");
@@ -223,11 +127,7 @@ async fn upstream_redirects_are_502_and_never_followed() {
         assert!(!reply.text().contains(&elsewhere.addr.to_string()));
     }
     assert_eq!(mock.recorded().len(), 3);
-    assert_eq!(
-        elsewhere.connections(),
-        0,
-        "the redirect target was contacted"
-    );
+    assert_eq!(elsewhere.connections(), 0, "the redirect target was contacted");
 }
 
 #[tokio::test]
@@ -237,11 +137,7 @@ async fn upstream_errors_pass_through_unchanged() {
     let auth = format!("Bearer {}", gw.key);
     for code in ["400", "401", "429", "500", "529"] {
         let mode = format!("status {code}");
-        let h = [
-            ("authorization", auth.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", mode.as_str()),
-        ];
+        let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", mode.as_str())];
         let reply = post_shape(&gw, Shape::Anthropic, &h).await;
         assert_eq!(reply.status.as_str(), code);
         assert_eq!(reply.json()["error"]["message"], "from upstream");
@@ -254,13 +150,8 @@ async fn overload_is_503_with_retry_after() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[server]\nmax_in_flight = 1").await;
     let auth = format!("Bearer {}", gw.key);
-    let (held, open_stream) = gw
-        .open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body())
-        .await;
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let (held, open_stream) = gw.open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body()).await;
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 503, "overloaded");
@@ -285,29 +176,14 @@ async fn bad_bodies_are_400_or_413_in_shape_and_never_forwarded() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[server]\nmax_body_bytes = 4096").await;
     let auth = format!("Bearer {}", gw.key);
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
     let big = format!("{{\"model\":\"m\",\"pad\":\"{}\"}}", "x".repeat(5000));
     for shape in SHAPES {
-        for bad in [
-            "",
-            "{",
-            "{\"model\":",
-            "[1,2]",
-            "null",
-            "{\"stream\":\"yes\"}",
-            "{} trailing",
-        ] {
+        for bad in ["", "{", "{\"model\":", "[1,2]", "null", "{\"stream\":\"yes\"}", "{} trailing"] {
             let reply = post_path(&gw, shape.path(), &h, bad).await;
             shape.assert_error(&reply, 400, "Request body");
         }
-        shape.assert_error(
-            &post_path(&gw, shape.path(), &h, &big).await,
-            413,
-            "Request body too large",
-        );
+        shape.assert_error(&post_path(&gw, shape.path(), &h, &big).await, 413, "Request body too large");
     }
     assert!(mock.recorded().is_empty());
 }

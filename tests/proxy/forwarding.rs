@@ -38,31 +38,14 @@ fn assert_clean(r: &Recorded, mock: &MockUpstream) {
         "x-forwarded-host",
         "x-forwarded-for",
     ] {
-        assert!(
-            !names.contains(&dropped.to_owned()),
-            "{dropped} reached upstream: {names:?}"
-        );
+        assert!(!names.contains(&dropped.to_owned()), "{dropped} reached upstream: {names:?}");
     }
     assert_eq!(r.headers["host"], mock.addr.to_string());
     assert_eq!(r.headers["accept-encoding"], "identity");
-    assert_eq!(
-        r.headers["x-stainless-retry-count"], "0",
-        "end-to-end headers pass through"
-    );
-    let all: String = r
-        .headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v:?}\n"))
-        .collect::<String>()
-        + &r.target;
-    assert!(
-        !all.contains("tg_live_"),
-        "service key reached upstream: {all}"
-    );
-    assert!(
-        !all.contains("caller-"),
-        "a caller credential reached upstream: {all}"
-    );
+    assert_eq!(r.headers["x-stainless-retry-count"], "0", "end-to-end headers pass through");
+    let all: String = r.headers.iter().map(|(k, v)| format!("{k}: {v:?}\n")).collect::<String>() + &r.target;
+    assert!(!all.contains("tg_live_"), "service key reached upstream: {all}");
+    assert!(!all.contains("caller-"), "a caller credential reached upstream: {all}");
 }
 
 /// The exact credentials in a request: (where, value).
@@ -87,19 +70,11 @@ async fn openai_gets_a_bearer_provider_key_and_nothing_else() {
     let gw = Gateway::start(&mock.base_url(), "").await;
     let body = Shape::OpenAi.body();
     let auth = format!("Bearer {}", gw.key);
-    let mut headers = vec![
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("content-type", "application/json"),
-    ];
+    let mut headers =
+        vec![("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("content-type", "application/json")];
     headers.extend_from_slice(CALLER_NOISE);
     headers.push(("x-api-key", "caller-anthropic-key"));
-    let reply = post(
-        &gw.url("/v1/chat/completions?foo=1&key=caller-query-key"),
-        &headers,
-        body,
-    )
-    .await;
+    let reply = post(&gw.url("/v1/chat/completions?foo=1&key=caller-query-key"), &headers, body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.body, OPENAI_JSON.as_bytes());
 
@@ -108,10 +83,7 @@ async fn openai_gets_a_bearer_provider_key_and_nothing_else() {
     assert_eq!(r.target, "/v1/chat/completions?foo=1");
     assert_eq!(r.body, body.as_bytes());
     assert_eq!(r.headers["content-length"], body.len().to_string());
-    assert_eq!(
-        credentials(&r),
-        vec![("authorization".into(), format!("Bearer {PROVIDER_KEY}"))]
-    );
+    assert_eq!(credentials(&r), vec![("authorization".into(), format!("Bearer {PROVIDER_KEY}"))]);
     assert_clean(&r, &mock);
 }
 
@@ -121,11 +93,8 @@ async fn anthropic_gets_x_api_key_and_a_default_version() {
     let gw = Gateway::start(&mock.base_url(), "").await;
     let body = Shape::Anthropic.body();
     // The Anthropic SDK sends its api_key (here the service key) as x-api-key.
-    let mut headers = vec![
-        ("x-api-key", gw.key.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("anthropic-beta", "tools-2024-04-04"),
-    ];
+    let mut headers =
+        vec![("x-api-key", gw.key.as_str()), ("x-provider-key", PROVIDER_KEY), ("anthropic-beta", "tools-2024-04-04")];
     headers.extend_from_slice(CALLER_NOISE);
     let reply = post(&gw.url("/v1/messages?beta=true"), &headers, body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -134,10 +103,7 @@ async fn anthropic_gets_x_api_key_and_a_default_version() {
     let r = mock.only_request();
     assert_eq!(r.target, "/v1/messages?beta=true");
     assert_eq!(r.body, body.as_bytes());
-    assert_eq!(
-        credentials(&r),
-        vec![("x-api-key".into(), PROVIDER_KEY.into())]
-    );
+    assert_eq!(credentials(&r), vec![("x-api-key".into(), PROVIDER_KEY.into())]);
     assert_eq!(r.headers["anthropic-version"], "2023-06-01");
     assert_eq!(r.headers["anthropic-beta"], "tools-2024-04-04");
     assert_clean(&r, &mock);
@@ -148,27 +114,13 @@ async fn anthropic_keeps_the_callers_version() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let auth = format!("Bearer {}", gw.key);
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("anthropic-version", "2024-01-01"),
-    ];
-    let reply = post(
-        &gw.url("/v1/messages/count_tokens"),
-        &headers,
-        Shape::Anthropic.body(),
-    )
-    .await;
+    let headers =
+        [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("anthropic-version", "2024-01-01")];
+    let reply = post(&gw.url("/v1/messages/count_tokens"), &headers, Shape::Anthropic.body()).await;
     assert_eq!(reply.status, 200);
     let r = mock.only_request();
     assert_eq!(r.target, "/v1/messages/count_tokens");
-    assert_eq!(
-        r.headers
-            .get_all("anthropic-version")
-            .iter()
-            .collect::<Vec<_>>(),
-        ["2024-01-01"]
-    );
+    assert_eq!(r.headers.get_all("anthropic-version").iter().collect::<Vec<_>>(), ["2024-01-01"]);
 }
 
 #[tokio::test]
@@ -177,10 +129,7 @@ async fn gemini_gets_the_key_in_the_query_by_default() {
     let gw = Gateway::start(&mock.base_url(), "").await;
     let body = Shape::Gemini.body();
     // google-genai sends its api_key as x-goog-api-key; here it is the service key.
-    let mut headers = vec![
-        ("x-goog-api-key", gw.key.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let mut headers = vec![("x-goog-api-key", gw.key.as_str()), ("x-provider-key", PROVIDER_KEY)];
     headers.extend(CALLER_NOISE.iter().filter(|(k, _)| *k != "x-goog-api-key"));
     let path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=caller-query-key";
     let reply = post(&gw.url(path), &headers, body).await;
@@ -188,10 +137,7 @@ async fn gemini_gets_the_key_in_the_query_by_default() {
     assert_eq!(reply.text(), GEMINI_SSE.concat());
 
     let r = mock.only_request();
-    assert_eq!(
-        r.target,
-        format!("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={PROVIDER_KEY}")
-    );
+    assert_eq!(r.target, format!("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={PROVIDER_KEY}"));
     assert_eq!(r.body, body.as_bytes());
     assert_eq!(credentials(&r), vec![("?key".into(), PROVIDER_KEY.into())]);
     assert_clean(&r, &mock);
@@ -202,10 +148,7 @@ async fn gemini_with_header_auth_gets_x_goog_api_key() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let auth = format!("Bearer {}", gw.key);
-    let mut headers = vec![
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let mut headers = vec![("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
     headers.extend_from_slice(CALLER_NOISE);
     let reply = post(
         &gw.url("/gemhdr/v1/models/gemini-2.5-flash:generateContent?key=caller-query-key"),
@@ -217,10 +160,7 @@ async fn gemini_with_header_auth_gets_x_goog_api_key() {
     assert_eq!(reply.body, GEMINI_JSON.as_bytes());
     let r = mock.only_request();
     assert_eq!(r.target, "/v1/models/gemini-2.5-flash:generateContent");
-    assert_eq!(
-        credentials(&r),
-        vec![("x-goog-api-key".into(), PROVIDER_KEY.into())]
-    );
+    assert_eq!(credentials(&r), vec![("x-goog-api-key".into(), PROVIDER_KEY.into())]);
     assert_clean(&r, &mock);
 }
 
@@ -229,23 +169,12 @@ async fn a_named_provider_keeps_its_base_path() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let auth = format!("Bearer {}", gw.key);
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
-    let reply = post(
-        &gw.url("/groq/v1/chat/completions"),
-        &headers,
-        Shape::OpenAi.body(),
-    )
-    .await;
+    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let reply = post(&gw.url("/groq/v1/chat/completions"), &headers, Shape::OpenAi.body()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let r = mock.only_request();
     assert_eq!(r.target, "/openai/v1/chat/completions");
-    assert_eq!(
-        credentials(&r),
-        vec![("authorization".into(), format!("Bearer {PROVIDER_KEY}"))]
-    );
+    assert_eq!(credentials(&r), vec![("authorization".into(), format!("Bearer {PROVIDER_KEY}"))]);
 }
 
 #[tokio::test]
@@ -253,17 +182,8 @@ async fn get_routes_forward_without_a_body() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let auth = format!("Bearer {}", gw.key);
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
-    let reply = request(
-        http::Method::GET,
-        &gw.url("/v1/models/ft:gpt-4o-mini:acme::abc123"),
-        &headers,
-        b"",
-    )
-    .await;
+    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let reply = request(http::Method::GET, &gw.url("/v1/models/ft:gpt-4o-mini:acme::abc123"), &headers, b"").await;
     assert_eq!(reply.status, 200);
     let r = mock.only_request();
     assert_eq!(r.method, http::Method::GET);
@@ -276,22 +196,9 @@ async fn responses_carry_tollgate_request_ids_and_lose_upstream_cookies() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let auth = format!("Bearer {}", gw.key);
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
-    let a = post(
-        &gw.url("/v1/chat/completions"),
-        &headers,
-        Shape::OpenAi.body(),
-    )
-    .await;
-    let b = post(
-        &gw.url("/v1/chat/completions"),
-        &headers,
-        Shape::OpenAi.body(),
-    )
-    .await;
+    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let a = post(&gw.url("/v1/chat/completions"), &headers, Shape::OpenAi.body()).await;
+    let b = post(&gw.url("/v1/chat/completions"), &headers, Shape::OpenAi.body()).await;
     let (ida, idb) = (&a.headers["x-request-id"], &b.headers["x-request-id"]);
     assert_eq!(ida.len(), 16);
     assert_ne!(ida, idb);

@@ -10,10 +10,7 @@ use tollgate::metering::input_estimate;
 use crate::common::*;
 
 fn key_with(limits: KeyLimits) -> NewKey {
-    NewKey {
-        limits,
-        ..NewKey::live("limited", 0)
-    }
+    NewKey { limits, ..NewKey::live("limited", 0) }
 }
 
 fn auth(secret: &str) -> String {
@@ -30,13 +27,7 @@ const RATE_HEADERS: [&str; 6] = [
 ];
 
 fn header(reply: &Reply, name: &str) -> String {
-    reply
-        .headers
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name}"))
-        .to_str()
-        .unwrap()
-        .to_owned()
+    reply.headers.get(name).unwrap_or_else(|| panic!("no {name}")).to_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,8 +41,7 @@ async fn a_token_quota_holds_under_1000_concurrent_requests() {
     };
     let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(limits)]).await;
     let secret = gw.keys[0].clone();
-    let body =
-        r#"{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
+    let body = r#"{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
     let estimate = input_estimate(body.len());
     // The mock reports exactly what was reserved, so settling frees nothing and the number admitted
     // does not depend on timing: floor(quota / reservation).
@@ -62,9 +52,7 @@ async fn a_token_quota_holds_under_1000_concurrent_requests() {
     // One HTTP/2 connection carries all 1000 requests at once.
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let mut tasks = Vec::new();
     for _ in 0..1000 {
@@ -78,11 +66,7 @@ async fn a_token_quota_holds_under_1000_concurrent_requests() {
         tasks.push(tokio::spawn(async move {
             let response = sender.send_request(req).await.unwrap();
             let (parts, body) = response.into_parts();
-            Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body: body.collect().await.unwrap().to_bytes(),
-            }
+            Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
         }));
     }
     let (mut admitted, mut refused) = (0u64, 0u64);
@@ -100,22 +84,12 @@ async fn a_token_quota_holds_under_1000_concurrent_requests() {
             other => panic!("unexpected {other}: {}", reply.text()),
         }
     }
-    assert_eq!(
-        (admitted, refused),
-        (expect_admitted, 1000 - expect_admitted)
-    );
+    assert_eq!((admitted, refused), (expect_admitted, 1000 - expect_admitted));
     let (requests, input, output) = gw.stop_and_read_usage(&secret).await;
     assert_eq!(requests, admitted);
     assert_eq!((input, output), (admitted * estimate, admitted * 100));
-    assert!(
-        input + output <= 10_000,
-        "charged {} over a 10,000 quota",
-        input + output
-    );
-    eprintln!(
-        "quota test: admitted {admitted}, refused {refused}, charged {} of 10000",
-        input + output
-    );
+    assert!(input + output <= 10_000, "charged {} over a 10,000 quota", input + output);
+    eprintln!("quota test: admitted {admitted}, refused {refused}, charged {} of 10000", input + output);
 }
 
 #[tokio::test]
@@ -124,36 +98,22 @@ async fn the_eleventh_concurrent_request_waits_for_a_slot() {
     let gw = Gateway::start_with(
         &mock.base_url(),
         "",
-        &[key_with(KeyLimits {
-            concurrent_requests: Some(10),
-            ..KeyLimits::default()
-        })],
+        &[key_with(KeyLimits { concurrent_requests: Some(10), ..KeyLimits::default() })],
     )
     .await;
     let secret = gw.keys[0].clone();
     let a = auth(&secret);
-    let hold = [
-        ("authorization", a.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("x-mock", "hold"),
-    ];
+    let hold = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "hold")];
     let mut open_streams = Vec::new();
     for _ in 0..10 {
-        let response = open(
-            http::Method::POST,
-            &gw.url("/v1/chat/completions"),
-            &hold,
-            Shape::OpenAi.stream_body().as_bytes(),
-        )
-        .await
-        .unwrap();
+        let response =
+            open(http::Method::POST, &gw.url("/v1/chat/completions"), &hold, Shape::OpenAi.stream_body().as_bytes())
+                .await
+                .unwrap();
         assert_eq!(response.status(), 200);
         open_streams.push((mock.next_held().await, response.into_body()));
     }
-    let plain = [
-        ("authorization", a.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let plain = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
     for shape in SHAPES {
         let reply = post(&gw.url(shape.path()), &plain, shape.body()).await;
         shape.assert_error(&reply, 429, "concurrent requests");
@@ -164,38 +124,20 @@ async fn the_eleventh_concurrent_request_waits_for_a_slot() {
     let (held, mut body) = open_streams.pop().unwrap();
     drop(held);
     assert_eq!(next_chunk(&mut body).await, None);
-    assert_eq!(
-        post(
-            &gw.url("/v1/chat/completions"),
-            &plain,
-            Shape::OpenAi.body()
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(post(&gw.url("/v1/chat/completions"), &plain, Shape::OpenAi.body()).await.status, 200);
 }
 
 #[tokio::test]
 async fn per_minute_and_per_day_limits_in_every_shape() {
     let mock = MockUpstream::start().await;
     let keys = [
-        key_with(KeyLimits {
-            requests_per_minute: Some(2),
-            ..KeyLimits::default()
-        }),
-        key_with(KeyLimits {
-            requests_per_day: Some(3),
-            ..KeyLimits::default()
-        }),
+        key_with(KeyLimits { requests_per_minute: Some(2), ..KeyLimits::default() }),
+        key_with(KeyLimits { requests_per_day: Some(3), ..KeyLimits::default() }),
     ];
     let gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
     let (per_minute, per_day) = (auth(&gw.keys[0]), auth(&gw.keys[1]));
 
-    let h = [
-        ("authorization", per_minute.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", per_minute.as_str()), ("x-provider-key", PROVIDER_KEY)];
     let first = post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await;
     assert_eq!(
         (
@@ -212,24 +154,15 @@ async fn per_minute_and_per_day_limits_in_every_shape() {
         // Two a minute: the next is allowed 30 seconds after the first, less the moment that passed.
         let retry: u64 = header(&reply, "retry-after").parse().unwrap();
         assert!((29..=30).contains(&retry), "retry-after {retry}");
-        assert!(
-            !reply.headers.contains_key("x-should-retry"),
-            "a per-minute limit is worth retrying"
-        );
+        assert!(!reply.headers.contains_key("x-should-retry"), "a per-minute limit is worth retrying");
         for name in RATE_HEADERS {
             assert!(reply.headers.contains_key(name), "{name} missing on a 429");
         }
     }
 
-    let h = [
-        ("authorization", per_day.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", per_day.as_str()), ("x-provider-key", PROVIDER_KEY)];
     for shape in SHAPES {
-        assert_eq!(
-            post(&gw.url(shape.path()), &h, shape.body()).await.status,
-            200
-        );
+        assert_eq!(post(&gw.url(shape.path()), &h, shape.body()).await.status, 200);
     }
     for shape in SHAPES {
         let reply = post(&gw.url(shape.path()), &h, shape.body()).await;
@@ -243,18 +176,11 @@ async fn every_response_after_admission_carries_the_rate_headers() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let a = auth(&gw.key);
-    let h = [
-        ("authorization", a.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
     let json = post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await;
     let stream = post(&gw.url("/v1/messages"), &h, Shape::Anthropic.stream_body()).await;
     let upstream_error = {
-        let h = [
-            ("authorization", a.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", "status 500"),
-        ];
+        let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "status 500")];
         post(&gw.url(Shape::Gemini.path()), &h, Shape::Gemini.body()).await
     };
     let redirect = {
@@ -267,57 +193,33 @@ async fn every_response_after_admission_carries_the_rate_headers() {
     };
     for reply in [&json, &stream, &upstream_error, &redirect] {
         for name in RATE_HEADERS {
-            assert!(
-                reply.headers.contains_key(name),
-                "{name} missing on a {}",
-                reply.status
-            );
+            assert!(reply.headers.contains_key(name), "{name} missing on a {}", reply.status);
         }
     }
     assert_eq!(header(&json, "x-ratelimit-limit-requests"), "1000");
-    assert_eq!(
-        header(&json, "x-ratelimit-limit-tokens"),
-        "10000000",
-        "the default plan's quota"
-    );
+    assert_eq!(header(&json, "x-ratelimit-limit-tokens"), "10000000", "the default plan's quota");
     assert!(header(&json, "x-ratelimit-reset-tokens").ends_with('s'));
 }
 
 #[tokio::test]
 async fn settled_tokens_survive_a_restart() {
     let mock = MockUpstream::start().await;
-    let limits = KeyLimits {
-        tokens_per_month: Some(1000),
-        requests_per_day: Some(4),
-        ..KeyLimits::default()
-    };
+    let limits = KeyLimits { tokens_per_month: Some(1000), requests_per_day: Some(4), ..KeyLimits::default() };
     let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(limits)]).await;
     let secret = gw.keys[0].clone();
     let a = auth(&secret);
-    let h = [
-        ("authorization", a.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
     let body = r#"{"model":"gpt-4o-mini","max_tokens":50,"messages":[]}"#;
     for _ in 0..2 {
-        assert_eq!(
-            post(&gw.url("/v1/chat/completions"), &h, body).await.status,
-            200
-        );
+        assert_eq!(post(&gw.url("/v1/chat/completions"), &h, body).await.status, 200);
     }
     let gw = gw.restart().await;
     let reply = post(&gw.url("/v1/chat/completions"), &h, body).await;
     // Two requests of 5 + 3 tokens settled before the restart; this one reserves estimate + 50.
     let expected = 1000 - 2 * 8 - (input_estimate(body.len()) + 50);
-    assert_eq!(
-        header(&reply, "x-ratelimit-remaining-tokens"),
-        expected.to_string()
-    );
+    assert_eq!(header(&reply, "x-ratelimit-remaining-tokens"), expected.to_string());
     // Today's requests were carried too: the fourth of four is admitted, the fifth is not.
-    assert_eq!(
-        post(&gw.url("/v1/chat/completions"), &h, body).await.status,
-        200
-    );
+    assert_eq!(post(&gw.url("/v1/chat/completions"), &h, body).await.status, 200);
     let refused = post(&gw.url("/v1/chat/completions"), &h, body).await;
     Shape::OpenAi.assert_error(&refused, 429, "requests per day");
     let (requests, input, output) = gw.stop_and_read_usage(&secret).await;
@@ -327,45 +229,20 @@ async fn settled_tokens_survive_a_restart() {
 #[tokio::test]
 async fn with_limits_off_nothing_is_limited_or_metered() {
     let mock = MockUpstream::start().await;
-    let tight = KeyLimits {
-        requests_per_minute: Some(1),
-        ..KeyLimits::default()
-    };
-    let mut gw = Gateway::start_with(
-        &mock.base_url(),
-        "[limits]\nenabled = false",
-        &[key_with(tight)],
-    )
-    .await;
+    let tight = KeyLimits { requests_per_minute: Some(1), ..KeyLimits::default() };
+    let mut gw = Gateway::start_with(&mock.base_url(), "[limits]\nenabled = false", &[key_with(tight)]).await;
     let a = auth(&gw.keys[0]);
-    let h = [
-        ("authorization", a.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
     for _ in 0..3 {
-        let reply = post(
-            &gw.url("/v1/chat/completions"),
-            &h,
-            Shape::OpenAi.stream_body(),
-        )
-        .await;
+        let reply = post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.stream_body()).await;
         assert_eq!(reply.status, 200);
         assert!(!reply.headers.contains_key("x-ratelimit-limit-requests"));
         assert_eq!(reply.text(), OPENAI_SSE.concat());
     }
-    assert!(
-        mock.recorded()
-            .iter()
-            .all(|r| !String::from_utf8_lossy(&r.body).contains("stream_options"))
-    );
+    assert!(mock.recorded().iter().all(|r| !String::from_utf8_lossy(&r.body).contains("stream_options")));
     gw.begin_shutdown().await.unwrap();
     let id = tollgate::keys::KeyId::parse(&gw.keys[0][8..20]).unwrap();
-    assert!(
-        gw.store
-            .usage_report(Some(id), 0, i64::MAX)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(gw.store.usage_report(Some(id), 0, i64::MAX).unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -375,11 +252,7 @@ async fn a_retried_request_never_finds_its_first_attempt_still_holding() {
     // failed attempt's slot and tokens were released when its response ended.
     let body = Shape::OpenAi.body();
     let one = input_estimate(body.len()) + 4096;
-    let limits = KeyLimits {
-        concurrent_requests: Some(1),
-        tokens_per_month: Some(one),
-        ..KeyLimits::default()
-    };
+    let limits = KeyLimits { concurrent_requests: Some(1), tokens_per_month: Some(one), ..KeyLimits::default() };
     let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(limits)]).await;
     let a = auth(&gw.keys[0]);
     for status in ["500", "503", "429"] {
@@ -390,13 +263,7 @@ async fn a_retried_request_never_finds_its_first_attempt_still_holding() {
             ("x-mock", mode.as_str()),
             ("x-stainless-retry-count", "0"),
         ];
-        assert_eq!(
-            post(&gw.url("/v1/chat/completions"), &h, body)
-                .await
-                .status
-                .as_str(),
-            status
-        );
+        assert_eq!(post(&gw.url("/v1/chat/completions"), &h, body).await.status.as_str(), status);
         let retry = [
             ("authorization", a.as_str()),
             ("x-provider-key", PROVIDER_KEY),
@@ -404,16 +271,7 @@ async fn a_retried_request_never_finds_its_first_attempt_still_holding() {
             ("x-stainless-retry-count", "1"),
         ];
         let reply = post(&gw.url("/v1/chat/completions"), &retry, body).await;
-        assert_eq!(
-            reply.status.as_str(),
-            status,
-            "the retry was refused by tollgate: {}",
-            reply.text()
-        );
-        assert_eq!(
-            header(&reply, "x-ratelimit-remaining-tokens"),
-            "0",
-            "the retry holds the only reservation"
-        );
+        assert_eq!(reply.status.as_str(), status, "the retry was refused by tollgate: {}", reply.text());
+        assert_eq!(header(&reply, "x-ratelimit-remaining-tokens"), "0", "the retry holds the only reservation");
     }
 }

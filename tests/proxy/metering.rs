@@ -18,7 +18,8 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let chat_stream_asking = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+    let chat_stream_asking =
+        r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
     vec![
         Case {
             path: "/v1/chat/completions",
@@ -99,18 +100,12 @@ fn cases() -> Vec<Case> {
 async fn every_route_is_charged_what_the_provider_reported() {
     let mock = MockUpstream::start().await;
     let cases = cases();
-    let keys: Vec<NewKey> = (0..cases.len())
-        .map(|i| NewKey::live(&format!("route-{i}"), 0))
-        .collect();
+    let keys: Vec<NewKey> = (0..cases.len()).map(|i| NewKey::live(&format!("route-{i}"), 0)).collect();
     let mut gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
     for (case, secret) in cases.iter().zip(&gw.keys) {
         let a = format!("Bearer {secret}");
-        let reply = post(
-            &gw.url(case.path),
-            &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)],
-            case.body,
-        )
-        .await;
+        let reply =
+            post(&gw.url(case.path), &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)], case.body).await;
         assert_eq!(reply.status, 200, "{}: {}", case.path, reply.text());
         if let Some(expected) = &case.expect_body {
             assert_eq!(reply.text(), *expected, "{} {}", case.path, case.body);
@@ -118,26 +113,17 @@ async fn every_route_is_charged_what_the_provider_reported() {
     }
     gw.begin_shutdown().await.unwrap();
     for (case, secret) in cases.iter().zip(&gw.keys) {
-        assert_eq!(
-            usage_of(&gw.store, secret),
-            (1, case.usage.0, case.usage.1),
-            "{} {}",
-            case.path,
-            case.body
-        );
+        assert_eq!(usage_of(&gw.store, secret), (1, case.usage.0, case.usage.1), "{} {}", case.path, case.body);
     }
     // Injected only where the caller streams chat/completions without asking.
     let injected: Vec<bool> = mock
         .recorded()
         .iter()
-        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["stream_options"]["include_usage"] == true)
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["stream_options"]["include_usage"] == true
+        })
         .collect();
-    assert_eq!(
-        injected,
-        [
-            false, true, true, false, true, false, false, false, false, false, false, false
-        ]
-    );
+    assert_eq!(injected, [false, true, true, false, true, false, false, false, false, false, false, false]);
 }
 
 #[tokio::test]
@@ -145,19 +131,12 @@ async fn an_injected_option_keeps_the_rest_of_the_body_as_sent() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let a = format!("Bearer {}", gw.key);
-    let h = [
-        ("authorization", a.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
     let sent = r#"{ "model" : "gpt-4o-mini", "stream": true, "messages": [] }"#;
     post(&gw.url("/v1/chat/completions"), &h, sent).await;
     let with_false = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":false},"messages":[]}"#;
     let reply = post(&gw.url("/v1/chat/completions"), &h, with_false).await;
-    assert_eq!(
-        reply.text(),
-        OPENAI_SSE.concat(),
-        "a caller who said false still gets no usage chunk"
-    );
+    assert_eq!(reply.text(), OPENAI_SSE.concat(), "a caller who said false still gets no usage chunk");
     let seen = mock.recorded();
     assert_eq!(
         std::str::from_utf8(&seen[0].body).unwrap(),
@@ -171,28 +150,15 @@ async fn an_injected_option_keeps_the_rest_of_the_body_as_sent() {
 fn usage_of(store: &SqliteStore, secret: &str) -> (u64, u64, u64) {
     let id = tollgate::keys::KeyId::parse(&secret[8..20]).unwrap();
     let rows = store.usage_report(Some(id), 0, i64::MAX).unwrap();
-    rows.iter().fold((0, 0, 0), |t, r| {
-        (
-            t.0 + r.requests,
-            t.1 + r.input_tokens,
-            t.2 + r.output_tokens,
-        )
-    })
+    rows.iter().fold((0, 0, 0), |t, r| (t.0 + r.requests, t.1 + r.input_tokens, t.2 + r.output_tokens))
 }
 
 #[tokio::test]
 async fn early_ends_are_charged_the_documented_estimate_and_free_the_slot() {
     let mock = MockUpstream::start().await;
-    let one_at_a_time = tollgate::keys::KeyLimits {
-        concurrent_requests: Some(1),
-        ..Default::default()
-    };
-    let keys: Vec<NewKey> = (0..5)
-        .map(|i| NewKey {
-            limits: one_at_a_time,
-            ..NewKey::live(&format!("early-{i}"), 0)
-        })
-        .collect();
+    let one_at_a_time = tollgate::keys::KeyLimits { concurrent_requests: Some(1), ..Default::default() };
+    let keys: Vec<NewKey> =
+        (0..5).map(|i| NewKey { limits: one_at_a_time, ..NewKey::live(&format!("early-{i}"), 0) }).collect();
     let mut gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
     let body = Shape::OpenAi.stream_body();
     let estimate = input_estimate(body.len());
@@ -200,19 +166,8 @@ async fn early_ends_are_charged_the_documented_estimate_and_free_the_slot() {
     // The caller leaves after k events (k = 0, 1, many), on keys 0-2.
     for (k, secret) in [0u64, 1, 6].into_iter().zip(&gw.keys) {
         let a = format!("Bearer {secret}");
-        let h = [
-            ("authorization", a.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", "hold"),
-        ];
-        let response = open(
-            http::Method::POST,
-            &gw.url("/v1/chat/completions"),
-            &h,
-            body.as_bytes(),
-        )
-        .await
-        .unwrap();
+        let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "hold")];
+        let response = open(http::Method::POST, &gw.url("/v1/chat/completions"), &h, body.as_bytes()).await.unwrap();
         let held = mock.next_held().await;
         let mut stream = response.into_body();
         for i in 0..k {
@@ -220,43 +175,21 @@ async fn early_ends_are_charged_the_documented_estimate_and_free_the_slot() {
             assert!(next_chunk(&mut stream).await.is_some());
         }
         drop(stream);
-        tokio::time::timeout(Duration::from_secs(10), held.closed())
-            .await
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), held.closed()).await.unwrap();
         // The slot is free again (concurrency 1): the upstream connection closes after the charge.
-        let h = [
-            ("authorization", a.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-        ];
-        assert_eq!(
-            post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body())
-                .await
-                .status,
-            200,
-            "k={k}"
-        );
+        let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+        assert_eq!(post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await.status, 200, "k={k}");
     }
 
     // The upstream is cut after one event, on key 3 (OpenAI) and key 4 (Anthropic, whose message_start
     // reports input and a first output count).
     for (secret, path, shape_body, first) in [
         (&gw.keys[3], "/v1/chat/completions", body, OPENAI_SSE[0]),
-        (
-            &gw.keys[4],
-            "/v1/messages",
-            Shape::Anthropic.stream_body(),
-            ANTHROPIC_SSE[0],
-        ),
+        (&gw.keys[4], "/v1/messages", Shape::Anthropic.stream_body(), ANTHROPIC_SSE[0]),
     ] {
         let a = format!("Bearer {secret}");
-        let h = [
-            ("authorization", a.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", "hold"),
-        ];
-        let response = open(http::Method::POST, &gw.url(path), &h, shape_body.as_bytes())
-            .await
-            .unwrap();
+        let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "hold")];
+        let response = open(http::Method::POST, &gw.url(path), &h, shape_body.as_bytes()).await.unwrap();
         let held = mock.next_held().await;
         let mut stream = response.into_body();
         send_event(&held, first).await;
@@ -271,17 +204,9 @@ async fn early_ends_are_charged_the_documented_estimate_and_free_the_slot() {
     // Leaving after k events: the input estimate plus one token per event delivered. The follow-up
     // request on each key was charged the mock's 5 + 3.
     for (k, secret) in [0u64, 1, 6].into_iter().zip(&gw.keys) {
-        assert_eq!(
-            usage_of(&gw.store, secret),
-            (2, estimate + 5, k + 3),
-            "k={k}"
-        );
+        assert_eq!(usage_of(&gw.store, secret), (2, estimate + 5, k + 3), "k={k}");
     }
-    assert_eq!(
-        usage_of(&gw.store, &gw.keys[3]),
-        (1, estimate, 1),
-        "OpenAI cut after one event"
-    );
+    assert_eq!(usage_of(&gw.store, &gw.keys[3]), (1, estimate, 1), "OpenAI cut after one event");
     assert_eq!(
         usage_of(&gw.store, &gw.keys[4]),
         (1, 5, 1),
@@ -295,38 +220,12 @@ async fn a_provider_refusal_costs_nothing_and_free_routes_are_not_metered() {
     let keys = [NewKey::live("refused", 0), NewKey::live("free", 0)];
     let mut gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
     let a = format!("Bearer {}", gw.keys[0]);
-    let h = [
-        ("authorization", a.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("x-mock", "status 429"),
-    ];
-    assert_eq!(
-        post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body())
-            .await
-            .status,
-        429
-    );
+    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "status 429")];
+    assert_eq!(post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await.status, 429);
     let a = format!("Bearer {}", gw.keys[1]);
-    let h = [
-        ("authorization", a.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
-    assert_eq!(
-        request(http::Method::GET, &gw.url("/v1/models"), &h, b"")
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        post(
-            &gw.url("/v1/messages/count_tokens"),
-            &h,
-            Shape::Anthropic.body()
-        )
-        .await
-        .status,
-        200
-    );
+    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    assert_eq!(request(http::Method::GET, &gw.url("/v1/models"), &h, b"").await.status, 200);
+    assert_eq!(post(&gw.url("/v1/messages/count_tokens"), &h, Shape::Anthropic.body()).await.status, 200);
     gw.begin_shutdown().await.unwrap();
     assert_eq!(usage_of(&gw.store, &gw.keys[0]), (1, 0, 0));
     assert_eq!(usage_of(&gw.store, &gw.keys[1]), (2, 0, 0));

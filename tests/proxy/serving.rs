@@ -15,15 +15,9 @@ async fn health_and_readiness() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let health = request(http::Method::GET, &gw.url("/healthz"), &[], b"").await;
-    assert_eq!(
-        (health.status.as_u16(), health.text().as_str()),
-        (200, "ok")
-    );
+    assert_eq!((health.status.as_u16(), health.text().as_str()), (200, "ok"));
     let ready = request(http::Method::GET, &gw.url("/readyz"), &[], b"").await;
-    assert_eq!(
-        (ready.status.as_u16(), ready.text().as_str()),
-        (200, "ready")
-    );
+    assert_eq!((ready.status.as_u16(), ready.text().as_str()), (200, "ready"));
     assert!(ready.headers.contains_key("x-request-id"));
 }
 
@@ -33,23 +27,15 @@ async fn h2_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (http::Response<()>, Bytes) {
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
     tokio::spawn(conn);
     let mut req = http::Request::builder().method("POST").uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let response = sender
-        .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
+    let response = sender.send_request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await.unwrap();
     let (parts, body) = response.into_parts();
-    (
-        http::Response::from_parts(parts, ()),
-        body.collect().await.unwrap().to_bytes(),
-    )
+    (http::Response::from_parts(parts, ()), body.collect().await.unwrap().to_bytes())
 }
 
 #[tokio::test]
@@ -57,10 +43,7 @@ async fn http2_cleartext_is_served() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let auth = format!("Bearer {}", gw.key);
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let uri = format!("http://{}/v1/chat/completions", gw.addr);
     let (response, body) = h2_request(TokioIo::new(stream), &uri, &h, Shape::OpenAi.body()).await;
@@ -87,27 +70,19 @@ async fn tls_offers_http2_by_alpn() {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
-    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     client.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 
     let auth = format!("Bearer {}", gw.key);
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
     let uri = format!("https://localhost:{}/v1/messages", gw.addr.port());
     let (response, body) = h2_request(TokioIo::new(tls), &uri, &h, Shape::Anthropic.body()).await;
     assert_eq!(response.status(), 200);
@@ -121,11 +96,7 @@ async fn oversized_heads_are_431_in_shape() {
     let gw = Gateway::start(&mock.base_url(), "[server]\nmax_header_bytes = 2048").await;
     let auth = format!("Bearer {}", gw.key);
     let pad = "x".repeat(4096);
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("x-pad", pad.as_str()),
-    ];
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-pad", pad.as_str())];
     for shape in SHAPES {
         let reply = post(&gw.url(shape.path()), &h, shape.body()).await;
         shape.assert_error(&reply, 431, "Request headers too large");
@@ -139,34 +110,23 @@ async fn bad_provider_key_characters_are_400_and_reach_nothing() {
     let gw = Gateway::start(&mock.base_url(), "").await;
     let body = Shape::OpenAi.body();
     let head = |key: &[u8]| {
-        let mut r = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nx-provider-key: ", gw.key).into_bytes();
+        let mut r = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nx-provider-key: ",
+            gw.key
+        )
+        .into_bytes();
         r.extend_from_slice(key);
         r.extend_from_slice(
-            format!(
-                "\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
+            format!("\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes(),
         );
         r
     };
     // Parsed by tollgate: a provider-shaped 400.
-    for key in [
-        &b"sk-a b"[..],
-        b"sk-a&b=c",
-        b"sk-a#b",
-        b"sk-a%0d%0a",
-        b"sk-a?x",
-        b"sk-a/b",
-        b"sk-\xc3\xa9",
-        b"sk-a\tb",
-    ] {
+    for key in [&b"sk-a b"[..], b"sk-a&b=c", b"sk-a#b", b"sk-a%0d%0a", b"sk-a?x", b"sk-a/b", b"sk-\xc3\xa9", b"sk-a\tb"]
+    {
         let response = raw(gw.addr, &head(key)).await;
         assert!(response.starts_with("HTTP/1.1 400"), "{key:?}: {response}");
-        assert!(
-            response.contains("Invalid X-Provider-Key header"),
-            "{key:?}: {response}"
-        );
+        assert!(response.contains("Invalid X-Provider-Key header"), "{key:?}: {response}");
     }
     // CR or LF cannot be part of a header value on the wire; the HTTP parser refuses the request itself.
     for key in [&b"sk-a\rb"[..], b"sk-a\nb", b"sk-a\r\n b"] {
@@ -188,10 +148,7 @@ async fn a_slow_body_is_408() {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut out)).await.unwrap().unwrap();
     assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     assert!(out.contains("\"type\":\"error\""), "anthropic shape: {out}");
     assert!(mock.recorded().is_empty());
@@ -203,10 +160,7 @@ async fn keys_written_elsewhere_are_seen_within_the_refresh_bound() {
     let gw = Gateway::start(&mock.base_url(), "").await;
     let (key, info) = gw.create_key(&NewKey::live("extra", 0));
     let auth = format!("Bearer {key}");
-    let h = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-    ];
+    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
     // Refresh interval 100ms; allow ten intervals on a loaded machine.
     let bound = Duration::from_millis(1000);
     let url = gw.url("/v1/chat/completions");
@@ -225,10 +179,6 @@ async fn keys_written_elsewhere_are_seen_within_the_refresh_bound() {
         }
     };
     status_within(200).await;
-    assert!(
-        gw.store
-            .revoke_key(info.id, tollgate::clock::unix_now())
-            .unwrap()
-    );
+    assert!(gw.store.revoke_key(info.id, tollgate::clock::unix_now()).unwrap());
     status_within(401).await;
 }

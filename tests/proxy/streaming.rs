@@ -11,25 +11,16 @@ async fn chunks_arrive_while_the_upstream_holds_the_stream_open() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     for shape in SHAPES {
-        let (held, mut body) = gw
-            .open_held(&mock, shape.stream_path(), shape.stream_body())
-            .await;
+        let (held, mut body) = gw.open_held(&mock, shape.stream_path(), shape.stream_body()).await;
 
         send_event(&held, "data: {\"n\":1}\n\n").await;
         assert_eq!(next_chunk(&mut body).await.unwrap(), "data: {\"n\":1}\n\n");
         // An event split across upstream chunks arrives whole, once it is complete.
         send_event(&held, "data: {\"n\"").await;
         send_event(&held, ":2}\r\n\r\n").await;
-        assert_eq!(
-            next_chunk(&mut body).await.unwrap(),
-            "data: {\"n\":2}\r\n\r\n"
-        );
+        assert_eq!(next_chunk(&mut body).await.unwrap(), "data: {\"n\":2}\r\n\r\n");
         drop(held);
-        assert_eq!(
-            next_chunk(&mut body).await,
-            None,
-            "{shape:?}: stream should end with the upstream"
-        );
+        assert_eq!(next_chunk(&mut body).await, None, "{shape:?}: stream should end with the upstream");
     }
 }
 
@@ -38,9 +29,7 @@ async fn a_caller_that_disconnects_closes_the_upstream_connection() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     for k in [0, 1, 3] {
-        let (held, mut body) = gw
-            .open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body())
-            .await;
+        let (held, mut body) = gw.open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body()).await;
         for i in 0..k {
             send_event(&held, &format!("data: {{\"n\":{i}}}\n\n")).await;
             assert!(next_chunk(&mut body).await.is_some());
@@ -54,19 +43,11 @@ async fn a_caller_that_disconnects_closes_the_upstream_connection() {
 
 /// Opens a held stream on `path`, has the upstream send `first` and then fail its connection, and
 /// returns everything the caller received.
-async fn cut_after_first_event(
-    mock: &MockUpstream,
-    gw: &Gateway,
-    path: &str,
-    body: &str,
-    first: &str,
-) -> String {
+async fn cut_after_first_event(mock: &MockUpstream, gw: &Gateway, path: &str, body: &str, first: &str) -> String {
     let (held, mut body) = gw.open_held(mock, path, body).await;
     send_event(&held, first).await;
     let mut received = String::from_utf8(next_chunk(&mut body).await.unwrap().to_vec()).unwrap();
-    held.send(Err(std::io::Error::other("upstream cut")))
-        .await
-        .unwrap();
+    held.send(Err(std::io::Error::other("upstream cut"))).await.unwrap();
     while let Some(chunk) = next_chunk(&mut body).await {
         received.push_str(std::str::from_utf8(&chunk).unwrap());
     }
@@ -79,32 +60,17 @@ async fn a_stream_cut_upstream_ends_with_one_terminal_error_event_per_format() {
     let gw = Gateway::start(&mock.base_url(), "").await;
     let cases = [
         (Shape::OpenAi, OPENAI_SSE[0], "data: {\"error\":"),
-        (
-            Shape::Anthropic,
-            ANTHROPIC_SSE[0],
-            "event: error\ndata: {\"error\":",
-        ),
+        (Shape::Anthropic, ANTHROPIC_SSE[0], "event: error\ndata: {\"error\":"),
         (Shape::Gemini, GEMINI_SSE[0], "data: {\"error\":"),
     ];
     for (shape, first, error_prefix) in cases {
-        let text =
-            cut_after_first_event(&mock, &gw, shape.stream_path(), shape.stream_body(), first)
-                .await;
-        let rest = text
-            .strip_prefix(first)
-            .unwrap_or_else(|| panic!("{shape:?}: {text}"));
+        let text = cut_after_first_event(&mock, &gw, shape.stream_path(), shape.stream_body(), first).await;
+        let rest = text.strip_prefix(first).unwrap_or_else(|| panic!("{shape:?}: {text}"));
         assert!(rest.starts_with(error_prefix), "{shape:?}: {rest}");
-        assert!(
-            rest.ends_with("\n\n") && rest.matches("data:").count() == 1,
-            "{shape:?}: one event: {rest}"
-        );
+        assert!(rest.ends_with("\n\n") && rest.matches("data:").count() == 1, "{shape:?}: one event: {rest}");
         let data = rest.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
         let v: serde_json::Value = serde_json::from_str(data).unwrap();
-        assert!(
-            v.to_string()
-                .contains("Upstream provider connection failed"),
-            "{v}"
-        );
+        assert!(v.to_string().contains("Upstream provider connection failed"), "{v}");
     }
 }
 
@@ -112,15 +78,11 @@ async fn a_stream_cut_upstream_ends_with_one_terminal_error_event_per_format() {
 async fn a_torn_event_is_never_shown_before_the_terminal_error() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let (held, mut body) = gw
-        .open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body())
-        .await;
+    let (held, mut body) = gw.open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body()).await;
     send_event(&held, OPENAI_SSE[0]).await;
     assert_eq!(next_chunk(&mut body).await.unwrap(), OPENAI_SSE[0]);
     send_event(&held, "data: {\"id\":\"chatcmpl-1\",\"choi").await;
-    held.send(Err(std::io::Error::other("upstream cut")))
-        .await
-        .unwrap();
+    held.send(Err(std::io::Error::other("upstream cut"))).await.unwrap();
     let terminal = next_chunk(&mut body).await.unwrap();
     assert!(terminal.starts_with(b"data: {\"error\":"), "{terminal:?}");
     assert_eq!(next_chunk(&mut body).await, None);
@@ -130,20 +92,12 @@ async fn a_torn_event_is_never_shown_before_the_terminal_error() {
 async fn the_responses_api_gets_an_error_event_without_done() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let first =
-        "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\n";
-    let text = cut_after_first_event(
-        &mock,
-        &gw,
-        "/v1/responses",
-        r#"{"model":"m","stream":true,"input":"hi"}"#,
-        first,
-    )
-    .await;
+    let first = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\n";
+    let text =
+        cut_after_first_event(&mock, &gw, "/v1/responses", r#"{"model":"m","stream":true,"input":"hi"}"#, first).await;
     let tail = text.strip_prefix(first).unwrap();
     assert!(tail.starts_with("event: error\ndata: {"), "{text}");
-    let v: serde_json::Value =
-        serde_json::from_str(tail.split_once("data: ").unwrap().1.trim()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(tail.split_once("data: ").unwrap().1.trim()).unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(v["code"], "upstream_failed");
 }
@@ -152,21 +106,14 @@ async fn the_responses_api_gets_an_error_event_without_done() {
 async fn a_silent_stream_ends_at_the_idle_timeout_with_a_terminal_event() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[upstream]\nidle_timeout = \"1s\"").await;
-    let (held, mut body) = gw
-        .open_held(&mock, "/v1/messages", Shape::Anthropic.stream_body())
-        .await;
+    let (held, mut body) = gw.open_held(&mock, "/v1/messages", Shape::Anthropic.stream_body()).await;
     send_event(&held, ANTHROPIC_SSE[0]).await;
     assert_eq!(next_chunk(&mut body).await.unwrap(), ANTHROPIC_SSE[0]);
     let terminal = next_chunk(&mut body).await.unwrap();
     let terminal = std::str::from_utf8(&terminal).unwrap();
-    assert!(
-        terminal.starts_with("event: error\n") && terminal.contains("timeout_error"),
-        "{terminal}"
-    );
+    assert!(terminal.starts_with("event: error\n") && terminal.contains("timeout_error"), "{terminal}");
     assert_eq!(next_chunk(&mut body).await, None);
-    tokio::time::timeout(Duration::from_secs(10), held.closed())
-        .await
-        .expect("upstream left open after the timeout");
+    tokio::time::timeout(Duration::from_secs(10), held.closed()).await.expect("upstream left open after the timeout");
 }
 
 #[tokio::test]
@@ -174,31 +121,18 @@ async fn a_silent_json_body_is_cut_at_the_idle_timeout() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[upstream]\nidle_timeout = \"300ms\"").await;
     let auth = format!("Bearer {}", gw.key);
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("x-provider-key", PROVIDER_KEY),
-        ("x-mock", "stall"),
-    ];
-    let result = try_request(
-        http::Method::POST,
-        &gw.url("/v1/chat/completions"),
-        &headers,
-        Shape::OpenAi.body().as_bytes(),
-    )
-    .await;
-    assert!(
-        result.is_err(),
-        "a cut JSON body must fail, not look complete: {result:?}"
-    );
+    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "stall")];
+    let result =
+        try_request(http::Method::POST, &gw.url("/v1/chat/completions"), &headers, Shape::OpenAi.body().as_bytes())
+            .await;
+    assert!(result.is_err(), "a cut JSON body must fail, not look complete: {result:?}");
 }
 
 #[tokio::test]
 async fn graceful_shutdown_lets_an_open_stream_finish_and_refuses_new_connections() {
     let mock = MockUpstream::start().await;
     let mut gw = Gateway::start(&mock.base_url(), "").await;
-    let (held, mut body) = gw
-        .open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body())
-        .await;
+    let (held, mut body) = gw.open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body()).await;
     send_event(&held, OPENAI_SSE[0]).await;
     assert!(next_chunk(&mut body).await.is_some());
 
@@ -219,8 +153,5 @@ async fn graceful_shutdown_lets_an_open_stream_finish_and_refuses_new_connection
     }
     drop(held);
     assert_eq!(next_chunk(&mut body).await, None);
-    tokio::time::timeout(Duration::from_secs(10), drained)
-        .await
-        .expect("server did not finish draining")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), drained).await.expect("server did not finish draining").unwrap();
 }

@@ -1,0 +1,182 @@
+//! What a key may do (DESIGN §5): its scopes (`chat`, `embeddings`, `models:read`, `count_tokens`) and
+//! optional allowlists of providers and models (globs such as `claude-*`). Checked on the data plane
+//! before anything is sent upstream.
+
+use crate::providers::Endpoint;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Chat,
+    Embeddings,
+    ModelsRead,
+    CountTokens,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Chat, Scope::Embeddings, Scope::ModelsRead, Scope::CountTokens];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Chat => "chat",
+            Scope::Embeddings => "embeddings",
+            Scope::ModelsRead => "models:read",
+            Scope::CountTokens => "count_tokens",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.name() == s)
+    }
+
+    /// The scope a route needs.
+    pub fn of(endpoint: Endpoint) -> Scope {
+        match endpoint {
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Responses
+            | Endpoint::Messages
+            | Endpoint::GenerateContent
+            | Endpoint::StreamGenerateContent => Scope::Chat,
+            Endpoint::Embeddings | Endpoint::EmbedContent => Scope::Embeddings,
+            Endpoint::ListModels | Endpoint::GetModel => Scope::ModelsRead,
+            Endpoint::CountTokens => Scope::CountTokens,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const ALL: Scopes = Scopes(0b1111);
+
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    /// From names; an unknown name is returned as the error.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Scopes, String> {
+        let mut set = 0;
+        for name in names {
+            set |= Scope::parse(name).ok_or_else(|| name.to_owned())?.bit();
+        }
+        Ok(Scopes(set))
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Scope::ALL.into_iter().filter(|s| self.contains(*s)).map(Scope::name).collect()
+    }
+
+    /// The stored form: names joined by commas.
+    pub fn to_stored(self) -> String {
+        self.names().join(",")
+    }
+
+    pub fn from_stored(text: &str) -> Scopes {
+        Scopes::from_names(text.split(',').filter(|s| !s.is_empty())).unwrap_or(Scopes(0))
+    }
+}
+
+impl Default for Scopes {
+    fn default() -> Scopes {
+        Scopes::ALL
+    }
+}
+
+/// A key's scopes and allowlists (`None`: any provider or model).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyAccess {
+    pub scopes: Scopes,
+    pub providers: Option<Vec<String>>,
+    pub models: Option<Vec<String>>,
+}
+
+/// Why a key may not make a request; the message names what is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied(pub String);
+
+impl KeyAccess {
+    pub fn check(&self, provider: &str, endpoint: Endpoint, model: Option<&str>) -> Result<(), Denied> {
+        let scope = Scope::of(endpoint);
+        if !self.scopes.contains(scope) {
+            return Err(Denied(format!("This API key lacks the `{}` scope", scope.name())));
+        }
+        if let Some(providers) = &self.providers
+            && !providers.iter().any(|p| p == provider)
+        {
+            return Err(Denied(format!("This API key may not use provider `{provider}`")));
+        }
+        if let (Some(models), Some(model)) = (&self.models, model)
+            && !models.iter().any(|pattern| glob(pattern, model))
+        {
+            return Err(Denied(format!("This API key may not use model `{model}`")));
+        }
+        Ok(())
+    }
+}
+
+/// `*` matches any run of characters, everything else itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("claude-*", "claude-sonnet-4-5"));
+        assert!(glob("*", "anything"));
+        assert!(glob("gpt-4o*mini", "gpt-4o-mini"));
+        assert!(glob("gpt-4o", "gpt-4o"));
+        assert!(!glob("gpt-4o", "gpt-4o-mini"));
+        assert!(!glob("claude-*", "gpt-claude-x"));
+        assert!(glob("*-mini", "gpt-4o-mini"));
+    }
+
+    #[test]
+    fn scopes_round_trip_and_are_checked_first() {
+        let s = Scopes::from_names(["chat", "models:read"]).unwrap();
+        assert_eq!(Scopes::from_stored(&s.to_stored()), s);
+        assert_eq!(Scopes::from_names(["admin"]), Err("admin".to_owned()));
+        let access =
+            KeyAccess { scopes: s, providers: Some(vec!["anthropic".into()]), models: Some(vec!["claude-*".into()]) };
+        assert!(access.check("anthropic", Endpoint::Messages, Some("claude-haiku")).is_ok());
+        assert!(access.check("anthropic", Endpoint::Embeddings, None).unwrap_err().0.contains("`embeddings` scope"));
+        assert!(
+            access
+                .check("openai", Endpoint::ChatCompletions, Some("claude-x"))
+                .unwrap_err()
+                .0
+                .contains("provider `openai`")
+        );
+        assert!(
+            access.check("anthropic", Endpoint::Messages, Some("gpt-4o")).unwrap_err().0.contains("model `gpt-4o`")
+        );
+        assert!(access.check("anthropic", Endpoint::ListModels, None).is_ok(), "no model named, nothing to check");
+    }
+}
