@@ -232,14 +232,35 @@ impl SqliteStore {
 
     /// Usage rows between two days (inclusive), optionally for one key, by key, day and model.
     pub fn usage_report(&self, key: Option<KeyId>, from: i64, to: i64) -> Result<Vec<UsageRow>, StoreError> {
+        self.usage_rows(None, key, from, to)
+    }
+
+    /// Usage rows of one account's keys (optionally one key) between two days (inclusive).
+    pub fn account_usage(
+        &self,
+        account: &str,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        self.usage_rows(Some(account), key, from, to)
+    }
+
+    fn usage_rows(
+        &self,
+        account: Option<&str>,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<UsageRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT u.key_id, COALESCE(k.key_prefix, u.key_id), u.day, u.model, u.requests, u.input_tokens, u.output_tokens
              FROM usage_daily u LEFT JOIN service_keys k ON k.id = u.key_id
-             WHERE u.day BETWEEN ?1 AND ?2 AND (?3 IS NULL OR u.key_id = ?3)
+             WHERE u.day BETWEEN ?1 AND ?2 AND (?3 IS NULL OR u.key_id = ?3) AND (?4 IS NULL OR u.account_id = ?4)
              ORDER BY u.key_id, u.day, u.model",
         )?;
-        let mut rows = stmt.query(params![from, to, key.map(|k| k.as_str().to_owned())])?;
+        let mut rows = stmt.query(params![from, to, key.map(|k| k.as_str().to_owned()), account])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             out.push(UsageRow {
@@ -369,28 +390,6 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    /// Usage rows of every key of an account between two days (inclusive).
-    pub fn account_usage(
-        &self,
-        account: &str,
-        key: Option<KeyId>,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<UsageRow>, StoreError> {
-        Ok(self
-            .usage_report(key, from, to)?
-            .into_iter()
-            .filter(|r| self.key_account(r.key).ok().flatten().as_deref() == Some(account))
-            .collect())
-    }
-
-    fn key_account(&self, id: KeyId) -> Result<Option<String>, StoreError> {
-        let conn = self.conn();
-        Ok(conn
-            .query_row("SELECT account_id FROM service_keys WHERE id = ?1", [id.as_str()], |r| r.get(0))
-            .optional()?)
     }
 
     /// The plan of each account.
