@@ -18,6 +18,10 @@ const ENV_LOG: &str = "TOLLGATE_LOG";
 const ENV_LOG_FORMAT: &str = "TOLLGATE_LOG_FORMAT";
 /// Secret used to key the blake3 hashes of service keys. Never read from the file.
 pub const ENV_KEY_HASH_SECRET: &str = "TOLLGATE_KEY_HASH_SECRET";
+/// The operator token of the management API. Never read from the file.
+pub const ENV_ADMIN_TOKEN: &str = "TOLLGATE_ADMIN_TOKEN";
+/// Signs account access tokens; without it they last only as long as the process.
+pub const ENV_SESSION_SECRET: &str = "TOLLGATE_SESSION_SECRET";
 
 /// First path segments that a named provider may not take, because top-level routes use them.
 const RESERVED_PROVIDER_NAMES: &[&str] = &["v1", "v1beta", "healthz", "readyz", "metrics", "openapi.json"];
@@ -25,6 +29,7 @@ const RESERVED_PROVIDER_NAMES: &[&str] = &["v1", "v1beta", "healthz", "readyz", 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub management: ManagementConfig,
     pub limits: LimitsConfig,
     /// Monthly token quota of each plan, by name; always has `default`.
     pub plans: BTreeMap<String, u64>,
@@ -45,6 +50,24 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
+}
+
+/// The management API's credentials (from the environment) and token lifetime.
+#[derive(Clone)]
+pub struct ManagementConfig {
+    pub admin_token: Option<String>,
+    pub session_secret: Option<String>,
+    pub access_token_ttl: Duration,
+}
+
+impl std::fmt::Debug for ManagementConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagementConfig")
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "[redacted]"))
+            .field("session_secret", &self.session_secret.as_ref().map(|_| "[redacted]"))
+            .field("access_token_ttl", &self.access_token_ttl)
+            .finish()
+    }
 }
 
 /// Default per-key limits (each overridable per key) and the token reservation rule.
@@ -175,6 +198,8 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    management: RawManagement,
+    #[serde(default)]
     plans: BTreeMap<String, RawPlan>,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
@@ -189,6 +214,12 @@ struct RawLimits {
     concurrent_requests: Option<u32>,
     tokens_per_month: Option<u64>,
     default_max_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManagement {
+    access_token_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,7 +309,17 @@ impl Config {
                 }
             })
             .transpose()?;
-        validate(raw, hash_secret)
+        let secret = |name: &str| -> Result<Option<String>, ConfigError> {
+            match env(name) {
+                Some(v) if v.len() < 16 => Err(invalid(name, "must be at least 16 bytes")),
+                other => Ok(other),
+            }
+        };
+        let (admin_token, session_secret) = (secret(ENV_ADMIN_TOKEN)?, secret(ENV_SESSION_SECRET)?);
+        let mut config = validate(raw, hash_secret)?;
+        config.management.admin_token = admin_token;
+        config.management.session_secret = session_secret;
+        Ok(config)
     }
 }
 
@@ -379,6 +420,14 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         return Err(invalid("log.level", format!("`{}` is not a log filter", log.level)));
     }
 
+    let management = ManagementConfig {
+        admin_token: None,
+        session_secret: None,
+        access_token_ttl: duration("management.access_token_ttl", raw.management.access_token_ttl, "1h")?,
+    };
+    if management.access_token_ttl.is_zero() || management.access_token_ttl > Duration::from_secs(86_400) {
+        return Err(invalid("management.access_token_ttl", "must be more than zero and at most 24h"));
+    }
     let l = raw.limits;
     let range = |field: &str, v: Option<u32>, default: u32, (min, max): (u32, u32)| {
         in_range(field, v.map(|v| v as usize), default as usize, min as usize, max as usize).map(|v| v as u32)
@@ -403,7 +452,7 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         raw.providers.into_iter().map(|(name, p)| provider(name, p)).collect::<Result<Vec<_>, _>>()?
     };
 
-    Ok(Config { server, limits, plans, store, keys, upstream, log, providers })
+    Ok(Config { server, management, limits, plans, store, keys, upstream, log, providers })
 }
 
 fn default_providers() -> Result<Vec<ProviderConfig>, ConfigError> {

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod access_log;
+pub mod admin;
 pub mod admission;
 pub mod body;
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod key_sync;
 pub mod keys;
 pub mod limits;
 pub mod metering;
+pub mod passwords;
 pub mod pipeline;
 pub mod providers;
 pub mod request_body;
@@ -95,6 +97,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         limiter,
         usage: Arc::new(usage::book::UsageBook::default()),
         started,
+        store: store.clone(),
+        credentials: admin::tokens::Credentials::new(
+            config.management.session_secret.as_deref(),
+            config.management.admin_token.as_deref(),
+            config.management.access_token_ttl,
+        ),
+        last_used: dashmap::DashMap::new(),
         config,
     });
     let refresher = tokio::spawn(key_sync::poll(store.clone(), tables, version, app.config.store.refresh_interval));
@@ -127,6 +136,19 @@ async fn carry_usage(store: &SqliteStore, limiter: &limits::Limiter) -> Result<(
     Ok(())
 }
 
+/// Writes when keys were last used (taken from the map as it is read, so no update is lost).
+async fn flush_last_used(app: &App, store: &SqliteStore) -> Result<(), StoreError> {
+    let mut used = Vec::new();
+    app.last_used.retain(|id, at| {
+        used.push((*id, *at));
+        false
+    });
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || writer.touch_keys(&used))
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+}
+
 /// Every `store.flush_interval`: writes pending usage and ends reservations whose lease ran out.
 async fn housekeeping(app: Arc<App>, store: SqliteStore) {
     let mut ticks = tokio::time::interval(app.config.store.flush_interval);
@@ -135,6 +157,9 @@ async fn housekeeping(app: Arc<App>, store: SqliteStore) {
         ticks.tick().await;
         if let Err(e) = usage::book::flush(&app.usage, &store).await {
             tracing::warn!(error = %e, "usage flush failed; retrying at the next interval");
+        }
+        if let Err(e) = flush_last_used(&app, &store).await {
+            tracing::warn!(error = %e, "last-used flush failed");
         }
         let now = limits::Now { mono_ns: app.started.elapsed().as_nanos() as u64, unix: clock::unix_now() };
         let expired = app.limiter.expire(now);

@@ -43,6 +43,10 @@ pub struct App {
     pub usage: Arc<UsageBook>,
     /// The monotonic origin of the limiter's clock.
     pub started: std::time::Instant,
+    pub store: crate::store::SqliteStore,
+    pub credentials: crate::admin::tokens::Credentials,
+    /// When each key was last used, waiting for the next flush (no store write per request).
+    pub last_used: dashmap::DashMap<crate::keys::KeyId, i64>,
     pub routes: Routes,
     pub keys: Arc<KeyTable>,
     pub upstream: Upstream,
@@ -56,6 +60,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
     let request_id = app.request_ids.next();
     if let Some(response) = probe(&app, &req) {
         return with_request_id(response, request_id);
+    }
+    if crate::admin::is_management(req.uri().path()) {
+        return with_request_id(crate::admin::handle(&app, req).await, request_id);
     }
     let mut log = AccessLog {
         request_id,
@@ -120,6 +127,7 @@ async fn proxy(
     check_head(&parts, app.config.server.max_header_bytes)?;
     let key = authenticate(&app.keys, &parts.headers)?;
     log.key_prefix = Some(Arc::clone(&key.key_prefix));
+    app.last_used.insert(key.id, clock::unix_now());
     let slot = app.in_flight.admit()?;
     let provider_key = ProviderKey::from_headers(&parts.headers)?;
     let (body, facts) = if route.endpoint.has_json_body() {

@@ -463,37 +463,25 @@ impl SqliteStore {
         if version <= since {
             return Ok(KeyChanges { records: Vec::new(), plans: Vec::new(), version });
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, key_prefix, kind, name, hash, created_at, expires_at, revoked_at, account_id,
-                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                    scopes, providers, models
-             FROM service_keys WHERE version > ?1 AND version <= ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!("{RECORD_SELECT} WHERE version > ?1 AND version <= ?2"))?;
         let mut rows = stmt.query(params![since, version])?;
         let mut records = Vec::new();
         while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let hash: [u8; 32] =
-                row.get::<_, Vec<u8>>(4)?.try_into().map_err(|_| StoreError::Corrupt(format!("hash of key {id}")))?;
-            records.push(KeyRecord {
-                id: parse_id(&id)?,
-                kind: parse_kind(&row.get::<_, String>(2)?)?,
-                key_prefix: row.get::<_, String>(1)?.into(),
-                name: row.get(3)?,
-                hash: blake3::Hash::from_bytes(hash),
-                created_at: row.get(5)?,
-                expires_at: row.get(6)?,
-                revoked_at: row.get(7)?,
-                access: access_from(row, 13)?,
-                account: row.get::<_, String>(8)?.into(),
-                limits: limits_from(row, 9)?,
-            });
+            records.push(record_from(row)?);
         }
         drop(rows);
         drop(stmt);
         drop(conn);
         let plans = self.account_plans()?;
         Ok(KeyChanges { records, plans, version })
+    }
+
+    /// One key as the hot path holds it.
+    pub fn key_record(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("{RECORD_SELECT} WHERE id = ?1"))?;
+        let mut rows = stmt.query([id.as_str()])?;
+        rows.next()?.map(record_from).transpose()
     }
 
     /// A cheap round trip, for readiness.
@@ -518,6 +506,30 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// The columns of a [`KeyRecord`], as [`record_from`] reads them.
+const RECORD_SELECT: &str = "SELECT id, key_prefix, kind, name, hash, created_at, expires_at, revoked_at, account_id,
+        requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month, scopes, providers, models
+    FROM service_keys";
+
+fn record_from(row: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
+    let id: String = row.get(0)?;
+    let hash: [u8; 32] =
+        row.get::<_, Vec<u8>>(4)?.try_into().map_err(|_| StoreError::Corrupt(format!("hash of key {id}")))?;
+    Ok(KeyRecord {
+        id: parse_id(&id)?,
+        kind: parse_kind(&row.get::<_, String>(2)?)?,
+        key_prefix: row.get::<_, String>(1)?.into(),
+        name: row.get(3)?,
+        hash: blake3::Hash::from_bytes(hash),
+        created_at: row.get(5)?,
+        expires_at: row.get(6)?,
+        revoked_at: row.get(7)?,
+        account: row.get::<_, String>(8)?.into(),
+        limits: limits_from(row, 9)?,
+        access: access_from(row, 13)?,
+    })
 }
 
 fn account_from(r: &rusqlite::Row<'_>) -> Result<AccountInfo, rusqlite::Error> {

@@ -1,0 +1,317 @@
+//! The OpenAPI 3.1 document of the management API, served at `/openapi.json`. A test holds it in step
+//! with [`super::OPERATIONS`] and with what the server answers.
+
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn ok(description: &str, schema: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+/// The common failures of an authenticated operation, plus `extra`.
+fn errors(extra: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("400".into(), error_response("Invalid request; `field` names the offending field"));
+    m.insert("401".into(), error_response("Missing or invalid token"));
+    m.insert("403".into(), error_response("The token's kind may not call this operation"));
+    m.insert("405".into(), error_response("Method not allowed"));
+    m.insert("413".into(), error_response("Request body over 64 KiB"));
+    for (code, what) in extra {
+        m.insert((*code).into(), error_response(what));
+    }
+    m
+}
+
+fn responses(success: (&str, Value), extra: &[(&str, &str)]) -> Value {
+    let mut m = errors(extra);
+    m.insert(success.0.into(), success.1);
+    Value::Object(m)
+}
+
+fn id_param() -> Value {
+    json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The key's id (or key prefix)"}])
+}
+
+pub fn document() -> Value {
+    let account_token = json!([{"accessToken": []}]);
+    let operator = json!([{"operatorToken": []}]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tollgate management API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Accounts, login, service keys and usage. Account operations take an access token from /v1/auth/login; account administration takes the operator token (TOLLGATE_ADMIN_TOKEN). Neither can call provider routes, and service keys cannot call this API."
+        },
+        "paths": {
+            "/v1/accounts": {
+                "post": {
+                    "operationId": "createAccount", "summary": "Create an account", "security": operator,
+                    "requestBody": body("CreateAccount"),
+                    "responses": responses(("201", ok("The account", "Account")), &[("409", "Email already in use")])
+                },
+                "get": {
+                    "operationId": "listAccounts", "summary": "List accounts", "security": operator,
+                    "responses": responses(("200", ok("All accounts", "AccountList")), &[])
+                }
+            },
+            "/v1/accounts/{id}": {
+                "patch": {
+                    "operationId": "updateAccount", "summary": "Set an account's plan or key cap", "security": operator,
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "requestBody": body("PatchAccount"),
+                    "responses": responses(("200", ok("The account", "Account")), &[("404", "No such account")])
+                }
+            },
+            "/v1/auth/login": {
+                "post": {
+                    "operationId": "login", "summary": "Exchange email and password for an access token", "security": [],
+                    "requestBody": body("Login"),
+                    "responses": responses(("200", ok("An access token", "LoginResponse")), &[])
+                }
+            },
+            "/v1/auth/keys": {
+                "post": {
+                    "operationId": "createKey", "summary": "Create a service key (its secret is returned only here)", "security": account_token,
+                    "requestBody": body("CreateKey"),
+                    "responses": responses(("201", ok("The key and its secret", "KeyCreated")), &[("409", "The account's key cap is reached")])
+                },
+                "get": {
+                    "operationId": "listKeys", "summary": "List the account's keys (never a secret)", "security": account_token,
+                    "responses": responses(("200", ok("The keys", "KeyList")), &[])
+                }
+            },
+            "/v1/auth/keys/{id}": {
+                "get": {
+                    "operationId": "getKey", "summary": "One key", "security": account_token, "parameters": id_param(),
+                    "responses": responses(("200", ok("The key", "Key")), &[("404", "No such key in this account")])
+                },
+                "patch": {
+                    "operationId": "updateKey", "summary": "Rename a key or change its limits, scopes and allowlists", "security": account_token,
+                    "parameters": id_param(), "requestBody": body("PatchKey"),
+                    "responses": responses(("200", ok("The key", "Key")), &[("404", "No such key in this account")])
+                },
+                "delete": {
+                    "operationId": "revokeKey", "summary": "Revoke a key at once", "security": account_token, "parameters": id_param(),
+                    "responses": responses(("200", ok("The revoked key", "Key")), &[("404", "No such key in this account")])
+                }
+            },
+            "/v1/auth/keys/{id}/rotate": {
+                "post": {
+                    "operationId": "rotateKey", "summary": "Replace a key: a new secret now, the old key revoked at once or after grace_seconds",
+                    "security": account_token, "parameters": id_param(), "requestBody": body("Rotate"),
+                    "responses": responses(("201", ok("The new key and its secret", "KeyCreated")), &[("404", "No such key in this account"), ("409", "The key is not active")])
+                }
+            },
+            "/v1/usage": {
+                "get": {
+                    "operationId": "getUsage", "summary": "The account's usage by day or by model", "security": account_token,
+                    "parameters": [
+                        {"name": "key_id", "in": "query", "schema": {"type": "string"}},
+                        {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+                        {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
+                        {"name": "group_by", "in": "query", "schema": {"type": "string", "enum": ["day", "model"]}}
+                    ],
+                    "responses": responses(("200", ok("Usage", "Usage")), &[("404", "No such key in this account")])
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi", "summary": "This document", "security": [],
+                    "responses": {"200": {"description": "The OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}
+                }
+            }
+        },
+        "components": {
+            "securitySchemes": {
+                "accessToken": {"type": "http", "scheme": "bearer", "description": "From POST /v1/auth/login"},
+                "operatorToken": {"type": "http", "scheme": "bearer", "description": "TOLLGATE_ADMIN_TOKEN"}
+            },
+            "schemas": schemas()
+        }
+    })
+}
+
+fn schemas() -> Value {
+    let limit = |min: u64, max: u64| json!({"type": ["integer", "null"], "minimum": min, "maximum": max});
+    let timestamp = json!({"type": "string", "format": "date-time"});
+    let nullable_timestamp = json!({"type": ["string", "null"], "format": "date-time"});
+    let strings = json!({"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1, "maxItems": 64});
+    let scopes = json!({"type": "array", "items": {"type": "string", "enum": ["chat", "embeddings", "models:read", "count_tokens"]}, "minItems": 1});
+    let key_properties = json!({
+        "id": {"type": "string"},
+        "key_prefix": {"type": "string"},
+        "name": {"type": "string"},
+        "project": {"type": ["string", "null"]},
+        "status": {"type": "string", "enum": ["active", "revoked", "expired"]},
+        "scopes": scopes,
+        "providers": strings,
+        "models": strings,
+        "limits": {"$ref": "#/components/schemas/Limits"},
+        "created_at": timestamp,
+        "expires_at": nullable_timestamp,
+        "revoked_at": nullable_timestamp,
+        "last_used_at": nullable_timestamp,
+        "usage_this_month": {
+            "type": "object",
+            "required": ["requests", "input_tokens", "output_tokens"],
+            "properties": {"requests": {"type": "integer"}, "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}
+        }
+    });
+    let key_required =
+        json!(["id", "key_prefix", "name", "status", "scopes", "limits", "created_at", "usage_this_month"]);
+    let mut created_properties = key_properties.clone();
+    created_properties["raw_key"] =
+        json!({"type": "string", "description": "The full key. Shown only in this response."});
+    created_properties["replaces"] =
+        json!({"type": "object", "properties": {"id": {"type": "string"}, "revoked_at": timestamp}});
+    let mut created_required = key_required.clone();
+    created_required.as_array_mut().into_iter().for_each(|r| r.push(json!("raw_key")));
+    let account = json!({
+        "type": "object",
+        "required": ["id", "plan", "key_cap", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "email": {"type": ["string", "null"]},
+            "plan": {"type": "string"},
+            "key_cap": {"type": "integer"},
+            "created_at": timestamp
+        }
+    });
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": ["string", "null"]}}
+            }}
+        },
+        "Account": account,
+        "AccountList": {"type": "object", "required": ["data"], "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}}}},
+        "CreateAccount": {
+            "type": "object", "additionalProperties": false, "required": ["email", "password"],
+            "properties": {
+                "email": {"type": "string", "maxLength": 254},
+                "password": {"type": "string", "minLength": 8, "maxLength": 256},
+                "plan": {"type": "string"},
+                "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}
+            }
+        },
+        "PatchAccount": {
+            "type": "object", "additionalProperties": false,
+            "properties": {"plan": {"type": "string"}, "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}}
+        },
+        "Login": {
+            "type": "object", "additionalProperties": false, "required": ["email", "password"],
+            "properties": {"email": {"type": "string"}, "password": {"type": "string"}}
+        },
+        "LoginResponse": {
+            "type": "object", "required": ["access_token", "token_type", "expires_in", "expires_at"],
+            "properties": {
+                "access_token": {"type": "string"}, "token_type": {"type": "string", "enum": ["bearer"]},
+                "expires_in": {"type": "integer"}, "expires_at": timestamp, "account_id": {"type": "string"}
+            }
+        },
+        "Limits": {
+            "type": "object",
+            "properties": {
+                "requests_per_minute": {"type": "integer"},
+                "requests_per_day": {"type": "integer"},
+                "concurrent_requests": {"type": "integer"},
+                "tokens_per_month": {"type": ["integer", "null"]}
+            }
+        },
+        "LimitsInput": {
+            "type": "object", "additionalProperties": false,
+            "description": "Per-key overrides; null returns a limit to the configured default.",
+            "properties": {
+                "requests_per_minute": limit(1, 1000),
+                "requests_per_day": limit(1, 10000),
+                "concurrent_requests": limit(1, 10000),
+                "tokens_per_month": {"type": ["integer", "null"], "minimum": 0}
+            }
+        },
+        "CreateKey": {
+            "type": "object", "additionalProperties": false, "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                "scopes": scopes,
+                "providers": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 64},
+                "models": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 64},
+                "limits": {"$ref": "#/components/schemas/LimitsInput"},
+                "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 36500},
+                "project": {"type": "string", "minLength": 1, "maxLength": 128}
+            }
+        },
+        "PatchKey": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                "scopes": scopes,
+                "providers": strings,
+                "models": strings,
+                "limits": {"$ref": "#/components/schemas/LimitsInput"}
+            }
+        },
+        "Rotate": {
+            "type": "object", "additionalProperties": false,
+            "properties": {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 2592000}}
+        },
+        "Key": {"type": "object", "required": key_required, "properties": key_properties},
+        "KeyCreated": {"type": "object", "required": created_required, "properties": created_properties},
+        "KeyList": {"type": "object", "required": ["data"], "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}}}},
+        "Usage": {
+            "type": "object", "required": ["from", "to", "group_by", "data"],
+            "properties": {
+                "object": {"type": "string"},
+                "from": {"type": "string", "format": "date"},
+                "to": {"type": "string", "format": "date"},
+                "group_by": {"type": "string", "enum": ["day", "model"]},
+                "data": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["requests", "input_tokens", "output_tokens", "total_tokens"],
+                    "properties": {
+                        "day": {"type": "string"}, "model": {"type": "string"},
+                        "requests": {"type": "integer"}, "input_tokens": {"type": "integer"},
+                        "output_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}
+                    }
+                }}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every operation the API serves is documented, and nothing else is.
+    #[test]
+    fn the_document_lists_exactly_the_served_operations() {
+        let doc = document();
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut served: Vec<(String, String)> =
+            crate::admin::OPERATIONS.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+        served.sort();
+        assert_eq!(documented, served);
+        // Every reference resolves.
+        let text = doc.to_string();
+        for name in text.split("#/components/schemas/").skip(1).map(|s| s.split('"').next().unwrap()) {
+            assert!(doc["components"]["schemas"].get(name).is_some(), "unresolved {name}");
+        }
+    }
+}
