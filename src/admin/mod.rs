@@ -245,10 +245,10 @@ async fn json_body<T: DeserializeOwned>(body: Incoming) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner().to_string();
         let path = e.path().to_string();
+        // The path already ends at an unknown field, except at the top level.
         let field = match inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
             Some(name) if path == "." => name.to_owned(),
-            Some(name) => format!("{path}.{name}"),
-            None => path,
+            _ => path,
         };
         let message = inner.split(" at line").next().unwrap_or(&inner).to_owned();
         ApiError::invalid(&field, message)
@@ -583,8 +583,7 @@ async fn create_key(app: &App, account: &str, body: Incoming) -> ApiResult {
     let cap_account = account_id.clone();
     let (cap, active) = blocking(app, move |s| {
         let cap = s.account(&cap_account)?.map_or(10, |a| a.key_cap);
-        let active = s.list_keys()?.iter().filter(|k| k.account == cap_account && k.status_at(now) == "active").count();
-        Ok((cap, active))
+        Ok((cap, s.active_keys(&cap_account, now)?))
     })
     .await?;
     if active >= cap as usize {
@@ -615,9 +614,7 @@ async fn created(app: &App, new: NewKey, status: StatusCode, replaces: Option<(K
 
 async fn list_keys(app: &App, account: &str) -> ApiResult {
     let owner = account.to_owned();
-    let keys =
-        blocking(app, move |s| Ok(s.list_keys()?.into_iter().filter(|k| k.account == owner).collect::<Vec<_>>()))
-            .await?;
+    let keys = blocking(app, move |s| s.keys_of(&owner)).await?;
     let usage = month_usage(app, account).await?;
     let data: Vec<Value> =
         keys.iter().map(|k| key_view(app, k, usage.get(&k.id).copied().unwrap_or_default())).collect();

@@ -421,14 +421,39 @@ impl SqliteStore {
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        self.infos("ORDER BY created_at, id", [])
+    }
+
+    /// An account's keys, oldest first.
+    pub fn keys_of(&self, account: &str) -> Result<Vec<KeyInfo>, StoreError> {
+        self.infos("WHERE account_id = ?1 ORDER BY created_at, id", [account])
+    }
+
+    pub fn key_info(&self, id: KeyId) -> Result<Option<KeyInfo>, StoreError> {
+        Ok(self.infos("WHERE id = ?1", [id.as_str()])?.into_iter().next())
+    }
+
+    /// Keys of an account neither revoked nor expired at `now`.
+    pub fn active_keys(&self, account: &str, now: i64) -> Result<usize, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM service_keys WHERE account_id = ?1
+               AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
+            params![account, now],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as usize)
+    }
+
+    fn infos<P: rusqlite::Params>(&self, tail: &str, params: P) -> Result<Vec<KeyInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at, account_id,
                     requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
                     scopes, providers, models, project, last_used_at
-             FROM service_keys ORDER BY created_at, id",
-        )?;
-        let mut rows = stmt.query([])?;
+             FROM service_keys {tail}"
+        ))?;
+        let mut rows = stmt.query(params)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             out.push(KeyInfo {
@@ -447,10 +472,6 @@ impl SqliteStore {
             });
         }
         Ok(out)
-    }
-
-    pub fn key_info(&self, id: KeyId) -> Result<Option<KeyInfo>, StoreError> {
-        Ok(self.list_keys()?.into_iter().find(|k| k.id == id))
     }
 
     /// Every key written after `since` (0 for all), with the store version to pass next time.

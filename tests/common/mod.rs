@@ -20,6 +20,8 @@ use tollgate::keys::KeyHasher;
 pub use tollgate::store::{NewKey, SqliteStore};
 
 pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
+/// The operator token every test gateway is given (as `TOLLGATE_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "operator-token-for-tests-0123456789";
 
 pub const OPENAI_JSON: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}"#;
 pub const OPENAI_SSE: &[&str] = &[
@@ -315,7 +317,8 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("tollgate.db");
         let text = config_text(upstream, &db, extra);
-        let config = Config::from_toml(&text, |_| None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let env = |name: &str| (name == "TOLLGATE_ADMIN_TOKEN").then(|| ADMIN_TOKEN.to_owned());
+        let config = Config::from_toml(&text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let store = SqliteStore::open(&db).unwrap();
         let hasher = KeyHasher::new(None);
         let (secret, _) = store.create_key("tg", &hasher, &NewKey::live("test", 0)).unwrap();

@@ -6,6 +6,7 @@ mod common;
 mod errors;
 mod forwarding;
 mod limits;
+mod management;
 mod metering;
 mod paths;
 mod serving;
