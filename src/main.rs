@@ -31,6 +31,9 @@ enum Command {
     /// Manage service keys in the configured store
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage accounts in the configured store
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
     /// Tokens and requests per key, day and model (default: this month so far)
     Usage {
         /// Only this key (id or key prefix)
@@ -121,6 +124,9 @@ enum KeysCommand {
         /// live or trial
         #[arg(long, default_value = "live", value_parser = ["live", "trial"])]
         kind: String,
+        /// The account that owns the key
+        #[arg(long, default_value = "default")]
+        account: String,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -134,6 +140,36 @@ enum KeysCommand {
     List,
     /// Revoke a key by its id or key prefix
     Revoke { id: String },
+    /// Replace a key: prints the new key once; the old one is revoked now or after the grace period
+    Rotate {
+        id: String,
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
+        grace_seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Create an account; its password is read from the first line of standard input
+    Create {
+        #[arg(long)]
+        email: String,
+        /// A plan from proxy.toml
+        #[arg(long, default_value = "default")]
+        plan: String,
+        /// Most active keys the account may hold
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        key_cap: u32,
+    },
+    /// List accounts
+    List,
+    /// Set an account's plan (and optionally its key cap)
+    SetPlan {
+        id: String,
+        plan: String,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        key_cap: Option<u32>,
+    },
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -155,6 +191,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::CheckConfig => check_config(&config, &path),
         Command::Keys(command) => keys(&config, command),
+        Command::Accounts(command) => accounts(&config, command),
         Command::Usage { key, from, to } => usage(&config, key.as_deref(), from.as_deref(), to.as_deref()),
     };
     match result {
@@ -226,7 +263,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
     let store = SqliteStore::open(&config.store.path)?;
     let now = unix_now();
     match command {
-        KeysCommand::Create { name, expires_in, kind, limits } => {
+        KeysCommand::Create { name, expires_in, kind, account, limits } => {
             let name = name.trim();
             if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
                 return Err("--name must be 1-128 printable characters".into());
@@ -234,8 +271,11 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
             let kind = KeyKind::parse(&kind).ok_or("--kind must be live or trial")?;
             let expires_at = expires_in.map(|days| now + i64::from(days) * 86_400);
             let hasher = KeyHasher::new(config.keys.hash_secret);
-            let new =
-                NewKey { kind, limits: limits.apply(KeyLimits::default())?, expires_at, ..NewKey::live(name, now) };
+            if store.account(&account)?.is_none() {
+                return Err(format!("account {account:?} does not exist").into());
+            }
+            let limits = limits.apply(KeyLimits::default())?;
+            let new = NewKey { kind, account, limits, expires_at, ..NewKey::live(name, now) };
             let (secret, info) = store.create_key(&config.keys.prefix, &hasher, &new)?;
             eprintln!("created key {:?}", info.name);
             eprintln!("  id          {}", info.id);
@@ -273,6 +313,23 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
                 describe_limits(&updated, config),
                 config.store.refresh_interval.as_millis()
             );
+        }
+        KeysCommand::Rotate { id, grace_seconds } => {
+            let key_id = parse_key_id(&id)?;
+            let old = store.key_info(key_id)?.ok_or_else(|| format!("key {key_id} does not exist"))?;
+            if old.status_at(now) != "active" {
+                return Err(format!("key {key_id} is not active").into());
+            }
+            // The new key first: a failure in between leaves both keys working, never neither.
+            let hasher = KeyHasher::new(config.keys.hash_secret);
+            let (secret, info) = store.create_key(&config.keys.prefix, &hasher, &NewKey::replacing(&old, now))?;
+            let revoke_at = now + grace_seconds as i64;
+            store.revoke_key(key_id, revoke_at)?;
+            eprintln!("rotated {key_id}: revoked at {}", rfc3339(revoke_at));
+            eprintln!("  new id      {}", info.id);
+            eprintln!("  key_prefix  {}", info.key_prefix);
+            eprintln!("the key below is shown once and cannot be recovered; store it now:");
+            println!("{}", secret.expose());
         }
         KeysCommand::Revoke { id } => {
             let key_id = parse_key_id(&id)?;
@@ -360,6 +417,48 @@ fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str
             output,
             input + output
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
+    let store = SqliteStore::open(&config.store.path)?;
+    match command {
+        AccountsCommand::Create { email, plan, key_cap } => {
+            if !config.plans.contains_key(&plan) {
+                return Err(format!("--plan {plan:?} is not a plan in the configuration").into());
+            }
+            let email = email.trim().to_ascii_lowercase();
+            if !email.contains('@') || email.len() > 254 {
+                return Err("--email is not an email address".into());
+            }
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.chars().count() < 8 {
+                return Err("the password (first line of standard input) must be at least 8 characters".into());
+            }
+            let hash = tollgate::passwords::hash(password)?;
+            let account = store.create_account(&email, &hash, &plan, key_cap, unix_now())?;
+            println!("{}", account.id);
+            eprintln!("created account {} for {email}: plan {plan}, up to {key_cap} keys", account.id);
+        }
+        AccountsCommand::List => {
+            println!("{:<18}  {:<32}  {:<12}  {:>7}  CREATED", "ID", "EMAIL", "PLAN", "KEY_CAP");
+            for a in store.list_accounts()? {
+                let email = a.email.as_deref().unwrap_or("-");
+                println!("{:<18}  {:<32}  {:<12}  {:>7}  {}", a.id, email, a.plan, a.key_cap, rfc3339(a.created_at));
+            }
+        }
+        AccountsCommand::SetPlan { id, plan, key_cap } => {
+            if !config.plans.contains_key(&plan) {
+                return Err(format!("{plan:?} is not a plan in the configuration").into());
+            }
+            let current = store.account(&id)?.ok_or_else(|| format!("account {id} does not exist"))?;
+            let key_cap = key_cap.unwrap_or(current.key_cap);
+            store.update_account(&id, &plan, key_cap)?;
+            println!("{id}: plan {plan}, up to {key_cap} keys");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -167,7 +167,7 @@ async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
             let account = account(app, &parts.headers)?;
             let id = owned_key(app, &account, id).await?;
             match method {
-                Method::POST => rotate_key(app, &account, id, body).await,
+                Method::POST => rotate_key(app, id, body).await,
                 _ => allowed("POST"),
             }
         }
@@ -660,7 +660,7 @@ async fn revoke_key(app: &App, id: KeyId) -> ApiResult {
     get_key_view(app, info).await
 }
 
-async fn rotate_key(app: &App, account: &str, id: KeyId, body: Incoming) -> ApiResult {
+async fn rotate_key(app: &App, id: KeyId, body: Incoming) -> ApiResult {
     let req: Rotate = json_body(body).await?;
     let grace = req.grace_seconds.unwrap_or(0);
     if grace > 30 * 86_400 {
@@ -671,20 +671,12 @@ async fn rotate_key(app: &App, account: &str, id: KeyId, body: Incoming) -> ApiR
     if old.status_at(now) != "active" {
         return Err(ApiError::new(StatusCode::CONFLICT, "not_active", "Only an active key can be rotated"));
     }
+    // The new key first: a failure in between leaves both keys working, never neither.
     let revoke_at = now + grace as i64;
+    let answer = created(app, NewKey::replacing(&old, now), StatusCode::CREATED, Some((id, revoke_at))).await?;
     blocking(app, move |s| s.revoke_key(id, revoke_at)).await?;
     refresh_key(app, id).await?;
-    let new = NewKey {
-        kind: old.kind,
-        name: old.name,
-        account: account.to_owned(),
-        limits: old.limits,
-        access: old.access,
-        project: old.project,
-        created_at: now,
-        expires_at: old.expires_at,
-    };
-    created(app, new, StatusCode::CREATED, Some((id, revoke_at))).await
+    Ok(answer)
 }
 
 // ---------------------------------------------------------------- usage

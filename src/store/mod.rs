@@ -37,6 +37,22 @@ impl NewKey {
     }
 }
 
+impl NewKey {
+    /// The replacement of `old` in a rotation: same account, name, limits, access, project and expiry.
+    pub fn replacing(old: &KeyInfo, created_at: i64) -> NewKey {
+        NewKey {
+            kind: old.kind,
+            name: old.name.clone(),
+            account: old.account.clone(),
+            limits: old.limits,
+            access: old.access.clone(),
+            project: old.project.clone(),
+            created_at,
+            expires_at: old.expires_at,
+        }
+    }
+}
+
 /// One line of a usage report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {

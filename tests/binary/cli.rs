@@ -158,3 +158,70 @@ async fn limits_set_from_the_cli_apply_and_usage_is_reported() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--from"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_and_rotation_from_the_cli() {
+    use std::io::Write;
+    let mock = MockUpstream::start().await;
+    let setup = Setup::new(&mock.base_url(), "[plans.gold]\ntokens_per_month = 50000000");
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "--config",
+            setup.config.to_str().unwrap(),
+            "accounts",
+            "create",
+            "--email",
+            "Ops@Example.com",
+            "--key-cap",
+            "3",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let account = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(account.starts_with("acct_"), "{account}");
+
+    let listing = String::from_utf8(setup.cli(&["accounts", "list"]).stdout).unwrap();
+    assert!(listing.contains("ops@example.com") && listing.contains(&account), "{listing}");
+    assert!(setup.cli(&["accounts", "set-plan", &account, "gold"]).status.success());
+    assert!(!setup.cli(&["accounts", "set-plan", &account, "platinum"]).status.success());
+    assert!(String::from_utf8(setup.cli(&["accounts", "list"]).stdout).unwrap().contains("gold"));
+
+    let out = setup.cli(&["keys", "create", "--name", "owned", "--account", &account]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let old = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(!setup.cli(&["keys", "create", "--name", "x", "--account", "acct_nobody"]).status.success());
+
+    // The account logs in over HTTP with the password the CLI hashed, and sees its key.
+    let server = Server::spawn(&setup.config, &[("TOLLGATE_ADMIN_TOKEN", "operator-token-0123456789abcdef")]);
+    let login = r#"{"email":"ops@example.com","password":"a long enough password"}"#;
+    let reply = post(&server.url("/v1/auth/login"), &[("content-type", "application/json")], login).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let token = format!("Bearer {}", reply.json()["access_token"].as_str().unwrap());
+    let keys = request(http::Method::GET, &server.url("/v1/auth/keys"), &[("authorization", &token)], b"").await.json();
+    assert_eq!(keys["data"][0]["key_prefix"].as_str().unwrap(), &old[..20]);
+
+    // Rotation from the CLI: the new key works; the old one is refused within the refresh bound.
+    let out = setup.cli(&["keys", "rotate", &old[8..20]]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let status = |key: String| {
+        let url = server.url("/v1/chat/completions");
+        async move {
+            let a = format!("Bearer {key}");
+            post(&url, &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)], Shape::OpenAi.body()).await.status
+        }
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while status(new.clone()).await != 200 || status(old.clone()).await != 401 {
+        assert!(tokio::time::Instant::now() < deadline, "rotation not applied within 2s");
+        tokio::task::yield_now().await;
+    }
+    let (exit, _) = server.stop();
+    assert!(exit.success());
+}
