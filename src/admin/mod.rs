@@ -64,11 +64,13 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// For 405: the methods the path takes.
+    allow: Option<String>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError { status, code, message: message.into(), field: None, allow: None }
     }
 
     fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -105,11 +107,18 @@ type ApiResult = Result<(StatusCode, Value), ApiError>;
 /// Serves one management request.
 pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ProxyBody> {
     let result = route(app, req).await;
+    let mut allow = None;
     let (status, value) = match result {
         Ok(ok) => ok,
-        Err(e) => (e.status, json!({"error": {"code": e.code, "message": e.message, "field": e.field}})),
+        Err(e) => {
+            allow = e.allow;
+            (e.status, json!({"error": {"code": e.code, "message": e.message, "field": e.field}}))
+        }
     };
     let mut response = Response::new(ProxyBody::full(value.to_string()));
+    if let Some(allow) = allow.and_then(|a| HeaderValue::try_from(a).ok()) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -123,12 +132,13 @@ async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
     let method = parts.method.clone();
     let query = parts.uri.query().unwrap_or("").to_owned();
     let allowed = |methods: &str| {
-        let mut e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("Allowed: {methods}"));
-        e.field = None;
-        Err(e)
+        Err(ApiError {
+            allow: Some(methods.to_owned()),
+            ..ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("Allowed: {methods}"))
+        })
     };
     match segments.as_slice() {
-        ["openapi.json"] if method == Method::GET => Ok((StatusCode::OK, openapi::document())),
+        ["openapi.json"] if method == Method::GET => Ok((StatusCode::OK, openapi::document(&app.config))),
         ["v1", "auth", "login"] if method == Method::POST => login(app, body).await,
         ["v1", "accounts"] => {
             operator(app, &parts.headers)?;
@@ -241,18 +251,64 @@ async fn json_body<T: DeserializeOwned>(body: Incoming) -> Result<T, ApiError> {
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "Request body over 64 KiB"))?
         .to_bytes();
+    // serde would read a struct from an array too; a request body is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid(".", "the request body must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner().to_string();
         let path = e.path().to_string();
-        // The path already ends at an unknown field, except at the top level.
+        // The path usually ends at an unknown field already; not at the top level, nor inside a member
+        // read as a whole object.
         let field = match inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
             Some(name) if path == "." => name.to_owned(),
+            Some(name) if !path.ends_with(name) => format!("{path}.{name}"),
             _ => path,
         };
         let message = inner.split(" at line").next().unwrap_or(&inner).to_owned();
         ApiError::invalid(&field, message)
     })
+}
+
+/// An optional member that, when present, may not be null.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A JSON integer, also written with a zero fraction (`88.0`), as JSON Schema's `integer` allows.
+struct Int<T>(T);
+
+impl<'de, T: TryFrom<u64>> Deserialize<'de> for Int<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Int<T>, D::Error> {
+        use serde::de::Error;
+        let n = serde_json::Number::deserialize(d)?;
+        // The largest integer JSON carries exactly; the OpenAPI document states it as the maximum.
+        const MAX: u64 = 9_007_199_254_740_991;
+        let whole = n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64));
+        whole
+            .filter(|w| *w <= MAX)
+            .and_then(|w| T::try_from(w).ok())
+            .map(Int)
+            .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number in range")))
+    }
+}
+
+/// An optional integer member that, when present, may not be null.
+fn present_int<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+    Int::<T>::deserialize(d).map(|i| Some(i.0))
+}
+
+/// An integer member that may be null: present-and-null as `Some(None)`, absent as `None`.
+fn nullable_int<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<Int<T>>::deserialize(d).map(|o| Some(o.map(|i| i.0)))
+}
+
+/// A member that must be a JSON object (serde alone would also read a struct from an array).
+fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    use serde::de::Error;
+    let map = serde_json::Map::<String, Value>::deserialize(d)?;
+    T::deserialize(Value::Object(map)).map_err(D::Error::custom)
 }
 
 /// Present-and-null as `Some(None)`, absent as `None`.
@@ -263,13 +319,13 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Opti
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LimitsBody {
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_int")]
     requests_per_minute: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_int")]
     requests_per_day: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_int")]
     concurrent_requests: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_int")]
     tokens_per_month: Option<Option<u64>>,
 }
 
@@ -305,10 +361,14 @@ impl LimitsBody {
     }
 }
 
+/// Names and project labels: 1-128 characters, none of them a control character (they are printed in
+/// terminals). The OpenAPI document states the same rule.
 fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(field, format!("must be 1-{MAX_NAME} printable characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("must be 1-{MAX_NAME} characters, none of them control characters"),
+        ));
     }
     Ok(name.to_owned())
 }
@@ -360,14 +420,18 @@ fn check_scopes(scopes: Option<Vec<String>>) -> Result<Option<Scopes>, ApiError>
 struct CreateAccount {
     email: String,
     password: String,
+    #[serde(default, deserialize_with = "present")]
     plan: Option<String>,
+    #[serde(default, deserialize_with = "present_int")]
     key_cap: Option<u32>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchAccount {
+    #[serde(default, deserialize_with = "present")]
     plan: Option<String>,
+    #[serde(default, deserialize_with = "present_int")]
     key_cap: Option<u32>,
 }
 
@@ -393,16 +457,11 @@ fn check_key_cap(cap: Option<u32>) -> Result<Option<u32>, ApiError> {
 
 async fn create_account(app: &App, body: Incoming) -> ApiResult {
     let req: CreateAccount = json_body(body).await?;
-    let email = req.email.trim().to_ascii_lowercase();
-    if email.len() > 254
-        || !email.contains('@')
-        || email.starts_with('@')
-        || email.ends_with('@')
-        || email.contains(char::is_whitespace)
-    {
+    if !openapi::is_email(&req.email) {
         return Err(ApiError::invalid("email", "is not an email address"));
     }
-    if req.password.chars().count() < 8 || req.password.len() > 256 {
+    let email = req.email.to_ascii_lowercase();
+    if !(8..=256).contains(&req.password.chars().count()) {
         return Err(ApiError::invalid("password", "must be 8-256 characters"));
     }
     let plan = check_plan(app, req.plan)?.unwrap_or_else(|| "default".to_owned());
@@ -450,7 +509,7 @@ struct Login {
 
 async fn login(app: &App, body: Incoming) -> ApiResult {
     let req: Login = json_body(body).await?;
-    let email = req.email.trim().to_ascii_lowercase();
+    let email = req.email.to_ascii_lowercase();
     let found = blocking(app, move |s| s.account_for_login(&email)).await?;
     let password = req.password;
     let (account, ok) = tokio::task::spawn_blocking(move || match found {
@@ -484,31 +543,39 @@ async fn login(app: &App, body: Incoming) -> ApiResult {
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: String,
+    #[serde(default, deserialize_with = "present")]
     scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     providers: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     models: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     limits: LimitsBody,
+    #[serde(default, deserialize_with = "present_int")]
     expires_in_days: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
     project: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchKey {
+    #[serde(default, deserialize_with = "present")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     providers: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "nullable")]
     models: Option<Option<Vec<String>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     limits: LimitsBody,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Rotate {
+    #[serde(default, deserialize_with = "present_int")]
     grace_seconds: Option<u64>,
 }
 
@@ -710,9 +777,6 @@ async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
     let now = clock::unix_now();
     let from = from.unwrap_or_else(|| clock::month_first_day(now));
     let to = to.unwrap_or_else(|| clock::day_of(now));
-    if from > to {
-        return Err(ApiError::invalid("from", "must not be after `to`"));
-    }
     let owner = account.to_owned();
     let rows = blocking(app, move |s| s.account_usage(&owner, key, from, to)).await?;
     let mut groups: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();

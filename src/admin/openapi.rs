@@ -39,7 +39,27 @@ fn id_param() -> Value {
     json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The key's id (or key prefix)"}])
 }
 
-pub fn document() -> Value {
+/// What the document says an email is; account creation applies the same test.
+pub fn is_email(text: &str) -> bool {
+    let mut parts = text.splitn(2, '@');
+    let (local, domain) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    text.chars().count() <= 254
+        && !local.is_empty()
+        && !domain.is_empty()
+        && !text.chars().any(char::is_whitespace)
+        && !local.contains('@')
+}
+
+/// The pattern form of [`is_email`].
+const EMAIL_PATTERN: &str = "^[^@\\s]+@[^\\s]+$";
+/// Names: no control characters (1-128 of them is stated by lengths).
+const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// Model names and globs: printable ASCII without space.
+const MODEL_PATTERN: &str = "^[!-~]{1,128}$";
+/// The largest token count JSON carries exactly.
+const MAX_TOKENS: u64 = 9_007_199_254_740_991;
+
+pub fn document(config: &crate::config::Config) -> Value {
     let account_token = json!([{"accessToken": []}]);
     let operator = json!([{"operatorToken": []}]);
     json!({
@@ -133,12 +153,19 @@ pub fn document() -> Value {
                 "accessToken": {"type": "http", "scheme": "bearer", "description": "From POST /v1/auth/login"},
                 "operatorToken": {"type": "http", "scheme": "bearer", "description": "TOLLGATE_ADMIN_TOKEN"}
             },
-            "schemas": schemas()
+            "schemas": schemas(config)
         }
     })
 }
 
-fn schemas() -> Value {
+fn schemas(config: &crate::config::Config) -> Value {
+    let providers: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+    let plans: Vec<&str> = config.plans.keys().map(String::as_str).collect();
+    let provider_list =
+        json!({"type": "array", "items": {"type": "string", "enum": providers}, "minItems": 1, "maxItems": 64});
+    let model_list =
+        json!({"type": "array", "items": {"type": "string", "pattern": MODEL_PATTERN}, "minItems": 1, "maxItems": 64});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 128, "pattern": NAME_PATTERN});
     let limit = |min: u64, max: u64| json!({"type": ["integer", "null"], "minimum": min, "maximum": max});
     let timestamp = json!({"type": "string", "format": "date-time"});
     let nullable_timestamp = json!({"type": ["string", "null"], "format": "date-time"});
@@ -199,15 +226,15 @@ fn schemas() -> Value {
         "CreateAccount": {
             "type": "object", "additionalProperties": false, "required": ["email", "password"],
             "properties": {
-                "email": {"type": "string", "maxLength": 254},
+                "email": {"type": "string", "maxLength": 254, "pattern": EMAIL_PATTERN},
                 "password": {"type": "string", "minLength": 8, "maxLength": 256},
-                "plan": {"type": "string"},
+                "plan": {"type": "string", "enum": plans},
                 "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}
             }
         },
         "PatchAccount": {
             "type": "object", "additionalProperties": false,
-            "properties": {"plan": {"type": "string"}, "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}}
+            "properties": {"plan": {"type": "string", "enum": plans}, "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}}
         },
         "Login": {
             "type": "object", "additionalProperties": false, "required": ["email", "password"],
@@ -236,28 +263,28 @@ fn schemas() -> Value {
                 "requests_per_minute": limit(1, 1000),
                 "requests_per_day": limit(1, 10000),
                 "concurrent_requests": limit(1, 10000),
-                "tokens_per_month": {"type": ["integer", "null"], "minimum": 0}
+                "tokens_per_month": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TOKENS}
             }
         },
         "CreateKey": {
             "type": "object", "additionalProperties": false, "required": ["name"],
             "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                "name": name,
                 "scopes": scopes,
-                "providers": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 64},
-                "models": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 64},
+                "providers": provider_list,
+                "models": model_list,
                 "limits": {"$ref": "#/components/schemas/LimitsInput"},
                 "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 36500},
-                "project": {"type": "string", "minLength": 1, "maxLength": 128}
+                "project": name
             }
         },
         "PatchKey": {
             "type": "object", "additionalProperties": false,
             "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                "name": name,
                 "scopes": scopes,
-                "providers": strings,
-                "models": strings,
+                "providers": {"oneOf": [provider_list, {"type": "null"}]},
+                "models": {"oneOf": [model_list, {"type": "null"}]},
                 "limits": {"$ref": "#/components/schemas/LimitsInput"}
             }
         },
@@ -296,7 +323,8 @@ mod tests {
     /// Every operation the API serves is documented, and nothing else is.
     #[test]
     fn the_document_lists_exactly_the_served_operations() {
-        let doc = document();
+        let config = crate::config::Config::from_toml("", |_| None).unwrap();
+        let doc = document(&config);
         let mut documented: Vec<(String, String)> = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in item.as_object().unwrap().keys() {
@@ -308,6 +336,7 @@ mod tests {
             crate::admin::OPERATIONS.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
         served.sort();
         assert_eq!(documented, served);
+        assert!(is_email("a@b") && is_email("a.b+c@d.e") && !is_email("a@") && !is_email("@b") && !is_email("a b@c"));
         // Every reference resolves.
         let text = doc.to_string();
         for name in text.split("#/components/schemas/").skip(1).map(|s| s.split('"').next().unwrap()) {
