@@ -307,7 +307,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
             let key_id = parse_key_id(&id)?;
             let info = store.key_info(key_id)?.ok_or_else(|| format!("key {key_id} does not exist"))?;
             let updated = limits.apply(info.limits)?;
-            store.set_key_limits(key_id, updated)?;
+            store.update_key(key_id, &info.name, updated, &info.access)?;
             println!(
                 "{key_id}: {}; running servers apply it within {}ms",
                 describe_limits(&updated, config),

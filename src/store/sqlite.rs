@@ -151,31 +151,6 @@ impl SqliteStore {
         Ok((secret, info))
     }
 
-    /// Replaces a key's limit overrides; `false` if no such key.
-    pub fn set_key_limits(&self, id: KeyId, limits: KeyLimits) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let version = bump_version(&tx)?;
-        let n = tx.execute(
-            "UPDATE service_keys SET requests_per_minute = ?1, requests_per_day = ?2, concurrent_requests = ?3,
-                                     tokens_per_month = ?4, version = ?5
-             WHERE id = ?6",
-            params![
-                limits.requests_per_minute,
-                limits.requests_per_day,
-                limits.concurrent_requests,
-                limits.tokens_per_month.map(|t| t as i64),
-                version,
-                id.as_str()
-            ],
-        )?;
-        if n == 0 {
-            return Ok(false);
-        }
-        tx.commit()?;
-        Ok(true)
-    }
-
     /// Adds pending usage to the daily totals, all in one transaction.
     pub fn add_usage(&self, rows: &HashMap<UsageKey, UsageDelta>) -> Result<(), StoreError> {
         if rows.is_empty() {
