@@ -9,6 +9,8 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::error::LogLevel;
+use crate::metrics::Metrics;
+use crate::providers::Endpoint;
 
 /// Request ids: a random per-process seed mixed with a counter through a bijection (splitmix64), so ids
 /// are unique within a process, unpredictable across processes, and cost one atomic add.
@@ -70,18 +72,22 @@ impl std::fmt::Display for RequestId {
 pub struct AccessLog {
     pub request_id: RequestId,
     pub method: http::Method,
-    pub provider: Option<Arc<str>>,
-    pub route: &'static str,
+    /// The route's provider: its position in the configuration, and its name.
+    pub provider: Option<(usize, Arc<str>)>,
+    pub endpoint: Option<Endpoint>,
     pub key_prefix: Option<Arc<str>>,
     pub streaming: bool,
     pub started: Instant,
+    /// Where the request is counted when its line is written.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AccessLog {
     /// Writes the line. `outcome` is a bounded label (`ok`, `client_closed`, an error label).
     pub fn emit(&self, status: u16, outcome: &str, bytes: u64, level: LogLevel) {
+        self.metrics.request(self.provider.as_ref().map(|p| p.0), self.endpoint, status);
         let duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
-        let provider = self.provider.as_deref().unwrap_or("-");
+        let provider = self.provider.as_ref().map_or("-", |p| &*p.1);
         let key = self.key_prefix.as_deref().unwrap_or("-");
         macro_rules! line {
             ($level:ident) => {
@@ -90,7 +96,7 @@ impl AccessLog {
                     request_id = %self.request_id,
                     method = %self.method,
                     provider,
-                    route = self.route,
+                    route = self.endpoint.map_or("-", Endpoint::name),
                     status,
                     outcome,
                     duration_ms = (duration_ms * 1000.0).round() / 1000.0,

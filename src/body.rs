@@ -86,6 +86,7 @@ pub enum BodyMeter {
 
 /// Everything an upstream body carries besides the upstream stream itself.
 pub struct StreamParts {
+    pub provider_index: usize,
     pub kind: ProviderKind,
     pub endpoint: Endpoint,
     pub limits: StreamLimits,
@@ -108,10 +109,15 @@ pub struct UpstreamBody {
     timer: Pin<Box<Sleep>>,
     bytes: u64,
     logged: bool,
+    /// No body byte has gone to the caller yet (for time to first byte).
+    first_byte_pending: bool,
 }
 
 impl UpstreamBody {
     pub fn new(upstream: Incoming, framer: Option<SseFramer>, parts: StreamParts) -> UpstreamBody {
+        if framer.is_some() {
+            parts.log.metrics.stream_opened();
+        }
         let now = Instant::now();
         let first_alarm = parts.limits.deadline.min(now + parts.limits.idle);
         UpstreamBody {
@@ -122,7 +128,16 @@ impl UpstreamBody {
             timer: Box::pin(tokio::time::sleep_until(first_alarm)),
             bytes: 0,
             logged: false,
+            first_byte_pending: true,
         }
+    }
+
+    /// Counts `bytes` as passed to the caller, noting the time of the first.
+    fn sent(&mut self, bytes: usize) {
+        if std::mem::take(&mut self.first_byte_pending) {
+            self.parts.log.metrics.time_to_first_byte(self.parts.provider_index, self.parts.log.started.elapsed());
+        }
+        self.bytes += bytes as u64;
     }
 
     /// Ends the body once: the upstream connection released, the request charged and logged.
@@ -133,6 +148,10 @@ impl UpstreamBody {
             if let Some(metering) = self.parts.metering.as_mut() {
                 let usage = charge(&self.parts.meter, metering, normal_end);
                 metering.settle(usage);
+                self.parts.log.metrics.tokens(self.parts.provider_index, usage.input, usage.output);
+            }
+            if self.framer.is_some() {
+                self.parts.log.metrics.stream_closed();
             }
             self.parts.log.emit(self.parts.status, outcome, self.bytes, level);
         }
@@ -179,7 +198,7 @@ impl UpstreamBody {
                         if let BodyMeter::Json(_, scanner) = &mut this.parts.meter {
                             scanner.feed(&data);
                         }
-                        this.bytes += data.len() as u64;
+                        this.sent(data.len());
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     };
                     match framer.push(data) {
@@ -191,7 +210,7 @@ impl UpstreamBody {
                             if events.is_empty() {
                                 continue;
                             }
-                            this.bytes += events.len() as u64;
+                            this.sent(events.len());
                             return Poll::Ready(Some(Ok(Frame::data(events))));
                         }
                         Ok(None) => continue,

@@ -29,6 +29,7 @@ const RESERVED_PROVIDER_NAMES: &[&str] = &["v1", "v1beta", "healthz", "readyz", 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub metrics: MetricsConfig,
     pub management: ManagementConfig,
     pub limits: LimitsConfig,
     /// Monthly token quota of each plan, by name; always has `default`.
@@ -50,6 +51,12 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
+}
+
+/// Prometheus metrics at `/metrics` on the main listener.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub enabled: bool,
 }
 
 /// The management API's credentials (from the environment) and token lifetime.
@@ -200,6 +207,8 @@ struct RawConfig {
     #[serde(default)]
     management: RawManagement,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     plans: BTreeMap<String, RawPlan>,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
@@ -214,6 +223,12 @@ struct RawLimits {
     concurrent_requests: Option<u32>,
     tokens_per_month: Option<u64>,
     default_max_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -452,7 +467,8 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         raw.providers.into_iter().map(|(name, p)| provider(name, p)).collect::<Result<Vec<_>, _>>()?
     };
 
-    Ok(Config { server, management, limits, plans, store, keys, upstream, log, providers })
+    let metrics = MetricsConfig { enabled: raw.metrics.enabled.unwrap_or(true) };
+    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers })
 }
 
 fn default_providers() -> Result<Vec<ProviderConfig>, ConfigError> {

@@ -18,6 +18,7 @@ pub mod key_sync;
 pub mod keys;
 pub mod limits;
 pub mod metering;
+pub mod metrics;
 pub mod passwords;
 pub mod pipeline;
 pub mod providers;
@@ -104,6 +105,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             config.management.access_token_ttl,
         ),
         last_used: dashmap::DashMap::new(),
+        metrics: Arc::new(metrics::Metrics::new(config.providers.iter().map(|p| p.name.clone()).collect())),
         config,
     });
     let refresher = tokio::spawn(key_sync::poll(store.clone(), tables, version, app.config.store.refresh_interval));

@@ -47,6 +47,7 @@ pub struct App {
     pub credentials: crate::admin::tokens::Credentials,
     /// When each key was last used, waiting for the next flush (no store write per request).
     pub last_used: dashmap::DashMap<crate::keys::KeyId, i64>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub routes: Routes,
     pub keys: Arc<KeyTable>,
     pub upstream: Upstream,
@@ -68,7 +69,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
         request_id,
         method: req.method().clone(),
         provider: None,
-        route: "-",
+        endpoint: None,
+        metrics: Arc::clone(&app.metrics),
         key_prefix: None,
         streaming: false,
         started: Instant::now(),
@@ -83,8 +85,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
             return error_response(miss.shape, &error, &log);
         }
     };
-    log.provider = Some(Arc::from(route.provider.name.as_str()));
-    log.route = route.endpoint.name();
+    log.provider = Some((route.provider_index, Arc::from(route.provider.name.as_str())));
+    log.endpoint = Some(route.endpoint);
     let kind = route.provider.kind;
     let mut rate = None;
     match proxy(&app, route, req, &mut log, &mut rate).await {
@@ -108,6 +110,11 @@ fn probe(app: &App, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
         "/healthz" => (StatusCode::OK, "ok"),
         "/readyz" if app.readiness.is_ready() => (StatusCode::OK, "ready"),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable"),
+        "/metrics" if app.config.metrics.enabled => {
+            let mut response = Response::new(ProxyBody::full(app.metrics.render()));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            return Some(response);
+        }
         _ => return None,
     };
     let mut response = Response::new(ProxyBody::full(text));
@@ -160,9 +167,15 @@ async fn proxy(
     let upstream_request = build_upstream_request(&route, &parts, body, &provider_key)?;
     drop(provider_key);
 
-    let deadline = Instant::now() + app.config.upstream.total_timeout;
+    let sent = Instant::now();
+    let deadline = sent + app.config.upstream.total_timeout;
     let upstream_response = match app.upstream.send(upstream_request, deadline).await {
-        Ok(response) => response,
+        Ok(response) => {
+            let upstream = sent.elapsed();
+            app.metrics.upstream_latency(route.provider_index, upstream);
+            app.metrics.overhead(log.started.elapsed().saturating_sub(upstream));
+            response
+        }
         Err(error) => {
             if let Some(metering) = metering.as_mut() {
                 metering.settle(charge_before_head(&error, metering));
@@ -214,6 +227,7 @@ fn respond(
         meter => BodyMeter::Json(meter, UsageScanner::new(meter.json_key())),
     };
     let parts = StreamParts {
+        provider_index: route.provider_index,
         kind: route.provider.kind,
         endpoint: route.endpoint,
         limits: StreamLimits { idle: app.config.upstream.idle_timeout, deadline },
@@ -422,9 +436,11 @@ pub fn error_response(shape: ProviderKind, error: &ProxyError, log: &AccessLog) 
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     match error {
         ProxyError::Overloaded => {
+            log.metrics.refusal("overloaded");
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         ProxyError::RateLimited(refusal) => {
+            log.metrics.refusal(refusal.limit.label());
             h.insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs));
             if refusal.limit.is_exhaustion() {
                 h.insert("x-should-retry", HeaderValue::from_static("false"));

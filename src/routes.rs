@@ -18,6 +18,8 @@ const MAX_SEGMENTS: usize = 5;
 #[derive(Debug, Clone)]
 pub struct Route {
     pub provider: Arc<ProviderConfig>,
+    /// The provider's position in the configuration (a bounded metric label).
+    pub provider_index: usize,
     pub endpoint: Endpoint,
     /// The upstream path: the provider's base path and the matched segments.
     pub upstream_path: String,
@@ -42,12 +44,13 @@ pub struct Miss {
 }
 
 pub struct Routes {
-    by_name: HashMap<String, Arc<ProviderConfig>>,
+    /// Each provider by name, with its position in the configuration.
+    by_name: HashMap<String, (usize, Arc<ProviderConfig>)>,
 }
 
 impl Routes {
     pub fn new(providers: &[ProviderConfig]) -> Routes {
-        let by_name = providers.iter().map(|p| (p.name.clone(), Arc::new(p.clone()))).collect();
+        let by_name = providers.iter().enumerate().map(|(i, p)| (p.name.clone(), (i, Arc::new(p.clone())))).collect();
         Routes { by_name }
     }
 
@@ -58,9 +61,9 @@ impl Routes {
             Some((first, rest)) if self.by_name.contains_key(*first) => (self.by_name.get(*first), rest),
             _ => (self.by_name.get(top_level_kind(method, segments).as_str()), segments),
         };
-        let shape = provider.map_or_else(|| top_level_kind(method, segments), |p| p.kind);
+        let shape = provider.map_or_else(|| top_level_kind(method, segments), |p| p.1.kind);
         let miss = |reason| Miss { shape, reason };
-        let provider = provider.ok_or(miss(RouteMiss::NotFound))?;
+        let (provider_index, provider) = provider.ok_or(miss(RouteMiss::NotFound))?;
         if rest.is_empty() {
             return Err(miss(RouteMiss::NotFound));
         }
@@ -71,7 +74,7 @@ impl Routes {
             upstream_path.push('/');
             upstream_path.push_str(s);
         }
-        Ok(Route { provider: Arc::clone(provider), endpoint, upstream_path })
+        Ok(Route { provider: Arc::clone(provider), provider_index: *provider_index, endpoint, upstream_path })
     }
 }
 

@@ -8,6 +8,7 @@ mod forwarding;
 mod limits;
 mod management;
 mod metering;
+mod metrics;
 mod paths;
 mod serving;
 mod streaming;

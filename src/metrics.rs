@@ -1,0 +1,260 @@
+//! Prometheus metrics (DESIGN §9), kept in atomics and rendered as text at `/metrics`. Every label is
+//! bounded: the configured provider names, the route enum, the status class, the token direction and the
+//! refusal reason. No key material and no per-request value ever becomes a label.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::providers::Endpoint;
+
+const ENDPOINTS: [Endpoint; 11] = [
+    Endpoint::ChatCompletions,
+    Endpoint::Completions,
+    Endpoint::Embeddings,
+    Endpoint::Responses,
+    Endpoint::ListModels,
+    Endpoint::GetModel,
+    Endpoint::Messages,
+    Endpoint::CountTokens,
+    Endpoint::GenerateContent,
+    Endpoint::StreamGenerateContent,
+    Endpoint::EmbedContent,
+];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Refusal reasons: the limit kinds, then the process-wide overload.
+pub const REFUSALS: [&str; 6] = [
+    "requests_per_minute",
+    "requests_per_day",
+    "concurrency",
+    "key_tokens_per_month",
+    "account_tokens_per_month",
+    "overloaded",
+];
+/// Histogram bucket bounds, seconds.
+const BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0,
+];
+
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        // Buckets are stored non-cumulatively; rendering adds them up.
+        let i = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len() - 1);
+        if secs <= BUCKETS[BUCKETS.len() - 1] {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let sep = if labels.is_empty() { "" } else { "," };
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sep = if labels.is_empty() { "" } else { "," };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+pub struct Metrics {
+    providers: Vec<String>,
+    /// [provider + 1 (index 0: no provider)][endpoint + 1 (0: no route)][status class]
+    requests: Vec<AtomicU64>,
+    upstream_latency: Vec<Histogram>,
+    ttfb: Vec<Histogram>,
+    overhead: Histogram,
+    /// [provider][input, output]
+    tokens: Vec<[AtomicU64; 2]>,
+    refusals: [AtomicU64; REFUSALS.len()],
+    open_streams: AtomicI64,
+}
+
+impl Metrics {
+    pub fn new(providers: Vec<String>) -> Metrics {
+        let n = providers.len();
+        Metrics {
+            requests: (0..(n + 1) * (ENDPOINTS.len() + 1) * STATUS_CLASSES.len()).map(|_| AtomicU64::new(0)).collect(),
+            upstream_latency: (0..n).map(|_| Histogram::new()).collect(),
+            ttfb: (0..n).map(|_| Histogram::new()).collect(),
+            overhead: Histogram::new(),
+            tokens: (0..n).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect(),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            open_streams: AtomicI64::new(0),
+            providers,
+        }
+    }
+
+    fn request_slot(&self, provider: Option<usize>, endpoint: Option<Endpoint>, status: u16) -> Option<&AtomicU64> {
+        let p = provider.map_or(0, |p| p + 1);
+        let e = endpoint.and_then(|e| ENDPOINTS.iter().position(|x| *x == e)).map_or(0, |e| e + 1);
+        let class = usize::from(status / 100).checked_sub(1).filter(|c| *c < STATUS_CLASSES.len())?;
+        self.requests.get((p * (ENDPOINTS.len() + 1) + e) * STATUS_CLASSES.len() + class)
+    }
+
+    pub fn request(&self, provider: Option<usize>, endpoint: Option<Endpoint>, status: u16) {
+        if let Some(slot) = self.request_slot(provider, endpoint, status) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn upstream_latency(&self, provider: usize, d: Duration) {
+        if let Some(h) = self.upstream_latency.get(provider) {
+            h.observe(d);
+        }
+    }
+
+    pub fn time_to_first_byte(&self, provider: usize, d: Duration) {
+        if let Some(h) = self.ttfb.get(provider) {
+            h.observe(d);
+        }
+    }
+
+    /// Time tollgate itself added before the response head: total minus the upstream's part.
+    pub fn overhead(&self, d: Duration) {
+        self.overhead.observe(d);
+    }
+
+    pub fn tokens(&self, provider: usize, input: u64, output: u64) {
+        if let Some([i, o]) = self.tokens.get(provider) {
+            i.fetch_add(input, Ordering::Relaxed);
+            o.fetch_add(output, Ordering::Relaxed);
+        }
+    }
+
+    pub fn refusal(&self, reason: &str) {
+        if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
+            self.refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn stream_opened(&self) {
+        self.open_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stream_closed(&self) {
+        self.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let provider_name = |p: usize| if p == 0 { "-" } else { self.providers[p - 1].as_str() };
+        out.push_str("# HELP tollgate_requests_total Requests by provider, route and status class.\n");
+        out.push_str("# TYPE tollgate_requests_total counter\n");
+        for p in 0..=self.providers.len() {
+            for e in 0..=ENDPOINTS.len() {
+                for (c, class) in STATUS_CLASSES.iter().enumerate() {
+                    let n = self.requests[(p * (ENDPOINTS.len() + 1) + e) * STATUS_CLASSES.len() + c]
+                        .load(Ordering::Relaxed);
+                    if n > 0 {
+                        let route = if e == 0 { "-" } else { ENDPOINTS[e - 1].name() };
+                        let _ = writeln!(
+                            out,
+                            "tollgate_requests_total{{provider=\"{}\",route=\"{route}\",status=\"{class}\"}} {n}",
+                            provider_name(p)
+                        );
+                    }
+                }
+            }
+        }
+        for (name, help, set) in [
+            (
+                "tollgate_upstream_latency_seconds",
+                "Time from sending upstream to the response head.",
+                &self.upstream_latency,
+            ),
+            (
+                "tollgate_time_to_first_byte_seconds",
+                "Time from the request to its first response body byte.",
+                &self.ttfb,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (p, h) in set.iter().enumerate() {
+                h.render(&mut out, name, &format!("provider=\"{}\"", self.providers[p]));
+            }
+        }
+        out.push_str(
+            "# HELP tollgate_overhead_seconds Time tollgate added before the response head (total minus upstream).\n",
+        );
+        out.push_str("# TYPE tollgate_overhead_seconds histogram\n");
+        self.overhead.render(&mut out, "tollgate_overhead_seconds", "");
+        out.push_str("# HELP tollgate_tokens_total Tokens charged, by provider and direction.\n");
+        out.push_str("# TYPE tollgate_tokens_total counter\n");
+        for (p, [i, o]) in self.tokens.iter().enumerate() {
+            for (direction, n) in [("input", i), ("output", o)] {
+                let _ = writeln!(
+                    out,
+                    "tollgate_tokens_total{{provider=\"{}\",direction=\"{direction}\"}} {}",
+                    self.providers[p],
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP tollgate_refusals_total Requests refused by a limit, by reason.\n");
+        out.push_str("# TYPE tollgate_refusals_total counter\n");
+        for (reason, n) in REFUSALS.iter().zip(&self.refusals) {
+            let _ = writeln!(out, "tollgate_refusals_total{{reason=\"{reason}\"}} {}", n.load(Ordering::Relaxed));
+        }
+        out.push_str("# HELP tollgate_open_streams Server-sent event streams being relayed.\n");
+        out.push_str("# TYPE tollgate_open_streams gauge\n");
+        let _ = writeln!(out, "tollgate_open_streams {}", self.open_streams.load(Ordering::Relaxed));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_histograms_render() {
+        let m = Metrics::new(vec!["openai".into(), "anthropic".into()]);
+        m.request(Some(1), Some(Endpoint::Messages), 200);
+        m.request(Some(1), Some(Endpoint::Messages), 200);
+        m.request(None, None, 404);
+        m.request(Some(0), Some(Endpoint::ChatCompletions), 999);
+        m.upstream_latency(0, Duration::from_millis(3));
+        m.overhead(Duration::from_micros(40));
+        m.tokens(1, 10, 5);
+        m.refusal("requests_per_minute");
+        m.refusal("no such reason");
+        m.stream_opened();
+        let text = m.render();
+        assert!(
+            text.contains("tollgate_requests_total{provider=\"anthropic\",route=\"messages\",status=\"2xx\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("tollgate_requests_total{provider=\"-\",route=\"-\",status=\"4xx\"} 1"));
+        assert!(!text.contains("status=\"9"));
+        assert!(text.contains("tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.0025\"} 0"));
+        assert!(text.contains("tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.005\"} 1"));
+        assert!(text.contains("tollgate_upstream_latency_seconds_count{provider=\"openai\"} 1"));
+        assert!(text.contains("tollgate_overhead_seconds_bucket{le=\"0.0001\"} 1"));
+        assert!(text.contains("tollgate_tokens_total{provider=\"anthropic\",direction=\"output\"} 5"));
+        assert!(text.contains("tollgate_refusals_total{reason=\"requests_per_minute\"} 1"));
+        assert!(text.contains("tollgate_open_streams 1"));
+    }
+}

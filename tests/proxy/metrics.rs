@@ -1,0 +1,58 @@
+//! `/metrics`: requests, tokens, refusals, latency histograms and open streams, with bounded labels and
+//! no key material.
+
+use tollgate::keys::KeyLimits;
+
+use crate::common::*;
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened_and_carry_no_keys() {
+    let mock = MockUpstream::start().await;
+    let once =
+        NewKey { limits: KeyLimits { requests_per_day: Some(1), ..KeyLimits::default() }, ..NewKey::live("once", 0) };
+    let gw = Gateway::start_with(&mock.base_url(), "", &[once]).await;
+    let a = format!("Bearer {}", gw.key);
+    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    for _ in 0..2 {
+        assert_eq!(post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await.status, 200);
+    }
+    assert_eq!(post(&gw.url("/v1/messages"), &h, Shape::Anthropic.stream_body()).await.status, 200);
+    assert_eq!(post(&gw.url("/v1/nowhere"), &h, "{}").await.status, 404);
+    let b = format!("Bearer {}", gw.keys[0]);
+    let once = [("authorization", b.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    assert_eq!(post(&gw.url(Shape::Gemini.path()), &once, Shape::Gemini.body()).await.status, 200);
+    assert_eq!(post(&gw.url(Shape::Gemini.path()), &once, Shape::Gemini.body()).await.status, 429);
+
+    let reply = request(http::Method::GET, &gw.url("/metrics"), &[], b"").await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    assert_eq!(
+        value(&text, "tollgate_requests_total{provider=\"openai\",route=\"chat_completions\",status=\"2xx\"}"),
+        2.0
+    );
+    assert_eq!(value(&text, "tollgate_requests_total{provider=\"anthropic\",route=\"messages\",status=\"2xx\"}"), 1.0);
+    assert_eq!(value(&text, "tollgate_requests_total{provider=\"-\",route=\"-\",status=\"4xx\"}"), 1.0);
+    assert_eq!(
+        value(&text, "tollgate_requests_total{provider=\"gemini\",route=\"generate_content\",status=\"4xx\"}"),
+        1.0
+    );
+    assert_eq!(value(&text, "tollgate_refusals_total{reason=\"requests_per_day\"}"), 1.0);
+    // The mock reports 5 + 3 tokens on each answered request.
+    assert_eq!(value(&text, "tollgate_tokens_total{provider=\"openai\",direction=\"input\"}"), 10.0);
+    assert_eq!(value(&text, "tollgate_tokens_total{provider=\"anthropic\",direction=\"output\"}"), 3.0);
+    assert_eq!(value(&text, "tollgate_upstream_latency_seconds_count{provider=\"openai\"}"), 2.0);
+    assert_eq!(value(&text, "tollgate_time_to_first_byte_seconds_count{provider=\"anthropic\"}"), 1.0);
+    assert_eq!(value(&text, "tollgate_overhead_seconds_count"), 4.0);
+    assert_eq!(value(&text, "tollgate_open_streams"), 0.0);
+    for secret in [&gw.key[..], &gw.keys[0][..], PROVIDER_KEY, "tg_live_"] {
+        assert!(!text.contains(secret), "key material in /metrics");
+    }
+}
