@@ -5,7 +5,9 @@
 #
 #   benches/load.sh [compare.sh options]      e.g. benches/load.sh -c "1 50" -d 10s -r 2
 #
-# Env: TOLLGATE_BENCH_HARNESS (default ../shared/bench), TOLLGATE_BENCH_PORT (default 18787).
+# Env: TOLLGATE_BENCH_HARNESS (default ../shared/bench), TOLLGATE_BENCH_PORT (default 18787),
+#      TOLLGATE_BENCH_LIMITS (default off: oha sends one key, and one key may not exceed 1000 requests a
+#      minute; `benches/limits_load.sh` measures limits on, over many keys).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HARNESS="${TOLLGATE_BENCH_HARNESS:-$ROOT/../shared/bench}"
@@ -25,6 +27,8 @@ shutdown_grace = "5s"
 path = "$RUN/tollgate.db"
 [log]
 level = "info"
+[limits]
+enabled = $( [ "${TOLLGATE_BENCH_LIMITS:-off}" = on ] && echo true || echo false )
 [providers.openai]
 kind = "openai"
 base_url = "http://127.0.0.1:18080"
