@@ -20,7 +20,7 @@ fn key_table(n: usize) -> (KeyTable, String) {
     let hasher = KeyHasher::new(None);
     let table = KeyTable::new("tg".into(), hasher.clone());
     let mut last = String::new();
-    for i in 0..n {
+    for _ in 0..n {
         let (secret, parsed) = keys::generate("tg", KeyKind::Live).unwrap();
         table.upsert(KeyRecord {
             id: parsed.id,
@@ -28,7 +28,6 @@ fn key_table(n: usize) -> (KeyTable, String) {
             limits: KeyLimits::default(),
             kind: parsed.kind,
             key_prefix: keys::key_prefix("tg", parsed.kind, parsed.id).into(),
-            name: format!("k{i}"),
             hash: hasher.hash(secret.expose()),
             created_at: 0,
             expires_at: None,
@@ -129,6 +128,42 @@ fn stream_tap(c: &mut Criterion) {
     g.finish();
 }
 
+fn header_rewrite(c: &mut Criterion) {
+    let config = tollgate::config::Config::from_toml("", |_| None).unwrap();
+    let mut caller = http::HeaderMap::new();
+    for (k, v) in [
+        ("authorization", "Bearer tg_live_0123456789ABcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN"),
+        ("x-provider-key", "sk-proj-0123456789abcdefghijklmnopqrstuvwxyz"),
+        ("content-type", "application/json"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, deflate"),
+        ("user-agent", "OpenAI/Python 1.109.1"),
+        ("x-stainless-lang", "python"),
+        ("x-stainless-package-version", "1.109.1"),
+        ("x-stainless-os", "Linux"),
+        ("x-stainless-arch", "x64"),
+        ("x-stainless-runtime", "CPython"),
+        ("x-stainless-runtime-version", "3.11.7"),
+        ("x-stainless-retry-count", "0"),
+        ("connection", "keep-alive"),
+    ] {
+        caller.insert(http::HeaderName::from_static(k), http::HeaderValue::from_static(v));
+    }
+    let key = tollgate::credentials::ProviderKey::from_headers(&caller).unwrap();
+    let mut g = c.benchmark_group("header_rewrite");
+    for provider in &config.providers {
+        g.bench_function(provider.name.as_str(), |b| {
+            b.iter(|| {
+                let mut headers = tollgate::headers::upstream_request_headers(black_box(&caller));
+                let mut query = String::from("alt=sse");
+                provider.kind.set_credential(provider, &key, &mut headers, &mut query);
+                black_box((headers, query))
+            })
+        });
+    }
+    g.finish();
+}
+
 fn json_usage(c: &mut Criterion) {
     let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! I am a mock assistant served by nginx, so the benchmark measures only proxy overhead.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":21,"total_tokens":40}}"#;
     let mut g = c.benchmark_group("json_usage_scan");
@@ -143,5 +178,5 @@ fn json_usage(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, verify, admission, stream_tap, json_usage);
+criterion_group!(benches, verify, admission, header_rewrite, stream_tap, json_usage);
 criterion_main!(benches);

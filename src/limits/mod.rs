@@ -420,7 +420,6 @@ mod tests {
             limits,
             kind: KeyKind::Live,
             key_prefix: "tg_live_AAAAAAAAAAAA".into(),
-            name: "k".into(),
             hash: blake3::hash(b"x"),
             created_at: 0,
             expires_at: None,

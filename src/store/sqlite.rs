@@ -101,54 +101,71 @@ impl SqliteStore {
         hasher: &KeyHasher,
         new: &NewKey,
     ) -> Result<(SecretKey, KeyInfo), StoreError> {
-        let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
-        let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
-        let hash = hasher.hash(secret.expose());
+        let mut created = self.create_keys(prefix, hasher, std::slice::from_ref(new))?;
+        created.pop().ok_or_else(|| StoreError::Corrupt("no key created".to_owned()))
+    }
+
+    /// Creates several keys in one transaction (one fsync), in order.
+    pub fn create_keys(
+        &self,
+        prefix: &str,
+        hasher: &KeyHasher,
+        news: &[NewKey],
+    ) -> Result<Vec<(SecretKey, KeyInfo)>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version = bump_version(&tx)?;
-        let l = new.limits;
-        tx.execute(
-            "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
-                                       requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                                       scopes, providers, models, project)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            params![
-                parsed.id.as_str(),
-                key_prefix,
-                new.kind.as_str(),
-                new.name,
-                hash.as_bytes().as_slice(),
-                new.created_at,
-                new.expires_at,
-                version,
-                new.account,
-                l.requests_per_minute,
-                l.requests_per_day,
-                l.concurrent_requests,
-                l.tokens_per_month.map(|t| t as i64),
-                new.access.scopes.to_stored(),
-                list_json(&new.access.providers),
-                list_json(&new.access.models),
-                new.project,
-            ],
-        )?;
+        let mut created = Vec::with_capacity(news.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
+                                           requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
+                                           scopes, providers, models, project)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            )?;
+            for new in news {
+                let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
+                let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
+                let hash = hasher.hash(secret.expose());
+                let l = new.limits;
+                stmt.execute(params![
+                    parsed.id.as_str(),
+                    key_prefix,
+                    new.kind.as_str(),
+                    new.name,
+                    hash.as_bytes().as_slice(),
+                    new.created_at,
+                    new.expires_at,
+                    version,
+                    new.account,
+                    l.requests_per_minute,
+                    l.requests_per_day,
+                    l.concurrent_requests,
+                    l.tokens_per_month.map(|t| t as i64),
+                    new.access.scopes.to_stored(),
+                    list_json(&new.access.providers),
+                    list_json(&new.access.models),
+                    new.project,
+                ])?;
+                let info = KeyInfo {
+                    id: parsed.id,
+                    key_prefix,
+                    kind: new.kind,
+                    name: new.name.clone(),
+                    account: new.account.clone(),
+                    limits: l,
+                    access: new.access.clone(),
+                    project: new.project.clone(),
+                    created_at: new.created_at,
+                    expires_at: new.expires_at,
+                    revoked_at: None,
+                    last_used_at: None,
+                };
+                created.push((secret, info));
+            }
+        }
         tx.commit()?;
-        let info = KeyInfo {
-            id: parsed.id,
-            key_prefix,
-            kind: new.kind,
-            name: new.name.clone(),
-            account: new.account.clone(),
-            limits: l,
-            access: new.access.clone(),
-            project: new.project.clone(),
-            created_at: new.created_at,
-            expires_at: new.expires_at,
-            revoked_at: None,
-            last_used_at: None,
-        };
-        Ok((secret, info))
+        Ok(created)
     }
 
     /// Adds pending usage to the daily totals, all in one transaction.
@@ -462,8 +479,9 @@ impl SqliteStore {
         let mut stmt = conn.prepare_cached(&format!("{RECORD_SELECT} WHERE version > ?1 AND version <= ?2"))?;
         let mut rows = stmt.query(params![since, version])?;
         let mut records = Vec::new();
+        let mut accounts = Accounts::default();
         while let Some(row) = rows.next()? {
-            records.push(record_from(row)?);
+            records.push(record_from(row, &mut accounts)?);
         }
         drop(rows);
         drop(stmt);
@@ -477,7 +495,7 @@ impl SqliteStore {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{RECORD_SELECT} WHERE id = ?1"))?;
         let mut rows = stmt.query([id.as_str()])?;
-        rows.next()?.map(record_from).transpose()
+        rows.next()?.map(|row| record_from(row, &mut Accounts::default())).transpose()
     }
 
     /// A cheap round trip, for readiness.
@@ -505,11 +523,26 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// The columns of a [`KeyRecord`], as [`record_from`] reads them.
-const RECORD_SELECT: &str = "SELECT id, key_prefix, kind, name, hash, created_at, expires_at, revoked_at, account_id,
+const RECORD_SELECT: &str = "SELECT id, key_prefix, kind, NULL, hash, created_at, expires_at, revoked_at, account_id,
         requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month, scopes, providers, models
     FROM service_keys";
 
-fn record_from(row: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
+/// Shares one `Arc` per account among the records read in one go (most keys share a few accounts).
+#[derive(Default)]
+struct Accounts(HashMap<String, Arc<str>>);
+
+impl Accounts {
+    fn intern(&mut self, id: String) -> Arc<str> {
+        if let Some(shared) = self.0.get(&id) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(id.as_str());
+        self.0.insert(id, Arc::clone(&shared));
+        shared
+    }
+}
+
+fn record_from(row: &rusqlite::Row<'_>, accounts: &mut Accounts) -> Result<KeyRecord, StoreError> {
     let id: String = row.get(0)?;
     let hash: [u8; 32] =
         row.get::<_, Vec<u8>>(4)?.try_into().map_err(|_| StoreError::Corrupt(format!("hash of key {id}")))?;
@@ -517,12 +550,11 @@ fn record_from(row: &rusqlite::Row<'_>) -> Result<KeyRecord, StoreError> {
         id: parse_id(&id)?,
         kind: parse_kind(&row.get::<_, String>(2)?)?,
         key_prefix: row.get::<_, String>(1)?.into(),
-        name: row.get(3)?,
         hash: blake3::Hash::from_bytes(hash),
         created_at: row.get(5)?,
         expires_at: row.get(6)?,
         revoked_at: row.get(7)?,
-        account: row.get::<_, String>(8)?.into(),
+        account: accounts.intern(row.get(8)?),
         limits: limits_from(row, 9)?,
         access: access_from(row, 13)?,
     })
