@@ -44,18 +44,13 @@ fn main() {
     let before = rss_kib();
     let started = Instant::now();
     let store = SqliteStore::open(&path).expect("store");
-    let changes = store.key_changes(0).expect("load keys");
-    let read = started.elapsed();
     let table = KeyTable::new("tg".into(), hasher);
-    for record in changes.records {
-        table.upsert(record);
-    }
+    store.key_changes(0, |record| table.upsert(record)).expect("load keys");
     let ready = started.elapsed();
     let after = rss_kib();
     println!(
-        "startup with {} keys: read from SQLite {:.2?}, ready to serve {:.2?}; key table RSS +{} MiB (process {} MiB)",
+        "startup with {} keys: ready to serve {:.2?}; key table RSS +{} MiB (process {} MiB)",
         table.len(),
-        read,
         ready,
         after.saturating_sub(before) / 1024,
         after / 1024

@@ -51,13 +51,10 @@ pub async fn load_all(store: &SqliteStore, tables: &Tables) -> Result<i64, Store
 }
 
 async fn apply_changes(store: &SqliteStore, tables: &Tables, since: i64) -> Result<i64, StoreError> {
-    let store = store.clone();
-    let changes = tokio::task::spawn_blocking(move || store.key_changes(since))
+    let (store, keys) = (store.clone(), Arc::clone(&tables.keys));
+    let changes = tokio::task::spawn_blocking(move || store.key_changes(since, |record| keys.upsert(record)))
         .await
         .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
-    for record in changes.records {
-        tables.keys.upsert(record);
-    }
     if !changes.plans.is_empty() {
         tables.plans.set(&changes.plans);
     }

@@ -6,7 +6,7 @@ pub mod sqlite;
 pub use sqlite::SqliteStore;
 
 use crate::access::KeyAccess;
-use crate::keys::{KeyId, KeyKind, KeyLimits, KeyRecord};
+use crate::keys::{KeyId, KeyKind, KeyLimits};
 
 /// What a new key is made of (its secret is generated).
 #[derive(Debug, Clone)]
@@ -104,9 +104,8 @@ impl KeyInfo {
     }
 }
 
-/// Keys changed since a version, and the version to ask from next time.
+/// What a key refresh returns besides the keys themselves: the plans, and the version to ask from next.
 pub struct KeyChanges {
-    pub records: Vec<KeyRecord>,
     /// Every account's plan, whenever anything changed.
     pub plans: Vec<(String, String)>,
     pub version: i64,

@@ -467,27 +467,28 @@ impl SqliteStore {
     }
 
     /// Every key written after `since` (0 for all), with the store version to pass next time.
-    pub fn key_changes(&self, since: i64) -> Result<KeyChanges, StoreError> {
+    /// Hands every key written after `since` (0 for all) to `each` as it is read, so a million keys
+    /// never sit in a list; returns the account plans and the version to ask from next time.
+    pub fn key_changes(&self, since: i64, mut each: impl FnMut(KeyRecord)) -> Result<KeyChanges, StoreError> {
         let conn = self.conn();
         let version: i64 = conn
             .query_row("SELECT value FROM store_meta WHERE name = 'version'", [], |r| r.get(0))
             .optional()?
             .unwrap_or(0);
         if version <= since {
-            return Ok(KeyChanges { records: Vec::new(), plans: Vec::new(), version });
+            return Ok(KeyChanges { plans: Vec::new(), version });
         }
         let mut stmt = conn.prepare_cached(&format!("{RECORD_SELECT} WHERE version > ?1 AND version <= ?2"))?;
         let mut rows = stmt.query(params![since, version])?;
-        let mut records = Vec::new();
         let mut accounts = Accounts::default();
         while let Some(row) = rows.next()? {
-            records.push(record_from(row, &mut accounts)?);
+            each(record_from(row, &mut accounts)?);
         }
         drop(rows);
         drop(stmt);
         drop(conn);
         let plans = self.account_plans()?;
-        Ok(KeyChanges { records, plans, version })
+        Ok(KeyChanges { plans, version })
     }
 
     /// One key as the hot path holds it.
@@ -614,14 +615,19 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let hasher = KeyHasher::new(None);
         let (k1, i1) = store.create_key("tg", &hasher, &NewKey::live("one", 10)).unwrap();
-        let all = store.key_changes(0).unwrap();
-        assert_eq!(all.records.len(), 1);
-        assert_eq!(all.records[0].hash, hasher.hash(k1.expose()));
-        assert_eq!(all.records[0].key_prefix.as_ref(), i1.key_prefix);
+        let changes = |since| {
+            let mut records = Vec::new();
+            let c = store.key_changes(since, |r| records.push(r)).unwrap();
+            (records, c.version)
+        };
+        let (records, version) = changes(0);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].hash, hasher.hash(k1.expose()));
+        assert_eq!(records[0].key_prefix.as_ref(), i1.key_prefix);
 
-        let none = store.key_changes(all.version).unwrap();
-        assert!(none.records.is_empty());
-        assert_eq!(none.version, all.version);
+        let (none, same) = changes(version);
+        assert!(none.is_empty());
+        assert_eq!(same, version);
 
         let (_, i2) = store
             .create_key(
@@ -632,8 +638,8 @@ mod tests {
             .unwrap();
         assert!(store.revoke_key(i1.id, 12).unwrap());
         assert!(!store.revoke_key(i1.id, 13).unwrap(), "revoking twice reports no change");
-        let later = store.key_changes(all.version).unwrap();
-        let mut got: Vec<_> = later.records.iter().map(|r| (r.id, r.revoked_at)).collect();
+        let (later, _) = changes(version);
+        let mut got: Vec<_> = later.iter().map(|r| (r.id, r.revoked_at)).collect();
         got.sort();
         let mut want = vec![(i1.id, Some(12)), (i2.id, None)];
         want.sort();
