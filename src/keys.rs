@@ -196,6 +196,18 @@ pub struct KeyLimits {
     pub tokens_per_month: Option<u64>,
 }
 
+/// Applies one change to a limit override: absent keeps it, `Some(None)` returns it to the configured
+/// default, a value must lie in `range`. The CLI and the management API both go through here.
+pub fn change_limit(change: Option<Option<u64>>, (min, max): (u32, u32), slot: &mut Option<u32>) -> Result<(), String> {
+    match change {
+        None => {}
+        Some(None) => *slot = None,
+        Some(Some(n)) if n >= u64::from(min) && n <= u64::from(max) => *slot = Some(n as u32),
+        Some(Some(n)) => return Err(format!("{n} is outside {min}..={max}")),
+    }
+    Ok(())
+}
+
 /// What the hot path knows about a key. Built from the store; holds the hash, never the key.
 #[derive(Debug, Clone)]
 pub struct KeyRecord {

@@ -81,24 +81,21 @@ impl std::str::FromStr for LimitValue {
     }
 }
 
+impl LimitValue {
+    /// `default` as a return to the configured default, else the value.
+    fn change(self) -> Option<u64> {
+        match self {
+            LimitValue::Default => None,
+            LimitValue::Value(n) => Some(n),
+        }
+    }
+}
+
 impl LimitArgs {
     /// Applies the given flags over `limits`, checking each against its range.
     fn apply(&self, mut limits: KeyLimits) -> Result<KeyLimits, String> {
-        fn small(
-            flag: &str,
-            v: Option<LimitValue>,
-            (min, max): (u32, u32),
-            slot: &mut Option<u32>,
-        ) -> Result<(), String> {
-            match v {
-                None => {}
-                Some(LimitValue::Default) => *slot = None,
-                Some(LimitValue::Value(n)) if n >= u64::from(min) && n <= u64::from(max) => *slot = Some(n as u32),
-                Some(LimitValue::Value(n)) => {
-                    return Err(format!("--{flag} {n} is outside {min}..={max}"));
-                }
-            }
-            Ok(())
+        fn small(flag: &str, v: Option<LimitValue>, range: (u32, u32), slot: &mut Option<u32>) -> Result<(), String> {
+            tollgate::keys::change_limit(v.map(LimitValue::change), range, slot).map_err(|e| format!("--{flag} {e}"))
         }
         small("rpm", self.rpm, RPM_RANGE, &mut limits.requests_per_minute)?;
         small("daily", self.daily, RPD_RANGE, &mut limits.requests_per_day)?;

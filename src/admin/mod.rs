@@ -332,19 +332,8 @@ struct LimitsBody {
 impl LimitsBody {
     /// Applies the given fields over `limits` (null: back to the default), checking ranges.
     fn apply(&self, mut limits: KeyLimits) -> Result<KeyLimits, ApiError> {
-        fn set(
-            field: &str,
-            v: Option<Option<u32>>,
-            (min, max): (u32, u32),
-            slot: &mut Option<u32>,
-        ) -> Result<(), ApiError> {
-            match v {
-                None => {}
-                Some(None) => *slot = None,
-                Some(Some(n)) if (min..=max).contains(&n) => *slot = Some(n),
-                Some(Some(n)) => return Err(ApiError::invalid(field, format!("{n} is outside {min}..={max}"))),
-            }
-            Ok(())
+        fn set(field: &str, v: Option<Option<u32>>, range: (u32, u32), slot: &mut Option<u32>) -> Result<(), ApiError> {
+            crate::keys::change_limit(v.map(|n| n.map(u64::from)), range, slot).map_err(|e| ApiError::invalid(field, e))
         }
         set("limits.requests_per_minute", self.requests_per_minute, RPM_RANGE, &mut limits.requests_per_minute)?;
         set("limits.requests_per_day", self.requests_per_day, RPD_RANGE, &mut limits.requests_per_day)?;
