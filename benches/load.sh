@@ -1,45 +1,136 @@
 #!/usr/bin/env bash
-# End-to-end load comparison: oha straight at a mock OpenAI upstream (nginx) versus through tollgate with
-# service-key authentication on, interleaved in one run, with tollgate's CPU per request and peak RSS.
-# Uses the load harness in ../shared/bench (mock, oha, compare.sh); its setup step installs nginx and oha.
+# End-to-end load benchmark, one command: oha straight at a mock OpenAI upstream (nginx + njs), through nginx
+# `proxy_pass` (the reference proxy: no auth, no limits, no metering) and through tollgate with authentication,
+# limits, metering and metrics all on, interleaved in one run, for JSON and SSE responses at each concurrency.
+# Prints one table: requests per second and its ratio to direct and to nginx, added p50 / p99 latency, CPU
+# microseconds per request and peak RSS of each proxy.
 #
-#   benches/load.sh [compare.sh options]      e.g. benches/load.sh -c "1 50" -d 10s -r 2
+#   benches/load.sh [-c "1 50 200"] [-d 10s] [-r 2] [-w 2s] [-m "json sse"]
 #
-# Env: TOLLGATE_BENCH_HARNESS (default ../shared/bench), TOLLGATE_BENCH_PORT (default 18787),
-#      TOLLGATE_BENCH_LIMITS (default off: oha sends one key, and one key may not exceed 1000 requests a
-#      minute; `benches/limits_load.sh` measures limits on, over many keys).
+# The first step installs nginx (+njs) and oha if they are missing (../shared/bench/setup.sh). Results land in
+# target/load-bench/<timestamp>/ (oha JSON, process samples, table.md).
+# Env: TOLLGATE_BENCH_HARNESS (default ../shared/bench), TOLLGATE_BENCH_PORT (default 18787).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HARNESS="${TOLLGATE_BENCH_HARNESS:-$ROOT/../shared/bench}"
 PORT="${TOLLGATE_BENCH_PORT:-18787}"
+CONCS="1 50 200"; DUR="10s"; REPS=2; WARM="2s"; MODES="json sse"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -c) CONCS="$2"; shift 2;;
+    -d) DUR="$2"; shift 2;;
+    -r) REPS="$2"; shift 2;;
+    -w) WARM="$2"; shift 2;;
+    -m) MODES="$2"; shift 2;;
+    *) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2;;
+  esac
+done
 [ -x "$HARNESS/setup.sh" ] || { echo "load harness not found at $HARNESS" >&2; exit 1; }
 
 W="$("$HARNESS/setup.sh" | tail -1)"
+export PATH="$PATH:$HOME/.cargo/bin"
+OHA="$(command -v oha)"
 (cd "$ROOT" && cargo build --release --quiet)
 BIN="$ROOT/target/release/tollgate"
+OUT="$ROOT/target/load-bench/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT/runs"
+ulimit -n 20000 2>/dev/null || true
 
-RUN="$(mktemp -d)"
-cat > "$RUN/proxy.toml" <<TOML
+# Limits on for real: every request passes concurrency, per-minute (GCRA), per-day and both monthly token
+# quotas (the key's and its plan's), reserves and settles tokens, and is metered from the response. The
+# operator grants the bench key ceilings above the load so that the run measures admitted requests.
+cat > "$OUT/proxy.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PORT"
 shutdown_grace = "5s"
 [store]
-path = "$RUN/tollgate.db"
+path = "$OUT/tollgate.db"
+[limits]
+enabled = true
+[plans.default]
+tokens_per_month = 1000000000000
+[metrics]
+enabled = true
 [log]
 level = "info"
-[limits]
-enabled = $( [ "${TOLLGATE_BENCH_LIMITS:-off}" = on ] && echo true || echo false )
 [providers.openai]
 kind = "openai"
 base_url = "http://127.0.0.1:18080"
 TOML
-KEY="$("$BIN" --config "$RUN/proxy.toml" keys create --name load-bench 2>/dev/null)"
-"$BIN" --config "$RUN/proxy.toml" serve 2> "$RUN/tollgate.log" &
-PID=$!
-trap 'kill -TERM $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$RUN"' EXIT
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.1; done
+KEY="$("$BIN" --config "$OUT/proxy.toml" keys create --name load-bench --rpm 10000000 --daily 1000000000 \
+  --concurrency 10000 --tokens-per-month 100000000000 2>/dev/null)"
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  "$W/mock/mock.sh" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null --max-time 1 "$1" && return 0; sleep 0.1; done; return 1; }
 
 "$W/mock/mock.sh" start >/dev/null
-"$W/compare.sh" -l tollgate -p "$PID" --no-proxy-auth \
-  -H "Authorization: Bearer $KEY" -H "X-Provider-Key: sk-mock-provider-key" "$@" \
-  "http://127.0.0.1:$PORT/v1"
+MOCK_PID="$(cat "$W/mock/run/logs/nginx.pid")"
+mkdir -p "$W/peers/nginx-proxy/logs" "$W/peers/nginx-proxy/tmp"
+nginx -p "$W/peers/nginx-proxy/" -c nginx.conf -e logs/error.log > "$OUT/nginx.log" 2>&1 &
+NGINX_PID=$!; PIDS+=("$NGINX_PID")
+"$BIN" --config "$OUT/proxy.toml" serve 2> "$OUT/tollgate.log" &
+TOLLGATE_PID=$!; PIDS+=("$TOLLGATE_PID")
+wait_http http://127.0.0.1:18090/ || { echo "nginx proxy did not start" >&2; exit 1; }
+wait_http "http://127.0.0.1:$PORT/readyz" || { echo "tollgate did not start" >&2; exit 1; }
+grep VmRSS "/proc/$TOLLGATE_PID/status" | awk '{print $2}' > "$OUT/tollgate-idle-rss-kb"
+
+cp "$W/bodies/chat.json" "$OUT/body-json.json"
+cp "$W/bodies/chat-stream.json" "$OUT/body-sse.json"
+PROVIDER_KEY="sk-mock-provider-key"
+target_args() {  # target -> URL and headers for oha
+  case "$1" in
+    direct) echo "http://127.0.0.1:18080/v1/chat/completions"; echo "Authorization: Bearer $PROVIDER_KEY";;
+    nginx) echo "http://127.0.0.1:18090/v1/chat/completions"; echo "Authorization: Bearer $PROVIDER_KEY";;
+    tollgate) echo "http://127.0.0.1:$PORT/v1/chat/completions"; echo "Authorization: Bearer $KEY"
+              echo "X-Provider-Key: $PROVIDER_KEY";;
+  esac
+}
+target_pid() { case "$1" in direct) echo "$MOCK_PID";; nginx) echo "$NGINX_PID";; tollgate) echo "$TOLLGATE_PID";; esac; }
+
+oha_run() {  # target mode c duration outfile
+  local args=() url h
+  mapfile -t args < <(target_args "$1")
+  url="${args[0]}"; h=()
+  for x in "${args[@]:1}"; do h+=(-H "$x"); done
+  "$OHA" -z "$4" -c "$3" -w -t 30s --disable-compression --no-tui --worker-threads 2 -m POST \
+    -H "Content-Type: application/json" "${h[@]}" -D "$OUT/body-$2.json" --output-format json -o "$5" "$url" \
+    > /dev/null 2> "$5.stderr" || true
+  [ -s "$5.stderr" ] || rm -f "$5.stderr"
+}
+
+# Validation: each target answers 200 in both modes; tollgate's answer is the mock's.
+for t in direct nginx tollgate; do
+  for mode in $MODES; do
+    mapfile -t args < <(target_args "$t"); h=(); for x in "${args[@]:1}"; do h+=(-H "$x"); done
+    code=$(curl -sN -o "$OUT/check-$t-$mode.out" -w '%{http_code}' -X POST "${args[0]}" -H "Content-Type: application/json" \
+      "${h[@]}" --data-binary @"$OUT/body-$mode.json")
+    [ "$code" = 200 ] || { echo "$t $mode answered $code: $(head -c 300 "$OUT/check-$t-$mode.out")" >&2; exit 1; }
+  done
+done
+
+echo "== load: modes=[$MODES] c=[$CONCS] duration=$DUR reps=$REPS (results in $OUT)"
+for mode in $MODES; do
+  for c in $CONCS; do
+    for t in direct nginx tollgate; do oha_run "$t" "$mode" "$c" "$WARM" "$OUT/warmup.json"; done
+    for rep in $(seq 1 "$REPS"); do
+      order="direct nginx tollgate"; [ $((rep % 2)) = 0 ] && order="tollgate nginx direct"
+      for t in $order; do
+        f="$OUT/runs/${t}_${mode}_c${c}_r${rep}.json"
+        python3 "$W/harness/procstat.py" "${f%.json}.proc.json" "$(target_pid "$t")" > /dev/null 2>&1 &
+        sampler=$!
+        oha_run "$t" "$mode" "$c" "$DUR" "$f"
+        kill "$sampler"; wait "$sampler" 2>/dev/null || true
+        echo "-- $t $mode c=$c rep=$rep: $(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; print("%.0f req/s" % s["requestsPerSec"])' "$f")"
+      done
+    done
+  done
+done
+rm -f "$OUT/warmup.json"
+curl -s "http://127.0.0.1:$PORT/metrics" > "$OUT/metrics.txt"
+python3 "$ROOT/benches/load_table.py" "$OUT" | tee "$OUT/table.md"

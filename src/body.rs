@@ -7,9 +7,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::access_log::AccessLog;
@@ -18,6 +17,7 @@ use crate::error::{LogLevel, ProxyError};
 use crate::metering::Metering;
 use crate::providers::{Endpoint, ProviderKind};
 use crate::sse::SseFramer;
+use crate::upstream::UpstreamStream;
 use crate::usage::json_scan::UsageScanner;
 use crate::usage::tap::UsageTap;
 use crate::usage::{Meter, Usage};
@@ -98,9 +98,12 @@ pub struct StreamParts {
     pub meter: BodyMeter,
 }
 
+/// The most bytes joined into one frame for the caller.
+const COALESCE_BYTES: usize = 64 * 1024;
+
 pub struct UpstreamBody {
     /// `None` once the body ended or failed, so the connection is released at once.
-    upstream: Option<Incoming>,
+    upstream: Option<UpstreamStream>,
     /// Present for `text/event-stream` responses.
     framer: Option<SseFramer>,
     parts: StreamParts,
@@ -111,10 +114,12 @@ pub struct UpstreamBody {
     logged: bool,
     /// No body byte has gone to the caller yet (for time to first byte).
     first_byte_pending: bool,
+    /// A failure seen after data that went out first.
+    deferred: Option<ProxyError>,
 }
 
 impl UpstreamBody {
-    pub fn new(upstream: Incoming, framer: Option<SseFramer>, parts: StreamParts) -> UpstreamBody {
+    pub fn new(upstream: UpstreamStream, framer: Option<SseFramer>, parts: StreamParts) -> UpstreamBody {
         if framer.is_some() {
             parts.log.metrics.stream_opened();
         }
@@ -129,6 +134,7 @@ impl UpstreamBody {
             bytes: 0,
             logged: false,
             first_byte_pending: true,
+            deferred: None,
         }
     }
 
@@ -181,13 +187,19 @@ impl UpstreamBody {
         }
     }
 
+    /// Everything the upstream has ready goes out as one frame (one write to the caller), up to
+    /// `COALESCE_BYTES`; the frame leaves as soon as the upstream has nothing more, so nothing waits.
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let this = self.get_mut();
+        if let Some(error) = this.deferred.take() {
+            return this.fail(error);
+        }
+        let mut out = Coalesced::default();
         loop {
             let Some(upstream) = this.upstream.as_mut() else {
-                return Poll::Ready(None);
+                return Poll::Ready(out.into_frame().map(Ok));
             };
-            match Pin::new(upstream).poll_frame(cx) {
+            let ended = match Pin::new(upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     // Trailers are not forwarded: the caller's framing is tollgate's own.
                     let Ok(data) = frame.into_data() else {
@@ -199,7 +211,11 @@ impl UpstreamBody {
                             scanner.feed(&data);
                         }
                         this.sent(data.len());
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                        out.push(data);
+                        if out.len() >= COALESCE_BYTES {
+                            return Poll::Ready(out.into_frame().map(Ok));
+                        }
+                        continue;
                     };
                     match framer.push(data) {
                         Ok(Some(events)) => {
@@ -207,32 +223,89 @@ impl UpstreamBody {
                                 BodyMeter::Events(tap) => tap.pass(events),
                                 _ => events,
                             };
-                            if events.is_empty() {
-                                continue;
+                            if !events.is_empty() {
+                                this.sent(events.len());
+                                out.push(events);
+                                if out.len() >= COALESCE_BYTES {
+                                    return Poll::Ready(out.into_frame().map(Ok));
+                                }
                             }
-                            this.sent(events.len());
-                            return Poll::Ready(Some(Ok(Frame::data(events))));
+                            continue;
                         }
                         Ok(None) => continue,
-                        Err(_) => return this.fail(ProxyError::UpstreamEventTooLarge),
+                        Err(_) => Err(ProxyError::UpstreamEventTooLarge),
                     }
                 }
-                Poll::Ready(Some(Err(_))) => return this.fail(ProxyError::UpstreamFailed),
-                Poll::Ready(None) => {
+                Poll::Ready(Some(Err(_))) => Err(ProxyError::UpstreamFailed),
+                Poll::Ready(None) => Ok(()),
+                Poll::Pending if !out.is_empty() => return Poll::Ready(out.into_frame().map(Ok)),
+                Poll::Pending => {
+                    ready!(this.poll_timeout(cx));
+                    Err(ProxyError::UpstreamTimeout)
+                }
+            };
+            return match ended {
+                Ok(()) => {
                     let rest = this.framer.as_mut().and_then(SseFramer::finish);
                     let rest = match (&mut this.parts.meter, rest) {
                         (BodyMeter::Events(tap), Some(rest)) => Some(tap.pass(rest)).filter(|r| !r.is_empty()),
                         (_, rest) => rest,
                     };
-                    this.bytes += rest.as_ref().map_or(0, |r| r.len() as u64);
+                    if let Some(rest) = rest {
+                        this.bytes += rest.len() as u64;
+                        out.push(rest);
+                    }
                     this.finish("ok", LogLevel::Info, true);
-                    return Poll::Ready(rest.map(|r| Ok(Frame::data(r))));
+                    Poll::Ready(out.into_frame().map(Ok))
                 }
-                Poll::Pending => {
-                    ready!(this.poll_timeout(cx));
-                    return this.fail(ProxyError::UpstreamTimeout);
+                // What was already read goes out first; the failure follows on the next poll.
+                Err(error) if !out.is_empty() => {
+                    this.deferred = Some(error);
+                    Poll::Ready(out.into_frame().map(Ok))
                 }
+                Err(error) => this.fail(error),
+            };
+        }
+    }
+}
+
+/// Frames joined for one write: the first is kept as it is, a second starts a copy.
+#[derive(Default)]
+struct Coalesced {
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+impl Coalesced {
+    fn push(&mut self, data: Bytes) {
+        match (&mut self.first, &mut self.joined) {
+            (None, _) => self.first = Some(data),
+            (Some(first), None) => {
+                let mut joined = BytesMut::with_capacity((first.len() + data.len()).max(4096));
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(&data);
+                self.joined = Some(joined);
             }
+            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match (&self.first, &self.joined) {
+            (_, Some(joined)) => joined.len(),
+            (Some(first), None) => first.len(),
+            (None, None) => 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn into_frame(self) -> Option<Frame<Bytes>> {
+        match (self.first, self.joined) {
+            (_, Some(joined)) => Some(Frame::data(joined.freeze())),
+            (first, None) => first.map(Frame::data),
         }
     }
 }

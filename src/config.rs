@@ -91,9 +91,14 @@ pub struct LimitsConfig {
     pub default_max_output_tokens: u64,
 }
 
+/// Ranges for `proxy.toml` defaults and for the limits an account sets on its own keys.
 pub const RPM_RANGE: (u32, u32) = (1, 1000);
 pub const RPD_RANGE: (u32, u32) = (1, 10_000);
 pub const CONCURRENCY_RANGE: (u32, u32) = (1, 10_000);
+/// Wider ranges the operator may grant one key from the command line (an internal batch service, a load test):
+/// the same limiter runs, with a higher ceiling.
+pub const OPERATOR_RPM_RANGE: (u32, u32) = (1, 10_000_000);
+pub const OPERATOR_RPD_RANGE: (u32, u32) = (1, 1_000_000_000);
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tollgate::clock::{self, rfc3339, unix_now};
-use tollgate::config::{CONCURRENCY_RANGE, RPD_RANGE, RPM_RANGE};
+use tollgate::config::{CONCURRENCY_RANGE, OPERATOR_RPD_RANGE, OPERATOR_RPM_RANGE};
 use tollgate::config::{Config, LogFormat};
 use tollgate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits};
 use tollgate::store::{NewKey, SqliteStore};
@@ -51,10 +51,10 @@ enum Command {
 /// Limit overrides on the command line; each takes a number or `default`.
 #[derive(clap::Args, Default)]
 struct LimitArgs {
-    /// Requests per minute, 1-1000 (rolling)
+    /// Requests per minute (rolling), 1-10000000: the operator may grant more than an account's 1-1000
     #[arg(long, value_name = "N|default")]
     rpm: Option<LimitValue>,
-    /// Requests per UTC day, 1-10000
+    /// Requests per UTC day, 1-1000000000: the operator may grant more than an account's 1-10000
     #[arg(long, value_name = "N|default")]
     daily: Option<LimitValue>,
     /// Requests in flight at once, 1-10000
@@ -97,8 +97,8 @@ impl LimitArgs {
         fn small(flag: &str, v: Option<LimitValue>, range: (u32, u32), slot: &mut Option<u32>) -> Result<(), String> {
             tollgate::keys::change_limit(v.map(LimitValue::change), range, slot).map_err(|e| format!("--{flag} {e}"))
         }
-        small("rpm", self.rpm, RPM_RANGE, &mut limits.requests_per_minute)?;
-        small("daily", self.daily, RPD_RANGE, &mut limits.requests_per_day)?;
+        small("rpm", self.rpm, OPERATOR_RPM_RANGE, &mut limits.requests_per_minute)?;
+        small("daily", self.daily, OPERATOR_RPD_RANGE, &mut limits.requests_per_day)?;
         small("concurrency", self.concurrency, CONCURRENCY_RANGE, &mut limits.concurrent_requests)?;
         match self.tokens_per_month {
             None => {}

@@ -25,7 +25,7 @@ use crate::providers::{Endpoint, ProviderKind, RouteMiss};
 use crate::request_body::{Inspected, inspect_body, with_stream_usage};
 use crate::routes::{Route, Routes};
 use crate::sse::SseFramer;
-use crate::upstream::{Upstream, UpstreamRequest};
+use crate::upstream::{Upstream, UpstreamRequest, UpstreamStream};
 use crate::usage::book::{UsageBook, model_label};
 use crate::usage::json_scan::UsageScanner;
 use crate::usage::tap::UsageTap;
@@ -200,7 +200,7 @@ fn charge_before_head(error: &ProxyError, metering: &Metering) -> Usage {
 fn respond(
     app: &App,
     route: &Route,
-    upstream_response: Response<Incoming>,
+    upstream_response: Response<UpstreamStream>,
     deadline: Instant,
     log: AccessLog,
     slot: InFlightSlot,

@@ -155,3 +155,18 @@ async fn graceful_shutdown_lets_an_open_stream_finish_and_refuses_new_connection
     assert_eq!(next_chunk(&mut body).await, None);
     tokio::time::timeout(Duration::from_secs(10), drained).await.expect("server did not finish draining").unwrap();
 }
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), "").await;
+    let auth = format!("Bearer {}", gw.key);
+    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    for shape in SHAPES {
+        for (path, body) in [(shape.path(), shape.body()), (shape.stream_path(), shape.stream_body())] {
+            let reply = post(&gw.url(path), &headers, body).await;
+            assert_eq!(reply.status, 200, "{shape:?} {path}: {}", reply.text());
+        }
+    }
+    assert_eq!(mock.connections(), 1, "each response should give its connection back for the next request");
+}

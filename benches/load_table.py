@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Prints the table of a benches/load.sh run: one row per mode and concurrency, each proxy beside direct.
+
+usage: load_table.py RESULTS_DIR
+
+Reads RESULTS_DIR/runs/<target>_<mode>_c<C>_r<R>.json (oha JSON) and .proc.json (process samples) for the
+targets direct, nginx and tollgate. Figures are means over repetitions; peak RSS is the maximum.
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+RUN = re.compile(r"^(direct|nginx|tollgate)_(\w+)_c(\d+)_r(\d+)\.json$")
+
+
+def load(path):
+    d = json.load(open(path))
+    s, lp = d["summary"], d.get("latencyPercentiles") or {}
+    codes = {int(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
+    errors = sum(v for k, v in (d.get("errorDistribution") or {}).items() if k != "aborted due to deadline")
+    total = sum(codes.values())
+    run = {"rps": s["requestsPerSec"], "p50": (lp.get("p50") or 0) * 1e3, "p99": (lp.get("p99") or 0) * 1e3,
+           "bad": total - sum(v for k, v in codes.items() if 200 <= k < 300) + errors}
+    proc = path[:-5] + ".proc.json"
+    if os.path.exists(proc) and total:
+        p = json.load(open(proc))
+        run["cpu_us"] = p["cpu_s"] * 1e6 / total
+        run["rss_mb"] = p["peak_rss_kb"] / 1024
+    return run
+
+
+def agg(runs):
+    out = {k: statistics.fmean(r[k] for r in runs) for k in ("rps", "p50", "p99")}
+    out["bad"] = sum(r["bad"] for r in runs)
+    if all("cpu_us" in r for r in runs):
+        out["cpu_us"] = statistics.fmean(r["cpu_us"] for r in runs)
+        out["rss_mb"] = max(r["rss_mb"] for r in runs)
+    return out
+
+
+def main():
+    d = sys.argv[1]
+    groups = {}
+    for p in glob.glob(os.path.join(d, "runs", "*.json")):
+        m = RUN.match(os.path.basename(p))
+        if m:
+            key = (m.group(2), int(m.group(3)))
+            groups.setdefault(key, {}).setdefault(m.group(1), []).append(load(p))
+    print("| mode | c | direct req/s | nginx req/s (÷direct) | tollgate req/s (÷direct, ÷nginx) "
+          "| added p50 ms nginx / tollgate | added p99 ms nginx / tollgate | CPU µs/req nginx / tollgate "
+          "| peak RSS MB nginx / tollgate | non-2xx or errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for mode, c in sorted(groups, key=lambda k: (k[0] != "json", k[1])):
+        g = {t: agg(runs) for t, runs in groups[(mode, c)].items()}
+        if not all(t in g for t in ("direct", "nginx", "tollgate")):
+            continue
+        di, ng, tg = g["direct"], g["nginx"], g["tollgate"]
+        print(f"| {mode} | {c} | {di['rps']:,.0f} | {ng['rps']:,.0f} ({ng['rps'] / di['rps']:.2f}) "
+              f"| {tg['rps']:,.0f} ({tg['rps'] / di['rps']:.2f}, {tg['rps'] / ng['rps']:.2f}) "
+              f"| {ng['p50'] - di['p50']:.3f} / {tg['p50'] - di['p50']:.3f} "
+              f"| {ng['p99'] - di['p99']:.2f} / {tg['p99'] - di['p99']:.2f} "
+              f"| {ng.get('cpu_us', float('nan')):.0f} / {tg.get('cpu_us', float('nan')):.0f} "
+              f"| {ng.get('rss_mb', float('nan')):.1f} / {tg.get('rss_mb', float('nan')):.1f} "
+              f"| {di['bad']} / {ng['bad']} / {tg['bad']} |")
+    idle = os.path.join(d, "tollgate-idle-rss-kb")
+    if os.path.exists(idle):
+        print(f"\ntollgate idle RSS before load: {int(open(idle).read()) / 1024:.1f} MiB")
+    metrics = os.path.join(d, "metrics.txt")
+    if os.path.exists(metrics):
+        tokens = {}
+        for line in open(metrics):
+            if line.startswith("tollgate_tokens_total{"):
+                labels, value = line.rsplit(" ", 1)
+                tokens[labels[len("tollgate_tokens_total"):]] = int(float(value))
+        if tokens:
+            print("tokens metered by tollgate over the run: " + ", ".join(f"{k} {v:,}" for k, v in sorted(tokens.items())))
+
+
+if __name__ == "__main__":
+    main()
