@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
+    /// Threads serving requests; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 /// Prometheus metrics at `/metrics` on the main listener.
@@ -260,6 +262,7 @@ struct RawServer {
     max_header_bytes: Option<usize>,
     max_in_flight: Option<usize>,
     shutdown_grace: Option<String>,
+    worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -383,6 +386,10 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         max_header_bytes: in_range("server.max_header_bytes", s.max_header_bytes, 32 << 10, 1024, 1 << 20)?,
         max_in_flight: in_range("server.max_in_flight", s.max_in_flight, 10_000, 1, 1_000_000)?,
         shutdown_grace: duration("server.shutdown_grace", s.shutdown_grace, "10m")?,
+        worker_threads: match s.worker_threads {
+            None | Some(0) => None,
+            Some(n) => Some(in_range("server.worker_threads", Some(n), n, 1, 1024)?),
+        },
     };
 
     let store = StoreConfig {

@@ -17,6 +17,7 @@ pub mod headers;
 pub mod key_sync;
 pub mod keys;
 pub mod limits;
+pub mod log_writer;
 pub mod metering;
 pub mod metrics;
 pub mod passwords;

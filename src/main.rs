@@ -202,18 +202,25 @@ fn main() -> ExitCode {
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
-fn init_tracing(config: &Config) {
+/// Logs to stderr through a batching writer; the guard writes what is left when it is dropped.
+fn init_tracing(config: &Config) -> tollgate::log_writer::LogGuard {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let (writer, guard) = tollgate::log_writer::buffered_stderr();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match config.log.format {
         LogFormat::Text => builder.with_ansi(false).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn serve(config: Config) -> CliResult {
-    init_tracing(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let _logs = init_tracing(&config);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.server.worker_threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

@@ -207,6 +207,7 @@ impl Http1Pool {
                 }
                 None => (pool.connect(&authority, port).await?, false),
             };
+            tracing::trace!(origin = %authority, reused, "upstream connection");
             if poll_fn(|cx| conn.poll_ready(cx)).await.is_err() {
                 if reused {
                     continue;

@@ -51,9 +51,22 @@ impl UsageScanner {
         self.found.as_deref()
     }
 
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some(&first) = bytes.first() {
+            let mut b = first;
+            // Inside a string that is neither a candidate key nor part of the copied value, only a
+            // quote or a backslash changes anything: jump to the next one.
+            if self.in_string && !self.escaped && !self.key_matched && self.value.is_none() {
+                match memchr::memchr2(b'"', b'\\', bytes) {
+                    Some(at) => {
+                        bytes = &bytes[at..];
+                        b = bytes[0];
+                    }
+                    None => return,
+                }
+            }
             self.step(b);
+            bytes = &bytes[1..];
         }
     }
 
