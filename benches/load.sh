@@ -43,6 +43,8 @@ cat > "$OUT/proxy.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PORT"
 shutdown_grace = "5s"
+# One thread, as the reference nginx runs one worker process.
+worker_threads = 1
 [store]
 path = "$OUT/tollgate.db"
 [limits]

@@ -9,6 +9,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::error::LogLevel;
+use crate::keys::KeyLabel;
 use crate::metrics::Metrics;
 use crate::providers::Endpoint;
 
@@ -75,7 +76,7 @@ pub struct AccessLog {
     /// The route's provider: its position in the configuration, and its name.
     pub provider: Option<(usize, Arc<str>)>,
     pub endpoint: Option<Endpoint>,
-    pub key_prefix: Option<Arc<str>>,
+    pub key: Option<KeyLabel>,
     pub streaming: bool,
     pub started: Instant,
     /// Where the request is counted when its line is written.
@@ -88,7 +89,10 @@ impl AccessLog {
         self.metrics.request(self.provider.as_ref().map(|p| p.0), self.endpoint, status);
         let duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
         let provider = self.provider.as_ref().map_or("-", |p| &*p.1);
-        let key = self.key_prefix.as_deref().unwrap_or("-");
+        let key: &dyn std::fmt::Display = match &self.key {
+            Some(label) => label,
+            None => &"-",
+        };
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
@@ -102,7 +106,7 @@ impl AccessLog {
                     duration_ms = (duration_ms * 1000.0).round() / 1000.0,
                     bytes,
                     streaming = self.streaming,
-                    key,
+                    key = %key,
                     "request"
                 )
             };

@@ -118,6 +118,20 @@ pub fn key_prefix(prefix: &str, kind: KeyKind, id: KeyId) -> String {
     format!("{prefix}_{}_{id}", kind.as_str())
 }
 
+/// A key's `<prefix>_<kind>_<id>`, formatted when displayed.
+#[derive(Debug, Clone)]
+pub struct KeyLabel {
+    prefix: Arc<str>,
+    kind: KeyKind,
+    id: KeyId,
+}
+
+impl std::fmt::Display for KeyLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}_{}", self.prefix, self.kind.as_str(), self.id)
+    }
+}
+
 /// Generates a new key. Fails only if the OS CSPRNG does.
 pub fn generate(prefix: &str, kind: KeyKind) -> Result<(SecretKey, ParsedKey), getrandom::Error> {
     let id = random_base62::<ID_LEN>()?;
@@ -215,7 +229,6 @@ pub struct KeyRecord {
     pub account: Arc<str>,
     pub limits: KeyLimits,
     pub kind: KeyKind,
-    pub key_prefix: Arc<str>,
     pub hash: blake3::Hash,
     pub created_at: i64,
     pub expires_at: Option<i64>,
@@ -234,18 +247,23 @@ pub enum Refusal {
 
 /// Every known key by public id, read on each request.
 pub struct KeyTable {
-    prefix: String,
+    prefix: Arc<str>,
     hasher: KeyHasher,
     by_id: DashMap<KeyId, Arc<KeyRecord>>,
 }
 
 impl KeyTable {
     pub fn new(prefix: String, hasher: KeyHasher) -> KeyTable {
-        KeyTable { prefix, hasher, by_id: DashMap::new() }
+        KeyTable { prefix: prefix.into(), hasher, by_id: DashMap::new() }
     }
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// How `record` is named in logs: its key prefix, built when shown rather than stored per key.
+    pub fn label(&self, record: &KeyRecord) -> KeyLabel {
+        KeyLabel { prefix: Arc::clone(&self.prefix), kind: record.kind, id: record.id }
     }
 
     /// Adds or replaces a record (from the store).
@@ -290,7 +308,6 @@ mod tests {
             account: "default".into(),
             limits: KeyLimits::default(),
             kind: parsed.kind,
-            key_prefix: key_prefix("tg", parsed.kind, parsed.id).into(),
             hash: hasher.hash(key.expose()),
             created_at: 0,
             expires_at: None,

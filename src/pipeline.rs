@@ -71,7 +71,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
         provider: None,
         endpoint: None,
         metrics: Arc::clone(&app.metrics),
-        key_prefix: None,
+        key: None,
         streaming: false,
         started: Instant::now(),
     };
@@ -133,7 +133,7 @@ async fn proxy(
     let (parts, body) = req.into_parts();
     check_head(&parts, app.config.server.max_header_bytes)?;
     let key = authenticate(&app.keys, &parts.headers)?;
-    log.key_prefix = Some(Arc::clone(&key.key_prefix));
+    log.key = Some(app.keys.label(&key));
     app.last_used.insert(key.id, clock::unix_now());
     let slot = app.in_flight.admit()?;
     let provider_key = ProviderKey::from_headers(&parts.headers)?;

@@ -419,7 +419,6 @@ mod tests {
             account: "acct".into(),
             limits,
             kind: KeyKind::Live,
-            key_prefix: "tg_live_AAAAAAAAAAAA".into(),
             hash: blake3::hash(b"x"),
             created_at: 0,
             expires_at: None,

@@ -524,7 +524,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// The columns of a [`KeyRecord`], as [`record_from`] reads them.
-const RECORD_SELECT: &str = "SELECT id, key_prefix, kind, NULL, hash, created_at, expires_at, revoked_at, account_id,
+const RECORD_SELECT: &str = "SELECT id, NULL, kind, NULL, hash, created_at, expires_at, revoked_at, account_id,
         requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month, scopes, providers, models
     FROM service_keys";
 
@@ -533,29 +533,33 @@ const RECORD_SELECT: &str = "SELECT id, key_prefix, kind, NULL, hash, created_at
 struct Accounts(HashMap<String, Arc<str>>);
 
 impl Accounts {
-    fn intern(&mut self, id: String) -> Arc<str> {
-        if let Some(shared) = self.0.get(&id) {
+    fn intern(&mut self, id: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(id) {
             return Arc::clone(shared);
         }
-        let shared: Arc<str> = Arc::from(id.as_str());
-        self.0.insert(id, Arc::clone(&shared));
+        let shared: Arc<str> = Arc::from(id);
+        self.0.insert(id.to_owned(), Arc::clone(&shared));
         shared
     }
 }
 
+/// Reads text and blobs in place: loading a million keys should not allocate for every column.
 fn record_from(row: &rusqlite::Row<'_>, accounts: &mut Accounts) -> Result<KeyRecord, StoreError> {
-    let id: String = row.get(0)?;
-    let hash: [u8; 32] =
-        row.get::<_, Vec<u8>>(4)?.try_into().map_err(|_| StoreError::Corrupt(format!("hash of key {id}")))?;
+    let id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+    let hash: [u8; 32] = row
+        .get_ref(4)?
+        .as_blob()
+        .map_err(rusqlite::Error::from)?
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("hash of key {id}")))?;
     Ok(KeyRecord {
-        id: parse_id(&id)?,
-        kind: parse_kind(&row.get::<_, String>(2)?)?,
-        key_prefix: row.get::<_, String>(1)?.into(),
+        id: parse_id(id)?,
+        kind: parse_kind(row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?)?,
         hash: blake3::Hash::from_bytes(hash),
         created_at: row.get(5)?,
         expires_at: row.get(6)?,
         revoked_at: row.get(7)?,
-        account: accounts.intern(row.get(8)?),
+        account: accounts.intern(row.get_ref(8)?.as_str().map_err(rusqlite::Error::from)?),
         limits: limits_from(row, 9)?,
         access: access_from(row, 13)?,
     })
@@ -577,7 +581,7 @@ fn access_from(row: &rusqlite::Row<'_>, first: usize) -> Result<KeyAccess, rusql
         Ok(row.get::<_, Option<String>>(i)?.and_then(|json| serde_json::from_str(&json).ok()))
     };
     Ok(KeyAccess {
-        scopes: Scopes::from_stored(&row.get::<_, String>(first)?),
+        scopes: Scopes::from_stored(row.get_ref(first)?.as_str().map_err(rusqlite::Error::from)?),
         providers: list(first + 1)?,
         models: list(first + 2)?,
     })
