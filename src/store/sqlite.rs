@@ -627,7 +627,8 @@ mod tests {
         let (records, version) = changes(0);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].hash, hasher.hash(k1.expose()));
-        assert_eq!(records[0].key_prefix.as_ref(), i1.key_prefix);
+        let table = crate::keys::KeyTable::new("tg".into(), hasher.clone());
+        assert_eq!(table.label(&records[0]).to_string(), i1.key_prefix);
 
         let (none, same) = changes(version);
         assert!(none.is_empty());
