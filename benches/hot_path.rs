@@ -27,7 +27,6 @@ fn key_table(n: usize) -> (KeyTable, String) {
             account: "default".into(),
             limits: KeyLimits::default(),
             kind: parsed.kind,
-            key_prefix: keys::key_prefix("tg", parsed.kind, parsed.id).into(),
             hash: hasher.hash(secret.expose()),
             created_at: 0,
             expires_at: None,
