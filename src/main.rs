@@ -124,6 +124,9 @@ enum KeysCommand {
         /// The account that owns the key
         #[arg(long, default_value = "default")]
         account: String,
+        /// Create this many keys alike, in one transaction, printed one per line
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -267,7 +270,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
     let store = SqliteStore::open(&config.store.path)?;
     let now = unix_now();
     match command {
-        KeysCommand::Create { name, expires_in, kind, account, limits } => {
+        KeysCommand::Create { name, expires_in, kind, account, count, limits } => {
             let name = name.trim();
             if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
                 return Err("--name must be 1-128 printable characters".into());
@@ -280,6 +283,18 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
             }
             let limits = limits.apply(KeyLimits::default())?;
             let new = NewKey { kind, account, limits, expires_at, ..NewKey::live(name, now) };
+            if count > 1 {
+                let created = store.create_keys(&config.keys.prefix, &hasher, &vec![new; count as usize])?;
+                eprintln!("created {count} keys named {name:?}; limits {}", describe_limits(&limits, config));
+                eprintln!("the keys below are shown once and cannot be recovered; store them now:");
+                use std::io::Write;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for (secret, _) in &created {
+                    writeln!(out, "{}", secret.expose())?;
+                }
+                out.flush()?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let (secret, info) = store.create_key(&config.keys.prefix, &hasher, &new)?;
             eprintln!("created key {:?}", info.name);
             eprintln!("  id          {}", info.id);

@@ -90,10 +90,21 @@ async fn keys_created_and_revoked_by_the_cli_reach_a_running_server() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already revoked"));
     assert!(String::from_utf8(setup.cli(&["keys", "list"]).stdout).unwrap().contains("revoked"));
 
+    // Keys in bulk: one per line, each distinct and each accepted.
+    let bulk = setup.cli(&["keys", "create", "--name", "batch", "--count", "3", "--rpm", "5000"]);
+    assert!(bulk.status.success(), "{}", String::from_utf8_lossy(&bulk.stderr));
+    let bulk: Vec<String> = String::from_utf8(bulk.stdout).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(bulk.len(), 3, "{bulk:?}");
+    assert!(bulk[0] != bulk[1] && bulk[1] != bulk[2] && bulk[0] != bulk[2]);
+    for key in &bulk {
+        until(200, key.clone()).await;
+    }
+    assert_eq!(setup.cli(&["keys", "create", "--name", "x", "--count", "0"]).status.code(), Some(2));
+
     let (status, _) = server.stop();
     assert!(status.success(), "{status:?}");
     let db = std::fs::read(&setup.db).unwrap();
-    for key in [&first, &second] {
+    for key in [&first, &second].into_iter().chain(&bulk) {
         assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()), "a key is stored in the clear");
     }
 }
