@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench startup                  # 1,000,000 keys
 //!     TOLLGATE_BENCH_KEYS=100000 cargo bench --bench startup
+//!     TOLLGATE_BENCH_DB=/tmp/keys.db cargo bench --bench startup   # keep the seeded store
 
 use std::time::Instant;
 
@@ -26,7 +27,8 @@ fn main() {
     }
     let n: usize = std::env::var("TOLLGATE_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("startup.db");
+    // TOLLGATE_BENCH_DB keeps the seeded store for a run of the real binary (benches/scale.sh).
+    let path = std::env::var_os("TOLLGATE_BENCH_DB").map_or_else(|| dir.path().join("startup.db"), Into::into);
     let hasher = KeyHasher::new(None);
     {
         let store = SqliteStore::open(&path).expect("store");
