@@ -219,10 +219,16 @@ fn init_tracing(config: &Config) -> tollgate::log_writer::LogGuard {
 
 fn serve(config: Config) -> CliResult {
     let _logs = init_tracing(&config);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.server.worker_threads {
-        runtime.worker_threads(n);
-    }
+    // One thread needs no work stealing: the current-thread scheduler skips its cross-thread wake-ups.
+    let mut runtime = match config.server.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
