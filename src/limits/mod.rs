@@ -83,15 +83,24 @@ pub struct RateHeaders {
 impl RateHeaders {
     /// Writes the six headers, replacing any the provider sent.
     pub fn write_to(&self, headers: &mut http::HeaderMap) {
-        use http::HeaderValue;
-        let pairs = [
-            ("x-ratelimit-limit-requests", HeaderValue::from(self.limit_requests)),
-            ("x-ratelimit-remaining-requests", HeaderValue::from(self.remaining_requests)),
-            ("x-ratelimit-reset-requests", duration_value(self.reset_requests_ns)),
-            ("x-ratelimit-limit-tokens", HeaderValue::from(self.limit_tokens)),
-            ("x-ratelimit-remaining-tokens", HeaderValue::from(self.remaining_tokens)),
-            ("x-ratelimit-reset-tokens", duration_value(self.reset_tokens_secs.saturating_mul(1_000_000_000))),
+        use http::{HeaderName, HeaderValue};
+        const NAMES: [HeaderName; 6] = [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
         ];
+        let values = [
+            HeaderValue::from(self.limit_requests),
+            HeaderValue::from(self.remaining_requests),
+            duration_value(self.reset_requests_ns),
+            HeaderValue::from(self.limit_tokens),
+            HeaderValue::from(self.remaining_tokens),
+            duration_value(self.reset_tokens_secs.saturating_mul(1_000_000_000)),
+        ];
+        let pairs = NAMES.into_iter().zip(values);
         for (name, value) in pairs {
             headers.insert(name, value);
         }
@@ -382,19 +391,28 @@ impl Drop for Admission {
 
 /// A duration in OpenAI's header style: `12ms`, `1s`, `1.5s`, `6m0s`, `412h5m3s`.
 pub fn go_duration(ns: u64) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(16);
     if ns < 1_000_000_000 {
-        return format!("{}ms", ns.div_ceil(1_000_000));
+        let _ = write!(out, "{}ms", ns.div_ceil(1_000_000));
+        return out;
     }
     let secs = ns / 1_000_000_000;
     let millis = (ns % 1_000_000_000) / 1_000_000;
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let s =
-        if millis == 0 { format!("{s}s") } else { format!("{s}.{}s", format!("{millis:03}").trim_end_matches('0')) };
-    match (h, m) {
-        (0, 0) => s,
-        (0, m) => format!("{m}m{s}"),
-        (h, m) => format!("{h}h{m}m{s}"),
+    let _ = match (h, m) {
+        (0, 0) => write!(out, "{s}"),
+        (0, m) => write!(out, "{m}m{s}"),
+        (h, m) => write!(out, "{h}h{m}m{s}"),
+    };
+    if millis > 0 {
+        let _ = write!(out, ".{millis:03}");
+        while out.ends_with('0') {
+            out.pop();
+        }
     }
+    out.push('s');
+    out
 }
 
 #[cfg(test)]
