@@ -4,6 +4,8 @@
 //! chunk and the `"usage":null` fields OpenAI then adds are taken out, so the caller gets the stream it
 //! asked for, byte for byte.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 use serde::Deserialize;
@@ -139,7 +141,7 @@ impl UsageTap {
                     if let Some(u) = usage {
                         u.merge_into(&mut self.seen);
                     }
-                    if e.kind == "message_delta" || name.as_deref() == Some(&b"message_delta"[..]) {
+                    if e.kind == "message_delta" || name == Some(&b"message_delta"[..]) {
                         self.complete = true;
                     }
                 }
@@ -177,31 +179,23 @@ fn strip_null_usage(event: &[u8]) -> Kept {
 /// Offsets just past each event's closing blank line in a run of complete events.
 fn event_ends(chunk: &[u8]) -> Vec<usize> {
     let mut ends = Vec::new();
-    let mut line_empty = true;
-    let mut i = 0;
-    while i < chunk.len() {
-        match chunk[i] {
-            b'\r' | b'\n' => {
-                let len = if chunk[i] == b'\r' && chunk.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
-                if line_empty {
-                    ends.push(i + len);
-                }
-                line_empty = true;
-                i += len;
-            }
-            _ => {
-                line_empty = false;
-                i += 1;
-            }
+    let mut line_start = 0;
+    while let Some(at) = memchr::memchr2(b'\r', b'\n', &chunk[line_start..]) {
+        let i = line_start + at;
+        let len = if chunk[i] == b'\r' && chunk.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+        if i == line_start {
+            ends.push(i + len);
         }
+        line_start = i + len;
     }
     ends
 }
 
-/// The `event:` name and the joined `data:` lines of one event.
-fn fields(event: &[u8]) -> (Option<Vec<u8>>, Vec<u8>) {
+/// The `event:` name and the `data:` lines of one event, joined; borrowed when there is one data line.
+fn fields(event: &[u8]) -> (Option<&[u8]>, Cow<'_, [u8]>) {
     let mut name = None;
-    let mut data = Vec::new();
+    let mut data = Cow::Borrowed(&b""[..]);
+    let mut lines = 0;
     for line in event.split(|&b| b == b'\n' || b == b'\r') {
         let (field, value) = match memchr::memchr(b':', line) {
             Some(at) => (&line[..at], line[at + 1..].strip_prefix(b" ").unwrap_or(&line[at + 1..])),
@@ -209,12 +203,16 @@ fn fields(event: &[u8]) -> (Option<Vec<u8>>, Vec<u8>) {
         };
         match field {
             b"data" => {
-                if !data.is_empty() {
-                    data.push(b'\n');
+                lines += 1;
+                if lines == 1 {
+                    data = Cow::Borrowed(value);
+                } else {
+                    let joined = data.to_mut();
+                    joined.push(b'\n');
+                    joined.extend_from_slice(value);
                 }
-                data.extend_from_slice(value);
             }
-            b"event" => name = Some(value.to_vec()),
+            b"event" => name = Some(value),
             _ => {}
         }
     }
