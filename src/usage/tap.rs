@@ -5,13 +5,19 @@
 //! asked for, byte for byte.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
-use memchr::memmem;
+use memchr::memmem::{self, Finder};
 use serde::Deserialize;
 
 use super::json_scan::UsageScanner;
 use super::{AnthropicUsage, Meter, Usage};
+
+/// Searchers built once: building one per event costs more than the search.
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage"));
+static NULL_USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":null"));
+static DATA_FIELD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data:"));
 
 pub struct UsageTap {
     meter: Meter,
@@ -39,8 +45,8 @@ impl UsageTap {
 
     /// Takes a run of complete events; returns what the caller gets.
     pub fn pass(&mut self, chunk: Bytes) -> Bytes {
-        if memmem::find(&chunk, b"\"usage").is_none() {
-            self.events += memmem::find_iter(&chunk, b"data:").count() as u64;
+        if USAGE.find(&chunk).is_none() {
+            self.events += DATA_FIELD.find_iter(&chunk).count() as u64;
             return chunk;
         }
         let mut out: Option<BytesMut> = None;
@@ -78,14 +84,14 @@ impl UsageTap {
         if data.is_empty() {
             return Kept::Same;
         }
-        if memmem::find(&data, b"\"usage").is_none() {
+        if USAGE.find(&data).is_none() {
             self.events += 1;
             return Kept::Same;
         }
         match self.meter {
             // Once usage is requested OpenAI adds `"usage":null` to every chunk but the last: nothing
             // to read there.
-            Meter::OpenAiCompletion if memmem::find(&data, b"\"usage\":null").is_some() => {
+            Meter::OpenAiCompletion if NULL_USAGE.find(&data).is_some() => {
                 self.events += 1;
                 return if self.strip_injected { strip_null_usage(event) } else { Kept::Same };
             }
