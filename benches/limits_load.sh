@@ -16,6 +16,7 @@ while getopts "c:d:r:k:" o; do
   case "$o" in c) CONC=$OPTARG;; d) DUR=$OPTARG;; r) REPS=$OPTARG;; k) KEYS=$OPTARG;; *) exit 2;; esac
 done
 THREADS=$(( CONC < 2 ? 1 : 2 ))
+. "$ROOT/benches/common.sh"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 W="$("$HARNESS/setup.sh" | tail -1)"
 (cd "$ROOT" && cargo build --release --quiet)
@@ -23,44 +24,13 @@ BIN="$ROOT/target/release/tollgate"
 RUN="$(mktemp -d)"
 trap 'kill -TERM "${PID:-0}" 2>/dev/null || true; rm -rf "$RUN"' EXIT
 
-config() {  # enabled
-  cat <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-shutdown_grace = "5s"
-[store]
-path = "$RUN/tollgate.db"
-[limits]
-enabled = $1
-[plans.default]
-tokens_per_month = 1000000000000
-[providers.openai]
-kind = "openai"
-base_url = "http://127.0.0.1:18080"
-TOML
-}
-config true > "$RUN/on.toml"
-config false > "$RUN/off.toml"
-for i in $(seq 1 "$KEYS"); do
-  "$BIN" --config "$RUN/on.toml" keys create --name "load-$i" --rpm 1000 --daily 10000 2>/dev/null
-done > "$RUN/keys.txt"
+config "$PORT" "$RUN/tollgate.db" "http://127.0.0.1:18080" > "$RUN/on.toml"
+sed 's/^enabled = true$/enabled = false/' "$RUN/on.toml" > "$RUN/off.toml"
+"$BIN" --config "$RUN/on.toml" keys create --name load --count "$KEYS" --rpm 1000 --daily 10000 2>/dev/null > "$RUN/keys.txt"
 python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$W/bodies/chat.json" > "$RUN/body.json"
-cat > "$RUN/keys.lua" <<LUA
-local keys, i = {}, 0
-for line in io.lines("$RUN/keys.txt") do keys[#keys + 1] = line end
-local f = io.open("$RUN/body.json"); local body = f:read("*a"); f:close()
-request = function()
-  i = i % #keys + 1
-  return wrk.format("POST", "/v1/chat/completions", {
-    ["Content-Type"] = "application/json",
-    ["Authorization"] = "Bearer " .. keys[i],
-    ["X-Provider-Key"] = "sk-mock-provider-key",
-  }, body)
-end
-LUA
+keys_lua "$RUN/keys.txt" "$RUN/body.json" > "$RUN/keys.lua"
 "$W/mock/mock.sh" start >/dev/null
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() {  # label config
   "$BIN" --config "$2" serve 2>/dev/null &
   PID=$!

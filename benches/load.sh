@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -x "$HARNESS/setup.sh" ] || { echo "load harness not found at $HARNESS" >&2; exit 1; }
+. "$ROOT/benches/common.sh"
 
 W="$("$HARNESS/setup.sh" | tail -1)"
 export PATH="$PATH:$HOME/.cargo/bin"
@@ -39,37 +40,12 @@ ulimit -n 20000 2>/dev/null || true
 # Limits on for real: every request passes concurrency, per-minute (GCRA), per-day and both monthly token
 # quotas (the key's and its plan's), reserves and settles tokens, and is metered from the response. The
 # operator grants the bench key ceilings above the load so that the run measures admitted requests.
-cat > "$OUT/proxy.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-shutdown_grace = "5s"
-# One thread, as the reference nginx runs one worker process.
-worker_threads = 1
-[store]
-path = "$OUT/tollgate.db"
-[limits]
-enabled = true
-[plans.default]
-tokens_per_month = 1000000000000
-[metrics]
-enabled = true
-[log]
-level = "info"
-[providers.openai]
-kind = "openai"
-base_url = "http://127.0.0.1:18080"
-TOML
+# One worker thread, as the reference nginx runs one worker process.
+config "$PORT" "$OUT/tollgate.db" "http://127.0.0.1:18080" "worker_threads = 1" > "$OUT/proxy.toml"
 KEY="$("$BIN" --config "$OUT/proxy.toml" keys create --name load-bench --rpm 10000000 --daily 1000000000 \
   --concurrency 10000 --tokens-per-month 100000000000 2>/dev/null)"
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  "$W/mock/mock.sh" stop >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null --max-time 1 "$1" && return 0; sleep 0.1; done; return 1; }
+start_cleanup
 
 "$W/mock/mock.sh" start >/dev/null
 MOCK_PID="$(cat "$W/mock/run/logs/nginx.pid")"
@@ -80,7 +56,7 @@ NGINX_PID=$!; PIDS+=("$NGINX_PID")
 TOLLGATE_PID=$!; PIDS+=("$TOLLGATE_PID")
 wait_http http://127.0.0.1:18090/ || { echo "nginx proxy did not start" >&2; exit 1; }
 wait_http "http://127.0.0.1:$PORT/readyz" || { echo "tollgate did not start" >&2; exit 1; }
-grep VmRSS "/proc/$TOLLGATE_PID/status" | awk '{print $2}' > "$OUT/tollgate-idle-rss-kb"
+rss_kib "$TOLLGATE_PID" > "$OUT/tollgate-idle-rss-kb"
 
 cp "$W/bodies/chat.json" "$OUT/body-json.json"
 cp "$W/bodies/chat-stream.json" "$OUT/body-sse.json"

@@ -19,6 +19,7 @@ STREAMS=10000; ACTIVE=10000; STORED=1000000; DUR=10s
 while getopts "s:k:m:d:" o; do
   case "$o" in s) STREAMS=$OPTARG;; k) ACTIVE=$OPTARG;; m) STORED=$OPTARG;; d) DUR=$OPTARG;; *) exit 2;; esac
 done
+. "$ROOT/benches/common.sh"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 W="$("$HARNESS/setup.sh" | tail -1)"
 export PATH="$PATH:$HOME/.cargo/bin"
@@ -27,43 +28,14 @@ BIN="$ROOT/target/release/tollgate"
 OUT="$ROOT/target/scale-bench/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  "$W/mock/mock.sh" stop >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-wait_ready() { for _ in $(seq 1 3000); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" && return 0; sleep 0.01; done; return 1; }
-config() {  # store upstream
-  cat <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-shutdown_grace = "2s"
-max_in_flight = 20000
-[store]
-path = "$1"
-[limits]
-enabled = true
-[plans.default]
-tokens_per_month = 1000000000000
-[metrics]
-enabled = true
-[log]
-level = "info"
-[providers.openai]
-kind = "openai"
-base_url = "$2"
-TOML
-}
+start_cleanup
+wait_ready() { wait_http "http://127.0.0.1:$PORT/readyz"; }
 
 # ---------------------------------------------------------------- 1. open streams
 python3 "$ROOT/benches/slow_upstream.py" 18181 1.0 30 &
 PIDS+=($!)
 for _ in $(seq 1 100); do (: > /dev/tcp/127.0.0.1/18181) 2>/dev/null && break; sleep 0.1; done
-config "$OUT/streams.db" "http://127.0.0.1:18181" > "$OUT/streams.toml"
+config "$PORT" "$OUT/streams.db" "http://127.0.0.1:18181" "max_in_flight = 20000" > "$OUT/streams.toml"
 KEY="$("$BIN" --config "$OUT/streams.toml" keys create --name streams --rpm 100000 --daily 1000000 --concurrency 10000 2>/dev/null)"
 "$BIN" --config "$OUT/streams.toml" serve 2> "$OUT/streams.log" &
 TG=$!; PIDS+=("$TG")
@@ -94,7 +66,7 @@ echo "idle RSS $(( IDLE / 1024 )) MiB; with $OPEN streams open: RSS $(( HELD / 1
 # ---------------------------------------------------------------- 2. start-up with many keys
 (cd "$ROOT" && TOLLGATE_BENCH_KEYS="$STORED" TOLLGATE_BENCH_DB="$OUT/million.db" cargo bench --quiet --bench startup) \
   > "$OUT/startup-bench.txt" 2>&1
-config "$OUT/million.db" "http://127.0.0.1:18080" > "$OUT/million.toml"
+config "$PORT" "$OUT/million.db" "http://127.0.0.1:18080" > "$OUT/million.toml"
 T0=$(date +%s%N)
 "$BIN" --config "$OUT/million.toml" serve 2> "$OUT/million.log" &
 TG=$!; PIDS+=("$TG")
@@ -107,22 +79,10 @@ kill -TERM "$TG"; wait "$TG" 2>/dev/null || true
 
 # ---------------------------------------------------------------- 3. many active keys
 "$W/mock/mock.sh" start >/dev/null
-config "$OUT/active.db" "http://127.0.0.1:18080" > "$OUT/active.toml"
+config "$PORT" "$OUT/active.db" "http://127.0.0.1:18080" > "$OUT/active.toml"
 "$BIN" --config "$OUT/active.toml" keys create --name active --count "$ACTIVE" --rpm 1000 --daily 10000 2>/dev/null > "$OUT/keys.txt"
 python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$W/bodies/chat.json" > "$OUT/body.json"
-cat > "$OUT/keys.lua" <<LUA
-local keys, i = {}, 0
-for line in io.lines("$OUT/keys.txt") do keys[#keys + 1] = line end
-local f = io.open("$OUT/body.json"); local body = f:read("*a"); f:close()
-request = function()
-  i = i % #keys + 1
-  return wrk.format("POST", "/v1/chat/completions", {
-    ["Content-Type"] = "application/json",
-    ["Authorization"] = "Bearer " .. keys[i],
-    ["X-Provider-Key"] = "sk-mock-provider-key",
-  }, body)
-end
-LUA
+keys_lua "$OUT/keys.txt" "$OUT/body.json" > "$OUT/keys.lua"
 "$BIN" --config "$OUT/active.toml" serve 2> "$OUT/active.log" &
 TG=$!; PIDS+=("$TG")
 wait_ready
