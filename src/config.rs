@@ -55,10 +55,12 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
 }
 
-/// Prometheus metrics at `/metrics` on the main listener.
+/// Prometheus metrics at `/metrics`, on the main listener or on a listener of their own.
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
     pub enabled: bool,
+    /// A separate plain-HTTP listener serving only `/metrics`; then the main listener does not serve it.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The management API's credentials (from the environment) and token lifetime.
@@ -236,6 +238,7 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     enabled: Option<bool>,
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -479,7 +482,15 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         raw.providers.into_iter().map(|(name, p)| provider(name, p)).collect::<Result<Vec<_>, _>>()?
     };
 
-    let metrics = MetricsConfig { enabled: raw.metrics.enabled.unwrap_or(true) };
+    let metrics = MetricsConfig {
+        enabled: raw.metrics.enabled.unwrap_or(true),
+        listen: match raw.metrics.listen.as_deref() {
+            None => None,
+            Some(addr) => {
+                Some(addr.parse().map_err(|_| invalid("metrics.listen", format!("`{addr}` is not an address:port")))?)
+            }
+        },
+    };
     Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers })
 }
 

@@ -46,6 +46,8 @@ use crate::store::{SqliteStore, StoreError};
 #[derive(Debug)]
 pub enum StartError {
     Store(StoreError),
+    /// The metrics listener could not be bound.
+    MetricsListen(std::io::Error),
     Tls(String),
     Upstream(rustls::Error),
 }
@@ -54,6 +56,7 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Store(e) => write!(f, "{e}"),
+            StartError::MetricsListen(e) => write!(f, "metrics.listen: {e}"),
             StartError::Tls(e) => write!(f, "TLS: {e}"),
             StartError::Upstream(e) => write!(f, "upstream TLS configuration: {e}"),
         }
@@ -109,12 +112,24 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         metrics: Arc::new(metrics::Metrics::new(config.providers.iter().map(|p| p.name.clone()).collect())),
         config,
     });
+    let metrics_listener = match app.config.metrics.listen.filter(|_| app.config.metrics.enabled) {
+        None => None,
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(StartError::MetricsListen)?;
+            let addr = listener.local_addr().map_err(StartError::MetricsListen)?;
+            tracing::info!(%addr, "metrics served at http://{addr}/metrics");
+            Some(tokio::spawn(server::serve_metrics(listener, Arc::clone(&app.metrics))))
+        }
+    };
     let refresher = tokio::spawn(key_sync::poll(store.clone(), tables, version, app.config.store.refresh_interval));
     let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), store.clone()));
 
     server::serve(Arc::clone(&app), listener, tls, shutdown).await;
     refresher.abort();
     housekeeper.abort();
+    if let Some(task) = metrics_listener {
+        task.abort();
+    }
     match usage::book::flush(&app.usage, &store).await {
         Ok(rows) => tracing::info!(rows, "usage flushed"),
         Err(e) => {

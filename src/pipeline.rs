@@ -110,7 +110,7 @@ fn probe(app: &App, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
         "/healthz" => (StatusCode::OK, "ok"),
         "/readyz" if app.readiness.is_ready() => (StatusCode::OK, "ready"),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable"),
-        "/metrics" if app.config.metrics.enabled => {
+        "/metrics" if app.config.metrics.enabled && app.config.metrics.listen.is_none() => {
             let mut response = Response::new(ProxyBody::full(app.metrics.render()));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return Some(response);

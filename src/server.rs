@@ -98,3 +98,36 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the remaining connections"),
     }
 }
+
+/// The metrics listener (`metrics.listen`): plain HTTP/1.1, `GET /metrics` and nothing else, until the
+/// task is dropped.
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<crate::metrics::Metrics>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let metrics = Arc::clone(&metrics);
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (status, text) = if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
+                (http::StatusCode::OK, metrics.render())
+            } else {
+                (http::StatusCode::NOT_FOUND, "not found\n".to_owned())
+            };
+            let mut response = http::Response::new(crate::body::ProxyBody::full(text));
+            *response.status_mut() = status;
+            let content_type = http::HeaderValue::from_static("text/plain; version=0.0.4");
+            response.headers_mut().insert(http::header::CONTENT_TYPE, content_type);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}

@@ -16,6 +16,7 @@ fn check_config_accepts_the_shipped_default_and_names_bad_fields() {
         ("[server]\nlisten = \"127.0.0.1:8080\"\nlisten_port = 1\n", "listen_port"),
         ("[upstream]\nidle_timeout = \"forever\"\n", "upstream.idle_timeout"),
         ("[providers.x]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n", "providers.x.base_url"),
+        ("[metrics]\nlisten = \"nowhere\"\n", "metrics.listen"),
     ] {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).unwrap();
@@ -235,4 +236,35 @@ async fn accounts_and_rotation_from_the_cli() {
     }
     let (exit, _) = server.stop();
     assert!(exit.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_can_move_to_a_listener_of_their_own() {
+    let mock = MockUpstream::start().await;
+    let setup = Setup::new(&mock.base_url(), "[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let key = setup.create_key("metered");
+    let server = Server::spawn(&setup.config, &[]);
+    let auth = format!("Bearer {key}");
+    let reply = post(
+        &server.url("/v1/chat/completions"),
+        &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)],
+        Shape::OpenAi.body(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let metrics_addr = server.metrics_addr();
+    let metrics = format!("http://{metrics_addr}/metrics");
+    let scraped = request(http::Method::GET, &metrics, &[], b"").await;
+    assert_eq!(scraped.status, 200);
+    assert!(scraped.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = scraped.text();
+    assert!(text.contains("tollgate_requests_total{provider=\"openai\""), "{text}");
+    assert!(!text.contains(&key[8..]) && !text.contains(PROVIDER_KEY), "a key in the metrics");
+    let elsewhere = format!("http://{metrics_addr}/healthz");
+    assert_eq!(request(http::Method::GET, &elsewhere, &[], b"").await.status, 404, "only /metrics is served there");
+    // The main listener no longer serves them.
+    assert_eq!(request(http::Method::GET, &server.url("/metrics"), &[], b"").await.status, 404);
+    let (status, _) = server.stop();
+    assert!(status.success(), "{status:?}");
 }

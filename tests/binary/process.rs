@@ -50,6 +50,8 @@ pub struct Server {
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Addresses announced by a `metrics served at` line.
+    metrics_addrs: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -65,14 +67,21 @@ impl Server {
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
+        let (metrics_tx, metrics_addrs) = mpsc::channel();
         let sink = Arc::clone(&logs);
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String =
-                        rest.chars().take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c)).collect();
+                let address = |marker: &str| {
+                    line.split(marker).nth(1).map(|rest| {
+                        rest.chars().take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c)).collect::<String>()
+                    })
+                };
+                if let Some(addr) = address("listening on http://") {
                     let _ = tx.send(addr);
+                }
+                if let Some(addr) = address("metrics served at http://") {
+                    let _ = metrics_tx.send(addr);
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -82,7 +91,13 @@ impl Server {
             let _ = child.wait();
             panic!("server did not start: {:?}", logs.lock().unwrap());
         };
-        Server { child, addr: addr.parse().unwrap(), logs, reader: Some(reader) }
+        Server { child, addr: addr.parse().unwrap(), logs, reader: Some(reader), metrics_addrs }
+    }
+
+    /// The address of the metrics listener, once the server has announced it.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let addr = self.metrics_addrs.recv_timeout(Duration::from_secs(30)).expect("no metrics listener announced");
+        addr.parse().unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
