@@ -2,6 +2,7 @@
 //! upstream see its connection closed; a stream that fails after it started ends with one terminal error
 //! event in the route's format.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
@@ -169,4 +170,75 @@ async fn sequential_requests_reuse_one_upstream_connection() {
         }
     }
     assert_eq!(mock.connections(), 1, "each response should give its connection back for the next request");
+}
+
+/// An upstream that answers one request per connection and keeps the connection open, without a
+/// `Connection: close` header, until the test lets it close (`close`); each close is then reported.
+struct ClosingUpstream {
+    url: String,
+    close: Arc<tokio::sync::Semaphore>,
+    closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+async fn closing_upstream() -> ClosingUpstream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    let close = Arc::new(tokio::sync::Semaphore::new(0));
+    let may_close = Arc::clone(&close);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (closed_tx, may_close) = (closed_tx.clone(), Arc::clone(&may_close));
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, then as many body bytes as it announces.
+                let total = loop {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "connection closed before a whole request");
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        break end + 4 + length;
+                    }
+                };
+                while request.len() < total {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let body = OPENAI_JSON.as_bytes();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                socket.write_all(head.as_bytes()).await.unwrap();
+                socket.write_all(body).await.unwrap();
+                may_close.acquire().await.unwrap().forget();
+                drop(socket);
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    ClosingUpstream { url: format!("http://{addr}"), close, closed }
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
+    let mut upstream = closing_upstream().await;
+    let gw = Gateway::start(&upstream.url, "").await;
+    let auth = format!("Bearer {}", gw.key);
+    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    for round in 0..3 {
+        let reply = post(&gw.url("/v1/chat/completions"), &headers, Shape::OpenAi.body()).await;
+        assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
+        assert_eq!(reply.text(), OPENAI_JSON);
+        // Now the upstream closes the idle connection tollgate kept for the next request.
+        upstream.close.add_permits(1);
+        upstream.closed.recv().await.unwrap();
+    }
 }
