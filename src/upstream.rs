@@ -208,11 +208,17 @@ impl Http1Pool {
                 None => (pool.connect(&authority, port).await?, false),
             };
             tracing::trace!(origin = %authority, reused, "upstream connection");
-            if poll_fn(|cx| conn.poll_ready(cx)).await.is_err() {
-                if reused {
-                    continue;
-                }
-                return Err(ProxyError::UpstreamFailed);
+            // An idle connection in good order is ready at once; one that is not (closed by the origin,
+            // or in a state it should not be in) is dropped rather than waited on.
+            let ready = if reused {
+                poll_fn(|cx| Poll::Ready(conn.poll_ready(cx))).await
+            } else {
+                Poll::Ready(poll_fn(|cx| conn.poll_ready(cx)).await)
+            };
+            match ready {
+                Poll::Ready(Ok(())) => {}
+                _ if reused => continue,
+                _ => return Err(ProxyError::UpstreamFailed),
             }
             let mut response = std::pin::pin!(conn.idle.sender.try_send_request(req));
             let result = poll_fn(|cx| {
