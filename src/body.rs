@@ -338,3 +338,30 @@ impl Drop for UpstreamBody {
         self.finish("client_closed", LogLevel::Info, false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(frame: Option<Frame<Bytes>>) -> Bytes {
+        frame.expect("a frame").into_data().expect("a data frame")
+    }
+
+    #[test]
+    fn one_piece_goes_out_uncopied_and_several_go_out_joined() {
+        assert!(Coalesced::default().into_frame().is_none());
+
+        let piece = Bytes::from_static(b"data: {\"n\":1}\n\n");
+        let mut one = Coalesced::default();
+        one.push(piece.clone());
+        assert_eq!(one.len(), piece.len());
+        assert_eq!(data(one.into_frame()).as_ptr(), piece.as_ptr(), "a single piece is not copied");
+
+        let mut many = Coalesced::default();
+        for n in 0..3 {
+            many.push(Bytes::from(format!("data: {{\"n\":{n}}}\n\n")));
+        }
+        assert_eq!(many.len(), 3 * piece.len());
+        assert_eq!(data(many.into_frame()), "data: {\"n\":0}\n\ndata: {\"n\":1}\n\ndata: {\"n\":2}\n\n");
+    }
+}
