@@ -61,33 +61,31 @@ rss_kib "$TOLLGATE_PID" > "$OUT/tollgate-idle-rss-kb"
 cp "$W/bodies/chat.json" "$OUT/body-json.json"
 cp "$W/bodies/chat-stream.json" "$OUT/body-sse.json"
 PROVIDER_KEY="sk-mock-provider-key"
-target_args() {  # target -> URL and headers for oha
+target() {  # target -> URL, and H: its headers (for oha and curl)
+  local auth="Authorization: Bearer $PROVIDER_KEY"
   case "$1" in
-    direct) echo "http://127.0.0.1:18080/v1/chat/completions"; echo "Authorization: Bearer $PROVIDER_KEY";;
-    nginx) echo "http://127.0.0.1:18090/v1/chat/completions"; echo "Authorization: Bearer $PROVIDER_KEY";;
-    tollgate) echo "http://127.0.0.1:$PORT/v1/chat/completions"; echo "Authorization: Bearer $KEY"
-              echo "X-Provider-Key: $PROVIDER_KEY";;
+    direct) URL="http://127.0.0.1:18080/v1/chat/completions"; H=(-H "$auth");;
+    nginx) URL="http://127.0.0.1:18090/v1/chat/completions"; H=(-H "$auth");;
+    tollgate) URL="http://127.0.0.1:$PORT/v1/chat/completions"
+              H=(-H "Authorization: Bearer $KEY" -H "X-Provider-Key: $PROVIDER_KEY");;
   esac
 }
 target_pid() { case "$1" in direct) echo "$MOCK_PID";; nginx) echo "$NGINX_PID";; tollgate) echo "$TOLLGATE_PID";; esac; }
 
 oha_run() {  # target mode c duration outfile
-  local args=() url h
-  mapfile -t args < <(target_args "$1")
-  url="${args[0]}"; h=()
-  for x in "${args[@]:1}"; do h+=(-H "$x"); done
+  target "$1"
   "$OHA" -z "$4" -c "$3" -w -t 30s --disable-compression --no-tui --worker-threads 2 -m POST \
-    -H "Content-Type: application/json" "${h[@]}" -D "$OUT/body-$2.json" --output-format json -o "$5" "$url" \
+    -H "Content-Type: application/json" "${H[@]}" -D "$OUT/body-$2.json" --output-format json -o "$5" "$URL" \
     > /dev/null 2> "$5.stderr" || true
   [ -s "$5.stderr" ] || rm -f "$5.stderr"
 }
 
-# Validation: each target answers 200 in both modes; tollgate's answer is the mock's.
+# Validation: each target answers 200 in both modes.
 for t in direct nginx tollgate; do
   for mode in $MODES; do
-    mapfile -t args < <(target_args "$t"); h=(); for x in "${args[@]:1}"; do h+=(-H "$x"); done
-    code=$(curl -sN -o "$OUT/check-$t-$mode.out" -w '%{http_code}' -X POST "${args[0]}" -H "Content-Type: application/json" \
-      "${h[@]}" --data-binary @"$OUT/body-$mode.json")
+    target "$t"
+    code=$(curl -sN -o "$OUT/check-$t-$mode.out" -w '%{http_code}' -X POST "$URL" -H "Content-Type: application/json" \
+      "${H[@]}" --data-binary @"$OUT/body-$mode.json")
     [ "$code" = 200 ] || { echo "$t $mode answered $code: $(head -c 300 "$OUT/check-$t-$mode.out")" >&2; exit 1; }
   done
 done

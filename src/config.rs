@@ -389,10 +389,7 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         max_header_bytes: in_range("server.max_header_bytes", s.max_header_bytes, 32 << 10, 1024, 1 << 20)?,
         max_in_flight: in_range("server.max_in_flight", s.max_in_flight, 10_000, 1, 1_000_000)?,
         shutdown_grace: duration("server.shutdown_grace", s.shutdown_grace, "10m")?,
-        worker_threads: match s.worker_threads {
-            None | Some(0) => None,
-            Some(n) => Some(in_range("server.worker_threads", Some(n), n, 1, 1024)?),
-        },
+        worker_threads: Some(in_range("server.worker_threads", s.worker_threads, 0, 0, 1024)?).filter(|&n| n > 0),
     };
 
     let store = StoreConfig {

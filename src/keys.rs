@@ -115,7 +115,16 @@ pub fn parse(prefix: &str, text: &str) -> Option<ParsedKey> {
 
 /// `<prefix>_<kind>_<id>`: identifies a key in lists and logs.
 pub fn key_prefix(prefix: &str, kind: KeyKind, id: KeyId) -> String {
-    format!("{prefix}_{}_{id}", kind.as_str())
+    Prefixed(prefix, kind, id).to_string()
+}
+
+/// The one spelling of a key prefix, shared by [`key_prefix`] and [`KeyLabel`].
+struct Prefixed<'a>(&'a str, KeyKind, KeyId);
+
+impl std::fmt::Display for Prefixed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}_{}", self.0, self.1.as_str(), self.2)
+    }
 }
 
 /// A key's `<prefix>_<kind>_<id>`, formatted when displayed.
@@ -128,7 +137,7 @@ pub struct KeyLabel {
 
 impl std::fmt::Display for KeyLabel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}_{}_{}", self.prefix, self.kind.as_str(), self.id)
+        Prefixed(&self.prefix, self.kind, self.id).fmt(f)
     }
 }
 

@@ -21,6 +21,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared { pending: Mutex::new((Vec::new(), false)), filled: Condvar::new(), out: Mutex::new(()) })
+    }
+
     fn pending(&self) -> MutexGuard<'_, (Vec<u8>, bool)> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -51,8 +55,7 @@ pub struct LogGuard {
 
 /// A buffered stderr writer and the guard that flushes it at exit.
 pub fn buffered_stderr() -> (BufferedStderr, LogGuard) {
-    let shared =
-        Arc::new(Shared { pending: Mutex::new((Vec::new(), false)), filled: Condvar::new(), out: Mutex::new(()) });
+    let shared = Shared::new();
     let worker = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name("tollgate-log".into())
@@ -122,8 +125,7 @@ mod tests {
 
     #[test]
     fn lines_written_from_many_threads_all_arrive_whole() {
-        let shared =
-            Arc::new(Shared { pending: Mutex::new((Vec::new(), false)), filled: Condvar::new(), out: Mutex::new(()) });
+        let shared = Shared::new();
         let writer = BufferedStderr { shared: Arc::clone(&shared) };
         std::thread::scope(|s| {
             for t in 0..4 {

@@ -18,6 +18,8 @@ use super::{AnthropicUsage, Meter, Usage};
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage"));
 static NULL_USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":null"));
 static DATA_FIELD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data:"));
+static NULL_USAGE_AFTER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b",\"usage\":null"));
+static NULL_USAGE_BEFORE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":null,"));
 
 pub struct UsageTap {
     meter: Meter,
@@ -167,13 +169,13 @@ enum Kept {
 
 /// Removes the `"usage":null` member OpenAI adds to every chunk once usage is requested.
 fn strip_null_usage(event: &[u8]) -> Kept {
-    for pattern in [&b",\"usage\":null"[..], b"\"usage\":null,"] {
-        if memmem::find(event, pattern).is_some() {
+    for pattern in [&*NULL_USAGE_AFTER, &*NULL_USAGE_BEFORE] {
+        if pattern.find(event).is_some() {
             let mut out = Vec::with_capacity(event.len());
             let mut rest = event;
-            while let Some(at) = memmem::find(rest, pattern) {
+            while let Some(at) = pattern.find(rest) {
                 out.extend_from_slice(&rest[..at]);
-                rest = &rest[at + pattern.len()..];
+                rest = &rest[at + pattern.needle().len()..];
             }
             out.extend_from_slice(rest);
             return Kept::Rewritten(out);
