@@ -20,6 +20,10 @@ use crate::pipeline::{self, App};
 /// pipeline and gets a provider-shaped 431; only heads far beyond it are refused bare by hyper.
 const HEAD_BUFFER_SLACK: usize = 64 * 1024;
 
+/// The socket peer of the connection a request arrived on, in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor>, shutdown: impl Future<Output = ()>) {
     let server = &app.config.server;
     let head_buffer = (server.max_header_bytes + HEAD_BUFFER_SLACK).max(8192);
@@ -57,7 +61,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
             tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
         }
         let app = Arc::clone(&app);
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ClientAddr(peer));
             let app = Arc::clone(&app);
             async move { Ok::<_, Infallible>(pipeline::handle(app, req).await) }
         });
