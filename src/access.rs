@@ -120,27 +120,28 @@ impl KeyAccess {
     }
 }
 
-/// `*` matches any run of characters, everything else itself.
+/// The longest model name a request may carry (longer ones are refused before any allowlist is read).
+pub const MAX_MODEL_BYTES: usize = 256;
+
+/// `*` matches any run of characters, everything else itself. Linear in the text: the pieces between
+/// stars are found left to right, each at its first place after the previous one (taking the first
+/// place never loses a match, since every later piece can then start anywhere a later place allowed),
+/// and the last piece is anchored at the end.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+    let (pattern, mut text) = (pattern.as_bytes(), text.as_bytes());
+    let mut pieces = pattern.split(|&b| b == b'*');
+    // `split` yields at least one piece; with no star that piece is the whole pattern.
+    let first = pieces.next().unwrap_or_default();
+    let Some(last) = pieces.next_back() else { return text == first };
+    let Some(rest) = text.strip_prefix(first) else { return false };
+    text = rest;
+    for piece in pieces {
+        match memchr::memmem::find(text, piece) {
+            Some(at) => text = &text[at + piece.len()..],
+            None => return false,
         }
     }
-    p[pi..].iter().all(|&b| b == b'*')
+    text.ends_with(last)
 }
 
 #[cfg(test)]
@@ -156,6 +157,38 @@ mod tests {
         assert!(!glob("gpt-4o", "gpt-4o-mini"));
         assert!(!glob("claude-*", "gpt-claude-x"));
         assert!(glob("*-mini", "gpt-4o-mini"));
+        assert!(glob("a*b*c", "abc") && glob("a*b*c", "axxbyyc") && !glob("a*b*c", "acb"));
+        assert!(glob("ab*ba", "aba ba") && !glob("ab*ba", "aba"), "the last piece may not reuse the first's bytes");
+        assert!(glob("**", "") && glob("*a*", "xay") && !glob("*a*", "xyz"));
+        assert!(glob("", "") && !glob("", "x"));
+    }
+
+    /// A pattern built to make a backtracking matcher quadratic, against a long name: one pass each.
+    #[test]
+    fn hostile_globs_stay_linear() {
+        let pattern = format!("*{}b", "a".repeat(126));
+        let text = "a".repeat(1 << 20);
+        let started = std::time::Instant::now();
+        for _ in 0..64 {
+            assert!(!glob(&pattern, &text));
+        }
+        // Quadratic matching of this case takes tens of seconds; linear takes milliseconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
+    proptest::proptest! {
+        /// The linear matcher agrees with a plain recursive definition of `*`.
+        #[test]
+        fn glob_agrees_with_its_definition(pattern in "[ab*]{0,8}", text in "[ab]{0,10}") {
+            fn reference(p: &[u8], t: &[u8]) -> bool {
+                match p.split_first() {
+                    None => t.is_empty(),
+                    Some((b'*', rest)) => (0..=t.len()).any(|i| reference(rest, &t[i..])),
+                    Some((c, rest)) => t.first() == Some(c) && reference(rest, &t[1..]),
+                }
+            }
+            proptest::prop_assert_eq!(glob(&pattern, &text), reference(pattern.as_bytes(), text.as_bytes()));
+        }
     }
 
     #[test]

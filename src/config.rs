@@ -98,11 +98,14 @@ pub struct LimitsConfig {
 /// Ranges for `proxy.toml` defaults and for the limits an account sets on its own keys.
 pub const RPM_RANGE: (u32, u32) = (1, 1000);
 pub const RPD_RANGE: (u32, u32) = (1, 10_000);
-pub const CONCURRENCY_RANGE: (u32, u32) = (1, 10_000);
+/// An account's own keys stay far below the process-wide `server.max_in_flight` (10,000 by default), so
+/// no single key can hold most of it.
+pub const CONCURRENCY_RANGE: (u32, u32) = (1, 100);
 /// Wider ranges the operator may grant one key from the command line (an internal batch service, a load test):
 /// the same limiter runs, with a higher ceiling.
 pub const OPERATOR_RPM_RANGE: (u32, u32) = (1, 10_000_000);
 pub const OPERATOR_RPD_RANGE: (u32, u32) = (1, 1_000_000_000);
+pub const OPERATOR_CONCURRENCY_RANGE: (u32, u32) = (1, 100_000);
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -463,7 +466,12 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         enabled: l.enabled.unwrap_or(true),
         requests_per_minute: range("limits.requests_per_minute", l.requests_per_minute, 60, RPM_RANGE)?,
         requests_per_day: range("limits.requests_per_day", l.requests_per_day, 1000, RPD_RANGE)?,
-        concurrent_requests: range("limits.concurrent_requests", l.concurrent_requests, 10, CONCURRENCY_RANGE)?,
+        concurrent_requests: range(
+            "limits.concurrent_requests",
+            l.concurrent_requests,
+            10,
+            OPERATOR_CONCURRENCY_RANGE,
+        )?,
         tokens_per_month: l.tokens_per_month,
         default_max_output_tokens: l.default_max_output_tokens.unwrap_or(4096),
     };

@@ -23,6 +23,8 @@ pub enum ProxyError {
     BodyUnreadable,
     /// The request body is not a JSON object; the text says why without quoting the body.
     InvalidJson(String),
+    /// The model a request names is longer than [`crate::access::MAX_MODEL_BYTES`].
+    ModelNameTooLong,
     /// The key's scopes or allowlists do not cover the request; the text names what is missing.
     Forbidden(String),
     Overloaded,
@@ -57,6 +59,7 @@ impl ProxyError {
             ProxyError::MissingProviderKey
             | ProxyError::InvalidProviderKey
             | ProxyError::InvalidJson(_)
+            | ProxyError::ModelNameTooLong
             | ProxyError::BodyUnreadable => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -85,6 +88,7 @@ impl ProxyError {
             ProxyError::BodyTimeout => "Timed out reading the request body",
             ProxyError::BodyUnreadable => "Failed to read the request body",
             ProxyError::InvalidJson(why) => why,
+            ProxyError::ModelNameTooLong => "Model name too long (at most 256 bytes)",
             ProxyError::Forbidden(why) => why,
             ProxyError::Overloaded => "tollgate is overloaded; retry shortly",
             ProxyError::RateLimited(refusal) => match refusal.limit {
@@ -118,6 +122,7 @@ impl ProxyError {
             ProxyError::BodyTimeout => ("invalid_request_error", Some("request_timeout")),
             ProxyError::BodyUnreadable => ("invalid_request_error", Some("body_unreadable")),
             ProxyError::InvalidJson(_) => ("invalid_request_error", Some("invalid_json")),
+            ProxyError::ModelNameTooLong => ("invalid_request_error", Some("model_name_too_long")),
             ProxyError::Forbidden(_) => ("permission_error", Some("permission_denied")),
             ProxyError::Overloaded => ("server_error", Some("overloaded")),
             ProxyError::RateLimited(refusal) if refusal.limit.is_tokens() => {
@@ -146,6 +151,7 @@ impl ProxyError {
             | ProxyError::BodyTimeout
             | ProxyError::BodyUnreadable
             | ProxyError::InvalidJson(_)
+            | ProxyError::ModelNameTooLong
             | ProxyError::RateLimited(_)
             | ProxyError::Forbidden(_) => LogLevel::Info,
             ProxyError::Overloaded

@@ -179,8 +179,7 @@ async fn housekeeping(app: Arc<App>, store: SqliteStore) {
         if let Err(e) = flush_last_used(&app, &store).await {
             tracing::warn!(error = %e, "last-used flush failed");
         }
-        let now = limits::Now { mono_ns: app.started.elapsed().as_nanos() as u64, unix: clock::unix_now() };
-        let expired = app.limiter.expire(now);
+        let expired = app.limiter.expire(app.now());
         if expired > 0 {
             tracing::warn!(expired, "token reservations ended by their lease");
         }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tollgate::clock::{self, rfc3339, unix_now};
-use tollgate::config::{CONCURRENCY_RANGE, OPERATOR_RPD_RANGE, OPERATOR_RPM_RANGE};
 use tollgate::config::{Config, LogFormat};
+use tollgate::config::{OPERATOR_CONCURRENCY_RANGE, OPERATOR_RPD_RANGE, OPERATOR_RPM_RANGE};
 use tollgate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits};
 use tollgate::store::{NewKey, SqliteStore};
 
@@ -99,7 +99,7 @@ impl LimitArgs {
         }
         small("rpm", self.rpm, OPERATOR_RPM_RANGE, &mut limits.requests_per_minute)?;
         small("daily", self.daily, OPERATOR_RPD_RANGE, &mut limits.requests_per_day)?;
-        small("concurrency", self.concurrency, CONCURRENCY_RANGE, &mut limits.concurrent_requests)?;
+        small("concurrency", self.concurrency, OPERATOR_CONCURRENCY_RANGE, &mut limits.concurrent_requests)?;
         match self.tokens_per_month {
             None => {}
             Some(LimitValue::Default) => limits.tokens_per_month = None,

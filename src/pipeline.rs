@@ -56,6 +56,14 @@ pub struct App {
     pub readiness: Arc<crate::key_sync::Readiness>,
 }
 
+impl App {
+    /// This instant on the limiter's clocks.
+    pub fn now(&self) -> limits::Now {
+        let mono_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        limits::Now { mono_ns, unix: clock::unix_now() }
+    }
+}
+
 /// Serves one request. Never fails: errors become provider-shaped responses.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
     let request_id = app.request_ids.next();
@@ -135,6 +143,17 @@ async fn proxy(
     let key = authenticate(&app.keys, &parts.headers)?;
     log.key = Some(app.keys.label(&key));
     app.last_used.insert(key.id, clock::unix_now());
+    // The key's own limits come before anything shared is taken: its concurrency bounds how many of
+    // the process-wide slots and slow bodies it can hold.
+    let permit = if app.config.limits.enabled {
+        let now = app.now();
+        Some(app.limiter.admit_request(&key, app.plans.quota(&key.account), now).map_err(|refusal| {
+            *rate = Some(refusal.headers);
+            ProxyError::RateLimited(refusal)
+        })?)
+    } else {
+        None
+    };
     let slot = app.in_flight.admit()?;
     let provider_key = ProviderKey::from_headers(&parts.headers)?;
     let (body, facts) = if route.endpoint.has_json_body() {
@@ -147,16 +166,17 @@ async fn proxy(
     log.streaming = facts.stream;
     let model = request_model(&route, &facts);
     authorize(&key, &route, model)?;
-    let mut metering = if app.config.limits.enabled {
-        let metering = admit(app, &key, &route, &facts, body.len()).inspect_err(|e| {
-            if let ProxyError::RateLimited(refusal) = e {
-                *rate = Some(refusal.headers);
-            }
-        })?;
-        *rate = metering.headers().copied();
-        Some(metering)
-    } else {
-        None
+    let mut metering = match permit {
+        Some(permit) => {
+            let metering = reserve(app, permit, &key, &route, &facts, body.len()).inspect_err(|e| {
+                if let ProxyError::RateLimited(refusal) = e {
+                    *rate = Some(refusal.headers);
+                }
+            })?;
+            *rate = metering.headers().copied();
+            Some(metering)
+        }
+        None => None,
     };
     let inject_usage = metering.is_some()
         && Meter::of(route.provider.kind, route.endpoint) == Meter::OpenAiCompletion
@@ -308,14 +328,20 @@ fn request_model<'a>(route: &'a Route, facts: &'a Inspected) -> Option<&'a str> 
     }
 }
 
-/// Phase: the key's scopes and allowlists cover this provider, route and model.
+/// Phase: the key's scopes and allowlists cover this provider, route and model. A model name is
+/// bounded before any allowlist pattern is matched against it.
 fn authorize(key: &KeyRecord, route: &Route, model: Option<&str>) -> Result<(), ProxyError> {
+    if model.is_some_and(|m| m.len() > crate::access::MAX_MODEL_BYTES) {
+        return Err(ProxyError::ModelNameTooLong);
+    }
     key.access.check(&route.provider.name, route.endpoint, model).map_err(|denied| ProxyError::Forbidden(denied.0))
 }
 
-/// Phase: every limit of the key and its account, with `input estimate + output cap` tokens reserved.
-fn admit(
+/// Phase: `input estimate + output cap` tokens reserved against the key's and its account's monthly
+/// quotas, for a request already admitted against its request limits.
+fn reserve(
     app: &App,
+    permit: limits::Permit<'_>,
     key: &KeyRecord,
     route: &Route,
     facts: &Inspected,
@@ -328,10 +354,8 @@ fn admit(
         (Meter::OpenAiEmbeddings, _) | (_, Endpoint::EmbedContent) => (estimate, 0),
         _ => (estimate, facts.output_cap.unwrap_or(app.config.limits.default_max_output_tokens)),
     };
-    let now = limits::Now { mono_ns: app.started.elapsed().as_nanos() as u64, unix: clock::unix_now() };
-    let plan_tokens = app.plans.quota(&key.account);
-    let admission =
-        app.limiter.admit(key, plan_tokens, input_estimate + output_cap, now).map_err(ProxyError::RateLimited)?;
+    let now = app.now();
+    let admission = permit.reserve(input_estimate + output_cap, now).map_err(ProxyError::RateLimited)?;
     let model = request_model(route, facts);
     Ok(Metering::new(
         admission,

@@ -262,7 +262,7 @@ fn schemas(config: &crate::config::Config) -> Value {
             "properties": {
                 "requests_per_minute": limit(1, 1000),
                 "requests_per_day": limit(1, 10000),
-                "concurrent_requests": limit(1, 10000),
+                "concurrent_requests": limit(1, 100),
                 "tokens_per_month": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TOKENS}
             }
         },

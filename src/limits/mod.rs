@@ -1,8 +1,10 @@
 //! Admission against every limit of a key and its account (DESIGN §3): requests per minute (GCRA),
 //! requests per UTC day, concurrent requests, the key's optional monthly token quota and the account
-//! plan's monthly token quota. [`Limiter::admit`] checks all of them and commits all or nothing under the
-//! key's lock then the account's (always in that order); the [`Admission`] it returns holds the token
-//! reservation and the concurrency slot until it is settled or dropped.
+//! plan's monthly token quota. Admission has two steps, each under the key's lock then the account's
+//! (always in that order): [`Limiter::admit_request`] checks the request limits as soon as the key is
+//! known, before the body is read; [`Permit::reserve`] then reserves the request's tokens all or
+//! nothing. The [`Admission`] it returns holds the reservation and the concurrency place until it is
+//! settled or dropped.
 
 pub mod gcra;
 pub mod ledger;
@@ -250,8 +252,17 @@ impl Limiter {
     }
 
     /// Admits a request of an authenticated key that may cost up to `cost` tokens, against every limit
-    /// at once. `plan_tokens` is the monthly quota of the key's account.
+    /// at once: [`Limiter::admit_request`] then [`Permit::reserve`].
     pub fn admit(&self, key: &KeyRecord, plan_tokens: u64, cost: u64, now: Now) -> Result<Admission, Refusal> {
+        self.admit_request(key, plan_tokens, now)?.reserve(cost, now)
+    }
+
+    /// Admits a request of an authenticated key against its request limits (concurrency, per minute,
+    /// per day) before anything else is spent on it: its body is not read yet, so one key's slow or
+    /// oversized bodies can hold at most its own concurrency. `plan_tokens` is the monthly quota of
+    /// the key's account. The request counts against the per-minute and per-day limits from here, even
+    /// if its token reservation is refused later.
+    pub fn admit_request(&self, key: &KeyRecord, plan_tokens: u64, now: Now) -> Result<Permit<'_>, Refusal> {
         let limits = self.effective(key);
         let key_counters = self.key(key.id, now);
         let account_counters = self.account(&key.account, now);
@@ -259,40 +270,35 @@ impl Limiter {
         let mut a = lock(&account_counters);
         roll(&mut k, &mut a, now);
 
-        let refuse = |limit, retry_after_secs: u64, k: &KeyCounters, a: &AccountCounters| Refusal {
+        let refuse = |limit, retry_after_secs: u64| Refusal {
             limit,
             retry_after_secs: retry_after_secs.max(1),
-            headers: headers(&limits, plan_tokens, k, a, now),
+            headers: headers(&limits, plan_tokens, &k, &a, now),
         };
         if k.in_flight >= limits.concurrency {
-            return Err(refuse(LimitKind::Concurrency, 1, &k, &a));
+            return Err(refuse(LimitKind::Concurrency, 1));
         }
         if let Decision::Wait(ns) = k.gcra.check(limits.rate, now.mono_ns) {
-            return Err(refuse(LimitKind::RequestsPerMinute, ns.div_ceil(1_000_000_000), &k, &a));
+            return Err(refuse(LimitKind::RequestsPerMinute, ns.div_ceil(1_000_000_000)));
         }
         if k.day_requests >= u64::from(limits.per_day) {
-            let wait = clock::next_day_start(now.unix) - now.unix;
-            return Err(refuse(LimitKind::RequestsPerDay, wait as u64, &k, &a));
+            let wait = clock::next_day_start(now.unix).saturating_sub(now.unix);
+            return Err(refuse(LimitKind::RequestsPerDay, u64::try_from(wait).unwrap_or(0)));
         }
-        let to_month_end = (clock::next_month_start(now.unix) - now.unix) as u64;
-        if limits.key_tokens.is_some_and(|quota| !k.tokens.fits(quota, cost)) {
-            return Err(refuse(LimitKind::KeyTokens, to_month_end, &k, &a));
-        }
-        if !a.tokens.fits(plan_tokens, cost) {
-            return Err(refuse(LimitKind::AccountTokens, to_month_end, &k, &a));
-        }
-
-        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
-        let lease_until = now.mono_ns.saturating_add(self.lease_ns);
         k.gcra.record(limits.rate, now.mono_ns);
-        k.day_requests += 1;
-        k.in_flight += 1;
-        k.tokens.reserve(id, cost, lease_until);
-        a.tokens.reserve(id, cost, lease_until);
-        let headers = headers(&limits, plan_tokens, &k, &a, now);
+        k.day_requests = k.day_requests.saturating_add(1);
+        k.in_flight = k.in_flight.saturating_add(1);
         drop(a);
         drop(k);
-        Ok(Admission { key: key_counters, account: account_counters, id, reserved: cost, headers, ended: false })
+        Ok(Permit {
+            slot: InFlightSlot(Arc::clone(&key_counters)),
+            key: key_counters,
+            account: account_counters,
+            limits,
+            plan_tokens,
+            next_reservation: &self.next_reservation,
+            lease_ns: self.lease_ns,
+        })
     }
 
     /// Ends reservations whose lease ran out (their holders vanished); returns how many.
@@ -355,11 +361,76 @@ fn headers(limits: &EffectiveLimits, plan_tokens: u64, k: &KeyCounters, a: &Acco
     }
 }
 
-/// An admitted request: its token reservation and concurrency slot. Settle it with the tokens the
+/// A request admitted against its key's request limits, holding one of the key's concurrency places
+/// until it is dropped. [`Permit::reserve`] turns it into an [`Admission`] with its token reservation.
+pub struct Permit<'a> {
+    slot: InFlightSlot,
+    key: Arc<Mutex<KeyCounters>>,
+    account: Arc<Mutex<AccountCounters>>,
+    limits: EffectiveLimits,
+    plan_tokens: u64,
+    next_reservation: &'a AtomicU64,
+    lease_ns: u64,
+}
+
+impl Permit<'_> {
+    /// Reserves `cost` tokens against the key's and the account's monthly quotas, all or nothing. A
+    /// refusal ends the permit (its concurrency place is freed).
+    pub fn reserve(self, cost: u64, now: Now) -> Result<Admission, Refusal> {
+        let mut k = lock(&self.key);
+        let mut a = lock(&self.account);
+        roll(&mut k, &mut a, now);
+        let to_month_end = u64::try_from(clock::next_month_start(now.unix).saturating_sub(now.unix)).unwrap_or(0);
+        let refused = if self.limits.key_tokens.is_some_and(|quota| !k.tokens.fits(quota, cost)) {
+            Some(LimitKind::KeyTokens)
+        } else if !a.tokens.fits(self.plan_tokens, cost) {
+            Some(LimitKind::AccountTokens)
+        } else {
+            None
+        };
+        if let Some(limit) = refused {
+            return Err(Refusal {
+                limit,
+                retry_after_secs: to_month_end.max(1),
+                headers: headers(&self.limits, self.plan_tokens, &k, &a, now),
+            });
+        }
+        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+        let lease_until = now.mono_ns.saturating_add(self.lease_ns);
+        k.tokens.reserve(id, cost, lease_until);
+        a.tokens.reserve(id, cost, lease_until);
+        let headers = headers(&self.limits, self.plan_tokens, &k, &a, now);
+        drop(a);
+        drop(k);
+        Ok(Admission {
+            _slot: self.slot,
+            key: self.key,
+            account: self.account,
+            id,
+            reserved: cost,
+            headers,
+            ended: false,
+        })
+    }
+}
+
+/// One of a key's concurrency places; freed when dropped.
+struct InFlightSlot(Arc<Mutex<KeyCounters>>);
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let mut k = lock(&self.0);
+        k.in_flight = k.in_flight.saturating_sub(1);
+    }
+}
+
+/// An admitted request: its token reservation and concurrency place. Settle it with the tokens the
 /// request used; dropping it unsettled charges the whole reservation.
 pub struct Admission {
     key: Arc<Mutex<KeyCounters>>,
     account: Arc<Mutex<AccountCounters>>,
+    /// Held for its `Drop`, which frees the place after the reservation ended.
+    _slot: InFlightSlot,
     id: u64,
     pub reserved: u64,
     pub headers: RateHeaders,
@@ -379,7 +450,6 @@ impl Admission {
         let mut a = lock(&self.account);
         k.tokens.settle(self.id, actual);
         a.tokens.settle(self.id, actual);
-        k.in_flight = k.in_flight.saturating_sub(1);
     }
 }
 
@@ -470,7 +540,7 @@ mod tests {
         let refused = l.admit(&k, 1_000, 100, T0).err().unwrap();
         assert_eq!(refused.limit, LimitKind::KeyTokens);
         assert!(refused.limit.is_exhaustion());
-        // A refusal takes nothing: the day count and the reservations are as they were.
+        // A refused reservation takes no tokens.
         assert_eq!(l.key_tokens(k.id), Some((0, 200)));
         let tight_plan = l.admit(&key(KeyLimits::default()), 150, 100, T0).err().unwrap();
         assert_eq!(tight_plan.limit, LimitKind::AccountTokens);

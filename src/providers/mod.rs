@@ -153,7 +153,7 @@ impl ProviderKind {
 /// A model id as it may appear in a path: ASCII letters, digits, `.`, `-`, `_` (and `:` where the
 /// provider uses it inside ids), starting with a letter or digit so `.` and `..` can never match.
 pub(crate) fn is_model_id(s: &str, allow_colon: bool) -> bool {
-    s.len() <= 256
+    s.len() <= crate::access::MAX_MODEL_BYTES
         && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') || (allow_colon && b == b':'))
 }

@@ -5,6 +5,7 @@ mod common;
 
 mod errors;
 mod forwarding;
+mod isolation;
 mod limits;
 mod management;
 mod metering;
