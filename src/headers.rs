@@ -1,7 +1,8 @@
 //! Header hygiene in both directions. Upstream gets the caller's end-to-end headers minus every credential,
 //! every hop-by-hop header (RFC 9110 §7.6.1: `Connection`, the names it lists, and the legacy set), the
 //! caller's `Accept-Encoding` (tollgate reads the stream) and client-identifying forwarding headers.
-//! The caller gets the upstream's headers minus hop-by-hop headers and cookies.
+//! The caller gets only the upstream headers on an allowlist (content type and length, request ids,
+//! retry advice, the providers' rate-limit reports and diagnostics).
 
 use http::{HeaderMap, HeaderName, header};
 
@@ -37,20 +38,34 @@ const REQUEST_DROPPED: &[&str] = &[
     "via",
 ];
 
-/// Dropped from upstream responses before they go back to the caller.
-const RESPONSE_DROPPED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    // Cookies scoped to the provider's domain mean nothing to the caller.
-    "set-cookie",
-    "set-cookie2",
+/// The upstream response headers a caller receives; every other one is dropped. An allowlist, because
+/// a provider (or whatever answers at its address) may send headers that act on the caller's side of
+/// tollgate: `Alt-Svc`, `Strict-Transport-Security`, `Access-Control-*`, `Location`, `WWW-Authenticate`,
+/// cookies. Framing is tollgate's own; `x-request-id` moves to `x-upstream-request-id` later.
+const RESPONSE_KEPT: &[&str] = &[
+    "content-type",
+    "content-length",
+    // Only present if the provider ignored `Accept-Encoding: identity`; the body is unreadable without it.
+    "content-encoding",
+    "cache-control",
+    // Request ids the SDKs expose on results and errors.
+    "x-request-id",
+    "request-id",
+    // Retry advice the SDKs obey (PROTOCOLS §1.8).
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    // Provider diagnostics about the caller's own provider account.
+    "openai-organization",
+    "openai-project",
+    "openai-processing-ms",
+    "openai-version",
+    "anthropic-organization-id",
 ];
+
+/// Families of response headers kept by prefix: the providers' own rate-limit reports (tollgate's
+/// `x-ratelimit-*` replace OpenAI's when its limits are on).
+const RESPONSE_KEPT_PREFIXES: &[&str] = &["x-ratelimit-", "anthropic-ratelimit-"];
 
 /// Names listed in the `Connection` header(s), which RFC 9110 §7.6.1 says must not be forwarded.
 fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
@@ -80,12 +95,17 @@ pub fn upstream_request_headers(caller: &HeaderMap) -> HeaderMap {
     copy_except(caller, REQUEST_DROPPED)
 }
 
-/// The upstream's headers that go back to the caller. For a stream, `Content-Length` goes too: tollgate
-/// may end a failed stream with an event of its own.
+/// The upstream's headers that go back to the caller: only those on the allowlist. For a stream,
+/// `Content-Length` goes too: tollgate may end a failed stream with an event of its own.
 pub fn caller_response_headers(upstream: &HeaderMap, is_stream: bool) -> HeaderMap {
-    let mut out = copy_except(upstream, RESPONSE_DROPPED);
-    if is_stream {
-        out.remove(header::CONTENT_LENGTH);
+    let mut out = HeaderMap::with_capacity(upstream.keys_len() + 6);
+    for (name, value) in upstream {
+        let name_text = name.as_str();
+        let kept =
+            RESPONSE_KEPT.contains(&name_text) || RESPONSE_KEPT_PREFIXES.iter().any(|p| name_text.starts_with(p));
+        if kept && !(is_stream && name == header::CONTENT_LENGTH) {
+            out.append(name.clone(), value.clone());
+        }
     }
     out
 }
@@ -138,6 +158,40 @@ mod tests {
         let out = upstream_request_headers(&h);
         let names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["content-type", "anthropic-beta", "x-stainless-retry-count"]);
+    }
+
+    #[test]
+    fn responses_keep_only_the_allowlist() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("alt-svc", "h3=\":443\""),
+            ("strict-transport-security", "max-age=31536000"),
+            ("access-control-allow-origin", "*"),
+            ("access-control-allow-credentials", "true"),
+            ("location", "https://evil.example/"),
+            ("www-authenticate", "Basic realm=x"),
+            ("authorization", "Bearer sk-upstream"),
+            ("x-powered-by", "x"),
+            ("content-type", "application/json"),
+            ("x-ratelimit-remaining-tokens", "10"),
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("openai-processing-ms", "12"),
+            ("retry-after", "2"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = caller_response_headers(&h, false);
+        let names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "x-ratelimit-remaining-tokens",
+                "anthropic-ratelimit-requests-limit",
+                "openai-processing-ms",
+                "retry-after"
+            ]
+        );
     }
 
     #[test]

@@ -205,3 +205,68 @@ async fn responses_carry_tollgate_request_ids_and_lose_upstream_cookies() {
     assert_eq!(a.headers["x-upstream-request-id"], "upstream-req-1");
     assert!(!a.headers.contains_key("set-cookie"));
 }
+
+/// Headers an upstream (or whatever answers at its address) may send that would act on the caller's
+/// side: none reaches the caller, in JSON or SSE responses.
+const UPSTREAM_NOISE: &[(&str, &str)] = &[
+    ("alt-svc", "h3=\":443\"; ma=86400"),
+    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-credentials", "true"),
+    ("location", "https://evil.example/"),
+    ("www-authenticate", "Basic realm=\"upstream\""),
+    ("authorization", "Bearer sk-upstream-secret"),
+    ("set-cookie", "__cf_bm=secret; domain=.api.openai.com"),
+    ("x-powered-by", "upstream"),
+];
+
+/// An upstream answering every request with `UPSTREAM_NOISE` plus the headers the caller should keep.
+async fn noisy_upstream() -> String {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let stream = req.uri().query().is_some_and(|q| q.contains("alt=sse"));
+                let (content_type, body) = if stream {
+                    ("text/event-stream", GEMINI_SSE.concat())
+                } else {
+                    ("application/json", GEMINI_JSON.to_owned())
+                };
+                let mut response = http::Response::builder()
+                    .header("content-type", content_type)
+                    .header("x-request-id", "upstream-1")
+                    .header("retry-after", "3")
+                    .header("x-ratelimit-remaining-requests", "7");
+                for (name, value) in UPSTREAM_NOISE {
+                    response = response.header(*name, *value);
+                }
+                Ok::<_, std::convert::Infallible>(
+                    response.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap(),
+                )
+            });
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn only_allowlisted_upstream_headers_reach_the_caller() {
+    let upstream = noisy_upstream().await;
+    let gw = Gateway::start(&upstream, "[limits]\nenabled = false\n").await;
+    let auth = format!("Bearer {}", gw.key);
+    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    for path in [Shape::Gemini.path(), Shape::Gemini.stream_path()] {
+        let reply = post(&gw.url(path), &headers, Shape::Gemini.body()).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        for (name, _) in UPSTREAM_NOISE {
+            assert!(!reply.headers.contains_key(*name), "{path}: {name} reached the caller");
+        }
+        assert_eq!(reply.headers["x-upstream-request-id"], "upstream-1");
+        assert_eq!(reply.headers["retry-after"], "3");
+        assert_eq!(reply.headers["x-ratelimit-remaining-requests"], "7", "limits off: the provider's report passes");
+    }
+}
