@@ -324,7 +324,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
                     rfc3339(k.created_at),
                     k.expires_at.map_or("-".to_owned(), rfc3339),
                     k.revoked_at.map_or("-".to_owned(), rfc3339),
-                    k.name
+                    printable(&k.name)
                 );
             }
         }
@@ -416,7 +416,7 @@ fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str
             "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",
             r.key_prefix,
             clock::date_of_day(r.day),
-            r.model,
+            printable(&r.model),
             r.requests,
             r.input_tokens,
             r.output_tokens,
@@ -471,7 +471,7 @@ fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
         AccountsCommand::List => {
             println!("{:<18}  {:<32}  {:<12}  {:>7}  CREATED", "ID", "EMAIL", "PLAN", "KEY_CAP");
             for a in store.list_accounts()? {
-                let email = a.email.as_deref().unwrap_or("-");
+                let email = printable(a.email.as_deref().unwrap_or("-"));
                 println!("{:<18}  {:<32}  {:<12}  {:>7}  {}", a.id, email, a.plan, a.key_cap, rfc3339(a.created_at));
             }
         }
@@ -486,4 +486,22 @@ fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Text from the store as a terminal shows it safely: control and bidirectional-override characters
+/// escaped (`\u{1b}`), so a stored name can neither move the cursor nor forge a row.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }

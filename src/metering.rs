@@ -45,7 +45,7 @@ impl Metering {
         input_estimate: u64,
         output_cap: u64,
     ) -> Metering {
-        book.request(key, &account, day, &model);
+        let model = book.request(key, &account, day, model);
         Metering { admission: Some(admission), book, key, account, model, day, input_estimate, output_cap }
     }
 

@@ -2,14 +2,19 @@
 //! (counted when a request settles). The flusher takes it all every `store.flush_interval` and on
 //! shutdown and adds it to the store in one transaction; a crash loses at most one interval.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::Usage;
 use crate::keys::KeyId;
 
-/// Longest model name kept; longer ones are cut (the name is the caller's).
+/// Longest model name kept as a label; longer ones become [`OTHER`] (the name is the caller's).
 const MAX_MODEL: usize = 128;
+/// Distinct model labels one key may add in one UTC day (per process); further ones are counted as
+/// [`OTHER`], so a caller naming a new model per request cannot grow the usage table without bound.
+pub const MAX_MODELS_PER_KEY_DAY: usize = 32;
+/// The label of a model name outside the safe alphabet, too long, or over the per-day cap.
+pub const OTHER: &str = "other";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UsageKey {
@@ -26,20 +31,41 @@ pub struct UsageDelta {
     pub output_tokens: u64,
 }
 
+type ModelLabels = HashSet<Arc<str>>;
+
 #[derive(Default)]
 pub struct UsageBook {
     pending: Mutex<HashMap<UsageKey, UsageDelta>>,
+    /// The model labels each key has used per day, for [`MAX_MODELS_PER_KEY_DAY`].
+    labels: Mutex<HashMap<(KeyId, i64), ModelLabels>>,
 }
 
 impl UsageBook {
-    pub fn request(&self, key: KeyId, account: &Arc<str>, day: i64, model: &Arc<str>) {
-        self.add(key, account, day, model, |d| d.requests += 1);
+    /// Counts a request and returns the label its usage is recorded under: `model`, or [`OTHER`] once
+    /// the key has used [`MAX_MODELS_PER_KEY_DAY`] other labels today.
+    pub fn request(&self, key: KeyId, account: &Arc<str>, day: i64, model: Arc<str>) -> Arc<str> {
+        let model = self.capped(key, day, model);
+        self.add(key, account, day, &model, |d| d.requests = d.requests.saturating_add(1));
+        model
+    }
+
+    fn capped(&self, key: KeyId, day: i64, model: Arc<str>) -> Arc<str> {
+        let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = labels.entry((key, day)).or_default();
+        if seen.contains(&model) || &*model == OTHER {
+            return model;
+        }
+        if seen.len() >= MAX_MODELS_PER_KEY_DAY {
+            return Arc::from(OTHER);
+        }
+        seen.insert(Arc::clone(&model));
+        model
     }
 
     pub fn tokens(&self, key: KeyId, account: &Arc<str>, day: i64, model: &Arc<str>, usage: Usage) {
         self.add(key, account, day, model, |d| {
-            d.input_tokens += usage.input;
-            d.output_tokens += usage.output;
+            d.input_tokens = d.input_tokens.saturating_add(usage.input);
+            d.output_tokens = d.output_tokens.saturating_add(usage.output);
         });
     }
 
@@ -52,8 +78,13 @@ impl UsageBook {
         f(delta);
     }
 
-    /// Everything pending, leaving the book empty.
+    /// Everything pending, leaving the book empty. Labels of days before yesterday are forgotten.
     pub fn take(&self) -> HashMap<UsageKey, UsageDelta> {
+        let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(latest) = labels.keys().map(|(_, day)| *day).max() {
+            labels.retain(|(_, day), _| *day >= latest.saturating_sub(1));
+        }
+        drop(labels);
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -64,9 +95,9 @@ impl UsageBook {
             let entry = pending
                 .entry(k)
                 .or_insert_with(|| UsageDelta { account: Arc::clone(&d.account), ..UsageDelta::default() });
-            entry.requests += d.requests;
-            entry.input_tokens += d.input_tokens;
-            entry.output_tokens += d.output_tokens;
+            entry.requests = entry.requests.saturating_add(d.requests);
+            entry.input_tokens = entry.input_tokens.saturating_add(d.input_tokens);
+            entry.output_tokens = entry.output_tokens.saturating_add(d.output_tokens);
         }
     }
 }
@@ -92,16 +123,46 @@ pub async fn flush(book: &UsageBook, store: &crate::store::SqliteStore) -> Resul
     Ok(n)
 }
 
-/// A model name as stored: at most [`MAX_MODEL`] bytes, `-` when the request named none.
+/// A model name as stored: `-` when the request named none; the name itself when it is at most
+/// [`MAX_MODEL`] bytes of letters, digits and `.-_:/@+`; otherwise [`OTHER`]. Labels are printed in
+/// terminals and reports, so nothing else reaches them.
 pub fn model_label(model: Option<&str>) -> Arc<str> {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'/' | b'@' | b'+');
     match model {
         None | Some("") => Arc::from("-"),
-        Some(m) => {
-            let mut end = m.len().min(MAX_MODEL);
-            while !m.is_char_boundary(end) {
-                end -= 1;
-            }
-            Arc::from(&m[..end])
+        Some(m) if m.len() <= MAX_MODEL && m.bytes().all(safe) => Arc::from(m),
+        Some(_) => Arc::from(OTHER),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_keep_a_safe_alphabet() {
+        for kept in ["gpt-4o-mini", "ft:gpt-4o-mini:acme::abc123", "meta-llama/Llama-3-70b", "@cf/x+y", "llama3.1:8b"] {
+            assert_eq!(&*model_label(Some(kept)), kept);
         }
+        for odd in ["gpt\x1b[2J", "a b", "x\ny", "café", "m\u{202e}", &"m".repeat(129)] {
+            assert_eq!(&*model_label(Some(odd)), OTHER, "{odd:?}");
+        }
+        assert_eq!(&*model_label(None), "-");
+    }
+
+    #[test]
+    fn a_key_adds_a_bounded_number_of_models_a_day() {
+        let book = UsageBook::default();
+        let key = KeyId::parse("AAAAAAAAAAAA").unwrap();
+        let account: Arc<str> = Arc::from("acct");
+        let labels: Vec<Arc<str>> =
+            (0..100).map(|i| book.request(key, &account, 1, model_label(Some(&format!("m{i}"))))).collect();
+        assert_eq!(&*labels[MAX_MODELS_PER_KEY_DAY - 1], "m31");
+        assert!(labels[MAX_MODELS_PER_KEY_DAY..].iter().all(|l| &**l == OTHER));
+        assert_eq!(&*book.request(key, &account, 1, Arc::from("m0")), "m0", "a model already used stays itself");
+        assert_eq!(&*book.request(key, &account, 2, Arc::from("m99")), "m99", "a new day starts afresh");
+        let rows = book.take();
+        assert_eq!(rows.len(), MAX_MODELS_PER_KEY_DAY + 2);
+        assert_eq!(rows[&UsageKey { key, day: 1, model: Arc::from(OTHER) }].requests, 100 - 32);
     }
 }

@@ -268,3 +268,40 @@ async fn metrics_can_move_to_a_listener_of_their_own() {
     let (status, _) = server.stop();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_names_are_bounded_and_printed_safely() {
+    let mock = MockUpstream::start().await;
+    let setup = Setup::new(&mock.base_url(), "");
+    let key = setup.create_key("models");
+    let id = key[8..20].to_owned();
+    let server = Server::spawn(&setup.config, &[]);
+    let auth = format!("Bearer {key}");
+    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    for i in 0..100 {
+        let reply = request(http::Method::GET, &server.url(&format!("/v1/models/m{i}")), &headers, b"").await;
+        assert_eq!(reply.status, 200);
+    }
+    let body = r#"{"model":"gpt\u001b[2J\u001b[1;1Hforged","messages":[]}"#;
+    assert_eq!(post(&server.url("/v1/chat/completions"), &headers, body).await.status, 200);
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    // A row written before names were checked still prints harmlessly.
+    let store = tollgate::store::SqliteStore::open(&setup.db).unwrap();
+    let key_id = tollgate::keys::KeyId::parse(&id).unwrap();
+    let old = tollgate::usage::book::UsageBook::default();
+    old.request(key_id, &std::sync::Arc::from("default"), 0, std::sync::Arc::from("\u{1b}]0;pwned\u{7}"));
+    store.add_usage(&old.take()).unwrap();
+
+    let out = setup.cli(&["usage", "--key", &id, "--from", "1970-01-01"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(!report.contains('\u{1b}') && !report.contains('\u{7}'), "{report:?}");
+    assert!(report.contains("\\u{1b}]0;pwned\\u{7}"), "{report}");
+    let rows: Vec<&str> = report.lines().filter(|l| l.contains("tg_live_") && !l.contains("total")).collect();
+    let other = rows.iter().find(|l| l.split_whitespace().nth(2) == Some("other")).expect("an `other` row");
+    // 100 model ids: 32 labels of their own, 68 requests as `other`, plus the forged name as `other`.
+    assert_eq!(other.split_whitespace().nth(3), Some("69"), "{report}");
+    assert_eq!(rows.len(), 32 + 1 + 1, "{report}");
+}
