@@ -155,7 +155,9 @@ impl ThrottledLog {
     pub fn note(&self, write: impl FnOnce(u64)) {
         let origin = *self.origin.get_or_init(std::time::Instant::now);
         // Offset by the period so the first occurrence is always written.
-        let now = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(Self::EVERY.as_millis() as u64);
+        let now = u64::try_from(origin.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(Self::EVERY.as_millis() as u64);
         let last = self.last_ms.load(Ordering::Relaxed);
         let count = self.suppressed.fetch_add(1, Ordering::Relaxed) + 1;
         if now.saturating_sub(last) >= Self::EVERY.as_millis() as u64
@@ -164,5 +166,47 @@ impl ThrottledLog {
             self.suppressed.store(0, Ordering::Relaxed);
             write(count);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_count_in_total_and_per_address_and_give_places_back() {
+        let caps = ConnectionCaps::new(3, 2);
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let a1 = caps.admit(a).unwrap();
+        let _a2 = caps.admit(a).unwrap();
+        assert_eq!(caps.admit(a).err(), Some(Refused::PerIp));
+        let _b1 = caps.admit(b).unwrap();
+        assert_eq!(caps.admit(b).err(), Some(Refused::Total));
+        assert_eq!(caps.held(), 3);
+        drop(a1);
+        assert_eq!(caps.held(), 2);
+        let _a3 = caps.admit(a).unwrap();
+        assert_eq!(caps.held(), 3);
+    }
+
+    #[test]
+    fn an_address_leaves_the_map_with_its_last_connection() {
+        let caps = ConnectionCaps::new(10, 10);
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let permits: Vec<_> = (0..3).map(|_| caps.admit(ip).unwrap()).collect();
+        assert_eq!(caps.per_ip.len(), 1);
+        drop(permits);
+        assert!(caps.per_ip.is_empty());
+        assert_eq!(caps.held(), 0);
+    }
+
+    #[test]
+    fn the_throttled_log_writes_the_first_and_then_at_most_once_a_second() {
+        let log = ThrottledLog::default();
+        let mut written = Vec::new();
+        for _ in 0..1000 {
+            log.note(|n| written.push(n));
+        }
+        assert_eq!(written, vec![1]);
     }
 }

@@ -123,13 +123,17 @@ pub async fn drive<C>(
     deadlines: Deadlines,
     mut shutdown: watch::Receiver<bool>,
     peer: std::net::SocketAddr,
-    _permit: ConnectionPermit,
+    permit: ConnectionPermit,
 ) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
-    let timer = tokio::time::sleep_until(activity.opened + deadlines.first_request);
+    // Declared after the connection so it is given back first: a client that sees the close may connect
+    // again at once and find the place free.
+    let _permit = permit;
+    // Whichever comes first; a check before the first request only moves the timer on.
+    let timer = tokio::time::sleep_until(activity.opened + deadlines.first_request.min(deadlines.idle));
     let mut timer = std::pin::pin!(timer);
     let mut closing = *shutdown.borrow();
     if closing {
