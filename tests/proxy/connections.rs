@@ -95,6 +95,9 @@ impl hyper::body::Body for LateBody {
     }
 }
 
+/// A request tollgate refuses before reading its body: method, path, headers, expected status.
+type Refusal = (http::Method, &'static str, Vec<(&'static str, String)>, u16);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_refusals_leave_keep_alive_connections_usable() {
     let mock = MockUpstream::start().await;
@@ -102,7 +105,7 @@ async fn early_refusals_leave_keep_alive_connections_usable() {
     let auth = format!("Bearer {}", gw.key);
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"a question of some length"}]}"#;
     // Every answer tollgate gives before reading the body.
-    let cases: Vec<(http::Method, &str, Vec<(&str, String)>, u16)> = vec![
+    let cases: Vec<Refusal> = vec![
         (http::Method::POST, "/v1/chat/completions", vec![], 401),
         (http::Method::POST, "/v1/chat/completions", vec![("authorization", auth.clone())], 400),
         (http::Method::POST, "/v1/files", vec![("authorization", auth.clone())], 404),
