@@ -191,7 +191,7 @@ async fn a_body_larger_than_the_drain_closes_the_connection_honestly() {
 }
 
 #[tokio::test]
-async fn a_silent_or_half_prefaced_connection_is_closed_by_the_first_request_deadline() {
+async fn silent_half_prefaced_and_idle_keep_alive_connections_are_closed_by_the_head_deadline() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[server]\nheader_read_timeout = \"500ms\"\n").await;
     for first_bytes in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
@@ -204,6 +204,14 @@ async fn a_silent_or_half_prefaced_connection_is_closed_by_the_first_request_dea
         assert!(closed, "{first_bytes:?}: still open after 5 s");
         assert!(held >= Duration::from_millis(450), "{held:?}");
     }
+    // A keep-alive connection that has been answered waits as long for its next request head.
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    let started = Instant::now();
+    let (reply, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    eprintln!("idle keep-alive connection closed after {:?}", started.elapsed());
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("ok"), "{reply}");
+    assert!(closed, "an idle keep-alive connection still open after 5 s");
 }
 
 #[tokio::test]
