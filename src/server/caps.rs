@@ -48,6 +48,7 @@ impl ConnectionCaps {
 
     /// A place for one more connection from `ip`, if both caps allow it.
     pub fn admit(self: &Arc<ConnectionCaps>, ip: IpAddr) -> Result<ConnectionPermit, Refused> {
+        let ip = client_of(ip);
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.release_total();
             return Err(Refused::Total);
@@ -117,6 +118,19 @@ impl ConnectionCaps {
         if self.total.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.drained.notify_waiters();
         }
+    }
+}
+
+/// The client an address counts for: IPv4 as itself (also when mapped into IPv6), IPv6 by its /64, the
+/// block one subscriber is usually given, so that a single host cannot pass the per-address cap by
+/// rotating through its own addresses.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -198,6 +212,16 @@ mod tests {
         drop(permits);
         assert!(caps.per_ip.is_empty());
         assert_eq!(caps.held(), 0);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_block_and_mapped_ipv4_as_ipv4() {
+        let caps = ConnectionCaps::new(10, 1);
+        let _first = caps.admit("2001:db8::1".parse().unwrap()).unwrap();
+        assert_eq!(caps.admit("2001:db8::ffff:2".parse().unwrap()).err(), Some(Refused::PerIp));
+        let _other = caps.admit("2001:db8:0:1::1".parse().unwrap()).unwrap();
+        let _v4 = caps.admit("192.0.2.1".parse().unwrap()).unwrap();
+        assert_eq!(caps.admit("::ffff:192.0.2.1".parse().unwrap()).err(), Some(Refused::PerIp));
     }
 
     #[test]
