@@ -128,10 +128,10 @@ pub async fn drive<C>(
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
-    let mut conn = std::pin::pin!(conn);
-    // Declared after the connection so it is given back first: a client that sees the close may connect
-    // again at once and find the place free.
+    // Given back only after the connection (and any response body it still holds) is dropped, so the
+    // shutdown drain, which waits for every place to return, finds every request settled.
     let _permit = permit;
+    let mut conn = std::pin::pin!(conn);
     // Whichever comes first; a check before the first request only moves the timer on.
     let timer = tokio::time::sleep_until(activity.opened + deadlines.first_request.min(deadlines.idle));
     let mut timer = std::pin::pin!(timer);
