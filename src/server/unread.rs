@@ -22,7 +22,8 @@ pub async fn settle<B>(body: &mut Incoming, version: Version, mut response: Resp
     if version >= Version::HTTP_2 || body.is_end_stream() {
         return response;
     }
-    if !drain(body).await {
+    // After a 408 the body has already failed to arrive in time: waiting for it again only delays the answer.
+    if response.status() == http::StatusCode::REQUEST_TIMEOUT || !drain(body).await {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
