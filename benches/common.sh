@@ -2,9 +2,11 @@
 # before `start_cleanup`.
 
 # A tollgate configuration with limits, metering and metrics on: config PORT STORE UPSTREAM [SERVER_LINE...]
+# Metrics are served on PORT + 1 (see metrics_url).
 config() {
   local port=$1 store=$2 upstream=$3; shift 3
-  printf '[server]\nlisten = "127.0.0.1:%s"\nshutdown_grace = "5s"\n' "$port"
+  # The load comes from one address and holds up to 10,000 streams: caps far above it.
+  printf '[server]\nlisten = "127.0.0.1:%s"\nshutdown_grace = "5s"\nmax_connections = 20000\nmax_connections_per_ip = 20000\n' "$port"
   for line in "$@"; do printf '%s\n' "$line"; done
   cat <<TOML
 [store]
@@ -15,6 +17,7 @@ enabled = true
 tokens_per_month = 1000000000000
 [metrics]
 enabled = true
+listen = "127.0.0.1:$((port + 1))"
 [log]
 level = "info"
 [providers.openai]
@@ -33,6 +36,7 @@ cleanup() {
 start_cleanup() { trap cleanup EXIT; }
 
 wait_http() { for _ in $(seq 1 1000); do curl -s -o /dev/null --max-time 1 "$1" && return 0; sleep 0.01; done; return 1; }
+metrics_url() { echo "http://127.0.0.1:$(( $1 + 1 ))/metrics"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

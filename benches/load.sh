@@ -108,5 +108,5 @@ for mode in $MODES; do
   done
 done
 rm -f "$OUT/warmup.json"
-curl -s "http://127.0.0.1:$PORT/metrics" > "$OUT/metrics.txt"
+curl -s "$(metrics_url "$PORT")" > "$OUT/metrics.txt"
 python3 "$ROOT/benches/load_table.py" "$OUT" | tee "$OUT/table.md"

@@ -40,7 +40,7 @@ KEY="$("$BIN" --config "$OUT/streams.toml" keys create --name streams --rpm 1000
 "$BIN" --config "$OUT/streams.toml" serve 2> "$OUT/streams.log" &
 TG=$!; PIDS+=("$TG")
 wait_ready
-curl -s -o /dev/null "http://127.0.0.1:$PORT/metrics"
+curl -s -o /dev/null "$(metrics_url "$PORT")"
 IDLE=$(rss_kib "$TG")
 oha -n "$STREAMS" -c $(( (STREAMS + 99) / 100 )) -p 100 --http2 --no-tui -t 120s --output-format json -o "$OUT/streams-oha.json" \
   -m POST -H "Content-Type: application/json" -H "Authorization: Bearer $KEY" -H "X-Provider-Key: sk-mock" \
@@ -49,12 +49,12 @@ oha -n "$STREAMS" -c $(( (STREAMS + 99) / 100 )) -p 100 --http2 --no-tui -t 120s
 OHA=$!
 OPEN=0
 for _ in $(seq 1 600); do
-  OPEN=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^tollgate_open_streams / {print $2}')
+  OPEN=$(curl -s "$(metrics_url "$PORT")" | awk '/^tollgate_open_streams / {print $2}')
   [ "${OPEN:-0}" -ge "$STREAMS" ] && break
   sleep 0.1
 done
 sleep 2   # every stream open and relaying events
-OPEN=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^tollgate_open_streams / {print $2}')
+OPEN=$(curl -s "$(metrics_url "$PORT")" | awk '/^tollgate_open_streams / {print $2}')
 HELD=$(rss_kib "$TG")
 wait "$OHA" || true
 OK=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["statusCodeDistribution"].get("200", 0))' "$OUT/streams-oha.json")

@@ -22,6 +22,8 @@ pub const ENV_KEY_HASH_SECRET: &str = "TOLLGATE_KEY_HASH_SECRET";
 pub const ENV_ADMIN_TOKEN: &str = "TOLLGATE_ADMIN_TOKEN";
 /// Signs account access tokens; without it they last only as long as the process.
 pub const ENV_SESSION_SECRET: &str = "TOLLGATE_SESSION_SECRET";
+/// The bearer token `/metrics` asks for on the main listener (`metrics.on_main_listener`).
+pub const ENV_METRICS_TOKEN: &str = "TOLLGATE_METRICS_TOKEN";
 
 /// First path segments that a named provider may not take, because top-level routes use them.
 const RESERVED_PROVIDER_NAMES: &[&str] = &["v1", "v1beta", "healthz", "readyz", "metrics", "openapi.json"];
@@ -45,8 +47,18 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
+    /// From connect (or the end of the previous response) to the end of the next request head.
     pub header_read_timeout: Duration,
     pub body_idle_timeout: Duration,
+    /// The most a whole request body may take, however steadily it trickles.
+    pub body_timeout: Duration,
+    /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY, even if it
+    /// answers PINGs).
+    pub idle_timeout: Duration,
+    /// Connections held at once, in total and from one client address; beyond them new ones are refused.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub http2_max_concurrent_streams: u32,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub max_in_flight: usize,
@@ -55,12 +67,26 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
 }
 
-/// Prometheus metrics at `/metrics`, on the main listener or on a listener of their own.
-#[derive(Debug, Clone)]
+/// Prometheus metrics at `/metrics`: on a listener of their own (loopback by default), and on the main
+/// listener only when asked for, behind a bearer token.
+#[derive(Clone)]
 pub struct MetricsConfig {
     pub enabled: bool,
-    /// A separate plain-HTTP listener serving only `/metrics`; then the main listener does not serve it.
+    /// The plain-HTTP listener serving only `/metrics` (`None`: `listen = "off"`).
     pub listen: Option<SocketAddr>,
+    /// Set when `on_main_listener = true`: the hash of [`ENV_METRICS_TOKEN`], which a scrape of the main
+    /// listener must present.
+    pub main_listener_token: Option<blake3::Hash>,
+}
+
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("main_listener_token", &self.main_listener_token.map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// The management API's credentials (from the environment) and token lifetime.
@@ -242,6 +268,7 @@ struct RawLimits {
 struct RawMetrics {
     enabled: Option<bool>,
     listen: Option<String>,
+    on_main_listener: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,6 +291,11 @@ struct RawServer {
     tls_key: Option<PathBuf>,
     header_read_timeout: Option<String>,
     body_idle_timeout: Option<String>,
+    body_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    http2_max_concurrent_streams: Option<usize>,
     max_body_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
     max_in_flight: Option<usize>,
@@ -345,9 +377,16 @@ impl Config {
             }
         };
         let (admin_token, session_secret) = (secret(ENV_ADMIN_TOKEN)?, secret(ENV_SESSION_SECRET)?);
+        let metrics_token = secret(ENV_METRICS_TOKEN)?;
         let mut config = validate(raw, hash_secret)?;
         config.management.admin_token = admin_token;
         config.management.session_secret = session_secret;
+        if config.metrics.enabled && config.metrics.main_listener_token.is_some() {
+            let token = metrics_token.ok_or_else(|| {
+                invalid("metrics.on_main_listener", format!("needs a bearer token in {ENV_METRICS_TOKEN}"))
+            })?;
+            config.metrics.main_listener_token = Some(blake3::hash(token.as_bytes()));
+        }
         Ok(config)
     }
 }
@@ -388,6 +427,18 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         tls,
         header_read_timeout: duration("server.header_read_timeout", s.header_read_timeout, "10s")?,
         body_idle_timeout: duration("server.body_idle_timeout", s.body_idle_timeout, "30s")?,
+        body_timeout: duration("server.body_timeout", s.body_timeout, "2m")?,
+        idle_timeout: duration("server.idle_timeout", s.idle_timeout, "1m")?,
+        // With the common limit of 1,024 open files: each connection may hold a second one upstream.
+        max_connections: in_range("server.max_connections", s.max_connections, 400, 1, 1_000_000)?,
+        max_connections_per_ip: in_range("server.max_connections_per_ip", s.max_connections_per_ip, 100, 1, 1_000_000)?,
+        http2_max_concurrent_streams: in_range(
+            "server.http2_max_concurrent_streams",
+            s.http2_max_concurrent_streams,
+            100,
+            1,
+            10_000,
+        )? as u32,
         max_body_bytes: in_range("server.max_body_bytes", s.max_body_bytes, 32 << 20, 1024, 1 << 30)?,
         max_header_bytes: in_range("server.max_header_bytes", s.max_header_bytes, 32 << 10, 1024, 1 << 20)?,
         max_in_flight: in_range("server.max_in_flight", s.max_in_flight, 10_000, 1, 1_000_000)?,
@@ -430,6 +481,8 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
         ("upstream.total_timeout", upstream.total_timeout),
         ("server.header_read_timeout", server.header_read_timeout),
         ("server.body_idle_timeout", server.body_idle_timeout),
+        ("server.body_timeout", server.body_timeout),
+        ("server.idle_timeout", server.idle_timeout),
     ] {
         if d.is_zero() {
             return Err(invalid(field, "must be greater than zero"));
@@ -489,12 +542,15 @@ fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, Con
 
     let metrics = MetricsConfig {
         enabled: raw.metrics.enabled.unwrap_or(true),
-        listen: match raw.metrics.listen.as_deref() {
-            None => None,
-            Some(addr) => {
-                Some(addr.parse().map_err(|_| invalid("metrics.listen", format!("`{addr}` is not an address:port")))?)
-            }
+        listen: match raw.metrics.listen.as_deref().unwrap_or("127.0.0.1:9464") {
+            "off" => None,
+            addr => Some(
+                addr.parse()
+                    .map_err(|_| invalid("metrics.listen", format!("`{addr}` is not an address:port or off")))?,
+            ),
         },
+        // A placeholder until the token is read from the environment (see `Config::from_toml`).
+        main_listener_token: raw.metrics.on_main_listener.unwrap_or(false).then(|| blake3::hash(b"")),
     };
     Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers })
 }
@@ -666,6 +722,13 @@ mod tests {
             ("[providers.v1]\nkind = \"openai\"\nbase_url = \"http://a\"\n", "providers.v1"),
             ("[server]\ntls_cert = \"c.pem\"\n", "server.tls_key"),
             ("[providers.openai]\nkind = \"anthropic\"\nbase_url = \"http://a\"\n", "providers.openai.kind"),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\nmax_connections_per_ip = 0\n", "server.max_connections_per_ip"),
+            ("[server]\nbody_timeout = \"0s\"\n", "server.body_timeout"),
+            ("[server]\nidle_timeout = \"forever\"\n", "server.idle_timeout"),
+            ("[server]\nhttp2_max_concurrent_streams = 0\n", "server.http2_max_concurrent_streams"),
+            ("[metrics]\nlisten = \"everywhere\"\n", "metrics.listen"),
+            ("[metrics]\non_main_listener = true\n", "metrics.on_main_listener"),
         ];
         for (text, field) in cases {
             let e = Config::from_toml(text, no_env).unwrap_err();
@@ -706,6 +769,17 @@ mod tests {
         for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "99999999999999999999h"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn metrics_default_to_a_loopback_listener_and_need_a_token_on_the_main_one() {
+        let c = Config::from_toml("", no_env).unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(c.metrics.main_listener_token.is_none());
+        let env = |name: &str| (name == ENV_METRICS_TOKEN).then(|| "scrape-token-0123456789".to_owned());
+        let c = Config::from_toml("[metrics]\nlisten = \"off\"\non_main_listener = true\n", env).unwrap();
+        assert_eq!(c.metrics.listen, None);
+        assert_eq!(c.metrics.main_listener_token, Some(blake3::hash(b"scrape-token-0123456789")));
     }
 
     #[test]

@@ -225,6 +225,17 @@ impl Metrics {
     }
 }
 
+/// Whether a scrape presents `Authorization: Bearer <token>` for the token hashed as `expected` (hashes
+/// compare in constant time).
+pub fn presents_token(headers: &http::HeaderMap, expected: &blake3::Hash) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, token)| blake3::hash(token.trim().as_bytes()) == *expected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
-//! One request, phase by phase (DESIGN §1): route → check head → authenticate → admit → take the
-//! provider key → read and inspect the body → build the upstream request → forward → stream back.
+//! One request, phase by phase (DESIGN §1): route → check head → authenticate → take the provider key
+//! → admit against the key's request limits → take a process-wide slot → read and inspect the body →
+//! authorize → reserve tokens → build the upstream request → forward → stream back.
 //! Each phase is a function; every failure leaves through [`error_response`], in the route's shape.
 
 use std::sync::Arc;
@@ -64,8 +65,9 @@ impl App {
     }
 }
 
-/// Serves one request. Never fails: errors become provider-shaped responses.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Serves one request. Never fails: errors become provider-shaped responses. The body stays with the
+/// caller, which deals with whatever of it is left unread (`server::unread`).
+pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>) -> Response<ProxyBody> {
     let request_id = app.request_ids.next();
     if let Some(response) = probe(&app, &req) {
         return with_request_id(response, request_id);
@@ -109,8 +111,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody
     }
 }
 
-/// `/healthz` and `/readyz`, answered before routing.
-fn probe(app: &App, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+/// `/healthz`, `/readyz`, and `/metrics` where the operator put it on the main listener, answered before
+/// routing.
+fn probe<B>(app: &App, req: &Request<B>) -> Option<Response<ProxyBody>> {
     if req.method() != Method::GET {
         return None;
     }
@@ -118,10 +121,17 @@ fn probe(app: &App, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
         "/healthz" => (StatusCode::OK, "ok"),
         "/readyz" if app.readiness.is_ready() => (StatusCode::OK, "ready"),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable"),
-        "/metrics" if app.config.metrics.enabled && app.config.metrics.listen.is_none() => {
-            let mut response = Response::new(ProxyBody::full(app.metrics.render()));
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-            return Some(response);
+        "/metrics" if app.config.metrics.enabled => {
+            let token = app.config.metrics.main_listener_token?;
+            if !crate::metrics::presents_token(req.headers(), &token) {
+                (StatusCode::UNAUTHORIZED, "a bearer token is required\n")
+            } else {
+                let mut response = Response::new(ProxyBody::full(app.metrics.render()));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                return Some(response);
+            }
         }
         _ => return None,
     };
@@ -134,7 +144,7 @@ fn probe(app: &App, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
 async fn proxy(
     app: &App,
     route: Route,
-    req: Request<Incoming>,
+    req: Request<&mut Incoming>,
     log: &mut AccessLog,
     rate: &mut Option<RateHeaders>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -143,6 +153,7 @@ async fn proxy(
     let key = authenticate(&app.keys, &parts.headers)?;
     log.key = Some(app.keys.label(&key));
     app.last_used.insert(key.id, clock::unix_now());
+    let provider_key = ProviderKey::from_headers(&parts.headers)?;
     // The key's own limits come before anything shared is taken: its concurrency bounds how many of
     // the process-wide slots and slow bodies it can hold.
     let permit = if app.config.limits.enabled {
@@ -155,7 +166,6 @@ async fn proxy(
         None
     };
     let slot = app.in_flight.admit()?;
-    let provider_key = ProviderKey::from_headers(&parts.headers)?;
     let (body, facts) = if route.endpoint.has_json_body() {
         let body = read_body(body, &parts.headers, &app.config).await?;
         let facts = inspect_body(route.endpoint, &body)?;
@@ -282,27 +292,28 @@ fn authenticate(keys: &KeyTable, headers: &http::HeaderMap) -> Result<Arc<KeyRec
 }
 
 /// Phase: the request body, whole (it must be read to learn `stream`), within the size cap, with an
-/// idle limit between chunks against slow senders.
-async fn read_body(mut body: Incoming, headers: &http::HeaderMap, config: &Config) -> Result<Bytes, ProxyError> {
+/// idle limit between chunks and a deadline on the whole against slow senders.
+async fn read_body(body: &mut Incoming, headers: &http::HeaderMap, config: &Config) -> Result<Bytes, ProxyError> {
     let max = config.server.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ProxyError::BodyTooLarge);
     }
+    let whole_by = Instant::now() + config.server.body_timeout;
     // The common case is one chunk, kept without a copy.
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
+    let mut received: usize = 0;
     loop {
-        let frame = tokio::time::timeout(config.server.body_idle_timeout, body.frame())
-            .await
-            .map_err(|_| ProxyError::BodyTimeout)?;
+        let next_by = (Instant::now() + config.server.body_idle_timeout).min(whole_by);
+        let frame = tokio::time::timeout_at(next_by, body.frame()).await.map_err(|_| ProxyError::BodyTimeout)?;
         let Some(frame) = frame else { break };
         let Ok(data) = frame.map_err(|_| ProxyError::BodyUnreadable)?.into_data() else {
             continue;
         };
-        let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
-        if so_far + data.len() > max {
+        received = received.saturating_add(data.len());
+        if received > max {
             return Err(ProxyError::BodyTooLarge);
         }
         match &first {

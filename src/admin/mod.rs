@@ -105,7 +105,7 @@ impl From<StoreError> for ApiError {
 type ApiResult = Result<(StatusCode, Value), ApiError>;
 
 /// Serves one management request.
-pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(app: &App, req: Request<&mut Incoming>) -> Response<ProxyBody> {
     let result = route(app, req).await;
     let mut allow = None;
     let (status, value) = match result {
@@ -125,8 +125,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ProxyBody> {
     response
 }
 
-async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
+async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
     let (parts, body) = req.into_parts();
+    let body = RequestBody { body, deadline: tokio::time::Instant::now() + app.config.server.body_timeout };
     let path = parts.uri.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = parts.method.clone();
@@ -244,11 +245,19 @@ async fn blocking<T: Send + 'static>(
 
 // ---------------------------------------------------------------- bodies
 
-async fn json_body<T: DeserializeOwned>(body: Incoming) -> Result<T, ApiError> {
-    let limited = http_body_util::Limited::new(body, MAX_BODY);
-    let bytes: Bytes = limited
-        .collect()
+/// A management request body, to be read whole by its deadline (`server.body_timeout` after the head).
+struct RequestBody<'a> {
+    body: &'a mut Incoming,
+    deadline: tokio::time::Instant,
+}
+
+async fn json_body<T: DeserializeOwned>(body: RequestBody<'_>) -> Result<T, ApiError> {
+    let limited = http_body_util::Limited::new(body.body, MAX_BODY);
+    let bytes: Bytes = tokio::time::timeout_at(body.deadline, limited.collect())
         .await
+        .map_err(|_| {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request body not received in time")
+        })?
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "Request body over 64 KiB"))?
         .to_bytes();
     // serde would read a struct from an array too; a request body is an object.
@@ -444,7 +453,7 @@ fn check_key_cap(cap: Option<u32>) -> Result<Option<u32>, ApiError> {
     }
 }
 
-async fn create_account(app: &App, body: Incoming) -> ApiResult {
+async fn create_account(app: &App, body: RequestBody<'_>) -> ApiResult {
     let req: CreateAccount = json_body(body).await?;
     if !openapi::is_email(&req.email) {
         return Err(ApiError::invalid("email", "is not an email address"));
@@ -471,7 +480,7 @@ async fn list_accounts(app: &App) -> ApiResult {
     Ok((StatusCode::OK, json!({"object": "list", "data": accounts.iter().map(account_view).collect::<Vec<_>>()})))
 }
 
-async fn patch_account(app: &App, id: &str, body: Incoming) -> ApiResult {
+async fn patch_account(app: &App, id: &str, body: RequestBody<'_>) -> ApiResult {
     let req: PatchAccount = json_body(body).await?;
     let plan = check_plan(app, req.plan)?;
     let key_cap = check_key_cap(req.key_cap)?;
@@ -496,7 +505,7 @@ struct Login {
     password: String,
 }
 
-async fn login(app: &App, body: Incoming) -> ApiResult {
+async fn login(app: &App, body: RequestBody<'_>) -> ApiResult {
     let req: Login = json_body(body).await?;
     let email = req.email.to_ascii_lowercase();
     let found = blocking(app, move |s| s.account_for_login(&email)).await?;
@@ -619,7 +628,7 @@ async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
     info.ok_or_else(ApiError::not_found)
 }
 
-async fn create_key(app: &App, account: &str, body: Incoming) -> ApiResult {
+async fn create_key(app: &App, account: &str, body: RequestBody<'_>) -> ApiResult {
     let req: CreateKey = json_body(body).await?;
     let name = check_name("name", &req.name)?;
     let access = KeyAccess {
@@ -683,7 +692,7 @@ async fn get_key(app: &App, id: KeyId) -> ApiResult {
     Ok((StatusCode::OK, key_view(app, &info, usage.get(&id).copied().unwrap_or_default())))
 }
 
-async fn patch_key(app: &App, id: KeyId, body: Incoming) -> ApiResult {
+async fn patch_key(app: &App, id: KeyId, body: RequestBody<'_>) -> ApiResult {
     let req: PatchKey = json_body(body).await?;
     let current = blocking(app, move |s| s.key_info(id)).await?.ok_or_else(ApiError::not_found)?;
     let name = req.name.map(|n| check_name("name", &n)).transpose()?.unwrap_or(current.name.clone());
@@ -716,7 +725,7 @@ async fn revoke_key(app: &App, id: KeyId) -> ApiResult {
     get_key_view(app, info).await
 }
 
-async fn rotate_key(app: &App, id: KeyId, body: Incoming) -> ApiResult {
+async fn rotate_key(app: &App, id: KeyId, body: RequestBody<'_>) -> ApiResult {
     let req: Rotate = json_body(body).await?;
     let grace = req.grace_seconds.unwrap_or(0);
     if grace > 30 * 86_400 {

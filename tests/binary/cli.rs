@@ -239,7 +239,7 @@ async fn accounts_and_rotation_from_the_cli() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn metrics_can_move_to_a_listener_of_their_own() {
+async fn metrics_are_served_on_a_listener_of_their_own() {
     let mock = MockUpstream::start().await;
     let setup = Setup::new(&mock.base_url(), "[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let key = setup.create_key("metered");
@@ -263,7 +263,7 @@ async fn metrics_can_move_to_a_listener_of_their_own() {
     assert!(!text.contains(&key[8..]) && !text.contains(PROVIDER_KEY), "a key in the metrics");
     let elsewhere = format!("http://{metrics_addr}/healthz");
     assert_eq!(request(http::Method::GET, &elsewhere, &[], b"").await.status, 404, "only /metrics is served there");
-    // The main listener no longer serves them.
+    // The public port does not serve them.
     assert_eq!(request(http::Method::GET, &server.url("/metrics"), &[], b"").await.status, 404);
     let (status, _) = server.stop();
     assert!(status.success(), "{status:?}");

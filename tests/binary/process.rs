@@ -56,14 +56,21 @@ pub struct Server {
 
 impl Server {
     pub fn spawn(config: &Path, env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(BIN);
+        command.arg("--config").arg(config);
+        Server::spawn_command(command, env)
+    }
+
+    /// Like [`Server::spawn`], with the process's open-file limit set to `limit` (through the shell's
+    /// `ulimit`, which then runs the binary in its place, under the same process id).
+    pub fn spawn_with_open_files(config: &Path, env: &[(&str, &str)], limit: u32) -> Server {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" --config \"$1\"")).arg(BIN).arg(config);
+        Server::spawn_command(command, env)
+    }
+
+    fn spawn_command(mut command: Command, env: &[(&str, &str)]) -> Server {
+        let mut child = command.envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -98,6 +105,10 @@ impl Server {
     pub fn metrics_addr(&self) -> SocketAddr {
         let addr = self.metrics_addrs.recv_timeout(Duration::from_secs(30)).expect("no metrics listener announced");
         addr.parse().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -22,6 +22,9 @@ pub use tollgate::store::{NewKey, SqliteStore};
 pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
 /// The operator token every test gateway is given (as `TOLLGATE_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "operator-token-for-tests-0123456789";
+/// The metrics token every test gateway is given (as `TOLLGATE_METRICS_TOKEN`), for configs that put
+/// `/metrics` on the main listener.
+pub const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
 
 pub const OPENAI_JSON: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}"#;
 pub const OPENAI_SSE: &[&str] = &[
@@ -317,7 +320,11 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("tollgate.db");
         let text = config_text(upstream, &db, extra);
-        let env = |name: &str| (name == "TOLLGATE_ADMIN_TOKEN").then(|| ADMIN_TOKEN.to_owned());
+        let env = |name: &str| match name {
+            "TOLLGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+            "TOLLGATE_METRICS_TOKEN" => Some(METRICS_TOKEN.to_owned()),
+            _ => None,
+        };
         let config = Config::from_toml(&text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let store = SqliteStore::open(&db).unwrap();
         let hasher = KeyHasher::new(None);
@@ -415,7 +422,13 @@ impl Drop for Gateway {
 
 pub fn config_text(upstream: &str, db: &std::path::Path, extra: &str) -> String {
     let mut sections: Vec<(String, String)> = vec![
-        ("server".into(), "listen = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n".into()),
+        // Tests run many gateways at once, each with a metrics listener of its own, and some open many
+        // connections from one address.
+        (
+            "server".into(),
+            "listen = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\nmax_connections = 4096\nmax_connections_per_ip = 4096\n".into(),
+        ),
+        ("metrics".into(), "listen = \"127.0.0.1:0\"\n".into()),
         ("store".into(), format!("path = {:?}\nrefresh_interval = \"100ms\"\n", db.display().to_string())),
         ("upstream".into(), "response_timeout = \"10s\"\nidle_timeout = \"10s\"\ntotal_timeout = \"30s\"\n".into()),
         ("log".into(), String::new()),

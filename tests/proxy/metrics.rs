@@ -5,6 +5,8 @@ use tollgate::keys::KeyLimits;
 
 use crate::common::*;
 
+const ON_MAIN_LISTENER: &str = "[metrics]\non_main_listener = true\n";
+
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
@@ -18,7 +20,7 @@ async fn metrics_count_what_happened_and_carry_no_keys() {
     let mock = MockUpstream::start().await;
     let once =
         NewKey { limits: KeyLimits { requests_per_day: Some(1), ..KeyLimits::default() }, ..NewKey::live("once", 0) };
-    let gw = Gateway::start_with(&mock.base_url(), "", &[once]).await;
+    let gw = Gateway::start_with(&mock.base_url(), ON_MAIN_LISTENER, &[once]).await;
     let a = format!("Bearer {}", gw.key);
     let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
     for _ in 0..2 {
@@ -31,7 +33,8 @@ async fn metrics_count_what_happened_and_carry_no_keys() {
     assert_eq!(post(&gw.url(Shape::Gemini.path()), &once, Shape::Gemini.body()).await.status, 200);
     assert_eq!(post(&gw.url(Shape::Gemini.path()), &once, Shape::Gemini.body()).await.status, 429);
 
-    let reply = request(http::Method::GET, &gw.url("/metrics"), &[], b"").await;
+    let scrape = format!("Bearer {METRICS_TOKEN}");
+    let reply = request(http::Method::GET, &gw.url("/metrics"), &[("authorization", &scrape)], b"").await;
     assert_eq!(reply.status, 200);
     let text = reply.text();
     assert_eq!(
@@ -55,4 +58,26 @@ async fn metrics_count_what_happened_and_carry_no_keys() {
     for secret in [&gw.key[..], &gw.keys[0][..], PROVIDER_KEY, "tg_live_"] {
         assert!(!text.contains(secret), "key material in /metrics");
     }
+}
+
+#[tokio::test]
+async fn the_main_listener_serves_metrics_only_when_asked_and_only_with_the_token() {
+    let mock = MockUpstream::start().await;
+    // By default metrics have a listener of their own: the public port knows no /metrics.
+    let gw = Gateway::start(&mock.base_url(), "").await;
+    let reply = request(http::Method::GET, &gw.url("/metrics"), &[], b"").await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert!(!reply.text().contains("tollgate_requests_total"));
+
+    let gw = Gateway::start(&mock.base_url(), ON_MAIN_LISTENER).await;
+    let wrong = format!("Bearer {}", gw.key);
+    for headers in [&[][..], &[("authorization", wrong.as_str())][..]] {
+        let reply = request(http::Method::GET, &gw.url("/metrics"), headers, b"").await;
+        assert_eq!(reply.status, 401, "{}", reply.text());
+        assert!(!reply.text().contains("tollgate_"));
+    }
+    let scrape = format!("Bearer {METRICS_TOKEN}");
+    let reply = request(http::Method::GET, &gw.url("/metrics"), &[("authorization", &scrape)], b"").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.text().contains("tollgate_open_streams"));
 }

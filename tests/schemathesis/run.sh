@@ -22,6 +22,8 @@ shutdown_grace = "5s"
 path = "$RUN/tollgate.db"
 [log]
 level = "warn"
+[metrics]
+listen = "off"
 [providers.openai]
 kind = "openai"
 base_url = "http://127.0.0.1:9"

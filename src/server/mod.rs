@@ -1,6 +1,11 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 (h2c by preface, or ALPN over rustls), `TCP_NODELAY` on every
-//! socket, a header-read timeout and head-size limits, and a graceful drain on shutdown that lets
-//! in-flight streams finish within the grace period.
+//! socket, caps on connections in total and per client address, deadlines on a connection's first
+//! request head and on idleness, head-size limits, and a graceful drain on shutdown that lets in-flight
+//! streams finish within the grace period.
+
+mod caps;
+mod connection;
+mod unread;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,15 +15,21 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::pipeline::{self, App};
+use caps::{ConnectionCaps, ThrottledLog};
+use connection::{Activity, Deadlines, Tracked};
 
 /// Room hyper keeps for a request head above tollgate's own cap, so an over-cap head still reaches the
 /// pipeline and gets a provider-shaped 431; only heads far beyond it are refused bare by hyper.
 const HEAD_BUFFER_SLACK: usize = 64 * 1024;
+/// HTTP/2 streams a client may open and cancel before they are served (the rapid-reset attack), and
+/// streams tollgate may reset for a client's protocol errors, before the connection is ended.
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 64;
 
 /// The socket peer of the connection a request arrived on, in the request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,21 +39,29 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
     let server = &app.config.server;
     let head_buffer = (server.max_header_bytes + HEAD_BUFFER_SLACK).max(8192);
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's header read timer also runs while a keep-alive connection waits for its next request.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(head_buffer)
         .keep_alive(true);
+    // The header list bound also caps a CONTINUATION sequence, which h2 refuses once it passes it.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(head_buffer as u32)
+        .max_header_list_size(u32::try_from(head_buffer).unwrap_or(u32::MAX))
+        .max_concurrent_streams(server.http2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let handshake_timeout = server.header_read_timeout;
+    let deadlines = Deadlines { first_request: server.header_read_timeout, idle: server.idle_timeout };
     let grace = server.shutdown_grace;
+    let caps = ConnectionCaps::new(server.max_connections, server.max_connections_per_ip);
+    let accept_errors = ThrottledLog::default();
 
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -50,36 +69,49 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving what is open, try again shortly.
-                    tracing::warn!(error = %e, "accept failed");
+                    accept_errors.note(|errors| tracing::warn!(error = %e, errors_in_last_second = errors, "accept failed"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let permit = match caps.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(why) => {
+                caps.refuse(stream, peer, why, tls.is_none());
+                continue;
+            }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
         }
-        let app = Arc::clone(&app);
-        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(pipeline::handle(app, req).await) }
-        });
+        let activity = Activity::new();
+        let service = {
+            let (app, activity) = (Arc::clone(&app), Arc::clone(&activity));
+            service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let guard = activity.begin();
+                let app = Arc::clone(&app);
+                async move {
+                    let (parts, mut body) = req.into_parts();
+                    let version = parts.version;
+                    let mut req = http::Request::from_parts(parts, &mut body);
+                    req.extensions_mut().insert(ClientAddr(peer));
+                    let response = pipeline::handle(app, req).await;
+                    let response = unread::settle(&mut body, version, response).await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, guard)))
+                }
+            })
+        };
+        let stopping = stopping.clone();
         match &tls {
             None => {
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                tokio::spawn(connection::drive(conn, activity, deadlines, stopping, peer, permit));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let builder = builder.clone();
-                let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
@@ -89,17 +121,16 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                     };
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    connection::drive(conn, activity, deadlines, stopping, peer, permit).await;
                 });
             }
         }
     }
     drop(listener);
     tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, draining in-flight requests");
+    let _ = stop.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = caps.drained() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the remaining connections"),
     }
 }
