@@ -122,11 +122,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
     };
     let refresher = tokio::spawn(key_sync::poll(store.clone(), tables, version, app.config.store.refresh_interval));
-    let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), store.clone()));
+    let (stop_housekeeping, stopped) = tokio::sync::watch::channel(false);
+    let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), store.clone(), stopped));
 
     server::serve(Arc::clone(&app), listener, tls, shutdown).await;
     refresher.abort();
-    housekeeper.abort();
+    // Stopped between rounds, never aborted: an abort could cut a flush after it took the pending
+    // usage from the book and before the store had it.
+    let _ = stop_housekeeping.send(true);
+    if let Err(e) = housekeeper.await {
+        tracing::error!(error = %e, "housekeeping task failed");
+    }
     if let Some(task) = metrics_listener {
         task.abort();
     }
@@ -168,11 +174,14 @@ async fn flush_last_used(app: &App, store: &SqliteStore) -> Result<(), StoreErro
 }
 
 /// Every `store.flush_interval`: writes pending usage and ends reservations whose lease ran out.
-async fn housekeeping(app: Arc<App>, store: SqliteStore) {
+async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(app.config.store.flush_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
         if let Err(e) = usage::book::flush(&app.usage, &store).await {
             tracing::warn!(error = %e, "usage flush failed; retrying at the next interval");
         }
