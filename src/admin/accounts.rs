@@ -1,0 +1,97 @@
+//! Accounts, managed with the operator token: create, list, and change plan and key cap.
+
+use http::StatusCode;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::body::{json_body, present, present_int};
+use super::{ApiError, ApiResult, blocking, openapi};
+use crate::clock::{self, rfc3339};
+use crate::pipeline::App;
+use crate::store::AccountInfo;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAccount {
+    email: String,
+    password: String,
+    #[serde(default, deserialize_with = "present")]
+    plan: Option<String>,
+    #[serde(default, deserialize_with = "present_int")]
+    key_cap: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchAccount {
+    #[serde(default, deserialize_with = "present")]
+    plan: Option<String>,
+    #[serde(default, deserialize_with = "present_int")]
+    key_cap: Option<u32>,
+}
+
+fn account_view(a: &AccountInfo) -> Value {
+    json!({"id": a.id, "email": a.email, "plan": a.plan, "key_cap": a.key_cap, "created_at": rfc3339(a.created_at)})
+}
+
+fn check_plan(app: &App, plan: Option<String>) -> Result<Option<String>, ApiError> {
+    match plan {
+        Some(p) if !app.config.plans.contains_key(&p) => {
+            Err(ApiError::invalid("plan", format!("`{p}` is not a plan in proxy.toml")))
+        }
+        other => Ok(other),
+    }
+}
+
+fn check_key_cap(cap: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match cap {
+        Some(n) if !(1..=1000).contains(&n) => Err(ApiError::invalid("key_cap", format!("{n} is outside 1..=1000"))),
+        other => Ok(other),
+    }
+}
+
+pub(super) async fn create_account(app: &App, body: Incoming) -> ApiResult {
+    let req: CreateAccount = json_body(body).await?;
+    if !openapi::is_email(&req.email) {
+        return Err(ApiError::invalid("email", "is not an email address"));
+    }
+    let email = req.email.to_ascii_lowercase();
+    if !(8..=256).contains(&req.password.chars().count()) {
+        return Err(ApiError::invalid("password", "must be 8-256 characters"));
+    }
+    let plan = check_plan(app, req.plan)?.unwrap_or_else(|| "default".to_owned());
+    let key_cap = check_key_cap(req.key_cap)?.unwrap_or(10);
+    let password = req.password;
+    let hash = tokio::task::spawn_blocking(move || crate::passwords::hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let now = clock::unix_now();
+    let account = blocking(app, move |s| s.create_account(&email, &hash, &plan, key_cap, now)).await?;
+    app.plans.set(&[(account.id.clone(), account.plan.clone())]);
+    Ok((StatusCode::CREATED, account_view(&account)))
+}
+
+pub(super) async fn list_accounts(app: &App) -> ApiResult {
+    let accounts = blocking(app, |s| s.list_accounts()).await?;
+    Ok((StatusCode::OK, json!({"object": "list", "data": accounts.iter().map(account_view).collect::<Vec<_>>()})))
+}
+
+pub(super) async fn patch_account(app: &App, id: &str, body: Incoming) -> ApiResult {
+    let req: PatchAccount = json_body(body).await?;
+    let plan = check_plan(app, req.plan)?;
+    let key_cap = check_key_cap(req.key_cap)?;
+    let id = id.to_owned();
+    let lookup = id.clone();
+    let current = blocking(app, move |s| s.account(&lookup)).await?.ok_or_else(ApiError::not_found)?;
+    let updated = AccountInfo {
+        plan: plan.unwrap_or(current.plan.clone()),
+        key_cap: key_cap.unwrap_or(current.key_cap),
+        ..current
+    };
+    let (plan, cap) = (updated.plan.clone(), updated.key_cap);
+    blocking(app, move |s| s.update_account(&id, &plan, cap)).await?;
+    app.plans.set(&[(updated.id.clone(), updated.plan.clone())]);
+    Ok((StatusCode::OK, account_view(&updated)))
+}
