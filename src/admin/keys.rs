@@ -33,8 +33,10 @@ struct LimitsBody {
 }
 
 impl LimitsBody {
-    /// Applies the given fields over `limits` (null: back to the default), checking ranges.
-    fn apply(&self, mut limits: KeyLimits) -> Result<KeyLimits, ApiError> {
+    /// Applies the given fields over `limits` (null: back to the default), checking ranges. A key's own
+    /// token quota may only be at most `tokens_ceiling`: an account lowers what it was given, and only
+    /// the operator (the CLI) grants a key more.
+    fn apply(&self, mut limits: KeyLimits, tokens_ceiling: u64) -> Result<KeyLimits, ApiError> {
         fn set(field: &str, v: Option<Option<u32>>, range: (u32, u32), slot: &mut Option<u32>) -> Result<(), ApiError> {
             crate::keys::change_limit(v.map(|n| n.map(u64::from)), range, slot).map_err(|e| ApiError::invalid(field, e))
         }
@@ -46,11 +48,27 @@ impl LimitsBody {
             CONCURRENCY_RANGE,
             &mut limits.concurrent_requests,
         )?;
-        if let Some(t) = self.tokens_per_month {
-            limits.tokens_per_month = t;
+        match self.tokens_per_month {
+            Some(Some(t)) if t > tokens_ceiling => {
+                return Err(ApiError::invalid(
+                    "limits.tokens_per_month",
+                    format!(
+                        "{t} is above {tokens_ceiling}, what this account's plan and the default per-key quota allow"
+                    ),
+                ));
+            }
+            Some(t) => limits.tokens_per_month = t,
+            None => {}
         }
         Ok(limits)
     }
+}
+
+/// The most tokens a month an account may give one of its keys: its plan's quota, and the operator's
+/// default per-key quota when one is set.
+fn tokens_ceiling(app: &App, account: &str) -> u64 {
+    let plan = app.plans.quota(account);
+    app.config.limits.tokens_per_month.map_or(plan, |default| default.min(plan))
 }
 
 #[derive(Deserialize)]
@@ -152,7 +170,7 @@ pub(super) async fn create_key(app: &App, account: &str, body: Incoming) -> ApiR
         providers: check_list(app, "providers", req.providers, true)?,
         models: check_list(app, "models", req.models, false)?,
     };
-    let limits = req.limits.apply(KeyLimits::default())?;
+    let limits = req.limits.apply(KeyLimits::default(), tokens_ceiling(app, account))?;
     let project = req.project.map(|p| check_name("project", &p)).transpose()?;
     let now = clock::unix_now();
     let expires_at = match req.expires_in_days {
@@ -223,7 +241,7 @@ pub(super) async fn patch_key(app: &App, id: KeyId, body: Incoming) -> ApiResult
             Some(list) => check_list(app, "models", list, false)?,
         },
     };
-    let limits = req.limits.apply(current.limits)?;
+    let limits = req.limits.apply(current.limits, tokens_ceiling(app, &current.account))?;
     blocking(app, move |s| s.update_key(id, &name, limits, &access)).await?;
     let info = refresh_key(app, id).await?;
     get_key_view(app, info).await

@@ -159,6 +159,10 @@ pub fn document(config: &crate::config::Config) -> Value {
 }
 
 fn schemas(config: &crate::config::Config) -> Value {
+    // The largest a key's quota can be for any account; an account's own ceiling may be lower.
+    let largest_plan = config.plans.values().copied().max().unwrap_or(0);
+    let key_tokens_ceiling =
+        config.limits.tokens_per_month.map_or(largest_plan, |d| d.min(largest_plan)).min(MAX_TOKENS);
     let providers: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     let plans: Vec<&str> = config.plans.keys().map(String::as_str).collect();
     let provider_list =
@@ -263,7 +267,10 @@ fn schemas(config: &crate::config::Config) -> Value {
                 "requests_per_minute": limit(1, 1000),
                 "requests_per_day": limit(1, 10000),
                 "concurrent_requests": limit(1, 10000),
-                "tokens_per_month": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TOKENS}
+                "tokens_per_month": {
+                    "type": ["integer", "null"], "minimum": 0, "maximum": key_tokens_ceiling,
+                    "description": "At most the account plan's monthly quota and the configured default per-key quota, if any: an account only lowers what it was given."
+                }
             }
         },
         "CreateKey": {

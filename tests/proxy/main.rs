@@ -7,6 +7,7 @@ mod errors;
 mod forwarding;
 mod limits;
 mod management;
+mod management_accounts;
 mod metering;
 mod metrics;
 mod paths;
