@@ -341,15 +341,13 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
         }
         KeysCommand::Rotate { id, grace_seconds } => {
             let key_id = parse_key_id(&id)?;
-            let old = store.key_info(key_id)?.ok_or_else(|| format!("key {key_id} does not exist"))?;
-            if old.status_at(now) != "active" {
-                return Err(format!("key {key_id} is not active").into());
+            if store.key_info(key_id)?.is_none() {
+                return Err(format!("key {key_id} does not exist").into());
             }
-            // The new key first: a failure in between leaves both keys working, never neither.
+            // The operator may go over the account's key cap; one pending replacement per key still holds.
             let hasher = KeyHasher::new(config.keys.hash_secret);
-            let (secret, info) = store.create_key(&config.keys.prefix, &hasher, &NewKey::replacing(&old, now))?;
-            let revoke_at = now + grace_seconds as i64;
-            store.revoke_key(key_id, revoke_at)?;
+            let rotated = store.rotate_key(&config.keys.prefix, &hasher, key_id, now, grace_seconds, false)?;
+            let (secret, info, revoke_at) = (rotated.secret, rotated.info, rotated.old_revoked_at);
             eprintln!("rotated {key_id}: revoked at {}", rfc3339(revoke_at));
             eprintln!("  new id      {}", info.id);
             eprintln!("  key_prefix  {}", info.key_prefix);

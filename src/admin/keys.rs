@@ -15,7 +15,7 @@ use super::{ApiError, ApiResult, blocking};
 use crate::access::KeyAccess;
 use crate::clock::{self, rfc3339};
 use crate::config::{CONCURRENCY_RANGE, RPD_RANGE, RPM_RANGE};
-use crate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits};
+use crate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
 use crate::pipeline::App;
 use crate::store::{KeyInfo, NewKey};
 
@@ -178,37 +178,31 @@ pub(super) async fn create_key(app: &App, account: &str, body: Incoming) -> ApiR
         Some(d) => Some(now + i64::from(d) * 86_400),
         None => None,
     };
-    let account_id = account.to_owned();
-    let cap_account = account_id.clone();
-    let (cap, active) = blocking(app, move |s| {
-        let cap = s.account(&cap_account)?.map_or(10, |a| a.key_cap);
-        Ok((cap, s.active_keys(&cap_account, now)?))
-    })
-    .await?;
-    if active >= cap as usize {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "key_cap_reached",
-            format!("This account already has {active} active keys, its cap; revoke one first"),
-        ));
-    }
-    let new =
-        NewKey { kind: KeyKind::Live, name, account: account_id, limits, access, project, created_at: now, expires_at };
-    created(app, new, StatusCode::CREATED, None).await
-}
-
-/// Creates `new` and answers with its secret, shown this once.
-async fn created(app: &App, new: NewKey, status: StatusCode, replaces: Option<(KeyId, i64)>) -> ApiResult {
+    let new = NewKey {
+        kind: KeyKind::Live,
+        name,
+        account: account.to_owned(),
+        limits,
+        access,
+        project,
+        created_at: now,
+        expires_at,
+    };
     let prefix = app.config.keys.prefix.clone();
     let hasher = KeyHasher::new(app.config.keys.hash_secret);
-    let (secret, info) = blocking(app, move |s| s.create_key(&prefix, &hasher, &new)).await?;
-    let info = refresh_key(app, info.id).await?;
+    let (secret, info) = blocking(app, move |s| s.create_key_within_cap(&prefix, &hasher, &new, now)).await?;
+    shown_once(app, secret, info.id, None).await
+}
+
+/// Answers with a key just written, with its secret shown this once (and the key it replaces).
+async fn shown_once(app: &App, secret: SecretKey, id: KeyId, replaces: Option<(KeyId, i64)>) -> ApiResult {
+    let info = refresh_key(app, id).await?;
     let mut view = key_view(app, &info, (0, 0, 0));
     view["raw_key"] = Value::String(secret.expose().to_owned());
     if let Some((old, at)) = replaces {
         view["replaces"] = json!({"id": old.as_str(), "revoked_at": rfc3339(at)});
     }
-    Ok((status, view))
+    Ok((StatusCode::CREATED, view))
 }
 
 pub(super) async fn list_keys(app: &App, account: &str) -> ApiResult {
@@ -265,15 +259,11 @@ pub(super) async fn rotate_key(app: &App, id: KeyId, body: Incoming) -> ApiResul
     if grace > 30 * 86_400 {
         return Err(ApiError::invalid("grace_seconds", "must be at most 2592000 (30 days)"));
     }
-    let old = blocking(app, move |s| s.key_info(id)).await?.ok_or_else(ApiError::not_found)?;
     let now = clock::unix_now();
-    if old.status_at(now) != "active" {
-        return Err(ApiError::new(StatusCode::CONFLICT, "not_active", "Only an active key can be rotated"));
-    }
-    // The new key first: a failure in between leaves both keys working, never neither.
-    let revoke_at = now + grace as i64;
-    let answer = created(app, NewKey::replacing(&old, now), StatusCode::CREATED, Some((id, revoke_at))).await?;
-    blocking(app, move |s| s.revoke_key(id, revoke_at)).await?;
+    let prefix = app.config.keys.prefix.clone();
+    let hasher = KeyHasher::new(app.config.keys.hash_secret);
+    // Insert and revoke are one transaction, so the cap and the one-pending-replacement rule hold.
+    let rotated = blocking(app, move |s| s.rotate_key(&prefix, &hasher, id, now, grace, true)).await?;
     refresh_key(app, id).await?;
-    Ok(answer)
+    shown_once(app, rotated.secret, rotated.info.id, Some((id, rotated.old_revoked_at))).await
 }

@@ -93,9 +93,19 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
             }
+            StoreError::KeyCapReached(_) => ApiError::new(StatusCode::CONFLICT, "key_cap_reached", capitalized(&e)),
+            StoreError::KeyNotActive => ApiError::new(StatusCode::CONFLICT, "not_active", capitalized(&e)),
+            StoreError::RotationPending(_) => ApiError::new(StatusCode::CONFLICT, "rotation_pending", capitalized(&e)),
             other => ApiError::internal(other),
         }
     }
+}
+
+/// A store refusal as a message: its text with a capital first letter.
+fn capitalized(e: &StoreError) -> String {
+    let text = e.to_string();
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 type ApiResult = Result<(StatusCode, Value), ApiError>;

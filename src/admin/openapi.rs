@@ -125,8 +125,9 @@ pub fn document(config: &crate::config::Config) -> Value {
             "/v1/auth/keys/{id}/rotate": {
                 "post": {
                     "operationId": "rotateKey", "summary": "Replace a key: a new secret now, the old key revoked at once or after grace_seconds",
+                    "description": "A key has at most one pending replacement: a key in its grace period cannot be rotated again (409 rotation_pending). With grace_seconds both keys are active for a while, so the rotation must fit under the account's key cap (409 key_cap_reached); without it the rotation is a swap and always fits.",
                     "security": account_token, "parameters": id_param(), "requestBody": body("Rotate"),
-                    "responses": responses(("201", ok("The new key and its secret", "KeyCreated")), &[("404", "No such key in this account"), ("409", "The key is not active")])
+                    "responses": responses(("201", ok("The new key and its secret", "KeyCreated")), &[("404", "No such key in this account"), ("409", "The key is not active, already has a pending replacement, or a grace period would exceed the key cap")])
                 }
             },
             "/v1/usage": {

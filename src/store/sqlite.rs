@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 
 mod accounts;
+pub mod key_cap;
 
 use super::{AccountInfo, KeyChanges, KeyInfo, NewKey, StoreError, UsageRow};
 use crate::access::{KeyAccess, Scopes};
@@ -117,55 +118,7 @@ impl SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version = bump_version(&tx)?;
-        let mut created = Vec::with_capacity(news.len());
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
-                                           requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                                           scopes, providers, models, project)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            )?;
-            for new in news {
-                let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
-                let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
-                let hash = hasher.hash(secret.expose());
-                let l = new.limits;
-                stmt.execute(params![
-                    parsed.id.as_str(),
-                    key_prefix,
-                    new.kind.as_str(),
-                    new.name,
-                    hash.as_bytes().as_slice(),
-                    new.created_at,
-                    new.expires_at,
-                    version,
-                    new.account,
-                    l.requests_per_minute,
-                    l.requests_per_day,
-                    l.concurrent_requests,
-                    l.tokens_per_month.map(|t| t as i64),
-                    new.access.scopes.to_stored(),
-                    list_json(&new.access.providers),
-                    list_json(&new.access.models),
-                    new.project,
-                ])?;
-                let info = KeyInfo {
-                    id: parsed.id,
-                    key_prefix,
-                    kind: new.kind,
-                    name: new.name.clone(),
-                    account: new.account.clone(),
-                    limits: l,
-                    access: new.access.clone(),
-                    project: new.project.clone(),
-                    created_at: new.created_at,
-                    expires_at: new.expires_at,
-                    revoked_at: None,
-                    last_used_at: None,
-                };
-                created.push((secret, info));
-            }
-        }
+        let created = news.iter().map(|new| insert_key(&tx, prefix, hasher, new, version)).collect::<Result<_, _>>()?;
         tx.commit()?;
         Ok(created)
     }
@@ -351,45 +304,44 @@ impl SqliteStore {
 
     /// Keys of an account neither revoked nor expired at `now`.
     pub fn active_keys(&self, account: &str, now: i64) -> Result<usize, StoreError> {
-        let conn = self.conn();
-        let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM service_keys WHERE account_id = ?1
-               AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
-            params![account, now],
-            |r| r.get(0),
-        )?;
-        Ok(n.max(0) as usize)
+        count_active(&self.conn(), account, now)
     }
 
     fn infos<P: rusqlite::Params>(&self, tail: &str, params: P) -> Result<Vec<KeyInfo>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at, account_id,
-                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                    scopes, providers, models, project, last_used_at
-             FROM service_keys {tail}"
-        ))?;
-        let mut rows = stmt.query(params)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(KeyInfo {
-                id: parse_id(&row.get::<_, String>(0)?)?,
-                key_prefix: row.get(1)?,
-                kind: parse_kind(&row.get::<_, String>(2)?)?,
-                name: row.get(3)?,
-                created_at: row.get(4)?,
-                expires_at: row.get(5)?,
-                revoked_at: row.get(6)?,
-                account: row.get(7)?,
-                limits: limits_from(row, 8)?,
-                access: access_from(row, 12)?,
-                project: row.get(15)?,
-                last_used_at: row.get(16)?,
-            });
-        }
-        Ok(out)
+        infos_in(&self.conn(), tail, params)
     }
+}
 
+/// The keys a query `tail` selects, as listed to their owner.
+fn infos_in<P: rusqlite::Params>(conn: &Connection, tail: &str, params: P) -> Result<Vec<KeyInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at, account_id,
+                requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
+                scopes, providers, models, project, last_used_at
+         FROM service_keys {tail}"
+    ))?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(KeyInfo {
+            id: parse_id(&row.get::<_, String>(0)?)?,
+            key_prefix: row.get(1)?,
+            kind: parse_kind(&row.get::<_, String>(2)?)?,
+            name: row.get(3)?,
+            created_at: row.get(4)?,
+            expires_at: row.get(5)?,
+            revoked_at: row.get(6)?,
+            account: row.get(7)?,
+            limits: limits_from(row, 8)?,
+            access: access_from(row, 12)?,
+            project: row.get(15)?,
+            last_used_at: row.get(16)?,
+        });
+    }
+    Ok(out)
+}
+
+impl SqliteStore {
     /// Every key written after `since` (0 for all), with the store version to pass next time.
     /// Hands every key written after `since` (0 for all) to `each` as it is read, so a million keys
     /// never sit in a list; returns the account plans and the version to ask from next time.
@@ -434,6 +386,71 @@ fn bump_version(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
     Ok(tx.query_row("UPDATE store_meta SET value = value + 1 WHERE name = 'version' RETURNING value", [], |r| {
         r.get(0)
     })?)
+}
+
+/// Inserts one new key at store `version`; the full key exists only in the return value.
+fn insert_key(
+    tx: &rusqlite::Transaction<'_>,
+    prefix: &str,
+    hasher: &KeyHasher,
+    new: &NewKey,
+    version: i64,
+) -> Result<(SecretKey, KeyInfo), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
+                                   requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
+                                   scopes, providers, models, project)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
+    let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
+    let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
+    let hash = hasher.hash(secret.expose());
+    let l = new.limits;
+    stmt.execute(params![
+        parsed.id.as_str(),
+        key_prefix,
+        new.kind.as_str(),
+        new.name,
+        hash.as_bytes().as_slice(),
+        new.created_at,
+        new.expires_at,
+        version,
+        new.account,
+        l.requests_per_minute,
+        l.requests_per_day,
+        l.concurrent_requests,
+        l.tokens_per_month.map(|t| t as i64),
+        new.access.scopes.to_stored(),
+        list_json(&new.access.providers),
+        list_json(&new.access.models),
+        new.project,
+    ])?;
+    let info = KeyInfo {
+        id: parsed.id,
+        key_prefix,
+        kind: new.kind,
+        name: new.name.clone(),
+        account: new.account.clone(),
+        limits: l,
+        access: new.access.clone(),
+        project: new.project.clone(),
+        created_at: new.created_at,
+        expires_at: new.expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    Ok((secret, info))
+}
+
+/// Keys of an account neither revoked nor expired at `now`; a key in its rotation grace period counts.
+fn count_active(conn: &Connection, account: &str, now: i64) -> Result<usize, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM service_keys WHERE account_id = ?1
+           AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
+        params![account, now],
+        |r| r.get(0),
+    )?;
+    Ok(n.max(0) as usize)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -49,3 +49,78 @@ async fn without_a_default_the_plan_quota_bounds_a_key() {
     let (status, v) = api(&gw, http::Method::POST, "/v1/auth/keys", Some(&token), Some(body)).await;
     assert_eq!((status, &v["limits"]["tokens_per_month"]), (201, &json!(5000)), "{v}");
 }
+
+/// The account's keys whose status is active (a key in its rotation grace period is).
+async fn active_keys(gw: &Gateway, token: &str) -> usize {
+    let (status, list) = api(gw, http::Method::GET, "/v1/auth/keys", Some(token), None).await;
+    assert_eq!(status, 200, "{list}");
+    list["data"].as_array().unwrap().iter().filter(|k| k["status"] == "active").count()
+}
+
+#[tokio::test]
+async fn parallel_creates_stop_at_the_key_cap() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), "").await;
+    let (_, token) = new_account(&gw, "racer@example.com", 2).await;
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let (url, auth) = (gw.url("/v1/auth/keys"), format!("Bearer {token}"));
+        creates.spawn(async move {
+            let headers = [("content-type", "application/json"), ("authorization", auth.as_str())];
+            let reply =
+                request(http::Method::POST, &url, &headers, json!({"name": format!("k{i}")}).to_string().as_bytes())
+                    .await;
+            (reply.status.as_u16(), reply.json())
+        });
+    }
+    let answers = creates.join_all().await;
+    let created = answers.iter().filter(|(status, _)| *status == 201).count();
+    let refused = answers.iter().filter(|(s, v)| *s == 409 && v["error"]["code"] == "key_cap_reached").count();
+    assert_eq!((created, refused), (2, 28), "{answers:?}");
+    assert_eq!(active_keys(&gw, &token).await, 2);
+}
+
+#[tokio::test]
+async fn rotation_cannot_grow_an_account_past_its_key_cap() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), "").await;
+    let (_, token) = new_account(&gw, "rotator@example.com", 2).await;
+    let rotate = |id: String, grace: u64| {
+        let (gw, token) = (&gw, token.clone());
+        async move {
+            let path = format!("/v1/auth/keys/{id}/rotate");
+            api(gw, http::Method::POST, &path, Some(&token), Some(json!({"grace_seconds": grace}))).await
+        }
+    };
+    let (_, first) = api(&gw, http::Method::POST, "/v1/auth/keys", Some(&token), Some(json!({"name": "a"}))).await;
+    let first = first["id"].as_str().unwrap().to_owned();
+
+    // One key under a cap of 2: a graceful rotation fits, and leaves the account at its cap.
+    let (status, second) = rotate(first.clone(), 86_400).await;
+    assert_eq!(status, 201, "{second}");
+    let second = second["id"].as_str().unwrap().to_owned();
+    assert_eq!(active_keys(&gw, &token).await, 2);
+
+    // The key in its grace period has its replacement already.
+    let (status, v) = rotate(first.clone(), 86_400).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("rotation_pending")), "{v}");
+    let (status, v) = rotate(first.clone(), 0).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("rotation_pending")), "{v}");
+
+    // At the cap, a rotation with a grace period would add an active key: refused. Repeating it changes
+    // nothing; without a grace period it is a swap and goes through.
+    for _ in 0..10 {
+        let (status, v) = rotate(second.clone(), 86_400).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (409, Some("key_cap_reached")), "{v}");
+    }
+    assert_eq!(active_keys(&gw, &token).await, 2);
+    let (status, third) = rotate(second.clone(), 0).await;
+    assert_eq!(status, 201, "{third}");
+    let (status, v) = rotate(third["id"].as_str().unwrap().to_owned(), 600).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("key_cap_reached")), "{v}");
+    assert_eq!(active_keys(&gw, &token).await, 2);
+
+    // Creating is refused at the cap too.
+    let (status, v) = api(&gw, http::Method::POST, "/v1/auth/keys", Some(&token), Some(json!({"name": "b"}))).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("key_cap_reached")), "{v}");
+}
