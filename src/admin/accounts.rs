@@ -29,10 +29,20 @@ struct PatchAccount {
     plan: Option<String>,
     #[serde(default, deserialize_with = "present_int")]
     key_cap: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    disabled: Option<bool>,
 }
 
 fn account_view(a: &AccountInfo) -> Value {
-    json!({"id": a.id, "email": a.email, "plan": a.plan, "key_cap": a.key_cap, "created_at": rfc3339(a.created_at)})
+    json!({"id": a.id, "email": a.email, "plan": a.plan, "key_cap": a.key_cap, "disabled": a.disabled, "created_at": rfc3339(a.created_at)})
+}
+
+/// A password: 8-256 characters.
+pub(super) fn check_password(field: &str, password: &str) -> Result<(), ApiError> {
+    if !(8..=256).contains(&password.chars().count()) {
+        return Err(ApiError::invalid(field, "must be 8-256 characters"));
+    }
+    Ok(())
 }
 
 fn check_plan(app: &App, plan: Option<String>) -> Result<Option<String>, ApiError> {
@@ -57,9 +67,7 @@ pub(super) async fn create_account(app: &App, body: Incoming) -> ApiResult {
         return Err(ApiError::invalid("email", "is not an email address"));
     }
     let email = req.email.to_ascii_lowercase();
-    if !(8..=256).contains(&req.password.chars().count()) {
-        return Err(ApiError::invalid("password", "must be 8-256 characters"));
-    }
+    check_password("password", &req.password)?;
     let plan = check_plan(app, req.plan)?.unwrap_or_else(|| "default".to_owned());
     let key_cap = check_key_cap(req.key_cap)?.unwrap_or(10);
     let password = req.password;
@@ -91,7 +99,19 @@ pub(super) async fn patch_account(app: &App, id: &str, body: Incoming) -> ApiRes
         ..current
     };
     let (plan, cap) = (updated.plan.clone(), updated.key_cap);
-    blocking(app, move |s| s.update_account(&id, &plan, cap)).await?;
+    let write_id = id.clone();
+    blocking(app, move |s| s.update_account(&write_id, &plan, cap)).await?;
     app.plans.set(&[(updated.id.clone(), updated.plan.clone())]);
+    let mut updated = updated;
+    if let Some(disabled) = req.disabled.filter(|d| *d != updated.disabled) {
+        // Disabling ends the account's access tokens (a new epoch) and its keys here at once; other
+        // instances follow at their next key refresh.
+        let write_id = id.clone();
+        let epoch =
+            blocking(app, move |s| s.set_disabled(&write_id, disabled)).await?.ok_or_else(ApiError::not_found)?;
+        app.keys.set_account_disabled(&id, disabled);
+        updated.disabled = disabled;
+        updated.token_epoch = epoch;
+    }
     Ok((StatusCode::OK, account_view(&updated)))
 }

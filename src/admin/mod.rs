@@ -22,7 +22,7 @@ use crate::pipeline::App;
 use crate::store::StoreError;
 use accounts::{create_account, list_accounts, patch_account};
 use keys::{create_key, get_key, list_keys, patch_key, revoke_key, rotate_key};
-use login::login;
+use login::{change_password, login, logout};
 use tokens::Caller;
 use usage::usage;
 
@@ -32,6 +32,8 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/accounts"),
     ("patch", "/v1/accounts/{id}"),
     ("post", "/v1/auth/login"),
+    ("post", "/v1/auth/logout"),
+    ("post", "/v1/auth/password"),
     ("post", "/v1/auth/keys"),
     ("get", "/v1/auth/keys"),
     ("get", "/v1/auth/keys/{id}"),
@@ -49,6 +51,8 @@ pub fn is_management(path: &str) -> bool {
         || path == "/v1/accounts"
         || path.starts_with("/v1/accounts/")
         || path == "/v1/auth/login"
+        || path == "/v1/auth/logout"
+        || path == "/v1/auth/password"
         || path == "/v1/auth/keys"
         || path.starts_with("/v1/auth/keys/")
 }
@@ -146,6 +150,14 @@ async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
     match segments.as_slice() {
         ["openapi.json"] if method == Method::GET => Ok((StatusCode::OK, openapi::document(&app.config))),
         ["v1", "auth", "login"] if method == Method::POST => login(app, body).await,
+        ["v1", "auth", "logout"] if method == Method::POST => {
+            let account = account(app, &parts.headers).await?;
+            logout(app, &account).await
+        }
+        ["v1", "auth", "password"] if method == Method::POST => {
+            let account = account(app, &parts.headers).await?;
+            change_password(app, &account, body).await
+        }
         ["v1", "accounts"] => {
             operator(app, &parts.headers)?;
             match method {
@@ -162,7 +174,7 @@ async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
             }
         }
         ["v1", "auth", "keys"] => {
-            let account = account(app, &parts.headers)?;
+            let account = account(app, &parts.headers).await?;
             match method {
                 Method::POST => create_key(app, &account, body).await,
                 Method::GET => list_keys(app, &account).await,
@@ -170,7 +182,7 @@ async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
             }
         }
         ["v1", "auth", "keys", id] => {
-            let account = account(app, &parts.headers)?;
+            let account = account(app, &parts.headers).await?;
             let id = owned_key(app, &account, id).await?;
             match method {
                 Method::GET => get_key(app, id).await,
@@ -180,7 +192,7 @@ async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
             }
         }
         ["v1", "auth", "keys", id, "rotate"] => {
-            let account = account(app, &parts.headers)?;
+            let account = account(app, &parts.headers).await?;
             let id = owned_key(app, &account, id).await?;
             match method {
                 Method::POST => rotate_key(app, id, body).await,
@@ -188,12 +200,11 @@ async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
             }
         }
         ["v1", "usage"] if method == Method::GET => {
-            let account = account(app, &parts.headers)?;
+            let account = account(app, &parts.headers).await?;
             usage(app, &account, &query).await
         }
-        ["v1", "usage"] | ["openapi.json"] | ["v1", "auth", "login"] => {
-            allowed(if path == "/v1/auth/login" { "POST" } else { "GET" })
-        }
+        ["v1", "usage"] | ["openapi.json"] => allowed("GET"),
+        ["v1", "auth", "login" | "logout" | "password"] => allowed("POST"),
         _ => Err(ApiError::not_found()),
     }
 }
@@ -214,15 +225,24 @@ fn caller(app: &App, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
 fn operator(app: &App, headers: &http::HeaderMap) -> Result<(), ApiError> {
     match caller(app, headers)? {
         Caller::Operator => Ok(()),
-        Caller::Account(_) => {
+        Caller::Account { .. } => {
             Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Only the operator token manages accounts"))
         }
     }
 }
 
-fn account(app: &App, headers: &http::HeaderMap) -> Result<String, ApiError> {
+/// The account a token speaks for. Its epoch must still be the account's (no logout, password change or
+/// disable since it was issued): read from the store, so every instance ends a token at once.
+async fn account(app: &App, headers: &http::HeaderMap) -> Result<String, ApiError> {
     match caller(app, headers)? {
-        Caller::Account(id) => Ok(id),
+        Caller::Account { id, epoch } => {
+            let lookup = id.clone();
+            let current = blocking(app, move |s| s.account(&lookup)).await?;
+            match current {
+                Some(a) if a.token_epoch == epoch && !a.disabled => Ok(id),
+                _ => Err(ApiError::unauthorized()),
+            }
+        }
         Caller::Operator => {
             Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Keys and usage belong to accounts: log in as one"))
         }

@@ -83,7 +83,7 @@ pub fn document(config: &crate::config::Config) -> Value {
             },
             "/v1/accounts/{id}": {
                 "patch": {
-                    "operationId": "updateAccount", "summary": "Set an account's plan or key cap", "security": operator,
+                    "operationId": "updateAccount", "summary": "Set an account's plan or key cap, or disable it", "security": operator,
                     "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                     "requestBody": body("PatchAccount"),
                     "responses": responses(("200", ok("The account", "Account")), &[("404", "No such account")])
@@ -93,7 +93,20 @@ pub fn document(config: &crate::config::Config) -> Value {
                 "post": {
                     "operationId": "login", "summary": "Exchange email and password for an access token", "security": [],
                     "requestBody": body("Login"),
-                    "responses": responses(("200", ok("An access token", "LoginResponse")), &[])
+                    "responses": responses(("200", ok("An access token", "LoginResponse")), &[("403", "The account is disabled (answered only to the right password)"), ("429", "Too many attempts from this address or for this account, or too many verifications queued; retry after Retry-After seconds")])
+                }
+            },
+            "/v1/auth/logout": {
+                "post": {
+                    "operationId": "logout", "summary": "End every access token of the account, this one included", "security": account_token,
+                    "responses": responses(("200", ok("Logged out", "LogoutResponse")), &[])
+                }
+            },
+            "/v1/auth/password": {
+                "post": {
+                    "operationId": "changePassword", "summary": "Change the password (the old one is required); every earlier access token ends, and a new one is returned", "security": account_token,
+                    "requestBody": body("ChangePassword"),
+                    "responses": responses(("200", ok("A new access token", "LoginResponse")), &[("429", "Too many verifications queued; retry after Retry-After seconds")])
                 }
             },
             "/v1/auth/keys": {
@@ -213,6 +226,7 @@ fn schemas(config: &crate::config::Config) -> Value {
             "email": {"type": ["string", "null"]},
             "plan": {"type": "string"},
             "key_cap": {"type": "integer"},
+            "disabled": {"type": "boolean"},
             "created_at": timestamp
         }
     });
@@ -239,7 +253,19 @@ fn schemas(config: &crate::config::Config) -> Value {
         },
         "PatchAccount": {
             "type": "object", "additionalProperties": false,
-            "properties": {"plan": {"type": "string", "enum": plans}, "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}}
+            "properties": {
+                "plan": {"type": "string", "enum": plans},
+                "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "disabled": {"type": "boolean", "description": "true: the account cannot log in, its access tokens end and its keys are refused (401) on provider routes; false enables it again."}
+            }
+        },
+        "ChangePassword": {
+            "type": "object", "additionalProperties": false, "required": ["old_password", "new_password"],
+            "properties": {"old_password": {"type": "string"}, "new_password": {"type": "string", "minLength": 8, "maxLength": 256}}
+        },
+        "LogoutResponse": {
+            "type": "object", "required": ["account_id", "logged_out"],
+            "properties": {"account_id": {"type": "string"}, "logged_out": {"type": "boolean"}}
         },
         "Login": {
             "type": "object", "additionalProperties": false, "required": ["email", "password"],

@@ -91,6 +91,10 @@ pub struct AccountInfo {
     pub plan: String,
     pub key_cap: u32,
     pub created_at: i64,
+    /// Access tokens issued in an earlier epoch are refused.
+    pub token_epoch: u64,
+    /// Refused at login, and its keys refused on the data plane.
+    pub disabled: bool,
 }
 
 impl KeyInfo {
@@ -109,6 +113,8 @@ impl KeyInfo {
 pub struct KeyChanges {
     /// Every account's plan, whenever anything changed.
     pub plans: Vec<(String, String)>,
+    /// Every disabled account, whenever anything changed.
+    pub disabled: Vec<String>,
     pub version: i64,
 }
 

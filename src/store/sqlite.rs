@@ -73,6 +73,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE service_keys ADD COLUMN last_used_at INTEGER;
     CREATE INDEX service_keys_by_account ON service_keys(account_id);
 ",
+    "
+    -- Access tokens carry the epoch they were issued in; bumping it (logout, new password, disable)
+    -- ends every token issued before. A disabled account cannot log in and its keys are refused.
+    ALTER TABLE accounts ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 #[derive(Clone)]
@@ -352,7 +358,7 @@ impl SqliteStore {
             .optional()?
             .unwrap_or(0);
         if version <= since {
-            return Ok(KeyChanges { plans: Vec::new(), version });
+            return Ok(KeyChanges { plans: Vec::new(), disabled: Vec::new(), version });
         }
         let mut stmt = conn.prepare_cached(&format!("{RECORD_SELECT} WHERE version > ?1 AND version <= ?2"))?;
         let mut rows = stmt.query(params![since, version])?;
@@ -364,7 +370,8 @@ impl SqliteStore {
         drop(stmt);
         drop(conn);
         let plans = self.account_plans()?;
-        Ok(KeyChanges { plans, version })
+        let disabled = self.disabled_accounts()?;
+        Ok(KeyChanges { plans, disabled, version })
     }
 
     /// One key as the hot path holds it.
@@ -506,6 +513,9 @@ fn record_from(row: &rusqlite::Row<'_>, accounts: &mut Accounts) -> Result<KeyRe
     })
 }
 
+/// The columns of an [`AccountInfo`], as [`account_from`] reads them.
+const ACCOUNT_SELECT: &str = "SELECT id, email, plan, key_cap, created_at, token_epoch, disabled FROM accounts";
+
 fn account_from(r: &rusqlite::Row<'_>) -> Result<AccountInfo, rusqlite::Error> {
     Ok(AccountInfo {
         id: r.get(0)?,
@@ -513,6 +523,8 @@ fn account_from(r: &rusqlite::Row<'_>) -> Result<AccountInfo, rusqlite::Error> {
         plan: r.get(2)?,
         key_cap: r.get::<_, i64>(3)?.clamp(0, i64::from(u32::MAX)) as u32,
         created_at: r.get(4)?,
+        token_epoch: r.get::<_, i64>(5)?.max(0) as u64,
+        disabled: r.get(6)?,
     })
 }
 

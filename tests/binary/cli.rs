@@ -210,7 +210,13 @@ async fn accounts_and_rotation_from_the_cli() {
     assert!(!setup.cli(&["keys", "create", "--name", "x", "--account", "acct_nobody"]).status.success());
 
     // The account logs in over HTTP with the password the CLI hashed, and sees its key.
-    let server = Server::spawn(&setup.config, &[("TOLLGATE_ADMIN_TOKEN", "operator-token-0123456789abcdef")]);
+    let server = Server::spawn(
+        &setup.config,
+        &[
+            ("TOLLGATE_ADMIN_TOKEN", "operator-token-0123456789abcdef"),
+            ("TOLLGATE_SESSION_SECRET", "session-secret-0123456789abcdef"),
+        ],
+    );
     let login = r#"{"email":"ops@example.com","password":"a long enough password"}"#;
     let reply = post(&server.url("/v1/auth/login"), &[("content-type", "application/json")], login).await;
     assert_eq!(reply.status, 200, "{}", reply.text());

@@ -7,4 +7,5 @@ mod common;
 mod canary;
 mod cli;
 mod clients;
+mod login;
 mod process;

@@ -22,6 +22,9 @@ pub use tollgate::store::{NewKey, SqliteStore};
 pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
 /// The operator token every test gateway is given (as `TOLLGATE_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "operator-token-for-tests-0123456789";
+/// The session secret every test gateway is given (as `TOLLGATE_SESSION_SECRET`, required beside the
+/// operator token).
+pub const SESSION_SECRET: &str = "session-secret-for-tests-0123456789";
 
 pub const OPENAI_JSON: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}"#;
 pub const OPENAI_SSE: &[&str] = &[
@@ -317,7 +320,11 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("tollgate.db");
         let text = config_text(upstream, &db, extra);
-        let env = |name: &str| (name == "TOLLGATE_ADMIN_TOKEN").then(|| ADMIN_TOKEN.to_owned());
+        let env = |name: &str| match name {
+            "TOLLGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+            "TOLLGATE_SESSION_SECRET" => Some(SESSION_SECRET.to_owned()),
+            _ => None,
+        };
         let config = Config::from_toml(&text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let store = SqliteStore::open(&db).unwrap();
         let hasher = KeyHasher::new(None);

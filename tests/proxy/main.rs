@@ -12,4 +12,5 @@ mod metering;
 mod metrics;
 mod paths;
 mod serving;
+mod sessions;
 mod streaming;
