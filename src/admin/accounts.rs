@@ -71,10 +71,7 @@ pub(super) async fn create_account(app: &App, body: Incoming) -> ApiResult {
     let plan = check_plan(app, req.plan)?.unwrap_or_else(|| "default".to_owned());
     let key_cap = check_key_cap(req.key_cap)?.unwrap_or(10);
     let password = req.password;
-    let hash = tokio::task::spawn_blocking(move || crate::passwords::hash(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let hash = super::login::new_hash(app, password).await?;
     let now = clock::unix_now();
     let account = blocking(app, move |s| s.create_account(&email, &hash, &plan, key_cap, now)).await?;
     app.plans.set(&[(account.id.clone(), account.plan.clone())]);

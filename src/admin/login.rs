@@ -2,12 +2,15 @@
 //! password. Logging out, a new password and the operator disabling an account each bump the account's
 //! token epoch, which ends every access token issued before.
 
+use std::net::IpAddr;
+
 use http::StatusCode;
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::json_body;
+use super::throttle::Throttled;
 use super::{ApiError, ApiResult, blocking};
 use crate::clock::{self, rfc3339};
 use crate::pipeline::App;
@@ -30,18 +33,25 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "Invalid email or password")
 }
 
-/// Whether `password` matches `stored` (a PHC string); with no hash, the same work is done for nothing,
-/// so timing does not reveal whether an account exists.
-async fn verify(password: String, stored: Option<String>) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || match stored {
-        Some(hash) => crate::passwords::verify(&password, &hash),
-        None => {
-            crate::passwords::verify_nothing(&password);
-            false
+impl From<Throttled> for ApiError {
+    fn from(t: Throttled) -> ApiError {
+        let Throttled::RetryAfter(wait) = t;
+        // Whole seconds, rounded up: a client that waits what it is told is not refused again.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(seconds.max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "Too many password attempts; retry later",
+            )
         }
-    })
-    .await
-    .map_err(ApiError::internal)
+    }
+}
+
+/// A new password hash, made on the bounded pool.
+pub(super) async fn new_hash(app: &App, password: String) -> Result<String, ApiError> {
+    app.logins.hash(password).await?.map_err(ApiError::internal)
 }
 
 /// A fresh access token for `account` in token epoch `epoch`, as login answers it.
@@ -52,12 +62,13 @@ fn token_answer(app: &App, account: &str, epoch: u64) -> Value {
     json!({"access_token": token, "token_type": "bearer", "expires_in": ttl, "expires_at": rfc3339(expires_at), "account_id": account})
 }
 
-pub(super) async fn login(app: &App, body: Incoming) -> ApiResult {
+pub(super) async fn login(app: &App, client: Option<IpAddr>, body: Incoming) -> ApiResult {
     let req: Login = json_body(body).await?;
     let email = req.email.to_ascii_lowercase();
-    let found = blocking(app, move |s| s.account_for_login(&email)).await?;
+    let lookup = email.clone();
+    let found = blocking(app, move |s| s.account_for_login(&lookup)).await?;
     let (account, hash) = found.map_or((None, None), |(a, h)| (Some(a), Some(h)));
-    let ok = verify(req.password, hash).await?;
+    let ok = app.logins.check(client, &email, req.password, hash).await?;
     let account = account.filter(|_| ok).ok_or_else(invalid_credentials)?;
     // Only after the password: a wrong one learns nothing about the account.
     if account.disabled {
@@ -75,22 +86,18 @@ pub(super) async fn logout(app: &App, account: &str) -> ApiResult {
 
 /// Replaces the password (the old one is required), ends every earlier access token, and answers with
 /// a new one so the caller stays signed in.
-pub(super) async fn change_password(app: &App, account: &str, body: Incoming) -> ApiResult {
+pub(super) async fn change_password(app: &App, client: Option<IpAddr>, account: &str, body: Incoming) -> ApiResult {
     let req: ChangePassword = json_body(body).await?;
     super::accounts::check_password("new_password", &req.new_password)?;
     let id = account.to_owned();
     let stored = blocking(app, move |s| s.password_hash(&id)).await?;
-    if !verify(req.old_password, stored).await? {
+    if !app.logins.check(client, account, req.old_password, stored).await? {
         return Err(ApiError {
             field: Some("old_password".to_owned()),
             ..ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "The old password is not right")
         });
     }
-    let password = req.new_password;
-    let hash = tokio::task::spawn_blocking(move || crate::passwords::hash(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let hash = new_hash(app, req.new_password).await?;
     let id = account.to_owned();
     let epoch = blocking(app, move |s| s.set_password(&id, &hash)).await?.ok_or_else(ApiError::unauthorized)?;
     Ok((StatusCode::OK, token_answer(app, account, epoch)))

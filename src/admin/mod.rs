@@ -8,6 +8,7 @@ mod body;
 mod keys;
 mod login;
 pub mod openapi;
+pub mod throttle;
 pub mod tokens;
 mod usage;
 
@@ -66,11 +67,13 @@ pub struct ApiError {
     field: Option<String>,
     /// For 405: the methods the path takes.
     allow: Option<String>,
+    /// For 429: seconds to wait.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None, allow: None }
+        ApiError { status, code, message: message.into(), field: None, allow: None, retry_after: None }
     }
 
     fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -117,17 +120,21 @@ type ApiResult = Result<(StatusCode, Value), ApiError>;
 /// Serves one management request.
 pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ProxyBody> {
     let result = route(app, req).await;
-    let mut allow = None;
+    let (mut allow, mut retry_after) = (None, None);
     let (status, value) = match result {
         Ok(ok) => ok,
         Err(e) => {
             allow = e.allow;
+            retry_after = e.retry_after;
             (e.status, json!({"error": {"code": e.code, "message": e.message, "field": e.field}}))
         }
     };
     let mut response = Response::new(ProxyBody::full(value.to_string()));
     if let Some(allow) = allow.and_then(|a| HeaderValue::try_from(a).ok()) {
         response.headers_mut().insert(header::ALLOW, allow);
+    }
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -137,6 +144,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ProxyBody> {
 
 async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
     let (parts, body) = req.into_parts();
+    let client = parts.extensions.get::<crate::server::ClientAddr>().map(|a| a.0.ip());
     let path = parts.uri.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = parts.method.clone();
@@ -149,14 +157,14 @@ async fn route(app: &App, req: Request<Incoming>) -> ApiResult {
     };
     match segments.as_slice() {
         ["openapi.json"] if method == Method::GET => Ok((StatusCode::OK, openapi::document(&app.config))),
-        ["v1", "auth", "login"] if method == Method::POST => login(app, body).await,
+        ["v1", "auth", "login"] if method == Method::POST => login(app, client, body).await,
         ["v1", "auth", "logout"] if method == Method::POST => {
             let account = account(app, &parts.headers).await?;
             logout(app, &account).await
         }
         ["v1", "auth", "password"] if method == Method::POST => {
             let account = account(app, &parts.headers).await?;
-            change_password(app, &account, body).await
+            change_password(app, client, &account, body).await
         }
         ["v1", "accounts"] => {
             operator(app, &parts.headers)?;

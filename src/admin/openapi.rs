@@ -74,7 +74,7 @@ pub fn document(config: &crate::config::Config) -> Value {
                 "post": {
                     "operationId": "createAccount", "summary": "Create an account", "security": operator,
                     "requestBody": body("CreateAccount"),
-                    "responses": responses(("201", ok("The account", "Account")), &[("409", "Email already in use")])
+                    "responses": responses(("201", ok("The account", "Account")), &[("409", "Email already in use"), ("429", "Too many password hashes queued; retry after Retry-After seconds")])
                 },
                 "get": {
                     "operationId": "listAccounts", "summary": "List accounts", "security": operator,

@@ -100,6 +100,11 @@ impl Server {
         addr.parse().unwrap()
     }
 
+    /// The server's process id (for reading /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
