@@ -11,9 +11,11 @@ use std::collections::HashMap;
 mod accounts;
 pub mod key_cap;
 
+use key_cap::{count_active, insert_key};
+
 use super::{AccountInfo, KeyChanges, KeyInfo, NewKey, StoreError, UsageRow};
 use crate::access::{KeyAccess, Scopes};
-use crate::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
+use crate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
 use crate::limits::Carried;
 use crate::usage::book::{UsageDelta, UsageKey};
 
@@ -393,71 +395,6 @@ fn bump_version(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
     Ok(tx.query_row("UPDATE store_meta SET value = value + 1 WHERE name = 'version' RETURNING value", [], |r| {
         r.get(0)
     })?)
-}
-
-/// Inserts one new key at store `version`; the full key exists only in the return value.
-fn insert_key(
-    tx: &rusqlite::Transaction<'_>,
-    prefix: &str,
-    hasher: &KeyHasher,
-    new: &NewKey,
-    version: i64,
-) -> Result<(SecretKey, KeyInfo), StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
-                                   requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                                   scopes, providers, models, project)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-    )?;
-    let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
-    let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
-    let hash = hasher.hash(secret.expose());
-    let l = new.limits;
-    stmt.execute(params![
-        parsed.id.as_str(),
-        key_prefix,
-        new.kind.as_str(),
-        new.name,
-        hash.as_bytes().as_slice(),
-        new.created_at,
-        new.expires_at,
-        version,
-        new.account,
-        l.requests_per_minute,
-        l.requests_per_day,
-        l.concurrent_requests,
-        l.tokens_per_month.map(|t| t as i64),
-        new.access.scopes.to_stored(),
-        list_json(&new.access.providers),
-        list_json(&new.access.models),
-        new.project,
-    ])?;
-    let info = KeyInfo {
-        id: parsed.id,
-        key_prefix,
-        kind: new.kind,
-        name: new.name.clone(),
-        account: new.account.clone(),
-        limits: l,
-        access: new.access.clone(),
-        project: new.project.clone(),
-        created_at: new.created_at,
-        expires_at: new.expires_at,
-        revoked_at: None,
-        last_used_at: None,
-    };
-    Ok((secret, info))
-}
-
-/// Keys of an account neither revoked nor expired at `now`; a key in its rotation grace period counts.
-fn count_active(conn: &Connection, account: &str, now: i64) -> Result<usize, StoreError> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM service_keys WHERE account_id = ?1
-           AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
-        params![account, now],
-        |r| r.get(0),
-    )?;
-    Ok(n.max(0) as usize)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -1,11 +1,12 @@
-//! Key writes an account's key cap bounds: creating a key and rotating one. Each counts the account's
-//! active keys and writes in one `BEGIN IMMEDIATE` transaction, so parallel requests cannot all pass the
-//! count before any of them inserts. A key in its rotation grace period is still active and counts.
+//! Writing keys: the insert every creation goes through, and the writes an account's key cap bounds,
+//! creating a key and rotating one. Each of those counts the account's active keys and writes in one
+//! `BEGIN IMMEDIATE` transaction, so parallel requests cannot all pass the count before any of them
+//! inserts. A key in its rotation grace period is still active and counts.
 
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
-use super::{SqliteStore, bump_version, count_active, infos_in, insert_key};
-use crate::keys::{KeyHasher, KeyId, SecretKey};
+use super::{SqliteStore, bump_version, infos_in, list_json};
+use crate::keys::{self, KeyHasher, KeyId, SecretKey};
 use crate::store::{KeyInfo, NewKey, StoreError};
 
 /// The cap of an account the store does not know (only reachable from the CLI's default account).
@@ -85,4 +86,69 @@ fn key_cap(conn: &rusqlite::Connection, account: &str) -> Result<u32, StoreError
     let cap: Option<i64> =
         conn.query_row("SELECT key_cap FROM accounts WHERE id = ?1", [account], |r| r.get(0)).optional()?;
     Ok(cap.map_or(DEFAULT_KEY_CAP, |c| c.clamp(0, i64::from(u32::MAX)) as u32))
+}
+
+/// Inserts one new key at store `version`; the full key exists only in the return value.
+pub(super) fn insert_key(
+    tx: &rusqlite::Transaction<'_>,
+    prefix: &str,
+    hasher: &KeyHasher,
+    new: &NewKey,
+    version: i64,
+) -> Result<(SecretKey, KeyInfo), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
+                                   requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
+                                   scopes, providers, models, project)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
+    let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
+    let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
+    let hash = hasher.hash(secret.expose());
+    let l = new.limits;
+    stmt.execute(params![
+        parsed.id.as_str(),
+        key_prefix,
+        new.kind.as_str(),
+        new.name,
+        hash.as_bytes().as_slice(),
+        new.created_at,
+        new.expires_at,
+        version,
+        new.account,
+        l.requests_per_minute,
+        l.requests_per_day,
+        l.concurrent_requests,
+        l.tokens_per_month.map(|t| t as i64),
+        new.access.scopes.to_stored(),
+        list_json(&new.access.providers),
+        list_json(&new.access.models),
+        new.project,
+    ])?;
+    let info = KeyInfo {
+        id: parsed.id,
+        key_prefix,
+        kind: new.kind,
+        name: new.name.clone(),
+        account: new.account.clone(),
+        limits: l,
+        access: new.access.clone(),
+        project: new.project.clone(),
+        created_at: new.created_at,
+        expires_at: new.expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    Ok((secret, info))
+}
+
+/// Keys of an account neither revoked nor expired at `now`; a key in its rotation grace period counts.
+pub(super) fn count_active(conn: &Connection, account: &str, now: i64) -> Result<usize, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM service_keys WHERE account_id = ?1
+           AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
+        params![account, now],
+        |r| r.get(0),
+    )?;
+    Ok(n.max(0) as usize)
 }
