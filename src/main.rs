@@ -170,6 +170,10 @@ enum AccountsCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         key_cap: Option<u32>,
     },
+    /// Disable an account: its access tokens end, it cannot log in, and its keys are refused
+    Disable { id: String },
+    /// Enable a disabled account again (its earlier access tokens stay ended)
+    Enable { id: String },
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -482,6 +486,23 @@ fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
             store.update_account(&id, &plan, key_cap)?;
             println!("{id}: plan {plan}, up to {key_cap} keys");
         }
+        AccountsCommand::Disable { id } => set_disabled(&store, config, &id, true)?,
+        AccountsCommand::Enable { id } => set_disabled(&store, config, &id, false)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn set_disabled(
+    store: &SqliteStore,
+    config: &Config,
+    id: &str,
+    disabled: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    store.set_disabled(id, disabled)?.ok_or_else(|| format!("account {id} does not exist"))?;
+    println!(
+        "{id}: {}; running servers apply it within {}ms",
+        if disabled { "disabled" } else { "enabled" },
+        config.store.refresh_interval.as_millis()
+    );
+    Ok(())
 }

@@ -240,6 +240,27 @@ async fn accounts_and_rotation_from_the_cli() {
         assert!(tokio::time::Instant::now() < deadline, "rotation not applied within 2s");
         tokio::task::yield_now().await;
     }
+
+    // Disabling from the CLI ends the access token at once and the keys within the refresh bound;
+    // enabling brings the keys back (not the token).
+    assert!(setup.cli(&["accounts", "disable", &account]).status.success());
+    assert!(!setup.cli(&["accounts", "disable", "acct_nobody"]).status.success());
+    let keys_status = || async {
+        request(http::Method::GET, &server.url("/v1/auth/keys"), &[("authorization", &token)], b"").await.status
+    };
+    assert_eq!(keys_status().await, 401);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while status(new.clone()).await != 401 {
+        assert!(tokio::time::Instant::now() < deadline, "disable not applied within 2s");
+        tokio::task::yield_now().await;
+    }
+    assert!(setup.cli(&["accounts", "enable", &account]).status.success());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while status(new.clone()).await != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "enable not applied within 2s");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(keys_status().await, 401, "tokens from before the disable stay ended");
     let (exit, _) = server.stop();
     assert!(exit.success());
 }
