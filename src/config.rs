@@ -378,6 +378,16 @@ impl Config {
         };
         let (admin_token, session_secret) = (secret(ENV_ADMIN_TOKEN)?, secret(ENV_SESSION_SECRET)?);
         let metrics_token = secret(ENV_METRICS_TOKEN)?;
+        // With an operator there are accounts; without a shared secret each process would sign their
+        // access tokens with its own random key, and every other instance (or a restart) would refuse them
+        // without a word.
+        if admin_token.is_some() && session_secret.is_none() {
+            return Err(invalid(
+                ENV_SESSION_SECRET,
+                "must be set when TOLLGATE_ADMIN_TOKEN is (at least 16 bytes, the same on every instance), \
+                 so access tokens outlive a restart and hold on every instance",
+            ));
+        }
         let mut config = validate(raw, hash_secret)?;
         config.management.admin_token = admin_token;
         config.management.session_secret = session_secret;

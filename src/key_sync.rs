@@ -57,6 +57,7 @@ async fn apply_changes(store: &SqliteStore, tables: &Tables, since: i64) -> Resu
         .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
     if !changes.plans.is_empty() {
         tables.plans.set(&changes.plans);
+        tables.keys.set_disabled_accounts(&changes.disabled);
     }
     tables.readiness.mark_ok();
     Ok(changes.version)

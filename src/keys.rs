@@ -2,7 +2,9 @@
 //! checksum that rejects malformed keys without a lookup, blake3 hashing, and the in-memory [`KeyTable`] that
 //! the hot path verifies against. A lookup never inserts: a flood of random keys costs no memory.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 
@@ -259,11 +261,21 @@ pub struct KeyTable {
     prefix: Arc<str>,
     hasher: KeyHasher,
     by_id: DashMap<KeyId, Arc<KeyRecord>>,
+    /// Accounts the operator disabled: their keys are refused. Usually empty, so the hot path reads
+    /// only `any_disabled`.
+    disabled_accounts: RwLock<HashSet<Arc<str>>>,
+    any_disabled: AtomicBool,
 }
 
 impl KeyTable {
     pub fn new(prefix: String, hasher: KeyHasher) -> KeyTable {
-        KeyTable { prefix: prefix.into(), hasher, by_id: DashMap::new() }
+        KeyTable {
+            prefix: prefix.into(),
+            hasher,
+            by_id: DashMap::new(),
+            disabled_accounts: RwLock::default(),
+            any_disabled: AtomicBool::new(false),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -278,6 +290,29 @@ impl KeyTable {
     /// Adds or replaces a record (from the store).
     pub fn upsert(&self, record: KeyRecord) {
         self.by_id.insert(record.id, Arc::new(record));
+    }
+
+    /// Replaces the set of disabled accounts (from the store).
+    pub fn set_disabled_accounts(&self, accounts: &[String]) {
+        let mut set = self.disabled_accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *set = accounts.iter().map(|a| Arc::from(a.as_str())).collect();
+        self.any_disabled.store(!set.is_empty(), Ordering::Release);
+    }
+
+    /// Disables or enables one account's keys here at once (the store was written first).
+    pub fn set_account_disabled(&self, account: &str, disabled: bool) {
+        let mut set = self.disabled_accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if disabled {
+            set.insert(Arc::from(account));
+        } else {
+            set.remove(account);
+        }
+        self.any_disabled.store(!set.is_empty(), Ordering::Release);
+    }
+
+    fn is_disabled(&self, account: &str) -> bool {
+        self.any_disabled.load(Ordering::Acquire)
+            && self.disabled_accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(account)
     }
 
     pub fn len(&self) -> usize {
@@ -297,7 +332,7 @@ impl KeyTable {
         if record.hash != self.hasher.hash(presented) {
             return Err(Refusal::Invalid);
         }
-        if record.revoked_at.is_some_and(|at| now >= at) {
+        if record.revoked_at.is_some_and(|at| now >= at) || self.is_disabled(&record.account) {
             return Err(Refusal::Invalid);
         }
         if record.expires_at.is_some_and(|at| now >= at) {

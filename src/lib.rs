@@ -108,6 +108,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             config.management.admin_token.as_deref(),
             config.management.access_token_ttl,
         ),
+        logins: admin::throttle::LoginGuard::new(passwords::PasswordPool::for_this_machine()),
         last_used: dashmap::DashMap::new(),
         metrics: Arc::new(metrics::Metrics::new(config.providers.iter().map(|p| p.name.clone()).collect())),
         config,

@@ -170,6 +170,10 @@ enum AccountsCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         key_cap: Option<u32>,
     },
+    /// Disable an account: its access tokens end, it cannot log in, and its keys are refused
+    Disable { id: String },
+    /// Enable a disabled account again (its earlier access tokens stay ended)
+    Enable { id: String },
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -341,15 +345,13 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
         }
         KeysCommand::Rotate { id, grace_seconds } => {
             let key_id = parse_key_id(&id)?;
-            let old = store.key_info(key_id)?.ok_or_else(|| format!("key {key_id} does not exist"))?;
-            if old.status_at(now) != "active" {
-                return Err(format!("key {key_id} is not active").into());
+            if store.key_info(key_id)?.is_none() {
+                return Err(format!("key {key_id} does not exist").into());
             }
-            // The new key first: a failure in between leaves both keys working, never neither.
+            // The operator may go over the account's key cap; one pending replacement per key still holds.
             let hasher = KeyHasher::new(config.keys.hash_secret);
-            let (secret, info) = store.create_key(&config.keys.prefix, &hasher, &NewKey::replacing(&old, now))?;
-            let revoke_at = now + grace_seconds as i64;
-            store.revoke_key(key_id, revoke_at)?;
+            let rotated = store.rotate_key(&config.keys.prefix, &hasher, key_id, now, grace_seconds, false)?;
+            let (secret, info, revoke_at) = (rotated.secret, rotated.info, rotated.old_revoked_at);
             eprintln!("rotated {key_id}: revoked at {}", rfc3339(revoke_at));
             eprintln!("  new id      {}", info.id);
             eprintln!("  key_prefix  {}", info.key_prefix);
@@ -484,6 +486,8 @@ fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
             store.update_account(&id, &plan, key_cap)?;
             println!("{id}: plan {plan}, up to {key_cap} keys");
         }
+        AccountsCommand::Disable { id } => set_disabled(&store, config, &id, true)?,
+        AccountsCommand::Enable { id } => set_disabled(&store, config, &id, false)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -504,4 +508,19 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+fn set_disabled(
+    store: &SqliteStore,
+    config: &Config,
+    id: &str,
+    disabled: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    store.set_disabled(id, disabled)?.ok_or_else(|| format!("account {id} does not exist"))?;
+    println!(
+        "{id}: {}; running servers apply it within {}ms",
+        if disabled { "disabled" } else { "enabled" },
+        config.store.refresh_interval.as_millis()
+    );
+    Ok(())
 }

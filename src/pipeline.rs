@@ -46,6 +46,8 @@ pub struct App {
     pub started: std::time::Instant,
     pub store: crate::store::SqliteStore,
     pub credentials: crate::admin::tokens::Credentials,
+    /// Password checks: a bounded argon2 pool behind per-address and per-account throttles.
+    pub logins: crate::admin::throttle::LoginGuard,
     /// When each key was last used, waiting for the next flush (no store write per request).
     pub last_used: dashmap::DashMap<crate::keys::KeyId, i64>,
     pub metrics: Arc<crate::metrics::Metrics>,

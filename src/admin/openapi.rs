@@ -74,7 +74,7 @@ pub fn document(config: &crate::config::Config) -> Value {
                 "post": {
                     "operationId": "createAccount", "summary": "Create an account", "security": operator,
                     "requestBody": body("CreateAccount"),
-                    "responses": responses(("201", ok("The account", "Account")), &[("409", "Email already in use")])
+                    "responses": responses(("201", ok("The account", "Account")), &[("409", "Email already in use"), ("429", "Too many password hashes queued; retry after Retry-After seconds")])
                 },
                 "get": {
                     "operationId": "listAccounts", "summary": "List accounts", "security": operator,
@@ -83,7 +83,7 @@ pub fn document(config: &crate::config::Config) -> Value {
             },
             "/v1/accounts/{id}": {
                 "patch": {
-                    "operationId": "updateAccount", "summary": "Set an account's plan or key cap", "security": operator,
+                    "operationId": "updateAccount", "summary": "Set an account's plan or key cap, or disable it", "security": operator,
                     "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                     "requestBody": body("PatchAccount"),
                     "responses": responses(("200", ok("The account", "Account")), &[("404", "No such account")])
@@ -93,7 +93,20 @@ pub fn document(config: &crate::config::Config) -> Value {
                 "post": {
                     "operationId": "login", "summary": "Exchange email and password for an access token", "security": [],
                     "requestBody": body("Login"),
-                    "responses": responses(("200", ok("An access token", "LoginResponse")), &[])
+                    "responses": responses(("200", ok("An access token", "LoginResponse")), &[("403", "The account is disabled (answered only to the right password)"), ("429", "Too many attempts from this address or for this account, or too many verifications queued; retry after Retry-After seconds")])
+                }
+            },
+            "/v1/auth/logout": {
+                "post": {
+                    "operationId": "logout", "summary": "End every access token of the account, this one included", "security": account_token,
+                    "responses": responses(("200", ok("Logged out", "LogoutResponse")), &[])
+                }
+            },
+            "/v1/auth/password": {
+                "post": {
+                    "operationId": "changePassword", "summary": "Change the password (the old one is required); every earlier access token ends, and a new one is returned", "security": account_token,
+                    "requestBody": body("ChangePassword"),
+                    "responses": responses(("200", ok("A new access token", "LoginResponse")), &[("429", "Too many verifications queued; retry after Retry-After seconds")])
                 }
             },
             "/v1/auth/keys": {
@@ -125,8 +138,9 @@ pub fn document(config: &crate::config::Config) -> Value {
             "/v1/auth/keys/{id}/rotate": {
                 "post": {
                     "operationId": "rotateKey", "summary": "Replace a key: a new secret now, the old key revoked at once or after grace_seconds",
+                    "description": "A key has at most one pending replacement: a key in its grace period cannot be rotated again (409 rotation_pending). With grace_seconds both keys are active for a while, so the rotation must fit under the account's key cap (409 key_cap_reached); without it the rotation is a swap and always fits.",
                     "security": account_token, "parameters": id_param(), "requestBody": body("Rotate"),
-                    "responses": responses(("201", ok("The new key and its secret", "KeyCreated")), &[("404", "No such key in this account"), ("409", "The key is not active")])
+                    "responses": responses(("201", ok("The new key and its secret", "KeyCreated")), &[("404", "No such key in this account"), ("409", "The key is not active, already has a pending replacement, or a grace period would exceed the key cap")])
                 }
             },
             "/v1/usage": {
@@ -159,6 +173,10 @@ pub fn document(config: &crate::config::Config) -> Value {
 }
 
 fn schemas(config: &crate::config::Config) -> Value {
+    // The largest a key's quota can be for any account; an account's own ceiling may be lower.
+    let largest_plan = config.plans.values().copied().max().unwrap_or(0);
+    let key_tokens_ceiling =
+        config.limits.tokens_per_month.map_or(largest_plan, |d| d.min(largest_plan)).min(MAX_TOKENS);
     let providers: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     let plans: Vec<&str> = config.plans.keys().map(String::as_str).collect();
     let provider_list =
@@ -208,6 +226,7 @@ fn schemas(config: &crate::config::Config) -> Value {
             "email": {"type": ["string", "null"]},
             "plan": {"type": "string"},
             "key_cap": {"type": "integer"},
+            "disabled": {"type": "boolean"},
             "created_at": timestamp
         }
     });
@@ -234,7 +253,19 @@ fn schemas(config: &crate::config::Config) -> Value {
         },
         "PatchAccount": {
             "type": "object", "additionalProperties": false,
-            "properties": {"plan": {"type": "string", "enum": plans}, "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}}
+            "properties": {
+                "plan": {"type": "string", "enum": plans},
+                "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "disabled": {"type": "boolean", "description": "true: the account cannot log in, its access tokens end and its keys are refused (401) on provider routes; false enables it again."}
+            }
+        },
+        "ChangePassword": {
+            "type": "object", "additionalProperties": false, "required": ["old_password", "new_password"],
+            "properties": {"old_password": {"type": "string"}, "new_password": {"type": "string", "minLength": 8, "maxLength": 256}}
+        },
+        "LogoutResponse": {
+            "type": "object", "required": ["account_id", "logged_out"],
+            "properties": {"account_id": {"type": "string"}, "logged_out": {"type": "boolean"}}
         },
         "Login": {
             "type": "object", "additionalProperties": false, "required": ["email", "password"],
@@ -263,7 +294,10 @@ fn schemas(config: &crate::config::Config) -> Value {
                 "requests_per_minute": limit(1, 1000),
                 "requests_per_day": limit(1, 10000),
                 "concurrent_requests": limit(1, 100),
-                "tokens_per_month": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TOKENS}
+                "tokens_per_month": {
+                    "type": ["integer", "null"], "minimum": 0, "maximum": key_tokens_ceiling,
+                    "description": "At most the account plan's monthly quota and the configured default per-key quota, if any: an account only lowers what it was given."
+                }
             }
         },
         "CreateKey": {

@@ -1,7 +1,9 @@
-//! Management credentials. Account access tokens are `tgs_<account>.<expiry>.<mac>`, the MAC a keyed
-//! blake3 hash under a session key (from `TOLLGATE_SESSION_SECRET`, else random per process, so tokens
-//! end with the process). The operator token comes from `TOLLGATE_ADMIN_TOKEN`. Neither can call a
-//! provider route (they are not service keys), and service keys are refused here.
+//! Management credentials. Account access tokens are `tgs_<account>.<epoch>.<expiry>.<mac>`, the MAC a
+//! keyed blake3 hash under a session key (from `TOLLGATE_SESSION_SECRET`, else random per process, so
+//! tokens end with the process). The epoch is the account's token epoch when the token was issued; the
+//! caller compares it with the store's, so logout, a new password or disabling ends every earlier token.
+//! The operator token comes from `TOLLGATE_ADMIN_TOKEN`. Neither can call a provider route (they are not
+//! service keys), and service keys are refused here.
 
 use std::time::Duration;
 
@@ -9,7 +11,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Operator,
-    Account(String),
+    /// An account, by a token of its token epoch `epoch` (still to be compared with the store's).
+    Account {
+        id: String,
+        epoch: u64,
+    },
 }
 
 pub struct Credentials {
@@ -23,8 +29,12 @@ const TOKEN_PREFIX: &str = "tgs_";
 impl Credentials {
     pub fn new(session_secret: Option<&str>, admin_token: Option<&str>, token_ttl: Duration) -> Credentials {
         let session_key = match session_secret {
-            Some(secret) => blake3::derive_key("tollgate session token v1", secret.as_bytes()),
+            Some(secret) => blake3::derive_key("tollgate session token v2", secret.as_bytes()),
             None => {
+                tracing::warn!(
+                    "TOLLGATE_SESSION_SECRET is not set: access tokens are signed with a random key of this \
+                     process, so they end when it exits and every other instance refuses them"
+                );
                 let mut key = [0u8; 32];
                 // Without the OS source no token can be trusted: an all-zero key is refused below.
                 if getrandom::fill(&mut key).is_err() {
@@ -36,9 +46,9 @@ impl Credentials {
         Credentials { session_key, admin_hash: admin_token.map(|t| blake3::hash(t.as_bytes())), token_ttl }
     }
 
-    /// A signed access token for `account`, valid until `expires_at` (unix seconds).
-    pub fn issue(&self, account: &str, expires_at: i64) -> String {
-        let claims = format!("{account}.{expires_at}");
+    /// A signed access token for `account` in token epoch `epoch`, valid until `expires_at` (unix seconds).
+    pub fn issue(&self, account: &str, epoch: u64, expires_at: i64) -> String {
+        let claims = format!("{account}.{epoch}.{expires_at}");
         let mac = blake3::keyed_hash(&self.session_key, claims.as_bytes());
         format!("{TOKEN_PREFIX}{claims}.{}", mac.to_hex())
     }
@@ -55,9 +65,10 @@ impl Credentials {
             if blake3::keyed_hash(&self.session_key, claims.as_bytes()) != mac {
                 return None;
             }
-            let (account, expires_at) = claims.rsplit_once('.')?;
-            let expires_at: i64 = expires_at.parse().ok()?;
-            return (now < expires_at).then(|| Caller::Account(account.to_owned()));
+            let (rest, expires_at) = claims.rsplit_once('.')?;
+            let (account, epoch) = rest.rsplit_once('.')?;
+            let (expires_at, epoch): (i64, u64) = (expires_at.parse().ok()?, epoch.parse().ok()?);
+            return (now < expires_at).then(|| Caller::Account { id: account.to_owned(), epoch });
         }
         let admin = self.admin_hash?;
         (blake3::hash(token.as_bytes()) == admin).then_some(Caller::Operator)
@@ -75,8 +86,9 @@ mod tests {
             Some("operator-token-0123456789"),
             Duration::from_secs(60),
         );
-        let t = c.issue("acct_A", 1000);
-        assert_eq!(c.caller(&t, 999), Some(Caller::Account("acct_A".into())));
+        let t = c.issue("acct_A", 7, 1000);
+        assert_eq!(c.caller(&t, 999), Some(Caller::Account { id: "acct_A".into(), epoch: 7 }));
+        assert_eq!(c.caller(&t.replace(".7.", ".8."), 999), None, "the epoch is signed");
         assert_eq!(c.caller(&t, 1000), None, "expired at its instant");
         assert_eq!(c.caller(&t.replace("acct_A", "acct_B"), 999), None);
         assert_eq!(c.caller(&t.replace(".1000.", ".9999."), 999), None);

@@ -4,6 +4,7 @@
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
+pub use sqlite::key_cap::Rotated;
 
 use crate::access::KeyAccess;
 use crate::keys::{KeyId, KeyKind, KeyLimits};
@@ -90,6 +91,10 @@ pub struct AccountInfo {
     pub plan: String,
     pub key_cap: u32,
     pub created_at: i64,
+    /// Access tokens issued in an earlier epoch are refused.
+    pub token_epoch: u64,
+    /// Refused at login, and its keys refused on the data plane.
+    pub disabled: bool,
 }
 
 impl KeyInfo {
@@ -108,6 +113,8 @@ impl KeyInfo {
 pub struct KeyChanges {
     /// Every account's plan, whenever anything changed.
     pub plans: Vec<(String, String)>,
+    /// Every disabled account, whenever anything changed.
+    pub disabled: Vec<String>,
     pub version: i64,
 }
 
@@ -118,6 +125,12 @@ pub enum StoreError {
     Random(getrandom::Error),
     /// A unique value (an account's email) is taken.
     Conflict(String),
+    /// The account already has this many active keys, its cap.
+    KeyCapReached(usize),
+    /// The key is revoked or expired, so it cannot be rotated.
+    KeyNotActive,
+    /// The key was rotated already and is in its grace period until this instant.
+    RotationPending(i64),
 }
 
 impl std::fmt::Display for StoreError {
@@ -127,6 +140,13 @@ impl std::fmt::Display for StoreError {
             StoreError::Corrupt(what) => write!(f, "store: unreadable row: {what}"),
             StoreError::Random(e) => write!(f, "random source failed: {e}"),
             StoreError::Conflict(what) => write!(f, "{what} already exists"),
+            StoreError::KeyCapReached(active) => {
+                write!(f, "the account already has {active} active keys, its cap; revoke one first")
+            }
+            StoreError::KeyNotActive => write!(f, "only an active key can be rotated"),
+            StoreError::RotationPending(at) => {
+                write!(f, "the key was rotated already; it stays valid until {}", crate::clock::rfc3339(*at))
+            }
         }
     }
 }

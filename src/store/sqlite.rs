@@ -8,9 +8,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use std::collections::HashMap;
 
+mod accounts;
+pub mod key_cap;
+
+use key_cap::{count_active, insert_key};
+
 use super::{AccountInfo, KeyChanges, KeyInfo, NewKey, StoreError, UsageRow};
 use crate::access::{KeyAccess, Scopes};
-use crate::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
+use crate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
 use crate::limits::Carried;
 use crate::usage::book::{UsageDelta, UsageKey};
 
@@ -70,6 +75,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE service_keys ADD COLUMN last_used_at INTEGER;
     CREATE INDEX service_keys_by_account ON service_keys(account_id);
 ",
+    "
+    -- Access tokens carry the epoch they were issued in; bumping it (logout, new password, disable)
+    -- ends every token issued before. A disabled account cannot log in and its keys are refused.
+    ALTER TABLE accounts ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 #[derive(Clone)]
@@ -115,55 +126,7 @@ impl SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version = bump_version(&tx)?;
-        let mut created = Vec::with_capacity(news.len());
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
-                                           requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                                           scopes, providers, models, project)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            )?;
-            for new in news {
-                let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
-                let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
-                let hash = hasher.hash(secret.expose());
-                let l = new.limits;
-                stmt.execute(params![
-                    parsed.id.as_str(),
-                    key_prefix,
-                    new.kind.as_str(),
-                    new.name,
-                    hash.as_bytes().as_slice(),
-                    new.created_at,
-                    new.expires_at,
-                    version,
-                    new.account,
-                    l.requests_per_minute,
-                    l.requests_per_day,
-                    l.concurrent_requests,
-                    l.tokens_per_month.map(|t| t as i64),
-                    new.access.scopes.to_stored(),
-                    list_json(&new.access.providers),
-                    list_json(&new.access.models),
-                    new.project,
-                ])?;
-                let info = KeyInfo {
-                    id: parsed.id,
-                    key_prefix,
-                    kind: new.kind,
-                    name: new.name.clone(),
-                    account: new.account.clone(),
-                    limits: l,
-                    access: new.access.clone(),
-                    project: new.project.clone(),
-                    created_at: new.created_at,
-                    expires_at: new.expires_at,
-                    revoked_at: None,
-                    last_used_at: None,
-                };
-                created.push((secret, info));
-            }
-        }
+        let created = news.iter().map(|new| insert_key(&tx, prefix, hasher, new, version)).collect::<Result<_, _>>()?;
         tx.commit()?;
         Ok(created)
     }
@@ -268,74 +231,6 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Creates an account; `Conflict` if the email is taken.
-    pub fn create_account(
-        &self,
-        email: &str,
-        password_hash: &str,
-        plan: &str,
-        key_cap: u32,
-        created_at: i64,
-    ) -> Result<AccountInfo, StoreError> {
-        let id = format!("acct_{}", keys::random_id().map_err(StoreError::Random)?);
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        bump_version(&tx)?;
-        let inserted = tx.execute(
-            "INSERT INTO accounts (id, email, password_hash, plan, key_cap, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![id, email, password_hash, plan, key_cap, created_at],
-        );
-        match inserted {
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                return Err(StoreError::Conflict(format!("an account with email {email}")));
-            }
-            other => other?,
-        };
-        tx.commit()?;
-        Ok(AccountInfo { id, email: Some(email.to_owned()), plan: plan.to_owned(), key_cap, created_at })
-    }
-
-    pub fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id, email, plan, key_cap, created_at FROM accounts ORDER BY created_at, id")?;
-        let rows = stmt.query_map([], account_from)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    pub fn account(&self, id: &str) -> Result<Option<AccountInfo>, StoreError> {
-        let conn = self.conn();
-        Ok(conn
-            .query_row("SELECT id, email, plan, key_cap, created_at FROM accounts WHERE id = ?1", [id], account_from)
-            .optional()?)
-    }
-
-    /// An account and its password hash, by email (for logging in).
-    pub fn account_for_login(&self, email: &str) -> Result<Option<(AccountInfo, String)>, StoreError> {
-        let conn = self.conn();
-        Ok(conn
-            .query_row(
-                "SELECT id, email, plan, key_cap, created_at, password_hash FROM accounts WHERE email = ?1",
-                [email],
-                |r| Ok((account_from(r)?, r.get::<_, Option<String>>(5)?)),
-            )
-            .optional()?
-            .and_then(|(account, hash)| hash.map(|h| (account, h))))
-    }
-
-    /// Changes an account's plan and key cap; `false` if no such account.
-    pub fn update_account(&self, id: &str, plan: &str, key_cap: u32) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        bump_version(&tx)?;
-        let n = tx.execute("UPDATE accounts SET plan = ?1, key_cap = ?2 WHERE id = ?3", params![plan, key_cap, id])?;
-        if n == 0 {
-            return Ok(false);
-        }
-        tx.commit()?;
-        Ok(true)
-    }
-
     /// Replaces a key's name, limits and access; `false` if no such key.
     pub fn update_key(&self, id: KeyId, name: &str, limits: KeyLimits, access: &KeyAccess) -> Result<bool, StoreError> {
         let mut conn = self.conn();
@@ -384,16 +279,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The plan of each account.
-    pub fn account_plans(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT id, plan FROM accounts")?;
-        let plans = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(plans)
-    }
-
     /// Revokes a key; `false` if no such key or it was already revoked.
     pub fn revoke_key(&self, id: KeyId, at: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn();
@@ -427,45 +312,44 @@ impl SqliteStore {
 
     /// Keys of an account neither revoked nor expired at `now`.
     pub fn active_keys(&self, account: &str, now: i64) -> Result<usize, StoreError> {
-        let conn = self.conn();
-        let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM service_keys WHERE account_id = ?1
-               AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
-            params![account, now],
-            |r| r.get(0),
-        )?;
-        Ok(n.max(0) as usize)
+        count_active(&self.conn(), account, now)
     }
 
     fn infos<P: rusqlite::Params>(&self, tail: &str, params: P) -> Result<Vec<KeyInfo>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at, account_id,
-                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                    scopes, providers, models, project, last_used_at
-             FROM service_keys {tail}"
-        ))?;
-        let mut rows = stmt.query(params)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(KeyInfo {
-                id: parse_id(&row.get::<_, String>(0)?)?,
-                key_prefix: row.get(1)?,
-                kind: parse_kind(&row.get::<_, String>(2)?)?,
-                name: row.get(3)?,
-                created_at: row.get(4)?,
-                expires_at: row.get(5)?,
-                revoked_at: row.get(6)?,
-                account: row.get(7)?,
-                limits: limits_from(row, 8)?,
-                access: access_from(row, 12)?,
-                project: row.get(15)?,
-                last_used_at: row.get(16)?,
-            });
-        }
-        Ok(out)
+        infos_in(&self.conn(), tail, params)
     }
+}
 
+/// The keys a query `tail` selects, as listed to their owner.
+fn infos_in<P: rusqlite::Params>(conn: &Connection, tail: &str, params: P) -> Result<Vec<KeyInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at, account_id,
+                requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
+                scopes, providers, models, project, last_used_at
+         FROM service_keys {tail}"
+    ))?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(KeyInfo {
+            id: parse_id(&row.get::<_, String>(0)?)?,
+            key_prefix: row.get(1)?,
+            kind: parse_kind(&row.get::<_, String>(2)?)?,
+            name: row.get(3)?,
+            created_at: row.get(4)?,
+            expires_at: row.get(5)?,
+            revoked_at: row.get(6)?,
+            account: row.get(7)?,
+            limits: limits_from(row, 8)?,
+            access: access_from(row, 12)?,
+            project: row.get(15)?,
+            last_used_at: row.get(16)?,
+        });
+    }
+    Ok(out)
+}
+
+impl SqliteStore {
     /// Every key written after `since` (0 for all), with the store version to pass next time.
     /// Hands every key written after `since` (0 for all) to `each` as it is read, so a million keys
     /// never sit in a list; returns the account plans and the version to ask from next time.
@@ -476,7 +360,7 @@ impl SqliteStore {
             .optional()?
             .unwrap_or(0);
         if version <= since {
-            return Ok(KeyChanges { plans: Vec::new(), version });
+            return Ok(KeyChanges { plans: Vec::new(), disabled: Vec::new(), version });
         }
         let mut stmt = conn.prepare_cached(&format!("{RECORD_SELECT} WHERE version > ?1 AND version <= ?2"))?;
         let mut rows = stmt.query(params![since, version])?;
@@ -488,7 +372,8 @@ impl SqliteStore {
         drop(stmt);
         drop(conn);
         let plans = self.account_plans()?;
-        Ok(KeyChanges { plans, version })
+        let disabled = self.disabled_accounts()?;
+        Ok(KeyChanges { plans, disabled, version })
     }
 
     /// One key as the hot path holds it.
@@ -565,6 +450,9 @@ fn record_from(row: &rusqlite::Row<'_>, accounts: &mut Accounts) -> Result<KeyRe
     })
 }
 
+/// The columns of an [`AccountInfo`], as [`account_from`] reads them.
+const ACCOUNT_SELECT: &str = "SELECT id, email, plan, key_cap, created_at, token_epoch, disabled FROM accounts";
+
 fn account_from(r: &rusqlite::Row<'_>) -> Result<AccountInfo, rusqlite::Error> {
     Ok(AccountInfo {
         id: r.get(0)?,
@@ -572,6 +460,8 @@ fn account_from(r: &rusqlite::Row<'_>) -> Result<AccountInfo, rusqlite::Error> {
         plan: r.get(2)?,
         key_cap: r.get::<_, i64>(3)?.clamp(0, i64::from(u32::MAX)) as u32,
         created_at: r.get(4)?,
+        token_epoch: r.get::<_, i64>(5)?.max(0) as u64,
+        disabled: r.get(6)?,
     })
 }
 

@@ -210,7 +210,13 @@ async fn accounts_and_rotation_from_the_cli() {
     assert!(!setup.cli(&["keys", "create", "--name", "x", "--account", "acct_nobody"]).status.success());
 
     // The account logs in over HTTP with the password the CLI hashed, and sees its key.
-    let server = Server::spawn(&setup.config, &[("TOLLGATE_ADMIN_TOKEN", "operator-token-0123456789abcdef")]);
+    let server = Server::spawn(
+        &setup.config,
+        &[
+            ("TOLLGATE_ADMIN_TOKEN", "operator-token-0123456789abcdef"),
+            ("TOLLGATE_SESSION_SECRET", "session-secret-0123456789abcdef"),
+        ],
+    );
     let login = r#"{"email":"ops@example.com","password":"a long enough password"}"#;
     let reply = post(&server.url("/v1/auth/login"), &[("content-type", "application/json")], login).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -234,6 +240,27 @@ async fn accounts_and_rotation_from_the_cli() {
         assert!(tokio::time::Instant::now() < deadline, "rotation not applied within 2s");
         tokio::task::yield_now().await;
     }
+
+    // Disabling from the CLI ends the access token at once and the keys within the refresh bound;
+    // enabling brings the keys back (not the token).
+    assert!(setup.cli(&["accounts", "disable", &account]).status.success());
+    assert!(!setup.cli(&["accounts", "disable", "acct_nobody"]).status.success());
+    let keys_status = || async {
+        request(http::Method::GET, &server.url("/v1/auth/keys"), &[("authorization", &token)], b"").await.status
+    };
+    assert_eq!(keys_status().await, 401);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while status(new.clone()).await != 401 {
+        assert!(tokio::time::Instant::now() < deadline, "disable not applied within 2s");
+        tokio::task::yield_now().await;
+    }
+    assert!(setup.cli(&["accounts", "enable", &account]).status.success());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while status(new.clone()).await != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "enable not applied within 2s");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(keys_status().await, 401, "tokens from before the disable stay ended");
     let (exit, _) = server.stop();
     assert!(exit.success());
 }

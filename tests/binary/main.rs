@@ -8,4 +8,5 @@ mod canary;
 mod cli;
 mod clients;
 mod connections;
+mod login;
 mod process;

@@ -107,6 +107,7 @@ impl Server {
         addr.parse().unwrap()
     }
 
+    /// The server's process id (for reading /proc/<pid>/status).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -25,6 +25,9 @@ pub const ADMIN_TOKEN: &str = "operator-token-for-tests-0123456789";
 /// The metrics token every test gateway is given (as `TOLLGATE_METRICS_TOKEN`), for configs that put
 /// `/metrics` on the main listener.
 pub const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
+/// The session secret every test gateway is given (as `TOLLGATE_SESSION_SECRET`, required beside the
+/// operator token).
+pub const SESSION_SECRET: &str = "session-secret-for-tests-0123456789";
 
 pub const OPENAI_JSON: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}"#;
 pub const OPENAI_SSE: &[&str] = &[
@@ -323,6 +326,7 @@ impl Gateway {
         let env = |name: &str| match name {
             "TOLLGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
             "TOLLGATE_METRICS_TOKEN" => Some(METRICS_TOKEN.to_owned()),
+            "TOLLGATE_SESSION_SECRET" => Some(SESSION_SECRET.to_owned()),
             _ => None,
         };
         let config = Config::from_toml(&text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -6,7 +6,13 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-async fn api(gw: &Gateway, method: http::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn api(
+    gw: &Gateway,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("content-type", "application/json")];
     if let Some(a) = &auth {
@@ -18,7 +24,7 @@ async fn api(gw: &Gateway, method: http::Method, path: &str, token: Option<&str>
     (reply.status.as_u16(), value)
 }
 
-async fn new_account(gw: &Gateway, email: &str, key_cap: u32) -> (String, String) {
+pub(crate) async fn new_account(gw: &Gateway, email: &str, key_cap: u32) -> (String, String) {
     let body = json!({"email": email, "password": "correct horse battery", "key_cap": key_cap});
     let (status, account) = api(gw, http::Method::POST, "/v1/accounts", Some(ADMIN_TOKEN), Some(body)).await;
     assert_eq!(status, 201, "{account}");

@@ -1,0 +1,59 @@
+//! Usage of an account's keys under `/v1/usage`, by day or by model.
+
+use std::collections::BTreeMap;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, blocking, owned_key};
+use crate::clock;
+use crate::pipeline::App;
+
+pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
+    let mut key = None;
+    let mut from = None;
+    let mut to = None;
+    let mut group_by = "day".to_owned();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "key_id" => key = Some(owned_key(app, account, value).await?),
+            "from" => {
+                from = Some(
+                    clock::parse_date(value)
+                        .ok_or_else(|| ApiError::invalid("from", "must be a date like 2026-11-01"))?,
+                )
+            }
+            "to" => {
+                to = Some(
+                    clock::parse_date(value)
+                        .ok_or_else(|| ApiError::invalid("to", "must be a date like 2026-11-30"))?,
+                )
+            }
+            "group_by" if value == "day" || value == "model" => group_by = value.to_owned(),
+            "group_by" => return Err(ApiError::invalid("group_by", "must be day or model")),
+            other => return Err(ApiError::invalid(other, "is not a query parameter of this endpoint")),
+        }
+    }
+    let now = clock::unix_now();
+    let from = from.unwrap_or_else(|| clock::month_first_day(now));
+    let to = to.unwrap_or_else(|| clock::day_of(now));
+    let owner = account.to_owned();
+    let rows = blocking(app, move |s| s.account_usage(&owner, key, from, to)).await?;
+    let mut groups: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for r in rows {
+        let label = if group_by == "day" { clock::date_of_day(r.day) } else { r.model };
+        let t = groups.entry(label).or_default();
+        *t = (t.0 + r.requests, t.1 + r.input_tokens, t.2 + r.output_tokens);
+    }
+    let data: Vec<Value> = groups
+        .into_iter()
+        .map(|(label, (requests, input, output))| {
+            json!({group_by.as_str(): label, "requests": requests, "input_tokens": input, "output_tokens": output, "total_tokens": input + output})
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({"object": "usage", "from": clock::date_of_day(from), "to": clock::date_of_day(to), "group_by": group_by, "data": data}),
+    ))
+}

@@ -1,0 +1,154 @@
+//! Writing keys: the insert every creation goes through, and the writes an account's key cap bounds,
+//! creating a key and rotating one. Each of those counts the account's active keys and writes in one
+//! `BEGIN IMMEDIATE` transaction, so parallel requests cannot all pass the count before any of them
+//! inserts. A key in its rotation grace period is still active and counts.
+
+use rusqlite::{Connection, params};
+
+use super::{SqliteStore, bump_version, infos_in, list_json};
+use crate::keys::{self, KeyHasher, KeyId, SecretKey};
+use crate::store::{KeyInfo, NewKey, StoreError};
+
+/// The cap of an account the store does not know (only reachable from the CLI's default account).
+const DEFAULT_KEY_CAP: u32 = 10;
+
+/// The new key of a rotation, and when the old one stops working.
+pub struct Rotated {
+    pub secret: SecretKey,
+    pub info: KeyInfo,
+    pub old_revoked_at: i64,
+}
+
+impl SqliteStore {
+    /// Creates `new` if its account has fewer active keys at `now` than its cap; else `KeyCapReached`.
+    pub fn create_key_within_cap(
+        &self,
+        prefix: &str,
+        hasher: &KeyHasher,
+        new: &NewKey,
+        now: i64,
+    ) -> Result<(SecretKey, KeyInfo), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let active = count_active(&tx, &new.account, now)?;
+        if active >= key_cap(&tx, &new.account)? as usize {
+            return Err(StoreError::KeyCapReached(active));
+        }
+        let version = bump_version(&tx)?;
+        let created = insert_key(&tx, prefix, hasher, new, version)?;
+        tx.commit()?;
+        Ok(created)
+    }
+
+    /// Replaces key `id` with a new one of the same settings; the old one is revoked `grace_seconds`
+    /// after `now`. A key has at most one pending replacement: rotating a key already in its grace period
+    /// is `RotationPending`. With a grace period both keys are active for a while, so the rotation must
+    /// fit under the account's cap when `enforce_cap` (the operator's CLI may go over it); without one
+    /// it is a swap and always fits.
+    pub fn rotate_key(
+        &self,
+        prefix: &str,
+        hasher: &KeyHasher,
+        id: KeyId,
+        now: i64,
+        grace_seconds: u64,
+        enforce_cap: bool,
+    ) -> Result<Rotated, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let old = infos_in(&tx, "WHERE id = ?1", [id.as_str()])?.into_iter().next().ok_or(StoreError::KeyNotActive)?;
+        if old.status_at(now) != "active" {
+            return Err(StoreError::KeyNotActive);
+        }
+        if let Some(at) = old.revoked_at {
+            return Err(StoreError::RotationPending(at));
+        }
+        if grace_seconds > 0 && enforce_cap {
+            let active = count_active(&tx, &old.account, now)?;
+            if active >= key_cap(&tx, &old.account)? as usize {
+                return Err(StoreError::KeyCapReached(active));
+            }
+        }
+        let version = bump_version(&tx)?;
+        let (secret, info) = insert_key(&tx, prefix, hasher, &NewKey::replacing(&old, now), version)?;
+        let old_revoked_at = now.saturating_add(i64::try_from(grace_seconds).unwrap_or(i64::MAX));
+        tx.execute(
+            "UPDATE service_keys SET revoked_at = ?1, version = ?2 WHERE id = ?3",
+            params![old_revoked_at, version, id.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(Rotated { secret, info, old_revoked_at })
+    }
+}
+
+fn key_cap(conn: &rusqlite::Connection, account: &str) -> Result<u32, StoreError> {
+    use rusqlite::OptionalExtension;
+    let cap: Option<i64> =
+        conn.query_row("SELECT key_cap FROM accounts WHERE id = ?1", [account], |r| r.get(0)).optional()?;
+    Ok(cap.map_or(DEFAULT_KEY_CAP, |c| c.clamp(0, i64::from(u32::MAX)) as u32))
+}
+
+/// Inserts one new key at store `version`; the full key exists only in the return value.
+pub(super) fn insert_key(
+    tx: &rusqlite::Transaction<'_>,
+    prefix: &str,
+    hasher: &KeyHasher,
+    new: &NewKey,
+    version: i64,
+) -> Result<(SecretKey, KeyInfo), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
+                                   requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
+                                   scopes, providers, models, project)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
+    let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
+    let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
+    let hash = hasher.hash(secret.expose());
+    let l = new.limits;
+    stmt.execute(params![
+        parsed.id.as_str(),
+        key_prefix,
+        new.kind.as_str(),
+        new.name,
+        hash.as_bytes().as_slice(),
+        new.created_at,
+        new.expires_at,
+        version,
+        new.account,
+        l.requests_per_minute,
+        l.requests_per_day,
+        l.concurrent_requests,
+        l.tokens_per_month.map(|t| t as i64),
+        new.access.scopes.to_stored(),
+        list_json(&new.access.providers),
+        list_json(&new.access.models),
+        new.project,
+    ])?;
+    let info = KeyInfo {
+        id: parsed.id,
+        key_prefix,
+        kind: new.kind,
+        name: new.name.clone(),
+        account: new.account.clone(),
+        limits: l,
+        access: new.access.clone(),
+        project: new.project.clone(),
+        created_at: new.created_at,
+        expires_at: new.expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    Ok((secret, info))
+}
+
+/// Keys of an account neither revoked nor expired at `now`; a key in its rotation grace period counts.
+pub(super) fn count_active(conn: &Connection, account: &str, now: i64) -> Result<usize, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM service_keys WHERE account_id = ?1
+           AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
+        params![account, now],
+        |r| r.get(0),
+    )?;
+    Ok(n.max(0) as usize)
+}
