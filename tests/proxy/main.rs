@@ -10,5 +10,6 @@ mod management;
 mod metering;
 mod metrics;
 mod paths;
+mod reservations;
 mod serving;
 mod streaming;
