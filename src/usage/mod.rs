@@ -5,6 +5,7 @@
 
 pub mod book;
 pub mod json_scan;
+pub mod members;
 pub mod tap;
 
 use serde::Deserialize;

@@ -12,4 +12,5 @@ mod metrics;
 mod paths;
 mod reservations;
 mod serving;
+mod spacing;
 mod streaming;

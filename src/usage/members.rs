@@ -1,0 +1,217 @@
+//! The top-level members of one complete JSON object, such as an SSE event's data: where a key's member
+//! starts, where its value lies, and what to cut to remove it. A byte walk that accepts any valid JSON
+//! spacing (compact, `", "` and `": "`, pretty-printed, CRLF) and jumps over strings with `memchr`;
+//! malformed input finds nothing. Keys are compared as written (an escaped spelling of a key is not it).
+
+use std::ops::Range;
+
+/// One member of the object: `start` is its key's opening quote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub start: usize,
+    pub value: Range<usize>,
+}
+
+/// For each of `keys`, its last top-level member in `json` (JSON's usual last-wins reading).
+pub fn find<const N: usize>(json: &[u8], keys: [&[u8]; N]) -> [Option<Member>; N] {
+    let mut found = [const { None }; N];
+    if walk(json, |key, member| {
+        if let Some(slot) = keys.iter().position(|k| *k == key) {
+            found[slot] = Some(member);
+        }
+    })
+    .is_none()
+    {
+        return [const { None }; N];
+    }
+    found
+}
+
+/// Calls `each` with every top-level member's key (as written, without quotes); `None` if `json` is not
+/// one well-formed object.
+fn walk(json: &[u8], mut each: impl FnMut(&[u8], Member)) -> Option<()> {
+    let mut i = skip_space(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_space(json, i + 1);
+    if json.get(i) == Some(&b'}') {
+        return Some(());
+    }
+    loop {
+        let start = i;
+        if json.get(start) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(json, start)?;
+        i = skip_space(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        let value_start = skip_space(json, i + 1);
+        let value_end = value_end(json, value_start)?;
+        each(json.get(start + 1..key_end - 1)?, Member { start, value: value_start..value_end });
+        i = skip_space(json, value_end);
+        match json.get(i)? {
+            b',' => i = skip_space(json, i + 1),
+            b'}' => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// What to cut from `json` to remove `member` and one separator, so the object stays well-formed and
+/// spaced as before: the comma before it and the member, or, for the first member, the member, the
+/// comma after it and the space up to the next key.
+pub fn removal(json: &[u8], member: &Member) -> Range<usize> {
+    let before = json.get(..member.start).and_then(|head| head.iter().rposition(|b| !is_space(*b)));
+    match before {
+        Some(comma) if json.get(comma) == Some(&b',') => comma..member.value.end,
+        _ => {
+            let after = skip_space(json, member.value.end);
+            if json.get(after) == Some(&b',') {
+                member.start..skip_space(json, after + 1)
+            } else {
+                member.start..member.value.end
+            }
+        }
+    }
+}
+
+/// Whether `value` is an empty array, however spaced.
+pub fn is_empty_array(value: &[u8]) -> bool {
+    value.strip_prefix(b"[").and_then(|v| v.strip_suffix(b"]")).is_some_and(|inner| inner.iter().all(|b| is_space(*b)))
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn skip_space(json: &[u8], mut i: usize) -> usize {
+    while json.get(i).is_some_and(|b| is_space(*b)) {
+        i += 1;
+    }
+    i
+}
+
+/// Just past the string whose opening quote is at `open`.
+fn string_end(json: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        match json.get(i)? {
+            b'\\' => i += 2,
+            _ => return Some(i + 1),
+        }
+    }
+}
+
+/// Just past the value starting at `start`.
+fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    match json.get(start)? {
+        b'"' => string_end(json, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            loop {
+                match json.get(i)? {
+                    b'"' => i = string_end(json, i)?,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        i += 1;
+                    }
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        i += 1;
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+        }
+        _ => {
+            let len = json.get(start..)?.iter().position(|b| matches!(b, b',' | b'}' | b']') || is_space(*b));
+            let end = start + len.unwrap_or(json.len() - start);
+            (end > start).then_some(end)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+        let [m] = find(json.as_bytes(), [key.as_bytes()]);
+        m.map(|m| &json[m.value])
+    }
+
+    fn without(json: &str, key: &str) -> String {
+        let [m] = find(json.as_bytes(), [key.as_bytes()]);
+        let cut = removal(json.as_bytes(), &m.unwrap());
+        format!("{}{}", &json[..cut.start], &json[cut.end..])
+    }
+
+    #[test]
+    fn finds_top_level_values_in_any_spacing() {
+        for json in [
+            r#"{"id":"c","choices":[{"usage":1,"t":"\"usage\":2"}],"usage":null}"#,
+            r#"{"id": "c", "choices": [{"usage": 1, "t": "\"usage\": 2"}], "usage": null}"#,
+            "{\n  \"id\": \"c\",\n  \"choices\": [\n    {\"usage\": 1, \"t\": \"\\\"usage\\\": 2\"}\n  ],\n  \"usage\": null\n}",
+            "{\r\n\t\"id\" : \"c\" ,\r\n\t\"choices\" : [ { \"usage\" : 1 , \"t\" : \"x\" } ] ,\r\n\t\"usage\" : null\r\n}",
+        ] {
+            assert_eq!(value(json, "usage"), Some("null"), "{json}");
+            assert_eq!(value(json, "id"), Some(r#""c""#), "{json}");
+            assert!(value(json, "choices").unwrap().starts_with('['), "{json}");
+            assert_eq!(value(json, "t"), None, "nested keys are not top-level");
+        }
+        assert_eq!(value(r#"{"a":{"b":[1,{"c":"}"}]},"usage":{"x":1}}"#, "usage"), Some(r#"{"x":1}"#));
+        assert_eq!(value(r#"{"usage":1,"usage":2}"#, "usage"), Some("2"), "last wins");
+    }
+
+    #[test]
+    fn malformed_input_finds_nothing_and_never_panics() {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"usage""#,
+            r#"{"usage":}"#,
+            r#"{"usage":1"#,
+            r#"{"a":"\"#,
+            r#"{"a":[}"#,
+            "{}}",
+            "\"",
+            "{\"a\":1 \"b\":2}",
+        ] {
+            assert_eq!(value(bad, "usage"), None, "{bad}");
+            assert_eq!(value(bad, "a"), None, "{bad}");
+        }
+        assert_eq!(value("{}", "usage"), None);
+    }
+
+    #[test]
+    fn removal_keeps_the_object_as_it_would_have_been_written() {
+        let cases = [
+            (r#"{"id":"c","usage":null}"#, r#"{"id":"c"}"#),
+            (r#"{"id": "c", "usage": null}"#, r#"{"id": "c"}"#),
+            (r#"{"usage": null, "id": "c"}"#, r#"{"id": "c"}"#),
+            (r#"{"a":1, "usage": null, "b":2}"#, r#"{"a":1, "b":2}"#),
+            ("{\n  \"id\": \"c\",\n  \"usage\": null\n}", "{\n  \"id\": \"c\"\n}"),
+            ("{\n  \"usage\": null,\n  \"id\": \"c\"\n}", "{\n  \"id\": \"c\"\n}"),
+            ("{\r\n  \"id\": \"c\",\r\n  \"usage\": null\r\n}", "{\r\n  \"id\": \"c\"\r\n}"),
+            (r#"{"usage":null}"#, "{}"),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(without(json, "usage"), expected, "{json}");
+        }
+    }
+
+    #[test]
+    fn empty_arrays_in_any_spacing() {
+        assert!(is_empty_array(b"[]") && is_empty_array(b"[ ]") && is_empty_array(b"[\r\n  ]"));
+        assert!(!is_empty_array(b"[0]") && !is_empty_array(b"{}") && !is_empty_array(b"[") && !is_empty_array(b""));
+    }
+}
