@@ -105,7 +105,9 @@ impl UsageTap {
                 }
                 self.meter.read_usage(value, &mut self.seen);
                 self.complete = self.meter != Meter::Gemini;
-                let usage_only = choices.is_some_and(|c| data.get(c.value).is_some_and(members::is_empty_array));
+                // The chunk that exists only because usage was asked for: `"choices": []`, or (from
+                // some compatible servers) no `choices` at all.
+                let usage_only = choices.is_none_or(|c| data.get(c.value).is_some_and(members::is_empty_array));
                 if self.strip_injected && usage_only {
                     return Kept::Dropped;
                 }
@@ -210,8 +212,8 @@ fn count_data_events(chunk: &[u8]) -> u64 {
         if !at_line_start {
             continue;
         }
-        // The line before: skip this line's terminator run only if it is one terminator (CRLF counts
-        // as one); a blank line in between ends the previous event.
+        // The line just before this one (past one line end, `\r\n` being one): a blank line there
+        // means a new event, a `data:` line the same one.
         let before =
             head.strip_suffix(b"\r\n").or_else(|| head.strip_suffix(b"\n")).or_else(|| head.strip_suffix(b"\r"));
         let previous_line = before.map(|b| {
@@ -338,6 +340,9 @@ mod tests {
         let first = "data: {\r\ndata:   \"usage\": null,\r\ndata:   \"id\": \"c\"\r\ndata: }\r\n\r\n";
         assert_eq!(run(&mut tap, &[first]), "data: {\r\ndata:   \"id\": \"c\"\r\ndata: }\r\n\r\n");
         assert_eq!(tap.events(), 2, "one event per blank line, however many data lines");
+        let bare = "data: {\"id\": \"c\", \"usage\": {\"prompt_tokens\": 1, \"completion_tokens\": 2}}\n\n";
+        assert_eq!(run(&mut tap, &[bare]), "", "a usage chunk without choices is the injected one too");
+        assert_eq!(tap.usage(), (Some(Usage { input: 1, output: 2 }), true));
     }
 
     #[test]
