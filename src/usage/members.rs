@@ -27,6 +27,37 @@ pub fn find<const N: usize>(json: &[u8], keys: [&[u8]; N]) -> [Option<Member>; N
     found
 }
 
+/// The object's last member if it is `key` with a scalar value (`null`, a number, a boolean), read
+/// backwards from the closing brace in constant time: where OpenAI-style chunks put `usage`. In
+/// well-formed JSON a suffix `, "key" : value }` can only be the root's last member (the quote before
+/// the key follows a `,` or `{`, so it opens a string, and the final `}` closes the root); [`find`]
+/// gives the same answer by walking the whole object.
+pub fn last_scalar(json: &[u8], key: &[u8]) -> Option<Member> {
+    let close = rskip_space(json, json.len()).checked_sub(1)?;
+    if json.get(close) != Some(&b'}') {
+        return None;
+    }
+    let value_end = rskip_space(json, close);
+    let head = json.get(..value_end)?;
+    let value_start =
+        head.iter().rposition(|b| !matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'+' | b'-' | b'E'))? + 1;
+    if value_start == value_end {
+        return None;
+    }
+    let colon = rskip_space(json, value_start).checked_sub(1)?;
+    if json.get(colon) != Some(&b':') {
+        return None;
+    }
+    let key_end = rskip_space(json, colon);
+    let start = key_end.checked_sub(key.len().checked_add(2)?)?;
+    let quoted = json.get(start..key_end)?;
+    if quoted.first() != Some(&b'"') || quoted.last() != Some(&b'"') || quoted.get(1..quoted.len() - 1) != Some(key) {
+        return None;
+    }
+    let before = rskip_space(json, start).checked_sub(1)?;
+    matches!(json.get(before), Some(b',' | b'{')).then_some(Member { start, value: value_start..value_end })
+}
+
 /// Calls `each` with every top-level member's key (as written, without quotes); `None` if `json` is not
 /// one well-formed object.
 fn walk(json: &[u8], mut each: impl FnMut(&[u8], Member)) -> Option<()> {
@@ -87,6 +118,11 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+/// Back from `end` (exclusive) over spaces: the end of what precedes them.
+fn rskip_space(json: &[u8], end: usize) -> usize {
+    json.get(..end).and_then(|head| head.iter().rposition(|b| !is_space(*b))).map_or(0, |i| i + 1)
+}
+
 fn skip_space(json: &[u8], mut i: usize) -> usize {
     while json.get(i).is_some_and(|b| is_space(*b)) {
         i += 1;
@@ -110,24 +146,27 @@ fn string_end(json: &[u8], open: usize) -> Option<usize> {
 fn value_end(json: &[u8], start: usize) -> Option<usize> {
     match json.get(start)? {
         b'"' => string_end(json, start),
-        b'{' | b'[' => {
+        &open @ (b'{' | b'[') => {
+            // In well-formed JSON the other kind of bracket is balanced inside, so only strings and
+            // this kind count: jump from one to the next.
+            let close = if open == b'{' { b'}' } else { b']' };
             let mut depth = 0usize;
             let mut i = start;
             loop {
+                i += memchr::memchr3(b'"', open, close, json.get(i..)?)?;
                 match json.get(i)? {
                     b'"' => i = string_end(json, i)?,
-                    b'{' | b'[' => {
+                    b if *b == open => {
                         depth += 1;
                         i += 1;
                     }
-                    b'}' | b']' => {
+                    _ => {
                         depth = depth.checked_sub(1)?;
                         i += 1;
                         if depth == 0 {
                             return Some(i);
                         }
                     }
-                    _ => i += 1,
                 }
             }
         }
@@ -169,6 +208,33 @@ mod tests {
         }
         assert_eq!(value(r#"{"a":{"b":[1,{"c":"}"}]},"usage":{"x":1}}"#, "usage"), Some(r#"{"x":1}"#));
         assert_eq!(value(r#"{"usage":1,"usage":2}"#, "usage"), Some("2"), "last wins");
+    }
+
+    #[test]
+    fn the_last_scalar_member_is_found_from_the_end_as_the_walk_finds_it() {
+        let cases = [
+            (r#"{"id":"c","choices":[{"t":"x"}],"usage":null}"#, Some("null")),
+            (r#"{"id": "c", "choices": [], "usage": null}"#, Some("null")),
+            ("{\r\n  \"id\": \"c\",\r\n  \"usage\" :\tnull\r\n}\r\n", Some("null")),
+            (r#"{"usage":null}"#, Some("null")),
+            (r#"{"id":"c","usage":12}"#, Some("12")),
+            (r#"{"usage":null,"id":"c"}"#, None),
+            (r#"{"id":"c","usage":{"a":null}}"#, None),
+            (r#"{"id":"c","t":"\"usage\":null}"#, None),
+            (r#"{"id":"c","xusage":null}"#, None),
+            (r#"{"id":"c","a":{"usage":null}}"#, None),
+            ("", None),
+            ("}", None),
+            (r#""usage":null}"#, None),
+        ];
+        for (json, expected) in cases {
+            let fast = last_scalar(json.as_bytes(), b"usage");
+            assert_eq!(fast.as_ref().map(|m| &json[m.value.clone()]), expected, "{json}");
+            if fast.is_some() {
+                let [walked] = find(json.as_bytes(), [b"usage"]);
+                assert_eq!(fast, walked, "{json}");
+            }
+        }
     }
 
     #[test]

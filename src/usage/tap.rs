@@ -91,14 +91,21 @@ impl UsageTap {
         }
         match self.meter {
             Meter::OpenAiCompletion | Meter::OpenAiEmbeddings | Meter::Gemini => {
-                let [usage, choices] = members::find(&data, [self.meter.json_key(), b"choices"]);
+                // Once usage is requested OpenAI adds `"usage": null` to every chunk but the last, as
+                // its last member: nothing to read there, and nothing the caller asked for.
+                let key = self.meter.json_key();
+                if let Some(usage) =
+                    members::last_scalar(&data, key).filter(|m| data.get(m.value.clone()) == Some(b"null"))
+                {
+                    self.events += 1;
+                    return if self.strip_injected { strip_member(event, &data, &usage) } else { Kept::Same };
+                }
+                let [usage, choices] = members::find(&data, [key, b"choices"]);
                 let Some(usage) = usage else {
                     self.events += 1;
                     return Kept::Same;
                 };
                 let value = data.get(usage.value.clone()).unwrap_or_default();
-                // Once usage is requested OpenAI adds `"usage": null` to every chunk but the last:
-                // nothing to read there, and nothing the caller asked for.
                 if value == b"null" {
                     self.events += 1;
                     return if self.strip_injected { strip_member(event, &data, &usage) } else { Kept::Same };
@@ -170,7 +177,12 @@ enum Kept {
 /// may span several `data:` lines; the cut is mapped back onto the event's own bytes.
 fn strip_member(event: &[u8], data: &[u8], member: &Member) -> Kept {
     let cut = members::removal(data, member);
-    let (Some(from), Some(to)) = (event_offset(event, cut.start), event_offset(event, cut.end)) else {
+    // One data line (the common case): the data is a slice of the event, so the cut maps by its offset.
+    let offsets = match offset_in(event, data) {
+        Some(base) => (base.checked_add(cut.start), base.checked_add(cut.end)),
+        None => (event_offset(event, cut.start), event_offset(event, cut.end)),
+    };
+    let (Some(from), Some(to)) = offsets else {
         return Kept::Same;
     };
     let (Some(head), Some(tail)) = (event.get(..from), event.get(to..)) else {
@@ -180,6 +192,12 @@ fn strip_member(event: &[u8], data: &[u8], member: &Member) -> Kept {
     out.extend_from_slice(head);
     out.extend_from_slice(tail);
     Kept::Rewritten(out)
+}
+
+/// Where `part` starts in `whole`, if it is a slice of it.
+fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (start.checked_add(part.len())? <= whole.len()).then_some(start)
 }
 
 /// Where offset `at` of an event's joined data (its `data:` values joined by `\n`, as [`fields`] makes
