@@ -181,6 +181,7 @@ fn value_end(json: &[u8], start: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn value<'a>(json: &'a str, key: &str) -> Option<&'a str> {
         let [m] = find(json.as_bytes(), [key.as_bytes()]);
@@ -272,6 +273,75 @@ mod tests {
         ];
         for (json, expected) in cases {
             assert_eq!(without(json, "usage"), expected, "{json}");
+        }
+    }
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z \"\\\\{}\\[\\],:]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\"]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Python's `json.dumps` defaults, with CRLF and tabs where a pretty printer puts newlines.
+    fn write(v: &serde_json::Value, form: u8) -> String {
+        match form % 4 {
+            0 => v.to_string(),
+            1 => serde_json::to_string_pretty(v).unwrap(),
+            2 => serde_json::to_string_pretty(v).unwrap().replace('\n', "\r\n\t"),
+            _ => match v {
+                serde_json::Value::Object(m) => {
+                    let members: Vec<String> = m
+                        .iter()
+                        .map(|(k, v)| format!("{} : {}", serde_json::Value::from(k.as_str()), write(v, 3)))
+                        .collect();
+                    format!("{{ {} }}", members.join(" , "))
+                }
+                serde_json::Value::Array(a) => {
+                    format!("[{}]", a.iter().map(|v| write(v, 3)).collect::<Vec<_>>().join(", "))
+                }
+                other => other.to_string(),
+            },
+        }
+    }
+
+    proptest! {
+        /// For any object in any spacing, each top-level key's value is what serde reads, and removing
+        /// a member leaves what serde reads as the object without it.
+        #[test]
+        fn the_walk_agrees_with_serde(
+            object in prop::collection::btree_map("[a-z]{1,5}", json(), 0..6),
+            form in any::<u8>(),
+        ) {
+            let value = serde_json::Value::Object(object.clone().into_iter().collect());
+            let text = write(&value, form);
+            for (key, expected) in &object {
+                let [m] = find(text.as_bytes(), [key.as_bytes()]);
+                let m = m.unwrap();
+                let got: serde_json::Value = serde_json::from_str(&text[m.value.clone()]).unwrap();
+                prop_assert_eq!(&got, expected);
+                let cut = removal(text.as_bytes(), &m);
+                let rest: serde_json::Value =
+                    serde_json::from_str(&format!("{}{}", &text[..cut.start], &text[cut.end..])).unwrap();
+                let mut without = object.clone();
+                without.remove(key);
+                prop_assert_eq!(rest, serde_json::Value::Object(without.into_iter().collect()));
+                if let Some(fast) = last_scalar(text.as_bytes(), key.as_bytes()) {
+                    prop_assert_eq!(fast, m);
+                }
+            }
+            let [missing] = find(text.as_bytes(), [b"NOT"]);
+            prop_assert!(missing.is_none());
         }
     }
 
