@@ -195,7 +195,7 @@ async fn proxy(
         && facts.stream
         && facts.include_usage != Some(true)
         && route.provider.inject_stream_usage;
-    let body = if inject_usage { with_stream_usage(body, facts.has_stream_options)? } else { body };
+    let body = if inject_usage { with_stream_usage(body, &facts.usage_splice) } else { body };
     let upstream_request = build_upstream_request(&route, &parts, body, &provider_key)?;
     drop(provider_key);
 
@@ -361,14 +361,10 @@ fn reserve(
     body_len: usize,
 ) -> Result<Metering, ProxyError> {
     let meter = Meter::of(route.provider.kind, route.endpoint);
-    let estimate = metering::input_estimate(body_len);
-    let (input_estimate, output_cap) = match (meter, route.endpoint) {
-        (Meter::Free, _) => (0, 0),
-        (Meter::OpenAiEmbeddings, _) | (_, Endpoint::EmbedContent) => (estimate, 0),
-        _ => (estimate, facts.output_cap.unwrap_or(app.config.limits.default_max_output_tokens)),
-    };
+    let reservation =
+        metering::reservation(meter, route.endpoint, facts, body_len, app.config.limits.default_max_output_tokens);
     let now = app.now();
-    let admission = permit.reserve(input_estimate + output_cap, now).map_err(ProxyError::RateLimited)?;
+    let admission = permit.reserve(reservation.total(), now).map_err(ProxyError::RateLimited)?;
     let model = request_model(route, facts);
     Ok(Metering::new(
         admission,
@@ -377,8 +373,8 @@ fn reserve(
         Arc::clone(&key.account),
         model_label(model),
         clock::day_of(now.unix),
-        input_estimate,
-        output_cap,
+        reservation.input_estimate,
+        reservation.output_cap,
     ))
 }
 

@@ -1,14 +1,21 @@
 //! What tollgate reads from a request body, and the one change it may make to it. Only the fields that
-//! matter are deserialized (`stream`, `model`, the output limits, `stream_options`); everything else is
-//! skipped unparsed, and the body goes upstream as the caller sent it unless usage must be requested.
+//! matter are deserialized (`stream`, `model`, the output limits and choice counts, `stream_options`);
+//! everything else is skipped unparsed. No body is ever held as a JSON tree: the one change (asking an
+//! OpenAI stream for its usage) is a splice at a byte offset found while inspecting, so the body goes
+//! upstream as the caller sent it but for that member.
+
+use std::ops::Range;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 use crate::error::ProxyError;
 use crate::providers::Endpoint;
 
-/// What tollgate reads from a request body; every other field is skipped unparsed.
+/// What tollgate reads from a request body; every other field is skipped unparsed. Token limits and
+/// counts are `u64`: a negative, fractional or out-of-range number is a 400, never wrapped. A member
+/// given twice is a 400 too (serde refuses duplicate fields), so the upstream never has to choose.
 #[derive(Debug, Default, Deserialize)]
 struct RequestFacts<'a> {
     #[serde(default)]
@@ -23,10 +30,13 @@ struct RequestFacts<'a> {
     max_output_tokens: Option<u64>,
     #[serde(default)]
     n: Option<u64>,
+    #[serde(default)]
+    best_of: Option<u64>,
     #[serde(default, rename = "generationConfig")]
     generation_config: Option<GenerationConfig>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
+    /// Kept raw, `null` included: a `null` here is a member the upstream sees, not an absent one.
+    #[serde(default, borrow, deserialize_with = "present")]
+    stream_options: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,9 +48,21 @@ struct GenerationConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
+struct StreamOptions<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    include_usage: Option<&'a RawValue>,
+}
+
+/// A member's raw value, `Some` even when it is `null` (serde's `Option` would read that as absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// One change to a request body: the bytes at `at` replaced by `text`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Splice {
+    pub at: Range<usize>,
+    pub text: &'static [u8],
 }
 
 /// What the pipeline needs from a request body.
@@ -48,75 +70,132 @@ struct StreamOptions {
 pub struct Inspected {
     pub stream: bool,
     pub model: Option<String>,
-    /// The most output the request may produce, if it says (already times the number of choices).
-    pub output_cap: Option<u64>,
-    pub has_stream_options: bool,
+    /// The most output one choice may produce, if the request says.
+    pub max_output: Option<u64>,
+    /// How many choices (completions, candidates) the request asks for; at least 1.
+    pub choices: u64,
     pub include_usage: Option<bool>,
+    /// The change that sets `stream_options.include_usage` to `true`, wherever the body stands.
+    pub usage_splice: Splice,
 }
 
 /// Phase: the body is a JSON object (the upstream never sees malformed JSON); what it asks for.
 pub fn inspect_body(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError> {
     // serde would also read a struct from an array; only an object is a request.
-    if body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
+    let Some(open) = body.iter().position(|b| !b.is_ascii_whitespace()).filter(|&at| body[at] == b'{') else {
         return Err(ProxyError::InvalidJson("Request body must be a JSON object".to_owned()));
-    }
+    };
     let facts: RequestFacts = serde_json::from_slice(body).map_err(|e| {
         // serde's message can quote a value from the body; only its position is echoed.
         let what = match e.classify() {
             serde_json::error::Category::Data => {
-                "has a field of the wrong type (`stream` must be a boolean, token limits and `n` integers)"
+                "has a field of the wrong type or a repeated field (`stream` must be a boolean, token limits \
+                 and `n` non-negative integers)"
             }
             _ => "is not valid JSON",
         };
         ProxyError::InvalidJson(format!("Request body {what} (line {}, column {})", e.line(), e.column()))
     })?;
-    let choices = facts.n.unwrap_or(1).max(1);
-    let output_cap = match endpoint {
-        Endpoint::Responses => facts.max_output_tokens,
-        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => facts
-            .generation_config
-            .as_ref()
-            .and_then(|g| g.max_output_tokens.map(|m| m * g.candidate_count.unwrap_or(1).max(1))),
-        _ => facts.max_completion_tokens.or(facts.max_tokens).map(|m| m.saturating_mul(choices)),
+    let (max_output, choices) = match endpoint {
+        Endpoint::Responses => (facts.max_output_tokens, None),
+        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
+            let g = facts.generation_config.unwrap_or_default();
+            (g.max_output_tokens, g.candidate_count)
+        }
+        Endpoint::ChatCompletions => (facts.max_completion_tokens.or(facts.max_tokens), facts.n),
+        // `best_of` completions are generated upstream and billed, though only `n` are returned.
+        Endpoint::Completions => (facts.max_tokens, facts.n.max(facts.best_of)),
+        _ => (facts.max_tokens, None),
     };
+    let (include_usage, usage_splice) = usage_splice(body, open, facts.stream_options)?;
     Ok(Inspected {
         stream: match endpoint {
             Endpoint::StreamGenerateContent => true,
             _ => facts.stream == Some(true),
         },
         model: facts.model.map(|m| m.into_owned()),
-        output_cap,
-        has_stream_options: facts.stream_options.is_some(),
-        include_usage: facts.stream_options.and_then(|o| o.include_usage),
+        max_output,
+        choices: choices.unwrap_or(1).max(1),
+        include_usage,
+        usage_splice,
     })
 }
 
-/// Sets `stream_options.include_usage` so an OpenAI stream reports its usage. Without a
-/// `stream_options` member the option is written in after the opening brace, leaving every other byte
-/// as the caller sent it; otherwise the body is rewritten.
-pub fn with_stream_usage(body: Bytes, has_stream_options: bool) -> Result<Bytes, ProxyError> {
-    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
-    if !has_stream_options {
-        let open = body.iter().position(|&b| b == b'{').unwrap_or(0);
-        let empty = body[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-        let mut out = Vec::with_capacity(body.len() + MEMBER.len() + 1);
-        out.extend_from_slice(&body[..=open]);
-        out.extend_from_slice(MEMBER);
-        if !empty {
-            out.push(b',');
-        }
-        out.extend_from_slice(&body[open + 1..]);
-        return Ok(Bytes::from(out));
+/// The caller's `stream_options.include_usage`, and the splice that sets it to `true`: a new member
+/// after the body's `{` when there is no `stream_options`; the value replaced when it is `null`; inside
+/// the object, `include_usage`'s value replaced, or the member added after its `{`.
+fn usage_splice(
+    body: &[u8],
+    open: usize,
+    stream_options: Option<&RawValue>,
+) -> Result<(Option<bool>, Splice), ProxyError> {
+    let after = open.saturating_add(1);
+    let Some(options) = stream_options else {
+        let text: &[u8] = if is_empty_object(body, open) {
+            br#""stream_options":{"include_usage":true}"#
+        } else {
+            br#""stream_options":{"include_usage":true},"#
+        };
+        return Ok((None, Splice { at: after..after, text }));
+    };
+    let wrong = || {
+        ProxyError::InvalidJson(
+            "Request body has a field of the wrong type (`stream_options` must be an object, its \
+             `include_usage` a boolean)"
+                .to_owned(),
+        )
+    };
+    let at = span_in(body, options.get()).ok_or_else(wrong)?;
+    if options.get() == "null" {
+        return Ok((None, Splice { at, text: br#"{"include_usage":true}"# }));
     }
-    let mut value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|_| ProxyError::InvalidJson("Request body is not valid JSON".to_owned()))?;
-    value["stream_options"]["include_usage"] = serde_json::Value::Bool(true);
-    Ok(Bytes::from(value.to_string()))
+    // serde would also read the struct from an array.
+    if !options.get().starts_with('{') {
+        return Err(wrong());
+    }
+    let parsed: StreamOptions = serde_json::from_str(options.get()).map_err(|_| wrong())?;
+    let Some(include_usage) = parsed.include_usage else {
+        // A raw value starts at its first byte, here the object's `{`.
+        let inner = at.start.saturating_add(1);
+        let text: &[u8] =
+            if is_empty_object(body, at.start) { br#""include_usage":true"# } else { br#""include_usage":true,"# };
+        return Ok((None, Splice { at: inner..inner, text }));
+    };
+    let asked: Option<bool> = serde_json::from_str(include_usage.get()).map_err(|_| wrong())?;
+    let at = span_in(body, include_usage.get()).ok_or_else(wrong)?;
+    Ok((asked, Splice { at, text: b"true" }))
+}
+
+/// Where `part`, a raw value borrowed from `body` by serde, lies in it.
+fn span_in(body: &[u8], part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= body.len()).then_some(start..end)
+}
+
+/// Whether the object opening at `open` has no members.
+fn is_empty_object(body: &[u8], open: usize) -> bool {
+    body.get(open.saturating_add(1)..).and_then(|rest| rest.iter().find(|b| !b.is_ascii_whitespace())) == Some(&b'}')
+}
+
+/// Sets `stream_options.include_usage` so an OpenAI stream reports its usage: the one splice found by
+/// [`inspect_body`], every other byte as the caller sent it.
+pub fn with_stream_usage(body: Bytes, splice: &Splice) -> Bytes {
+    // The splice was found in this very body, so both halves exist; if not, the body goes unchanged.
+    let (Some(head), Some(tail)) = (body.get(..splice.at.start), body.get(splice.at.end..)) else {
+        return body;
+    };
+    let mut out = Vec::with_capacity(head.len() + splice.text.len() + tail.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(splice.text);
+    out.extend_from_slice(tail);
+    Bytes::from(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn bodies_must_be_json_objects_and_errors_do_not_quote_them() {
@@ -131,33 +210,150 @@ mod tests {
     }
 
     #[test]
-    fn output_caps_follow_each_api() {
-        let cap = |e, b: &[u8]| inspect_body(e, b).unwrap().output_cap;
-        assert_eq!(cap(Endpoint::ChatCompletions, br#"{"max_tokens":100,"n":3}"#), Some(300));
-        assert_eq!(cap(Endpoint::ChatCompletions, br#"{"max_tokens":100,"max_completion_tokens":40}"#), Some(40));
-        assert_eq!(cap(Endpoint::Responses, br#"{"max_output_tokens":70,"max_tokens":1}"#), Some(70));
-        assert_eq!(cap(Endpoint::Messages, br#"{"max_tokens":64}"#), Some(64));
+    fn output_caps_and_choices_follow_each_api() {
+        let caps = |e, b: &[u8]| {
+            let i = inspect_body(e, b).unwrap();
+            (i.max_output, i.choices)
+        };
+        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"max_tokens":100,"n":3}"#), (Some(100), 3));
+        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"max_tokens":100,"max_completion_tokens":40}"#), (Some(40), 1));
+        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"n":128}"#), (None, 128));
+        assert_eq!(caps(Endpoint::Completions, br#"{"max_tokens":10,"n":2,"best_of":5}"#), (Some(10), 5));
+        assert_eq!(caps(Endpoint::Completions, br#"{"n":4,"best_of":2}"#), (None, 4));
+        assert_eq!(caps(Endpoint::Responses, br#"{"max_output_tokens":70,"max_tokens":1,"n":9}"#), (Some(70), 1));
+        assert_eq!(caps(Endpoint::Messages, br#"{"max_tokens":64}"#), (Some(64), 1));
         assert_eq!(
-            cap(Endpoint::GenerateContent, br#"{"generationConfig":{"maxOutputTokens":50,"candidateCount":2}}"#),
-            Some(100)
+            caps(Endpoint::GenerateContent, br#"{"generationConfig":{"maxOutputTokens":50,"candidateCount":2}}"#),
+            (Some(50), 2)
         );
-        assert_eq!(cap(Endpoint::ChatCompletions, b"{}"), None);
+        assert_eq!(caps(Endpoint::GenerateContent, br#"{"generationConfig":{"candidateCount":8}}"#), (None, 8));
+        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"n":0}"#), (None, 1));
+        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"max_tokens":18446744073709551615}"#), (Some(u64::MAX), 1));
     }
 
     #[test]
-    fn usage_is_requested_without_touching_the_rest() {
-        let body = Bytes::from_static(br#"{"model":"m","stream":true}"#);
-        assert_eq!(
-            with_stream_usage(body, false).unwrap(),
-            Bytes::from_static(br#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#)
-        );
-        assert_eq!(
-            with_stream_usage(Bytes::from_static(b" { } "), false).unwrap(),
-            Bytes::from_static(br#" {"stream_options":{"include_usage":true} } "#)
-        );
-        let asked_not =
-            Bytes::from_static(br#"{"stream_options":{"include_usage":false,"include_obfuscation":false}}"#);
-        let v: serde_json::Value = serde_json::from_slice(&with_stream_usage(asked_not, true).unwrap()).unwrap();
-        assert_eq!(v["stream_options"], serde_json::json!({"include_usage": true, "include_obfuscation": false}));
+    fn negative_fractional_and_oversized_numbers_are_refused_not_wrapped() {
+        for body in [
+            r#"{"max_tokens":-1}"#,
+            r#"{"max_tokens":1.5}"#,
+            r#"{"max_tokens":1e3}"#,
+            r#"{"max_tokens":18446744073709551616}"#,
+            r#"{"n":-2}"#,
+            r#"{"best_of":2.0}"#,
+            r#"{"generationConfig":{"candidateCount":-1}}"#,
+            r#"{"generationConfig":{"maxOutputTokens":1e30}}"#,
+        ] {
+            for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::GenerateContent] {
+                let e = inspect_body(endpoint, body.as_bytes()).unwrap_err();
+                assert_eq!(e.status(), 400, "{body}");
+                assert!(e.message().contains("non-negative integers"), "{body}: {e}");
+            }
+        }
+    }
+
+    fn rewrite(body: &str) -> String {
+        let splice = inspect_body(Endpoint::ChatCompletions, body.as_bytes()).unwrap().usage_splice;
+        String::from_utf8(with_stream_usage(Bytes::copy_from_slice(body.as_bytes()), &splice).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn usage_is_requested_by_a_splice_in_place() {
+        let cases = [
+            (
+                r#"{"model":"m","stream":true}"#,
+                r#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#,
+            ),
+            (" { } ", r#" {"stream_options":{"include_usage":true} } "#),
+            (r#"{"stream_options":null,"n":1}"#, r#"{"stream_options":{"include_usage":true},"n":1}"#),
+            (r#"{"n":1, "stream_options" : null }"#, r#"{"n":1, "stream_options" : {"include_usage":true} }"#),
+            (r#"{"stream_options":{}}"#, r#"{"stream_options":{"include_usage":true}}"#),
+            (r#"{"stream_options":{ "x":1 }}"#, r#"{"stream_options":{"include_usage":true, "x":1 }}"#),
+            (
+                r#"{"stream_options":{"include_usage":false,"include_obfuscation":false}}"#,
+                r#"{"stream_options":{"include_usage":true,"include_obfuscation":false}}"#,
+            ),
+            (r#"{"stream_options":{"include_usage" :	null}}"#, r#"{"stream_options":{"include_usage" :	true}}"#),
+        ];
+        for (sent, expected) in cases {
+            assert_eq!(rewrite(sent), expected, "{sent}");
+        }
+        let i = inspect_body(Endpoint::ChatCompletions, br#"{"stream_options":{"include_usage":true}}"#).unwrap();
+        assert_eq!(i.include_usage, Some(true));
+        let i = inspect_body(Endpoint::ChatCompletions, br#"{"stream_options":null}"#).unwrap();
+        assert_eq!(i.include_usage, None);
+    }
+
+    #[test]
+    fn repeated_or_mistyped_stream_options_are_refused() {
+        for bad in [
+            r#"{"stream_options":{},"stream_options":null}"#,
+            r#"{"stream_options":{"include_usage":true,"include_usage":false}}"#,
+            r#"{"stream_options":"yes"}"#,
+            r#"{"stream_options":[]}"#,
+            r#"{"stream_options":{"include_usage":1}}"#,
+        ] {
+            assert_eq!(inspect_body(Endpoint::ChatCompletions, bad.as_bytes()).unwrap_err().status(), 400, "{bad}");
+        }
+    }
+
+    /// Exactly one top-level `stream_options` and one `include_usage` in it, or an error.
+    #[derive(Deserialize)]
+    struct Once {
+        stream_options: OnceInner,
+    }
+    #[derive(Deserialize)]
+    struct OnceInner {
+        include_usage: bool,
+    }
+
+    fn spaced(rng: u8) -> &'static str {
+        ["", " ", "\n  ", "\r\n\t", "  "][usize::from(rng) % 5]
+    }
+
+    fn options_value() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            Just(None),
+            Just(Some("null".to_owned())),
+            Just(Some("{}".to_owned())),
+            Just(Some(r#"{"include_usage":false}"#.to_owned())),
+            Just(Some(r#"{"include_usage":null}"#.to_owned())),
+            Just(Some(r#"{ "include_obfuscation" : false }"#.to_owned())),
+            Just(Some(r#"{"a":{"include_usage":false},"include_usage":false,"b":"\"include_usage\":"}"#.to_owned())),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the spacing, order and `stream_options`, the rewritten body is the sent one with
+        /// `stream_options.include_usage` set to `true`: parsed, nothing else differs, and no member is
+        /// repeated.
+        #[test]
+        fn the_splice_changes_only_the_usage_member(
+            options in options_value(),
+            before in any::<bool>(),
+            gaps in prop::collection::vec(any::<u8>(), 8),
+            text in "[a-z \"\\\\{}:,]{0,12}",
+        ) {
+            let g = |i: usize| spaced(gaps[i]);
+            let mut members = vec![
+                format!(r#""model"{}:{}"gpt""#, g(0), g(1)),
+                format!(r#""messages":[{{"content":{}}}]"#, serde_json::to_string(&text).unwrap()),
+            ];
+            if let Some(o) = &options {
+                let member = format!(r#""stream_options"{}:{}{o}"#, g(2), g(3));
+                if before { members.insert(0, member) } else { members.push(member) }
+            }
+            let body = format!("{}{{{}{}{}}}{}", g(4), g(5), members.join(&format!(",{}", g(6))), g(7), g(4));
+            let out = rewrite(&body);
+            let mut want: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let options = want.get_mut("stream_options").filter(|o| o.is_object());
+            match options {
+                Some(o) => { o["include_usage"] = serde_json::Value::Bool(true); }
+                None => { want["stream_options"] = serde_json::json!({"include_usage": true}); }
+            }
+            let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+            prop_assert_eq!(got, want);
+            prop_assert!(serde_json::from_str::<Once>(&out).is_ok(), "{}", out);
+            prop_assert!(serde_json::from_str::<Once>(&out).unwrap().stream_options.include_usage);
+        }
     }
 }

@@ -56,7 +56,7 @@ impl SseFramer {
     }
 
     fn keep(&mut self, bytes: &[u8]) -> Result<(), EventTooLarge> {
-        if self.carry.len() + bytes.len() > self.max_event {
+        if self.carry.len().saturating_add(bytes.len()) > self.max_event {
             return Err(EventTooLarge);
         }
         self.carry.extend_from_slice(bytes);

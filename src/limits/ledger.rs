@@ -1,6 +1,8 @@
 //! A token budget for one period (a calendar month): tokens used, tokens reserved by requests in flight,
 //! and the reservations themselves. Reserving is all-or-nothing against the quota; each reservation ends
-//! exactly once, by settling to actual usage, by release, or by its lease running out.
+//! exactly once, by settling to actual usage, by release, or by its lease running out. Amounts come from
+//! request bodies and upstream reports, so nothing here may overflow: a reservation that would take
+//! `used + reserved` past `u64::MAX` does not fit any quota, and usage saturates.
 
 use std::collections::HashMap;
 
@@ -25,16 +27,18 @@ impl Ledger {
     }
 
     pub fn fits(&self, quota: u64, amount: u64) -> bool {
-        self.used.saturating_add(self.reserved).saturating_add(amount) <= quota
+        self.used.checked_add(self.reserved).and_then(|held| held.checked_add(amount)).is_some_and(|t| t <= quota)
     }
 
     pub fn remaining(&self, quota: u64) -> u64 {
         quota.saturating_sub(self.used.saturating_add(self.reserved))
     }
 
-    /// Records a reservation the caller has checked with [`Ledger::fits`].
+    /// Records a reservation the caller has checked with [`Ledger::fits`] (on this ledger, or on one
+    /// whose reservations include this one's, as an account's include its keys'), so `reserved` stays
+    /// the exact sum of the holds; saturating only guards that contract.
     pub fn reserve(&mut self, id: u64, amount: u64, lease_until: u64) {
-        self.reserved += amount;
+        self.reserved = self.reserved.saturating_add(amount);
         self.holds.insert(id, Hold { amount, lease_until });
     }
 
@@ -43,7 +47,7 @@ impl Ledger {
         let Some(hold) = self.holds.remove(&id) else {
             return false;
         };
-        self.reserved -= hold.amount;
+        self.reserved = self.reserved.saturating_sub(hold.amount);
         self.used = self.used.saturating_add(actual);
         true
     }
@@ -51,12 +55,12 @@ impl Ledger {
     /// Ends every reservation whose lease ran out before `now`, charging each its whole amount (its
     /// holder vanished; what it used is unknown). Returns the ids ended.
     pub fn expire(&mut self, now: u64) -> Vec<u64> {
-        let ended: Vec<u64> = self.holds.iter().filter(|(_, h)| h.lease_until <= now).map(|(id, _)| *id).collect();
-        for id in &ended {
-            let amount = self.holds[id].amount;
-            self.settle(*id, amount);
+        let ended: Vec<(u64, u64)> =
+            self.holds.iter().filter(|(_, h)| h.lease_until <= now).map(|(id, h)| (*id, h.amount)).collect();
+        for &(id, amount) in &ended {
+            self.settle(id, amount);
         }
-        ended
+        ended.into_iter().map(|(id, _)| id).collect()
     }
 
     /// Starts a new period: usage back to zero, reservations carried over.
@@ -143,6 +147,19 @@ mod tests {
             prop_assert_eq!(ended.len() as u64, next_id);
             prop_assert_eq!(ledger.reserved, 0);
         }
+    }
+
+    #[test]
+    fn amounts_near_u64_max_never_wrap() {
+        let mut l = Ledger::with_used(10);
+        assert!(!l.fits(1000, u64::MAX), "used + amount would wrap to 9");
+        assert!(!l.fits(u64::MAX, u64::MAX));
+        assert!(l.fits(u64::MAX, u64::MAX - 10));
+        l.reserve(1, u64::MAX - 10, 5);
+        assert!(!l.fits(u64::MAX, 1));
+        assert!(l.settle(1, u64::MAX));
+        assert_eq!((l.used, l.reserved), (u64::MAX, 0));
+        assert!(!l.fits(u64::MAX, 1));
     }
 
     #[test]

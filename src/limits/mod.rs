@@ -225,7 +225,8 @@ impl Limiter {
         };
         self.keys.insert(key, Arc::new(Mutex::new(counters)));
         let account = self.account(&account, now);
-        lock(&account).tokens.used += carried.month_tokens;
+        let mut account = lock(&account);
+        account.tokens.used = account.tokens.used.saturating_add(carried.month_tokens);
     }
 
     fn account(&self, account: &Arc<str>, now: Now) -> Arc<Mutex<AccountCounters>> {

@@ -64,8 +64,8 @@ impl UsageBook {
 
     pub fn tokens(&self, key: KeyId, account: &Arc<str>, day: i64, model: &Arc<str>, usage: Usage) {
         self.add(key, account, day, model, |d| {
-            d.input_tokens = d.input_tokens.saturating_add(usage.input);
-            d.output_tokens = d.output_tokens.saturating_add(usage.output);
+            d.input_tokens = add_tokens(d.input_tokens, usage.input);
+            d.output_tokens = add_tokens(d.output_tokens, usage.output);
         });
     }
 
@@ -96,10 +96,15 @@ impl UsageBook {
                 .entry(k)
                 .or_insert_with(|| UsageDelta { account: Arc::clone(&d.account), ..UsageDelta::default() });
             entry.requests = entry.requests.saturating_add(d.requests);
-            entry.input_tokens = entry.input_tokens.saturating_add(d.input_tokens);
-            entry.output_tokens = entry.output_tokens.saturating_add(d.output_tokens);
+            entry.input_tokens = add_tokens(entry.input_tokens, d.input_tokens);
+            entry.output_tokens = add_tokens(entry.output_tokens, d.output_tokens);
         }
     }
+}
+
+/// Token figures come from upstream reports; they saturate at what the store's `INTEGER` holds.
+fn add_tokens(a: u64, b: u64) -> u64 {
+    a.saturating_add(b).min(i64::MAX as u64)
 }
 
 /// Writes everything pending to the store; on failure puts it back for the next try.

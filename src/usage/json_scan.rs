@@ -112,7 +112,7 @@ impl UsageScanner {
                         self.object_depth = 2;
                     }
                 }
-                self.depth += 1;
+                self.depth = self.depth.saturating_add(1);
                 if self.depth == self.object_depth && b == b'{' {
                     self.expect_key = true;
                 }
@@ -187,6 +187,24 @@ mod tests {
         assert_eq!(scan_in_pieces(br#"{"usages":{"x":1},"usag":2}"#, b"usage", 4), None);
         assert_eq!(scan_in_pieces(br#"{"a":{"usage":{"x":1}}}"#, b"usage", 5), None, "nested keys are not top-level");
         assert_eq!(scan_in_pieces(br#"{"usage":null}"#, b"usage", 2).as_deref(), Some("null"));
+    }
+
+    #[test]
+    fn any_json_spacing_is_read_the_same() {
+        let forms = [
+            r#"{"id":"x","choices":[{"text":"\"usage\":{}"}],"usage":{"prompt_tokens":13,"completion_tokens":5}}"#,
+            r#"{"id": "x", "choices": [{"text": "\"usage\": {}"}], "usage": {"prompt_tokens": 13, "completion_tokens": 5}}"#,
+            "{\n  \"id\": \"x\",\n  \"usage\": {\n    \"prompt_tokens\": 13,\n    \"completion_tokens\": 5\n  },\n  \"choices\": []\n}",
+            "{\r\n\t\"usage\" :\r\n\t{ \"prompt_tokens\" : 13 , \"completion_tokens\" : 5 } ,\r\n\t\"id\" : \"x\"\r\n}\r\n",
+        ];
+        for body in forms {
+            for piece in [1, 2, 7, body.len()] {
+                let mut seen = None;
+                let found = scan_in_pieces(body.as_bytes(), b"usage", piece).unwrap();
+                crate::usage::Meter::OpenAiCompletion.read_usage(found.as_bytes(), &mut seen);
+                assert_eq!(seen, Some(crate::usage::Usage { input: 13, output: 5 }), "{body} in pieces of {piece}");
+            }
+        }
     }
 
     #[test]

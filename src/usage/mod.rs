@@ -5,6 +5,7 @@
 
 pub mod book;
 pub mod json_scan;
+pub mod members;
 pub mod tap;
 
 use serde::Deserialize;
@@ -130,8 +131,8 @@ impl AnthropicUsage {
             || self.cache_read_input_tokens.is_some()
         {
             parts.0 = cached(self.input_tokens)
-                + cached(self.cache_creation_input_tokens)
-                + cached(self.cache_read_input_tokens);
+                .saturating_add(cached(self.cache_creation_input_tokens))
+                .saturating_add(cached(self.cache_read_input_tokens));
         }
         if let Some(out) = self.output_tokens {
             parts.1 = out;
@@ -156,8 +157,8 @@ struct GeminiUsage {
 impl GeminiUsage {
     fn usage(&self) -> Usage {
         Usage {
-            input: self.prompt_token_count + self.tool_use_prompt_token_count,
-            output: self.candidates_token_count + self.thoughts_token_count,
+            input: self.prompt_token_count.saturating_add(self.tool_use_prompt_token_count),
+            output: self.candidates_token_count.saturating_add(self.thoughts_token_count),
         }
     }
 }

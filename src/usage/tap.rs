@@ -1,25 +1,24 @@
 //! Reads usage from complete SSE events as they pass (the framer hands over whole events only). Events
 //! without `"usage` in them are passed on untouched and unparsed; the few that carry usage are read.
 //! When tollgate added `stream_options.include_usage` for a caller that did not ask for it, the usage-only
-//! chunk and the `"usage":null` fields OpenAI then adds are taken out, so the caller gets the stream it
-//! asked for, byte for byte.
+//! chunk and the `"usage": null` members OpenAI then adds are taken out, so the caller gets the stream it
+//! asked for, byte for byte. Members are found by a JSON walk, not byte patterns, so any spacing the
+//! upstream writes (compact, Python's `", "` / `": "`, pretty-printed over several `data:` lines, CRLF)
+//! is read and stripped the same way.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
-use memchr::memmem::{self, Finder};
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
-use super::json_scan::UsageScanner;
+use super::members::{self, Member};
 use super::{AnthropicUsage, Meter, Usage};
 
 /// Searchers built once: building one per event costs more than the search.
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage"));
-static NULL_USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":null"));
 static DATA_FIELD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data:"));
-static NULL_USAGE_AFTER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b",\"usage\":null"));
-static NULL_USAGE_BEFORE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":null,"));
 
 pub struct UsageTap {
     meter: Meter,
@@ -48,7 +47,7 @@ impl UsageTap {
     /// Takes a run of complete events; returns what the caller gets.
     pub fn pass(&mut self, chunk: Bytes) -> Bytes {
         if USAGE.find(&chunk).is_none() {
-            self.events += DATA_FIELD.find_iter(&chunk).count() as u64;
+            self.events += count_data_events(&chunk);
             return chunk;
         }
         let mut out: Option<BytesMut> = None;
@@ -91,26 +90,33 @@ impl UsageTap {
             return Kept::Same;
         }
         match self.meter {
-            // Once usage is requested OpenAI adds `"usage":null` to every chunk but the last: nothing
-            // to read there.
-            Meter::OpenAiCompletion if NULL_USAGE.find(&data).is_some() => {
-                self.events += 1;
-                return if self.strip_injected { strip_null_usage(event) } else { Kept::Same };
-            }
             Meter::OpenAiCompletion | Meter::OpenAiEmbeddings | Meter::Gemini => {
-                let mut scanner = UsageScanner::new(self.meter.json_key());
-                scanner.feed(&data);
-                let usage = scanner.found().filter(|v| v.trim_ascii() != b"null");
-                if let Some(value) = usage {
-                    self.meter.read_usage(value, &mut self.seen);
-                    self.complete = self.meter != Meter::Gemini;
-                }
-                if self.strip_injected {
-                    if usage.is_some() && memmem::find(&data, b"\"choices\":[]").is_some() {
-                        return Kept::Dropped;
-                    }
+                // Once usage is requested OpenAI adds `"usage": null` to every chunk but the last, as
+                // its last member: nothing to read there, and nothing the caller asked for.
+                let key = self.meter.json_key();
+                if let Some(usage) =
+                    members::last_scalar(&data, key).filter(|m| data.get(m.value.clone()) == Some(b"null"))
+                {
                     self.events += 1;
-                    return strip_null_usage(event);
+                    return if self.strip_injected { strip_member(event, &data, &usage) } else { Kept::Same };
+                }
+                let [usage, choices] = members::find(&data, [key, b"choices"]);
+                let Some(usage) = usage else {
+                    self.events += 1;
+                    return Kept::Same;
+                };
+                let value = data.get(usage.value.clone()).unwrap_or_default();
+                if value == b"null" {
+                    self.events += 1;
+                    return if self.strip_injected { strip_member(event, &data, &usage) } else { Kept::Same };
+                }
+                self.meter.read_usage(value, &mut self.seen);
+                self.complete = self.meter != Meter::Gemini;
+                // The chunk that exists only because usage was asked for: `"choices": []`, or (from
+                // some compatible servers) no `choices` at all.
+                let usage_only = choices.is_none_or(|c| data.get(c.value).is_some_and(members::is_empty_array));
+                if self.strip_injected && usage_only {
+                    return Kept::Dropped;
                 }
             }
             Meter::OpenAiResponses => {
@@ -167,21 +173,76 @@ enum Kept {
     Dropped,
 }
 
-/// Removes the `"usage":null` member OpenAI adds to every chunk once usage is requested.
-fn strip_null_usage(event: &[u8]) -> Kept {
-    for pattern in [&*NULL_USAGE_AFTER, &*NULL_USAGE_BEFORE] {
-        if pattern.find(event).is_some() {
-            let mut out = Vec::with_capacity(event.len());
-            let mut rest = event;
-            while let Some(at) = pattern.find(rest) {
-                out.extend_from_slice(&rest[..at]);
-                rest = &rest[at + pattern.needle().len()..];
-            }
-            out.extend_from_slice(rest);
-            return Kept::Rewritten(out);
+/// The event without `member` of its data (and one separator), every other byte as it came. The data
+/// may span several `data:` lines; the cut is mapped back onto the event's own bytes.
+fn strip_member(event: &[u8], data: &[u8], member: &Member) -> Kept {
+    let cut = members::removal(data, member);
+    // One data line (the common case): the data is a slice of the event, so the cut maps by its offset.
+    let offsets = match offset_in(event, data) {
+        Some(base) => (base.checked_add(cut.start), base.checked_add(cut.end)),
+        None => (event_offset(event, cut.start), event_offset(event, cut.end)),
+    };
+    let (Some(from), Some(to)) = offsets else {
+        return Kept::Same;
+    };
+    let (Some(head), Some(tail)) = (event.get(..from), event.get(to..)) else {
+        return Kept::Same;
+    };
+    let mut out = Vec::with_capacity(event.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(tail);
+    Kept::Rewritten(out)
+}
+
+/// Where `part` starts in `whole`, if it is a slice of it.
+fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (start.checked_add(part.len())? <= whole.len()).then_some(start)
+}
+
+/// Where offset `at` of an event's joined data (its `data:` values joined by `\n`, as [`fields`] makes
+/// them) lies in the event. An offset at the end of one line's value is placed there, not on the next.
+fn event_offset(event: &[u8], mut at: usize) -> Option<usize> {
+    let mut line_start = 0;
+    for line in event.split(|&b| b == b'\n' || b == b'\r') {
+        let this = line_start;
+        line_start += line.len() + 1;
+        let Some((field, value)) = split_field(line) else { continue };
+        if field != b"data" {
+            continue;
+        }
+        let value_start = this + (line.len() - value.len());
+        if at <= value.len() {
+            return Some(value_start + at);
+        }
+        at -= value.len() + 1;
+    }
+    None
+}
+
+/// Data events in a run of complete events: lines starting `data:` that follow no other `data:` line
+/// (several `data:` lines make one event; a `data:` inside a value is not a field).
+fn count_data_events(chunk: &[u8]) -> u64 {
+    let mut events = 0;
+    for at in DATA_FIELD.find_iter(chunk) {
+        let Some(head) = chunk.get(..at) else { continue };
+        let at_line_start = matches!(head.last(), None | Some(b'\n' | b'\r'));
+        if !at_line_start {
+            continue;
+        }
+        // The line just before this one (past one line end, `\r\n` being one): a blank line there
+        // means a new event, a `data:` line the same one.
+        let before =
+            head.strip_suffix(b"\r\n").or_else(|| head.strip_suffix(b"\n")).or_else(|| head.strip_suffix(b"\r"));
+        let previous_line = before.map(|b| {
+            let start = b.iter().rposition(|&c| c == b'\n' || c == b'\r').map_or(0, |i| i + 1);
+            &b[start..]
+        });
+        if !previous_line.is_some_and(|l| l.starts_with(b"data:")) {
+            events += 1;
         }
     }
-    Kept::Same
+    events
 }
 
 /// Offsets just past each event's closing blank line in a run of complete events.
@@ -205,10 +266,7 @@ fn fields(event: &[u8]) -> (Option<&[u8]>, Cow<'_, [u8]>) {
     let mut data = Cow::Borrowed(&b""[..]);
     let mut lines = 0;
     for line in event.split(|&b| b == b'\n' || b == b'\r') {
-        let (field, value) = match memchr::memchr(b':', line) {
-            Some(at) => (&line[..at], line[at + 1..].strip_prefix(b" ").unwrap_or(&line[at + 1..])),
-            None => (line, &b""[..]),
-        };
+        let Some((field, value)) = split_field(line) else { continue };
         match field {
             b"data" => {
                 lines += 1;
@@ -225,6 +283,20 @@ fn fields(event: &[u8]) -> (Option<&[u8]>, Cow<'_, [u8]>) {
         }
     }
     (name, data)
+}
+
+/// A line's field name and value (one leading space dropped, as SSE says); `None` for a blank line.
+fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    if line.is_empty() {
+        return None;
+    }
+    Some(match memchr::memchr(b':', line) {
+        Some(at) => {
+            let value = line.get(at + 1..).unwrap_or_default();
+            (line.get(..at).unwrap_or_default(), value.strip_prefix(b" ").unwrap_or(value))
+        }
+        None => (line, &b""[..]),
+    })
 }
 
 #[cfg(test)]
@@ -260,6 +332,43 @@ mod tests {
         let mut tap = UsageTap::new(Meter::OpenAiCompletion, true);
         assert_eq!(run(&mut tap, &[&WITH_USAGE.concat()]), WITHOUT_USAGE.concat());
         assert_eq!(tap.events(), 3);
+    }
+
+    #[test]
+    fn spaced_and_pretty_upstreams_are_stripped_the_same_way() {
+        let spaced = [
+            "data: {\"id\": \"c\", \"choices\": [{\"delta\": {\"content\": \"Hi\"}}], \"usage\": null}\r\n\r\n",
+            "data: {\"usage\": null, \"id\": \"c\", \"choices\": [{\"delta\": {}}]}\n\n",
+            "data: {\"id\": \"c\", \"choices\": [ ], \"usage\": {\"prompt_tokens\": 9, \"completion_tokens\": 12}}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let plain = [
+            "data: {\"id\": \"c\", \"choices\": [{\"delta\": {\"content\": \"Hi\"}}]}\r\n\r\n",
+            "data: {\"id\": \"c\", \"choices\": [{\"delta\": {}}]}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let mut tap = UsageTap::new(Meter::OpenAiCompletion, true);
+        assert_eq!(run(&mut tap, &spaced), plain.concat());
+        assert_eq!(tap.usage(), (Some(Usage { input: 9, output: 12 }), true));
+        assert_eq!(tap.events(), 3);
+
+        let pretty = "data: {\ndata:   \"id\": \"c\",\ndata:   \"usage\": null\ndata: }\n\n";
+        let mut tap = UsageTap::new(Meter::OpenAiCompletion, true);
+        assert_eq!(run(&mut tap, &[pretty]), "data: {\ndata:   \"id\": \"c\"\ndata: }\n\n");
+        let first = "data: {\r\ndata:   \"usage\": null,\r\ndata:   \"id\": \"c\"\r\ndata: }\r\n\r\n";
+        assert_eq!(run(&mut tap, &[first]), "data: {\r\ndata:   \"id\": \"c\"\r\ndata: }\r\n\r\n");
+        assert_eq!(tap.events(), 2, "one event per blank line, however many data lines");
+        let bare = "data: {\"id\": \"c\", \"usage\": {\"prompt_tokens\": 1, \"completion_tokens\": 2}}\n\n";
+        assert_eq!(run(&mut tap, &[bare]), "", "a usage chunk without choices is the injected one too");
+        assert_eq!(tap.usage(), (Some(Usage { input: 1, output: 2 }), true));
+    }
+
+    #[test]
+    fn events_are_counted_by_their_first_data_line() {
+        assert_eq!(count_data_events(b"data: a\n\ndata: b\r\n\r\n"), 2);
+        assert_eq!(count_data_events(b"data: {\ndata: \"x\": \"data: y\"\ndata: }\n\n"), 1);
+        assert_eq!(count_data_events(b"event: e\ndata: 1\ndata: 2\n\n: data: comment\n\n"), 1);
+        assert_eq!(count_data_events(b"data:1\r\rdata:2\r\r"), 2);
     }
 
     #[test]

@@ -13,6 +13,8 @@ mod management_accounts;
 mod metering;
 mod metrics;
 mod paths;
+mod reservations;
 mod serving;
 mod sessions;
+mod spacing;
 mod streaming;
