@@ -153,9 +153,9 @@ impl SqliteStore {
                     &*d.account,
                     k.day,
                     &*k.model,
-                    d.requests as i64,
-                    d.input_tokens as i64,
-                    d.output_tokens as i64
+                    sql_int(d.requests),
+                    sql_int(d.input_tokens),
+                    sql_int(d.output_tokens)
                 ])?;
             }
         }
@@ -245,7 +245,7 @@ impl SqliteStore {
                 limits.requests_per_minute,
                 limits.requests_per_day,
                 limits.concurrent_requests,
-                limits.tokens_per_month.map(|t| t as i64),
+                limits.tokens_per_month.map(sql_int),
                 access.scopes.to_stored(),
                 list_json(&access.providers),
                 list_json(&access.models),
@@ -491,6 +491,11 @@ fn limits_from(row: &rusqlite::Row<'_>, first: usize) -> Result<KeyLimits, rusql
     })
 }
 
+/// A count or quota as SQLite stores it: an `i64`, saturating rather than wrapping to a negative number.
+fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 fn parse_id(id: &str) -> Result<KeyId, StoreError> {
     KeyId::parse(id).ok_or_else(|| StoreError::Corrupt(format!("key id {id:?}")))
 }
@@ -502,6 +507,17 @@ fn parse_kind(kind: &str) -> Result<KeyKind, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quota_beyond_what_sqlite_holds_is_stored_as_its_largest_integer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let limits = KeyLimits { tokens_per_month: Some(u64::MAX), ..KeyLimits::default() };
+        let (_, info) =
+            store.create_key("tg", &KeyHasher::new(None), &NewKey { limits, ..NewKey::live("big", 1) }).unwrap();
+        let stored = store.key_info(info.id).unwrap().unwrap();
+        assert_eq!(stored.limits.tokens_per_month, Some(i64::MAX as u64), "not wrapped to a negative quota");
+    }
 
     #[test]
     fn keys_round_trip_and_changes_are_incremental() {

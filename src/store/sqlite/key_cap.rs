@@ -5,7 +5,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{SqliteStore, bump_version, infos_in, list_json};
+use super::{SqliteStore, bump_version, infos_in, list_json, sql_int};
 use crate::keys::{self, KeyHasher, KeyId, SecretKey};
 use crate::store::{KeyInfo, NewKey, StoreError};
 
@@ -119,7 +119,7 @@ pub(super) fn insert_key(
         l.requests_per_minute,
         l.requests_per_day,
         l.concurrent_requests,
-        l.tokens_per_month.map(|t| t as i64),
+        l.tokens_per_month.map(sql_int),
         new.access.scopes.to_stored(),
         list_json(&new.access.providers),
         list_json(&new.access.models),
