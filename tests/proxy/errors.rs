@@ -86,10 +86,10 @@ async fn unknown_routes_and_wrong_methods() {
 
 #[tokio::test]
 async fn upstream_refused_is_502() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Bound but never listening: connections are refused, and no other test can take the port meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let gw = Gateway::start(&format!("http://127.0.0.1:{port}"), "").await;
     let auth = format!("Bearer {}", gw.key);
     let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
