@@ -1,0 +1,396 @@
+//! Configuration: `proxy.toml` parsed into raw serde structs that refuse unknown fields, then validated
+//! into [`Config`], whose values are known good. Environment variables override the file; secrets come
+//! only from the environment. Every error names the field (or variable) it is about.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod raw;
+mod validate;
+
+use crate::providers::ProviderKind;
+use raw::{RawConfig, apply_env, toml_error};
+pub use validate::parse_duration;
+use validate::validate;
+
+/// Environment variables that override fields of the file.
+const ENV_LISTEN: &str = "TOLLGATE_LISTEN";
+const ENV_STORE: &str = "TOLLGATE_STORE";
+const ENV_LOG: &str = "TOLLGATE_LOG";
+const ENV_LOG_FORMAT: &str = "TOLLGATE_LOG_FORMAT";
+/// Secret used to key the blake3 hashes of service keys. Never read from the file.
+pub const ENV_KEY_HASH_SECRET: &str = "TOLLGATE_KEY_HASH_SECRET";
+/// The operator token of the management API. Never read from the file.
+pub const ENV_ADMIN_TOKEN: &str = "TOLLGATE_ADMIN_TOKEN";
+/// Signs account access tokens; without it they last only as long as the process.
+pub const ENV_SESSION_SECRET: &str = "TOLLGATE_SESSION_SECRET";
+/// The bearer token `/metrics` asks for on the main listener (`metrics.on_main_listener`).
+pub const ENV_METRICS_TOKEN: &str = "TOLLGATE_METRICS_TOKEN";
+
+/// First path segments that a named provider may not take, because top-level routes use them.
+const RESERVED_PROVIDER_NAMES: &[&str] = &["v1", "v1beta", "healthz", "readyz", "metrics", "openapi.json"];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub metrics: MetricsConfig,
+    pub management: ManagementConfig,
+    pub limits: LimitsConfig,
+    /// Monthly token quota of each plan, by name; always has `default`.
+    pub plans: BTreeMap<String, u64>,
+    pub store: StoreConfig,
+    pub keys: KeysConfig,
+    pub upstream: UpstreamConfig,
+    pub log: LogConfig,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    /// From connect (or the end of the previous response) to the end of the next request head.
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    /// The most a whole request body may take, however steadily it trickles.
+    pub body_timeout: Duration,
+    /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY, even if it
+    /// answers PINGs).
+    pub idle_timeout: Duration,
+    /// Connections held at once, in total and from one client address; beyond them new ones are refused.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_in_flight: usize,
+    pub shutdown_grace: Duration,
+    /// Threads serving requests; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
+}
+
+/// Prometheus metrics at `/metrics`: on a listener of their own (loopback by default), and on the main
+/// listener only when asked for, behind a bearer token.
+#[derive(Clone)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// The plain-HTTP listener serving only `/metrics` (`None`: `listen = "off"`).
+    pub listen: Option<SocketAddr>,
+    /// Set when `on_main_listener = true`: the hash of [`ENV_METRICS_TOKEN`], which a scrape of the main
+    /// listener must present.
+    pub main_listener_token: Option<blake3::Hash>,
+}
+
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("main_listener_token", &self.main_listener_token.map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// The management API's credentials (from the environment) and token lifetime.
+#[derive(Clone)]
+pub struct ManagementConfig {
+    pub admin_token: Option<String>,
+    pub session_secret: Option<String>,
+    pub access_token_ttl: Duration,
+}
+
+impl std::fmt::Debug for ManagementConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagementConfig")
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "[redacted]"))
+            .field("session_secret", &self.session_secret.as_ref().map(|_| "[redacted]"))
+            .field("access_token_ttl", &self.access_token_ttl)
+            .finish()
+    }
+}
+
+/// Default per-key limits (each overridable per key) and the token reservation rule.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Off: no limits, no reservations, no metering (for measuring what they cost).
+    pub enabled: bool,
+    pub requests_per_minute: u32,
+    pub requests_per_day: u32,
+    pub concurrent_requests: u32,
+    /// Per-key monthly token quota when a key sets none (`None`: only the account's plan applies).
+    pub tokens_per_month: Option<u64>,
+    /// Output tokens reserved per choice for a request that names no maximum.
+    pub default_max_output_tokens: u64,
+}
+
+/// Ranges for `proxy.toml` defaults and for the limits an account sets on its own keys.
+pub const RPM_RANGE: (u32, u32) = (1, 1000);
+pub const RPD_RANGE: (u32, u32) = (1, 10_000);
+/// An account's own keys stay far below the process-wide `server.max_in_flight` (10,000 by default), so
+/// no single key can hold most of it.
+pub const CONCURRENCY_RANGE: (u32, u32) = (1, 100);
+/// Wider ranges the operator may grant one key from the command line (an internal batch service, a load test):
+/// the same limiter runs, with a higher ceiling.
+pub const OPERATOR_RPM_RANGE: (u32, u32) = (1, 10_000_000);
+pub const OPERATOR_RPD_RANGE: (u32, u32) = (1, 1_000_000_000);
+pub const OPERATOR_CONCURRENCY_RANGE: (u32, u32) = (1, 100_000);
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub refresh_interval: Duration,
+    /// How often usage counters are written to the store (the most a crash can lose).
+    pub flush_interval: Duration,
+}
+
+#[derive(Clone)]
+pub struct KeysConfig {
+    pub prefix: String,
+    /// From [`ENV_KEY_HASH_SECRET`], derived into a blake3 key.
+    pub hash_secret: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for KeysConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeysConfig")
+            .field("prefix", &self.prefix)
+            .field("hash_secret", &self.hash_secret.map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub total_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How a Gemini provider receives the caller's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeminiAuth {
+    Query,
+    Header,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix of the upstream API without a trailing slash ("" for none).
+    pub base_path: String,
+    pub gemini_auth: GeminiAuth,
+    pub anthropic_version: String,
+    /// OpenAI kind: add `stream_options.include_usage` to streams so they report usage (some
+    /// OpenAI-compatible servers refuse the option; they are then charged by estimate).
+    pub inject_stream_usage: bool,
+}
+
+/// A configuration problem, naming the field or variable it is about.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{field}: {why}"))
+}
+
+// ---------------------------------------------------------------- loading
+
+impl Config {
+    /// Reads `path`, applies the process environment and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text, |name| std::env::var(name).ok())
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and validates `text`, taking overrides from `env` (a lookup, so tests need no process env).
+    pub fn from_toml(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError(toml_error(&e)))?;
+        apply_env(&mut raw, &env);
+        let hash_secret = env(ENV_KEY_HASH_SECRET)
+            .map(|s| {
+                if s.len() < 16 {
+                    Err(invalid(ENV_KEY_HASH_SECRET, "must be at least 16 bytes"))
+                } else {
+                    Ok(blake3::derive_key("tollgate service key hash v1", s.as_bytes()))
+                }
+            })
+            .transpose()?;
+        let secret = |name: &str| -> Result<Option<String>, ConfigError> {
+            match env(name) {
+                Some(v) if v.len() < 16 => Err(invalid(name, "must be at least 16 bytes")),
+                other => Ok(other),
+            }
+        };
+        let (admin_token, session_secret) = (secret(ENV_ADMIN_TOKEN)?, secret(ENV_SESSION_SECRET)?);
+        let metrics_token = secret(ENV_METRICS_TOKEN)?;
+        // With an operator there are accounts; without a shared secret each process would sign their
+        // access tokens with its own random key, and every other instance (or a restart) would refuse them
+        // without a word.
+        if admin_token.is_some() && session_secret.is_none() {
+            return Err(invalid(
+                ENV_SESSION_SECRET,
+                "must be set when TOLLGATE_ADMIN_TOKEN is (at least 16 bytes, the same on every instance), \
+                 so access tokens outlive a restart and hold on every instance",
+            ));
+        }
+        let mut config = validate(raw, hash_secret)?;
+        config.management.admin_token = admin_token;
+        config.management.session_secret = session_secret;
+        if config.metrics.enabled && config.metrics.main_listener_token.is_some() {
+            let token = metrics_token.ok_or_else(|| {
+                invalid("metrics.on_main_listener", format!("needs a bearer token in {ENV_METRICS_TOKEN}"))
+            })?;
+            config.metrics.main_listener_token = Some(blake3::hash(token.as_bytes()));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_shipped_proxy_toml_is_valid() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
+        let c = Config::from_toml(&text, no_env).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        let names: Vec<_> = c.providers.iter().map(|p| p.name.as_str()).collect();
+        for n in ["openai", "anthropic", "gemini"] {
+            assert!(names.contains(&n), "{n} missing from proxy.toml");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let e = Config::from_toml("[server]\nlisten_addr = \"x\"\n", no_env).unwrap_err();
+        assert!(e.0.contains("listen_addr"), "{e}");
+        let e = Config::from_toml("[providers.x]\nkind = \"openai\"\nbase_url = \"http://a\"\nkey = \"s\"\n", no_env)
+            .unwrap_err();
+        assert!(e.0.contains("key"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
+            ("[server]\nmax_body_bytes = 1\n", "server.max_body_bytes"),
+            ("[upstream]\nidle_timeout = \"5 minutes\"\n", "upstream.idle_timeout"),
+            ("[upstream]\nconnect_timeout = \"0s\"\n", "upstream.connect_timeout"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[keys]\nprefix = \"TG_\"\n", "keys.prefix"),
+            ("[providers.a]\nkind = \"bedrock\"\nbase_url = \"http://a\"\n", "providers.a.kind"),
+            ("[providers.a]\nkind = \"openai\"\nbase_url = \"ftp://a\"\n", "providers.a.base_url"),
+            ("[providers.a]\nkind = \"openai\"\nbase_url = \"http://a?x=1\"\n", "providers.a.base_url"),
+            ("[providers.a]\nkind = \"openai\"\nbase_url = \"http://a\"\nauth = \"header\"\n", "providers.a.auth"),
+            ("[providers.v1]\nkind = \"openai\"\nbase_url = \"http://a\"\n", "providers.v1"),
+            ("[server]\ntls_cert = \"c.pem\"\n", "server.tls_key"),
+            ("[providers.openai]\nkind = \"anthropic\"\nbase_url = \"http://a\"\n", "providers.openai.kind"),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\nmax_connections_per_ip = 0\n", "server.max_connections_per_ip"),
+            ("[server]\nbody_timeout = \"0s\"\n", "server.body_timeout"),
+            ("[server]\nidle_timeout = \"forever\"\n", "server.idle_timeout"),
+            ("[server]\nhttp2_max_concurrent_streams = 0\n", "server.http2_max_concurrent_streams"),
+            ("[metrics]\nlisten = \"everywhere\"\n", "metrics.listen"),
+            ("[metrics]\non_main_listener = true\n", "metrics.on_main_listener"),
+        ];
+        for (text, field) in cases {
+            let e = Config::from_toml(text, no_env).unwrap_err();
+            assert!(e.0.starts_with(field), "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |name: &str| match name {
+            "TOLLGATE_LISTEN" => Some("0.0.0.0:9999".to_owned()),
+            "TOLLGATE_STORE" => Some("/tmp/x.db".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\n", env).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9999".parse().unwrap());
+        assert_eq!(c.store.path, PathBuf::from("/tmp/x.db"));
+        let bad = |name: &str| (name == "TOLLGATE_LISTEN").then(|| "bogus".to_owned());
+        assert!(Config::from_toml("", bad).unwrap_err().0.starts_with("server.listen"));
+    }
+
+    #[test]
+    fn provider_base_paths_are_kept() {
+        let c = Config::from_toml(
+            "[providers.groq]\nkind = \"openai\"\nbase_url = \"https://api.groq.com/openai/\"\n",
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(c.providers[0].base_path, "/openai");
+        assert_eq!(c.providers[0].authority.as_str(), "api.groq.com");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "99999999999999999999h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn metrics_default_to_a_loopback_listener_and_need_a_token_on_the_main_one() {
+        let c = Config::from_toml("", no_env).unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(c.metrics.main_listener_token.is_none());
+        let env = |name: &str| (name == ENV_METRICS_TOKEN).then(|| "scrape-token-0123456789".to_owned());
+        let c = Config::from_toml("[metrics]\nlisten = \"off\"\non_main_listener = true\n", env).unwrap();
+        assert_eq!(c.metrics.listen, None);
+        assert_eq!(c.metrics.main_listener_token, Some(blake3::hash(b"scrape-token-0123456789")));
+    }
+
+    #[test]
+    fn a_short_hash_secret_is_refused() {
+        let env = |name: &str| (name == ENV_KEY_HASH_SECRET).then(|| "short".to_owned());
+        assert!(Config::from_toml("", env).unwrap_err().0.starts_with(ENV_KEY_HASH_SECRET));
+    }
+}

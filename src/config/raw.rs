@@ -1,0 +1,147 @@
+//! The file as written: serde structs that refuse unknown fields, and the environment's overrides.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{ENV_LISTEN, ENV_LOG, ENV_LOG_FORMAT, ENV_STORE};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) store: RawStore,
+    #[serde(default)]
+    pub(super) keys: RawKeys,
+    #[serde(default)]
+    pub(super) upstream: RawUpstream,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) management: RawManagement,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) plans: BTreeMap<String, RawPlan>,
+    #[serde(default)]
+    pub(super) providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) enabled: Option<bool>,
+    pub(super) requests_per_minute: Option<u32>,
+    pub(super) requests_per_day: Option<u32>,
+    pub(super) concurrent_requests: Option<u32>,
+    pub(super) tokens_per_month: Option<u64>,
+    pub(super) default_max_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) enabled: Option<bool>,
+    pub(super) listen: Option<String>,
+    pub(super) on_main_listener: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawManagement {
+    pub(super) access_token_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlan {
+    pub(super) tokens_per_month: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
+    pub(super) header_read_timeout: Option<String>,
+    pub(super) body_idle_timeout: Option<String>,
+    pub(super) body_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_ip: Option<usize>,
+    pub(super) http2_max_concurrent_streams: Option<usize>,
+    pub(super) max_body_bytes: Option<usize>,
+    pub(super) max_header_bytes: Option<usize>,
+    pub(super) max_in_flight: Option<usize>,
+    pub(super) shutdown_grace: Option<String>,
+    pub(super) worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) path: Option<PathBuf>,
+    pub(super) refresh_interval: Option<String>,
+    pub(super) flush_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeys {
+    pub(super) prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) connect_timeout: Option<String>,
+    pub(super) response_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) total_timeout: Option<String>,
+    pub(super) pool_idle_timeout: Option<String>,
+    pub(super) pool_max_idle_per_host: Option<usize>,
+    pub(super) max_event_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) level: Option<String>,
+    pub(super) format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    pub(super) kind: String,
+    pub(super) base_url: String,
+    pub(super) auth: Option<String>,
+    pub(super) anthropic_version: Option<String>,
+    pub(super) inject_stream_usage: Option<bool>,
+}
+
+pub(super) fn toml_error(e: &toml::de::Error) -> String {
+    // toml's message already names the unknown field or the bad value and where it is.
+    e.to_string().trim_end().replace('\n', " | ")
+}
+
+pub(super) fn apply_env(raw: &mut RawConfig, env: &impl Fn(&str) -> Option<String>) {
+    if let Some(v) = env(ENV_LISTEN) {
+        raw.server.listen = Some(v);
+    }
+    if let Some(v) = env(ENV_STORE) {
+        raw.store.path = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env(ENV_LOG) {
+        raw.log.level = Some(v);
+    }
+    if let Some(v) = env(ENV_LOG_FORMAT) {
+        raw.log.format = Some(v);
+    }
+}

@@ -1,0 +1,275 @@
+//! From the raw file to a [`Config`] whose values are known good: one check per field, each naming it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::*;
+use super::*;
+
+pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, ConfigError> {
+    let s = raw.server;
+    let listen = s.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen: SocketAddr =
+        listen.parse().map_err(|_| invalid("server.listen", format!("`{listen}` is not an address:port")))?;
+    let tls = match (s.tls_cert, s.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (Some(_), None) => return Err(invalid("server.tls_key", "required when tls_cert is set")),
+        (None, Some(_)) => return Err(invalid("server.tls_cert", "required when tls_key is set")),
+    };
+    let server = ServerConfig {
+        listen,
+        tls,
+        header_read_timeout: duration("server.header_read_timeout", s.header_read_timeout, "10s")?,
+        body_idle_timeout: duration("server.body_idle_timeout", s.body_idle_timeout, "30s")?,
+        body_timeout: duration("server.body_timeout", s.body_timeout, "2m")?,
+        idle_timeout: duration("server.idle_timeout", s.idle_timeout, "1m")?,
+        // With the common limit of 1,024 open files: each connection may hold a second one upstream.
+        max_connections: in_range("server.max_connections", s.max_connections, 400, 1, 1_000_000)?,
+        max_connections_per_ip: in_range("server.max_connections_per_ip", s.max_connections_per_ip, 100, 1, 1_000_000)?,
+        http2_max_concurrent_streams: in_range(
+            "server.http2_max_concurrent_streams",
+            s.http2_max_concurrent_streams,
+            100,
+            1,
+            10_000,
+        )? as u32,
+        max_body_bytes: in_range("server.max_body_bytes", s.max_body_bytes, 32 << 20, 1024, 1 << 30)?,
+        max_header_bytes: in_range("server.max_header_bytes", s.max_header_bytes, 32 << 10, 1024, 1 << 20)?,
+        max_in_flight: in_range("server.max_in_flight", s.max_in_flight, 10_000, 1, 1_000_000)?,
+        shutdown_grace: duration("server.shutdown_grace", s.shutdown_grace, "10m")?,
+        worker_threads: Some(in_range("server.worker_threads", s.worker_threads, 0, 0, 1024)?).filter(|&n| n > 0),
+    };
+
+    let store = StoreConfig {
+        path: raw.store.path.unwrap_or_else(|| PathBuf::from("tollgate.db")),
+        refresh_interval: duration("store.refresh_interval", raw.store.refresh_interval, "1s")?,
+        flush_interval: duration("store.flush_interval", raw.store.flush_interval, "1s")?,
+    };
+    if store.flush_interval.is_zero() || store.flush_interval > Duration::from_secs(1) {
+        return Err(invalid("store.flush_interval", "must be more than zero and at most 1s"));
+    }
+    if store.refresh_interval.is_zero() {
+        return Err(invalid("store.refresh_interval", "must be greater than zero"));
+    }
+
+    let prefix = raw.keys.prefix.unwrap_or_else(|| "tg".to_owned());
+    if prefix.is_empty() || prefix.len() > 16 || !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        return Err(invalid("keys.prefix", "must be 1-16 characters of a-z and 0-9"));
+    }
+    let keys = KeysConfig { prefix, hash_secret };
+
+    let u = raw.upstream;
+    let upstream = UpstreamConfig {
+        connect_timeout: duration("upstream.connect_timeout", u.connect_timeout, "5s")?,
+        response_timeout: duration("upstream.response_timeout", u.response_timeout, "10m")?,
+        idle_timeout: duration("upstream.idle_timeout", u.idle_timeout, "5m")?,
+        total_timeout: duration("upstream.total_timeout", u.total_timeout, "15m")?,
+        pool_idle_timeout: duration("upstream.pool_idle_timeout", u.pool_idle_timeout, "90s")?,
+        pool_max_idle_per_host: in_range("upstream.pool_max_idle_per_host", u.pool_max_idle_per_host, 256, 0, 100_000)?,
+        max_event_bytes: in_range("upstream.max_event_bytes", u.max_event_bytes, 16 << 20, 1024, 1 << 30)?,
+    };
+    for (field, d) in [
+        ("upstream.connect_timeout", upstream.connect_timeout),
+        ("upstream.response_timeout", upstream.response_timeout),
+        ("upstream.idle_timeout", upstream.idle_timeout),
+        ("upstream.total_timeout", upstream.total_timeout),
+        ("server.header_read_timeout", server.header_read_timeout),
+        ("server.body_idle_timeout", server.body_idle_timeout),
+        ("server.body_timeout", server.body_timeout),
+        ("server.idle_timeout", server.idle_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(field, "must be greater than zero"));
+        }
+    }
+
+    let log = LogConfig {
+        level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
+        format: match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid("log.format", format!("`{other}` is not one of text, json")));
+            }
+        },
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        return Err(invalid("log.level", format!("`{}` is not a log filter", log.level)));
+    }
+
+    let management = ManagementConfig {
+        admin_token: None,
+        session_secret: None,
+        access_token_ttl: duration("management.access_token_ttl", raw.management.access_token_ttl, "1h")?,
+    };
+    if management.access_token_ttl.is_zero() || management.access_token_ttl > Duration::from_secs(86_400) {
+        return Err(invalid("management.access_token_ttl", "must be more than zero and at most 24h"));
+    }
+    let l = raw.limits;
+    let range = |field: &str, v: Option<u32>, default: u32, (min, max): (u32, u32)| {
+        in_range(field, v.map(|v| v as usize), default as usize, min as usize, max as usize).map(|v| v as u32)
+    };
+    let limits = LimitsConfig {
+        enabled: l.enabled.unwrap_or(true),
+        requests_per_minute: range("limits.requests_per_minute", l.requests_per_minute, 60, RPM_RANGE)?,
+        requests_per_day: range("limits.requests_per_day", l.requests_per_day, 1000, RPD_RANGE)?,
+        concurrent_requests: range(
+            "limits.concurrent_requests",
+            l.concurrent_requests,
+            10,
+            OPERATOR_CONCURRENCY_RANGE,
+        )?,
+        tokens_per_month: l.tokens_per_month,
+        default_max_output_tokens: l.default_max_output_tokens.unwrap_or(4096),
+    };
+    if limits.default_max_output_tokens == 0 {
+        return Err(invalid("limits.default_max_output_tokens", "must be greater than zero"));
+    }
+    let mut plans: BTreeMap<String, u64> = raw.plans.into_iter().map(|(name, p)| (name, p.tokens_per_month)).collect();
+    plans.entry("default".to_owned()).or_insert(10_000_000);
+
+    let providers = if raw.providers.is_empty() {
+        default_providers()?
+    } else {
+        raw.providers.into_iter().map(|(name, p)| provider(name, p)).collect::<Result<Vec<_>, _>>()?
+    };
+
+    let metrics = MetricsConfig {
+        enabled: raw.metrics.enabled.unwrap_or(true),
+        listen: match raw.metrics.listen.as_deref().unwrap_or("127.0.0.1:9464") {
+            "off" => None,
+            addr => Some(
+                addr.parse()
+                    .map_err(|_| invalid("metrics.listen", format!("`{addr}` is not an address:port or off")))?,
+            ),
+        },
+        // A placeholder until the token is read from the environment (see `Config::from_toml`).
+        main_listener_token: raw.metrics.on_main_listener.unwrap_or(false).then(|| blake3::hash(b"")),
+    };
+    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers })
+}
+
+fn default_providers() -> Result<Vec<ProviderConfig>, ConfigError> {
+    [
+        ("openai", "openai", "https://api.openai.com"),
+        ("anthropic", "anthropic", "https://api.anthropic.com"),
+        ("gemini", "gemini", "https://generativelanguage.googleapis.com"),
+    ]
+    .into_iter()
+    .map(|(name, kind, url)| {
+        let raw = RawProvider {
+            kind: kind.to_owned(),
+            base_url: url.to_owned(),
+            auth: None,
+            anthropic_version: None,
+            inject_stream_usage: None,
+        };
+        provider(name.to_owned(), raw)
+    })
+    .collect()
+}
+
+fn provider(name: String, p: RawProvider) -> Result<ProviderConfig, ConfigError> {
+    let field = |f: &str| format!("providers.{name}.{f}");
+    if name.is_empty()
+        || name.len() > 32
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(&format!("providers.{name}"), "names are 1-32 characters of a-z, 0-9, - and _"));
+    }
+    if RESERVED_PROVIDER_NAMES.contains(&name.as_str()) {
+        return Err(invalid(&format!("providers.{name}"), "this name is reserved for top-level routes"));
+    }
+    let kind = match p.kind.as_str() {
+        "openai" => ProviderKind::OpenAi,
+        "anthropic" => ProviderKind::Anthropic,
+        "gemini" => ProviderKind::Gemini,
+        other => {
+            return Err(invalid(&field("kind"), format!("`{other}` is not one of openai, anthropic, gemini")));
+        }
+    };
+    // The top-level routes go to the providers named after their kind.
+    if matches!(name.as_str(), "openai" | "anthropic" | "gemini") && name != kind.as_str() {
+        return Err(invalid(
+            &field("kind"),
+            format!("the provider named {name} serves {name}'s top-level routes, so its kind must be {name}"),
+        ));
+    }
+    let uri: http::Uri =
+        p.base_url.parse().map_err(|_| invalid(&field("base_url"), format!("`{}` is not a URL", p.base_url)))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        _ => {
+            return Err(invalid(&field("base_url"), "must start with http:// or https://"));
+        }
+    };
+    let authority = uri.authority().cloned().ok_or_else(|| invalid(&field("base_url"), "has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid(&field("base_url"), "must not carry credentials"));
+    }
+    if uri.query().is_some() || p.base_url.contains('#') {
+        return Err(invalid(&field("base_url"), "must not have a query or fragment"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+
+    let gemini_auth = match (kind, p.auth.as_deref()) {
+        (ProviderKind::Gemini, None | Some("query")) => GeminiAuth::Query,
+        (ProviderKind::Gemini, Some("header")) => GeminiAuth::Header,
+        (ProviderKind::Gemini, Some(other)) => {
+            return Err(invalid(&field("auth"), format!("`{other}` is not one of query, header")));
+        }
+        (_, None) => GeminiAuth::Query,
+        (_, Some(_)) => return Err(invalid(&field("auth"), "only applies to gemini providers")),
+    };
+    let anthropic_version = match (kind, p.anthropic_version) {
+        (ProviderKind::Anthropic, Some(v)) => {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(invalid(&field("anthropic_version"), "must look like 2023-06-01"));
+            }
+            v
+        }
+        (_, None) => "2023-06-01".to_owned(),
+        (_, Some(_)) => {
+            return Err(invalid(&field("anthropic_version"), "only applies to anthropic providers"));
+        }
+    };
+    let inject_stream_usage = match (kind, p.inject_stream_usage) {
+        (ProviderKind::OpenAi, v) => v.unwrap_or(true),
+        (_, None) => false,
+        (_, Some(_)) => {
+            return Err(invalid(&field("inject_stream_usage"), "only applies to openai providers"));
+        }
+    };
+    Ok(ProviderConfig { name, kind, scheme, authority, base_path, gemini_auth, anthropic_version, inject_stream_usage })
+}
+
+fn in_range(field: &str, v: Option<usize>, default: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v < min || v > max {
+        return Err(invalid(field, format!("{v} is outside {min}..={max}")));
+    }
+    Ok(v)
+}
+
+fn duration(field: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = v.as_deref().unwrap_or(default);
+    parse_duration(text).ok_or_else(|| invalid(field, format!("`{text}` is not a duration like 500ms, 30s, 10m or 1h")))
+}
+
+/// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
