@@ -422,13 +422,13 @@ fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str
             r.requests,
             r.input_tokens,
             r.output_tokens,
-            r.input_tokens + r.output_tokens
+            r.input_tokens.saturating_add(r.output_tokens)
         );
         match totals.last_mut() {
             Some(t) if t.0 == r.key_prefix => {
-                t.1 += r.requests;
-                t.2 += r.input_tokens;
-                t.3 += r.output_tokens;
+                t.1 = t.1.saturating_add(r.requests);
+                t.2 = t.2.saturating_add(r.input_tokens);
+                t.3 = t.3.saturating_add(r.output_tokens);
             }
             _ => totals.push((r.key_prefix.clone(), r.requests, r.input_tokens, r.output_tokens)),
         }
@@ -442,7 +442,7 @@ fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str
             requests,
             input,
             output,
-            input + output
+            input.saturating_add(output)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -28,6 +28,10 @@ use crate::request_body::Inspected;
 use crate::usage::book::UsageBook;
 use crate::usage::{Meter, Usage};
 
+/// The most tokens one figure of one request is charged (2^40, about 1.1 trillion): an upstream may report
+/// anything, and a figure beyond every real one must not push the store's sums past what it can hold.
+pub const MAX_REPORTED_TOKENS: u64 = 1 << 40;
+
 pub struct Metering {
     admission: Option<Admission>,
     book: Arc<UsageBook>,
@@ -66,6 +70,8 @@ impl Metering {
 
     /// Ends the reservation, charging `usage`. Later calls do nothing.
     pub fn settle(&mut self, usage: Usage) {
+        let usage =
+            Usage { input: usage.input.min(MAX_REPORTED_TOKENS), output: usage.output.min(MAX_REPORTED_TOKENS) };
         if let Some(admission) = self.admission.take() {
             self.book.tokens(self.key, &self.account, self.day, &self.model, usage);
             admission.settle(usage.total());

@@ -147,7 +147,7 @@ pub(super) async fn month_usage(app: &App, account: &str) -> Result<BTreeMap<Key
     let mut by_key = BTreeMap::new();
     for r in rows {
         let t: &mut (u64, u64, u64) = by_key.entry(r.key).or_default();
-        *t = (t.0 + r.requests, t.1 + r.input_tokens, t.2 + r.output_tokens);
+        *t = (t.0.saturating_add(r.requests), t.1.saturating_add(r.input_tokens), t.2.saturating_add(r.output_tokens));
     }
     Ok(by_key)
 }

@@ -44,12 +44,12 @@ pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
     for r in rows {
         let label = if group_by == "day" { clock::date_of_day(r.day) } else { r.model };
         let t = groups.entry(label).or_default();
-        *t = (t.0 + r.requests, t.1 + r.input_tokens, t.2 + r.output_tokens);
+        *t = (t.0.saturating_add(r.requests), t.1.saturating_add(r.input_tokens), t.2.saturating_add(r.output_tokens));
     }
     let data: Vec<Value> = groups
         .into_iter()
         .map(|(label, (requests, input, output))| {
-            json!({group_by.as_str(): label, "requests": requests, "input_tokens": input, "output_tokens": output, "total_tokens": input + output})
+            json!({group_by.as_str(): label, "requests": requests, "input_tokens": input, "output_tokens": output, "total_tokens": input.saturating_add(output)})
         })
         .collect();
     Ok((

@@ -143,9 +143,12 @@ impl SqliteStore {
                 "INSERT INTO usage_daily (key_id, account_id, day, model, requests, input_tokens, output_tokens)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (key_id, day, model) DO UPDATE SET
-                     requests = requests + excluded.requests,
-                     input_tokens = input_tokens + excluded.input_tokens,
-                     output_tokens = output_tokens + excluded.output_tokens",
+                     requests = CASE WHEN requests > 9223372036854775807 - excluded.requests
+                         THEN 9223372036854775807 ELSE requests + excluded.requests END,
+                     input_tokens = CASE WHEN input_tokens > 9223372036854775807 - excluded.input_tokens
+                         THEN 9223372036854775807 ELSE input_tokens + excluded.input_tokens END,
+                     output_tokens = CASE WHEN output_tokens > 9223372036854775807 - excluded.output_tokens
+                         THEN 9223372036854775807 ELSE output_tokens + excluded.output_tokens END",
             )?;
             for (k, d) in rows {
                 stmt.execute(params![
@@ -167,9 +170,11 @@ impl SqliteStore {
     pub fn usage_totals(&self, today: i64, month_start: i64) -> Result<Vec<(KeyId, String, Carried)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
+            // TOTAL sums as a float, which cannot overflow as SUM can (an error that would stop the start);
+            // the figures are exact up to 2^53.
             "SELECT key_id, account_id,
-                    SUM(CASE WHEN day = ?1 THEN requests ELSE 0 END),
-                    SUM(input_tokens + output_tokens)
+                    TOTAL(CASE WHEN day = ?1 THEN requests ELSE 0 END),
+                    TOTAL(input_tokens) + TOTAL(output_tokens)
              FROM usage_daily WHERE day >= ?2 GROUP BY key_id, account_id",
         )?;
         let mut rows = stmt.query(params![today, month_start])?;
@@ -177,8 +182,9 @@ impl SqliteStore {
         while let Some(row) = rows.next()? {
             let id = parse_id(&row.get::<_, String>(0)?)?;
             let carried = Carried {
-                day_requests: row.get::<_, i64>(2)?.max(0) as u64,
-                month_tokens: row.get::<_, i64>(3)?.max(0) as u64,
+                // A float to integer `as` saturates (and maps NaN to 0).
+                day_requests: row.get::<_, f64>(2)? as u64,
+                month_tokens: row.get::<_, f64>(3)? as u64,
             };
             out.push((id, row.get(1)?, carried));
         }

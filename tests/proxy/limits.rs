@@ -275,3 +275,22 @@ async fn a_retried_request_never_finds_its_first_attempt_still_holding() {
         assert_eq!(header(&reply, "x-ratelimit-remaining-tokens"), "0", "the retry holds the only reservation");
     }
 }
+
+#[tokio::test]
+async fn absurd_usage_from_an_upstream_is_clamped_and_the_store_still_starts() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), "").await;
+    let a = auth(&gw.key.clone());
+    let body = r#"{"model":"gpt-4o-mini","max_tokens":50,"messages":[]}"#;
+    let absurd = format!("usage {} 1", i64::MAX);
+    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", absurd.as_str())];
+    assert_eq!(post(&gw.url("/v1/chat/completions"), &h, body).await.status, 200);
+    // The restart reads the month's totals back; a figure the store cannot sum would stop it here.
+    let gw = gw.restart().await;
+    let plain = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let refused = post(&gw.url("/v1/chat/completions"), &plain, body).await;
+    Shape::OpenAi.assert_error(&refused, 429, "token quota exceeded");
+    let key = gw.key.clone();
+    let (requests, input, output) = gw.stop_and_read_usage(&key).await;
+    assert_eq!((requests, input, output), (1, tollgate::metering::MAX_REPORTED_TOKENS, 1));
+}
