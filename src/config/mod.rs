@@ -378,6 +378,20 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_bounded_so_no_deadline_overflows_the_clock() {
+        for (text, ok) in
+            [("1ms", true), ("720h", true), ("0s", false), ("721h", false), ("18446744073709551615ms", false)]
+        {
+            let toml = format!("[server]\nbody_timeout = \"{text}\"\n");
+            let result = Config::from_toml(&toml, no_env);
+            assert_eq!(result.is_ok(), ok, "{text}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("server.body_timeout"), "{e}");
+            }
+        }
+    }
+
+    #[test]
     fn metrics_default_to_a_loopback_listener_and_need_a_token_on_the_main_one() {
         let c = Config::from_toml("", no_env).unwrap();
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));

@@ -254,9 +254,19 @@ fn in_range(field: &str, v: Option<usize>, default: usize, min: usize, max: usiz
     Ok(v)
 }
 
+/// The longest duration a setting may name: every deadline is added to an instant on the request path,
+/// and a sum past what the clock can hold would panic.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
+
+/// A duration setting: more than zero (a zero deadline would refuse everything) and at most 30 days.
 fn duration(field: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
     let text = v.as_deref().unwrap_or(default);
-    parse_duration(text).ok_or_else(|| invalid(field, format!("`{text}` is not a duration like 500ms, 30s, 10m or 1h")))
+    let d = parse_duration(text)
+        .ok_or_else(|| invalid(field, format!("`{text}` is not a duration like 500ms, 30s, 10m or 1h")))?;
+    if d.is_zero() || d > MAX_DURATION {
+        return Err(invalid(field, format!("`{text}` must be more than 0 and at most 30 days (720h)")));
+    }
+    Ok(d)
 }
 
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
