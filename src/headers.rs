@@ -47,7 +47,6 @@ const RESPONSE_KEPT: &[&str] = &[
     "content-length",
     // Only present if the provider ignored `Accept-Encoding: identity`; the body is unreadable without it.
     "content-encoding",
-    "cache-control",
     // Request ids the SDKs expose on results and errors.
     "x-request-id",
     "request-id",
@@ -96,7 +95,9 @@ pub fn upstream_request_headers(caller: &HeaderMap) -> HeaderMap {
 }
 
 /// The upstream's headers that go back to the caller: only those on the allowlist. For a stream,
-/// `Content-Length` goes too: tollgate may end a failed stream with an event of its own.
+/// `Content-Length` goes too: tollgate may end a failed stream with an event of its own. Every response
+/// is one caller's own data, so it is marked `Cache-Control: no-store` whatever the provider said: a
+/// shared cache in front of tollgate must never hand it to another caller.
 pub fn caller_response_headers(upstream: &HeaderMap, is_stream: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(upstream.keys_len() + 6);
     for (name, value) in upstream {
@@ -107,6 +108,7 @@ pub fn caller_response_headers(upstream: &HeaderMap, is_stream: bool) -> HeaderM
             out.append(name.clone(), value.clone());
         }
     }
+    out.insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     out
 }
 
@@ -189,7 +191,8 @@ mod tests {
                 "x-ratelimit-remaining-tokens",
                 "anthropic-ratelimit-requests-limit",
                 "openai-processing-ms",
-                "retry-after"
+                "retry-after",
+                "cache-control"
             ]
         );
     }
@@ -206,7 +209,7 @@ mod tests {
         let out = caller_response_headers(&h, true);
         let mut names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
         names.sort();
-        assert_eq!(names, ["content-type", "request-id"]);
+        assert_eq!(names, ["cache-control", "content-type", "request-id"]);
         assert!(caller_response_headers(&h, false).contains_key("content-length"));
     }
 }

@@ -218,6 +218,7 @@ const UPSTREAM_NOISE: &[(&str, &str)] = &[
     ("authorization", "Bearer sk-upstream-secret"),
     ("set-cookie", "__cf_bm=secret; domain=.api.openai.com"),
     ("x-powered-by", "upstream"),
+    ("cache-control", "public, max-age=86400"),
 ];
 
 /// An upstream answering every request with `UPSTREAM_NOISE` plus the headers the caller should keep.
@@ -262,9 +263,10 @@ async fn only_allowlisted_upstream_headers_reach_the_caller() {
     for path in [Shape::Gemini.path(), Shape::Gemini.stream_path()] {
         let reply = post(&gw.url(path), &headers, Shape::Gemini.body()).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.text());
-        for (name, _) in UPSTREAM_NOISE {
-            assert!(!reply.headers.contains_key(*name), "{path}: {name} reached the caller");
+        for (name, value) in UPSTREAM_NOISE {
+            assert!(reply.headers.get(*name).is_none_or(|v| v != value), "{path}: {name} reached the caller");
         }
+        assert_eq!(reply.headers["cache-control"], "no-store", "a shared cache must not keep one caller's answer");
         assert_eq!(reply.headers["x-upstream-request-id"], "upstream-1");
         assert_eq!(reply.headers["retry-after"], "3");
         assert_eq!(reply.headers["x-ratelimit-remaining-requests"], "7", "limits off: the provider's report passes");
