@@ -25,9 +25,19 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         body_idle_timeout: duration("server.body_idle_timeout", s.body_idle_timeout, "30s")?,
         body_timeout: duration("server.body_timeout", s.body_timeout, "2m")?,
         idle_timeout: duration("server.idle_timeout", s.idle_timeout, "1m")?,
-        // With the common limit of 1,024 open files: each connection may hold a second one upstream.
-        max_connections: in_range("server.max_connections", s.max_connections, 400, 1, 1_000_000)?,
-        max_connections_per_ip: in_range("server.max_connections_per_ip", s.max_connections_per_ip, 100, 1, 1_000_000)?,
+        // Unset or `auto`: derived from the open-file limit at start (see `auto_max_connections`).
+        max_connections: match s.max_connections {
+            None => None,
+            Some(RawCount::Word(word)) if word == "auto" => None,
+            Some(RawCount::Word(word)) => {
+                return Err(invalid("server.max_connections", format!("`{word}` is not a number or auto")));
+            }
+            Some(RawCount::Number(n)) => Some(in_range("server.max_connections", Some(n), 0, 1, 1_000_000)?),
+        },
+        max_connections_per_ip: s
+            .max_connections_per_ip
+            .map(|n| in_range("server.max_connections_per_ip", Some(n), 0, 1, 1_000_000))
+            .transpose()?,
         http2_max_concurrent_streams: in_range(
             "server.http2_max_concurrent_streams",
             s.http2_max_concurrent_streams,
