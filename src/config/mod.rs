@@ -77,7 +77,7 @@ pub struct ServerConfig {
 pub const OPEN_FILES_RESERVE: u64 = 64;
 /// The range a derived `server.max_connections` is kept within.
 pub const AUTO_MAX_CONNECTIONS_RANGE: (usize, usize) = (64, 100_000);
-/// `server.max_connections_per_ip` when unset, unless a quarter of the total is less.
+/// `server.max_connections_per_ip` when unset or `auto`, unless a quarter of the total is less.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 100;
 
 /// The connections the open-file limit `open_files` allows: each client connection may hold a second
@@ -94,8 +94,8 @@ pub fn auto_max_connections(open_files: u64) -> usize {
     connections_allowed_by(open_files).clamp(min, max)
 }
 
-/// `server.max_connections_per_ip` when unset: [`DEFAULT_MAX_CONNECTIONS_PER_IP`], but never more than a
-/// quarter of the total, so that no fewer than five addresses can hold every place.
+/// `server.max_connections_per_ip` when unset or `auto`: [`DEFAULT_MAX_CONNECTIONS_PER_IP`], but never more than a
+/// quarter of the total, so that it takes at least four addresses to hold every place.
 pub fn default_max_connections_per_ip(total: usize) -> usize {
     DEFAULT_MAX_CONNECTIONS_PER_IP.min(total / 4).max(1)
 }
@@ -109,7 +109,7 @@ pub struct ConnectionLimits {
 
 impl ServerConfig {
     /// The caps under the open-file limit `open_files` (`u64::MAX`: none): a number set in the file
-    /// wins; unset ones are derived (see [`auto_max_connections`], [`default_max_connections_per_ip`]).
+    /// wins; unset or `auto` ones are derived (see [`auto_max_connections`], [`default_max_connections_per_ip`]).
     pub fn connection_limits(&self, open_files: u64) -> ConnectionLimits {
         let total = self.max_connections.unwrap_or_else(|| auto_max_connections(open_files));
         let per_ip = self.max_connections_per_ip.unwrap_or_else(|| default_max_connections_per_ip(total));
@@ -377,6 +377,7 @@ mod tests {
             ("[server]\nmax_connections = 0\n", "server.max_connections"),
             ("[server]\nmax_connections = 1000001\n", "server.max_connections"),
             ("[server]\nmax_connections = \"lots\"\n", "server.max_connections"),
+            ("[server]\nmax_connections_per_ip = \"all\"\n", "server.max_connections_per_ip"),
             ("[server]\nmax_connections_per_ip = 0\n", "server.max_connections_per_ip"),
             ("[server]\nbody_timeout = \"0s\"\n", "server.body_timeout"),
             ("[server]\nidle_timeout = \"forever\"\n", "server.idle_timeout"),
@@ -436,14 +437,16 @@ mod tests {
         assert_eq!(default_max_connections_per_ip(3), 1);
         for limit in [0, 64, 256, 1024, 4096, 1 << 20, u64::MAX] {
             let total = auto_max_connections(limit);
-            assert!(4 * default_max_connections_per_ip(total) <= total, "{limit}: four addresses hold everything");
+            assert!(3 * default_max_connections_per_ip(total) < total, "{limit}: three addresses hold everything");
         }
 
         let unset = Config::from_toml("", no_env).unwrap();
         assert_eq!(unset.server.max_connections, None);
         assert_eq!(unset.server.connection_limits(1024), ConnectionLimits { total: 480, per_ip: 100 });
         assert_eq!(unset.server.connection_limits(256), ConnectionLimits { total: 96, per_ip: 24 });
-        let auto = Config::from_toml("[server]\nmax_connections = \"auto\"\n", no_env).unwrap();
+        let auto =
+            Config::from_toml("[server]\nmax_connections = \"auto\"\nmax_connections_per_ip = \"auto\"\n", no_env)
+                .unwrap();
         assert_eq!(auto.server.connection_limits(1024), ConnectionLimits { total: 480, per_ip: 100 });
         // A number set in the file wins, whatever the limit; the per-address default follows it.
         let set = Config::from_toml("[server]\nmax_connections = 40\n", no_env).unwrap();

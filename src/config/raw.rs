@@ -74,7 +74,7 @@ pub(super) struct RawServer {
     pub(super) body_timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) max_connections: Option<RawCount>,
-    pub(super) max_connections_per_ip: Option<usize>,
+    pub(super) max_connections_per_ip: Option<RawCount>,
     pub(super) http2_max_concurrent_streams: Option<usize>,
     pub(super) max_body_bytes: Option<usize>,
     pub(super) max_header_bytes: Option<usize>,

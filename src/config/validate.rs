@@ -25,19 +25,9 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         body_idle_timeout: duration("server.body_idle_timeout", s.body_idle_timeout, "30s")?,
         body_timeout: duration("server.body_timeout", s.body_timeout, "2m")?,
         idle_timeout: duration("server.idle_timeout", s.idle_timeout, "1m")?,
-        // Unset or `auto`: derived from the open-file limit at start (see `auto_max_connections`).
-        max_connections: match s.max_connections {
-            None => None,
-            Some(RawCount::Word(word)) if word == "auto" => None,
-            Some(RawCount::Word(word)) => {
-                return Err(invalid("server.max_connections", format!("`{word}` is not a number or auto")));
-            }
-            Some(RawCount::Number(n)) => Some(in_range("server.max_connections", Some(n), 0, 1, 1_000_000)?),
-        },
-        max_connections_per_ip: s
-            .max_connections_per_ip
-            .map(|n| in_range("server.max_connections_per_ip", Some(n), 0, 1, 1_000_000))
-            .transpose()?,
+        // Unset or `auto`: derived at start (see `ServerConfig::connection_limits`).
+        max_connections: count_or_auto("server.max_connections", s.max_connections, 1, 1_000_000)?,
+        max_connections_per_ip: count_or_auto("server.max_connections_per_ip", s.max_connections_per_ip, 1, 1_000_000)?,
         http2_max_concurrent_streams: in_range(
             "server.http2_max_concurrent_streams",
             s.http2_max_concurrent_streams,
@@ -262,6 +252,16 @@ fn in_range(field: &str, v: Option<usize>, default: usize, min: usize, max: usiz
         return Err(invalid(field, format!("{v} is outside {min}..={max}")));
     }
     Ok(v)
+}
+
+/// A number within `min..=max`, or `None` when unset or `auto`.
+fn count_or_auto(field: &str, v: Option<RawCount>, min: usize, max: usize) -> Result<Option<usize>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(RawCount::Word(word)) if word == "auto" => Ok(None),
+        Some(RawCount::Word(word)) => Err(invalid(field, format!("`{word}` is not a number or auto"))),
+        Some(RawCount::Number(n)) => in_range(field, Some(n), 0, min, max).map(Some),
+    }
 }
 
 fn duration(field: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
