@@ -68,6 +68,7 @@ impl std::error::Error for StartError {}
 /// Opens the store, loads the keys, and serves on `listener` until `shutdown` resolves; then drains
 /// in-flight requests within `server.shutdown_grace`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let connection_limits = connection_limits(&config.server);
     let tls = config.server.tls.as_ref().map(tls::acceptor).transpose().map_err(StartError::Tls)?;
     let upstream = upstream::Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
 
@@ -126,7 +127,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let (stop_housekeeping, stopped) = tokio::sync::watch::channel(false);
     let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), store.clone(), stopped));
 
-    server::serve(Arc::clone(&app), listener, tls, shutdown).await;
+    server::serve(Arc::clone(&app), listener, tls, connection_limits, shutdown).await;
     refresher.abort();
     // Stopped between rounds, never aborted: an abort could cut a flush after it took the pending
     // usage from the book and before the store had it.
@@ -144,6 +145,31 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
     }
     Ok(())
+}
+
+/// Raises the open-file limit, then settles the connection caps under it; warns when a total set in the
+/// file is more than the limit allows.
+fn connection_limits(server: &config::ServerConfig) -> config::ConnectionLimits {
+    let open_files = server::raise_open_file_limit();
+    let limits = server.connection_limits(open_files);
+    let allowed = config::connections_allowed_by(open_files);
+    if server.max_connections.is_some() && limits.total > allowed {
+        tracing::warn!(
+            max_connections = limits.total,
+            open_files,
+            allowed,
+            "server.max_connections is more than the open-file limit allows (two files a connection, {} kept aside): \
+             past it, new connections fail to be accepted instead of getting a 503",
+            config::OPEN_FILES_RESERVE,
+        );
+    }
+    tracing::info!(
+        max_connections = limits.total,
+        max_connections_per_ip = limits.per_ip,
+        derived = server.max_connections.is_none(),
+        "connection caps"
+    );
+    limits
 }
 
 /// Seeds today's request counts and this month's token totals from the store, so a restart keeps them.

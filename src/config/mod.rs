@@ -60,8 +60,9 @@ pub struct ServerConfig {
     /// answers PINGs).
     pub idle_timeout: Duration,
     /// Connections held at once, in total and from one client address; beyond them new ones are refused.
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
+    /// `None` (unset or `auto`): derived at start, see [`ServerConfig::connection_limits`].
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
     pub http2_max_concurrent_streams: u32,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
@@ -69,6 +70,51 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Threads serving requests; `None`: one per CPU.
     pub worker_threads: Option<usize>,
+}
+
+/// Open files kept aside from client connections when `server.max_connections` is derived from the
+/// open-file limit: the store, log files, listeners, the runtime's own.
+pub const OPEN_FILES_RESERVE: u64 = 64;
+/// The range a derived `server.max_connections` is kept within.
+pub const AUTO_MAX_CONNECTIONS_RANGE: (usize, usize) = (64, 100_000);
+/// `server.max_connections_per_ip` when unset or `auto`, unless a quarter of the total is less.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 100;
+
+/// The connections the open-file limit `open_files` allows: each client connection may hold a second
+/// descriptor towards a provider, so half of what is left after [`OPEN_FILES_RESERVE`]. `u64::MAX` stands
+/// for no limit.
+pub fn connections_allowed_by(open_files: u64) -> usize {
+    usize::try_from(open_files.saturating_sub(OPEN_FILES_RESERVE) / 2).unwrap_or(usize::MAX)
+}
+
+/// `server.max_connections` when unset or `auto`: what the open-file limit allows, kept within
+/// [`AUTO_MAX_CONNECTIONS_RANGE`].
+pub fn auto_max_connections(open_files: u64) -> usize {
+    let (min, max) = AUTO_MAX_CONNECTIONS_RANGE;
+    connections_allowed_by(open_files).clamp(min, max)
+}
+
+/// `server.max_connections_per_ip` when unset or `auto`: [`DEFAULT_MAX_CONNECTIONS_PER_IP`], but never more than a
+/// quarter of the total, so that it takes at least four addresses to hold every place.
+pub fn default_max_connections_per_ip(total: usize) -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_IP.min(total / 4).max(1)
+}
+
+/// The connection caps a server runs with, settled at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub total: usize,
+    pub per_ip: usize,
+}
+
+impl ServerConfig {
+    /// The caps under the open-file limit `open_files` (`u64::MAX`: none): a number set in the file
+    /// wins; unset or `auto` ones are derived (see [`auto_max_connections`], [`default_max_connections_per_ip`]).
+    pub fn connection_limits(&self, open_files: u64) -> ConnectionLimits {
+        let total = self.max_connections.unwrap_or_else(|| auto_max_connections(open_files));
+        let per_ip = self.max_connections_per_ip.unwrap_or_else(|| default_max_connections_per_ip(total));
+        ConnectionLimits { total, per_ip }
+    }
 }
 
 /// Prometheus metrics at `/metrics`: on a listener of their own (loopback by default), and on the main
@@ -329,6 +375,9 @@ mod tests {
             ("[server]\ntls_cert = \"c.pem\"\n", "server.tls_key"),
             ("[providers.openai]\nkind = \"anthropic\"\nbase_url = \"http://a\"\n", "providers.openai.kind"),
             ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\nmax_connections = 1000001\n", "server.max_connections"),
+            ("[server]\nmax_connections = \"lots\"\n", "server.max_connections"),
+            ("[server]\nmax_connections_per_ip = \"all\"\n", "server.max_connections_per_ip"),
             ("[server]\nmax_connections_per_ip = 0\n", "server.max_connections_per_ip"),
             ("[server]\nbody_timeout = \"0s\"\n", "server.body_timeout"),
             ("[server]\nidle_timeout = \"forever\"\n", "server.idle_timeout"),
@@ -365,6 +414,47 @@ mod tests {
         .unwrap();
         assert_eq!(c.providers[0].base_path, "/openai");
         assert_eq!(c.providers[0].authority.as_str(), "api.groq.com");
+    }
+
+    #[test]
+    fn max_connections_is_derived_from_the_open_file_limit_unless_set() {
+        assert_eq!(auto_max_connections(1024), 480);
+        assert_eq!(auto_max_connections(4096), 2016);
+        assert_eq!(auto_max_connections(65_536), 32_736);
+        // Floor and ceiling: a tiny limit still serves some, a huge or missing one is bounded.
+        assert_eq!(auto_max_connections(256), 96);
+        assert_eq!(auto_max_connections(64), 64);
+        assert_eq!(auto_max_connections(0), 64);
+        assert_eq!(auto_max_connections(1 << 20), 100_000);
+        assert_eq!(auto_max_connections(u64::MAX), 100_000);
+        assert_eq!(connections_allowed_by(1024), 480);
+
+        // The per-address default is 100, and never more than a quarter of the total.
+        assert_eq!(default_max_connections_per_ip(480), 100);
+        assert_eq!(default_max_connections_per_ip(400), 100);
+        assert_eq!(default_max_connections_per_ip(96), 24);
+        assert_eq!(default_max_connections_per_ip(8), 2);
+        assert_eq!(default_max_connections_per_ip(3), 1);
+        for limit in [0, 64, 256, 1024, 4096, 1 << 20, u64::MAX] {
+            let total = auto_max_connections(limit);
+            assert!(3 * default_max_connections_per_ip(total) < total, "{limit}: three addresses hold everything");
+        }
+
+        let unset = Config::from_toml("", no_env).unwrap();
+        assert_eq!(unset.server.max_connections, None);
+        assert_eq!(unset.server.connection_limits(1024), ConnectionLimits { total: 480, per_ip: 100 });
+        assert_eq!(unset.server.connection_limits(256), ConnectionLimits { total: 96, per_ip: 24 });
+        let auto =
+            Config::from_toml("[server]\nmax_connections = \"auto\"\nmax_connections_per_ip = \"auto\"\n", no_env)
+                .unwrap();
+        assert_eq!(auto.server.connection_limits(1024), ConnectionLimits { total: 480, per_ip: 100 });
+        // A number set in the file wins, whatever the limit; the per-address default follows it.
+        let set = Config::from_toml("[server]\nmax_connections = 40\n", no_env).unwrap();
+        assert_eq!(set.server.connection_limits(1024), ConnectionLimits { total: 40, per_ip: 10 });
+        let e = Config::from_toml("[server]\nmax_connections = -1\n", no_env).unwrap_err();
+        assert!(e.0.contains("max_connections") && e.0.contains("\"auto\""), "{e}");
+        let both = Config::from_toml("[server]\nmax_connections = 40\nmax_connections_per_ip = 30\n", no_env).unwrap();
+        assert_eq!(both.server.connection_limits(u64::MAX), ConnectionLimits { total: 40, per_ip: 30 });
     }
 
     #[test]

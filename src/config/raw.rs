@@ -73,14 +73,47 @@ pub(super) struct RawServer {
     pub(super) body_idle_timeout: Option<String>,
     pub(super) body_timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
-    pub(super) max_connections: Option<usize>,
-    pub(super) max_connections_per_ip: Option<usize>,
+    pub(super) max_connections: Option<RawCount>,
+    pub(super) max_connections_per_ip: Option<RawCount>,
     pub(super) http2_max_concurrent_streams: Option<usize>,
     pub(super) max_body_bytes: Option<usize>,
     pub(super) max_header_bytes: Option<usize>,
     pub(super) max_in_flight: Option<usize>,
     pub(super) shutdown_grace: Option<String>,
     pub(super) worker_threads: Option<usize>,
+}
+
+/// A number, or a word such as `auto` for a value derived at start.
+#[derive(Debug)]
+pub(super) enum RawCount {
+    Number(usize),
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for RawCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a whole number or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawCount, E> {
+                usize::try_from(v)
+                    .map(RawCount::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawCount, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawCount, E> {
+                Ok(RawCount::Word(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -25,9 +25,9 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         body_idle_timeout: duration("server.body_idle_timeout", s.body_idle_timeout, "30s")?,
         body_timeout: duration("server.body_timeout", s.body_timeout, "2m")?,
         idle_timeout: duration("server.idle_timeout", s.idle_timeout, "1m")?,
-        // With the common limit of 1,024 open files: each connection may hold a second one upstream.
-        max_connections: in_range("server.max_connections", s.max_connections, 400, 1, 1_000_000)?,
-        max_connections_per_ip: in_range("server.max_connections_per_ip", s.max_connections_per_ip, 100, 1, 1_000_000)?,
+        // Unset or `auto`: derived at start (see `ServerConfig::connection_limits`).
+        max_connections: count_or_auto("server.max_connections", s.max_connections, 1, 1_000_000)?,
+        max_connections_per_ip: count_or_auto("server.max_connections_per_ip", s.max_connections_per_ip, 1, 1_000_000)?,
         http2_max_concurrent_streams: in_range(
             "server.http2_max_concurrent_streams",
             s.http2_max_concurrent_streams,
@@ -252,6 +252,16 @@ fn in_range(field: &str, v: Option<usize>, default: usize, min: usize, max: usiz
         return Err(invalid(field, format!("{v} is outside {min}..={max}")));
     }
     Ok(v)
+}
+
+/// A number within `min..=max`, or `None` when unset or `auto`.
+fn count_or_auto(field: &str, v: Option<RawCount>, min: usize, max: usize) -> Result<Option<usize>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(RawCount::Word(word)) if word == "auto" => Ok(None),
+        Some(RawCount::Word(word)) => Err(invalid(field, format!("`{word}` is not a number or auto"))),
+        Some(RawCount::Number(n)) => in_range(field, Some(n), 0, min, max).map(Some),
+    }
 }
 
 /// The longest duration a setting may name: every deadline is added to an instant on the request path,

@@ -5,6 +5,7 @@
 
 mod caps;
 mod connection;
+mod open_files;
 mod unread;
 
 use std::convert::Infallible;
@@ -19,9 +20,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::ConnectionLimits;
 use crate::pipeline::{self, App};
 use caps::{ConnectionCaps, ThrottledLog};
 use connection::{Activity, Deadlines, Tracked};
+pub use open_files::raise_open_file_limit;
 
 /// Room hyper keeps for a request head above tollgate's own cap, so an over-cap head still reaches the
 /// pipeline and gets a provider-shaped 431; only heads far beyond it are refused bare by hyper.
@@ -35,7 +38,13 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
-pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let server = &app.config.server;
     let head_buffer = (server.max_header_bytes + HEAD_BUFFER_SLACK).max(8192);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -58,7 +67,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
     let handshake_timeout = server.header_read_timeout;
     let deadlines = Deadlines { first_request: server.header_read_timeout, idle: server.idle_timeout };
     let grace = server.shutdown_grace;
-    let caps = ConnectionCaps::new(server.max_connections, server.max_connections_per_ip);
+    let caps = ConnectionCaps::new(limits.total, limits.per_ip);
     let accept_errors = ThrottledLog::default();
 
     let (stop, stopping) = watch::channel(false);

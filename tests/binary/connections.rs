@@ -1,5 +1,6 @@
 //! Ten thousand idle connections against the real binary under the common limit of 1,024 open files: the
-//! connection caps keep what it holds bounded, and a real client is still served at once.
+//! connection caps derived from that limit keep what it holds bounded, and a real client is still served at
+//! once.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -35,13 +36,18 @@ async fn request_from(from: IpAddr, to: SocketAddr, req: http::Request<String>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_do_not_stop_a_real_client() {
     let mock = MockUpstream::start().await;
-    // The shipped defaults for the caps and deadlines (the rig's generous caps taken out again).
-    let setup = Setup::new(&mock.base_url(), "[server]\nmax_connections = 400\nmax_connections_per_ip = 100\n");
+    // The shipped defaults for the caps and deadlines (the rig's generous caps taken out again): under
+    // `ulimit -n 1024` (soft and hard) the total is (1024 - 64) / 2 = 480 and each address may hold 100.
+    let setup =
+        Setup::new(&mock.base_url(), "[server]\nmax_connections = \"auto\"\nmax_connections_per_ip = \"auto\"\n");
     let key = setup.create_key("real");
     let server = Server::spawn_with_open_files(&setup.config, &[], 1024);
     let before = open_files(server.pid());
 
-    // The attacker, from 127.0.0.1, opens connections and never sends a byte; 64 connects at a time.
+    // The attacker, from four addresses, opens connections and never sends a byte; 64 connects at a time.
+    // Four addresses at their cap hold 400 places, which filled the former fixed total of 400.
+    let attackers: [IpAddr; 4] =
+        [[127, 0, 0, 1].into(), [127, 0, 0, 3].into(), [127, 0, 0, 4].into(), [127, 0, 0, 5].into()];
     let mut held = Vec::with_capacity(IDLE);
     let started = Instant::now();
     let mut pending = tokio::task::JoinSet::new();
@@ -53,7 +59,7 @@ async fn ten_thousand_idle_connections_do_not_stop_a_real_client() {
                 held.push(stream);
             }
         }
-        pending.spawn(tokio::time::timeout_at(give_up, TcpStream::connect(server.addr)));
+        pending.spawn(tokio::time::timeout_at(give_up, connect_from(attackers[i % attackers.len()], server.addr)));
     }
     while let Some(done) = pending.join_next().await {
         if let Ok(Ok(Ok(stream))) = done {
@@ -86,11 +92,20 @@ async fn ten_thousand_idle_connections_do_not_stop_a_real_client() {
     eprintln!(
         "real client served in {served_in:?}; the server holds {files} open files ({before} before the {IDLE} connections)"
     );
-    assert!(files <= before + 100 + 16, "the server holds {files} files: the per-address cap did not bound them");
+    assert!(files <= before + 4 * 100 + 16, "the server holds {files} files: the per-address cap did not bound them");
+    // The four held about their 400 places while the real client was served: the former total of 400
+    // would have refused it.
+    assert!(files >= before + 300, "the server holds {files} files: the idle connections did not hold their places");
     drop(held);
     let (status, logs) = server.stop();
     assert!(status.success(), "{status:?}");
+    let caps = logs.iter().find(|l| l.contains("connection caps")).expect("the caps are logged");
+    assert!(caps.contains("max_connections=480") && caps.contains("max_connections_per_ip=100"), "{caps}");
+    assert!(logs.iter().any(|l| l.contains("open-file limit") && l.contains("1024")), "the open-file limit is logged");
     assert!(logs.iter().any(|l| l.contains("connection refused: over the cap")), "refusals are logged");
+    // Every refusal was an address at its own cap: the four never reached the total.
+    let refusals: Vec<_> = logs.iter().filter(|l| l.contains("connection refused")).collect();
+    assert!(refusals.iter().all(|l| l.contains("server.max_connections_per_ip")), "{refusals:?}");
     let refusal_lines = logs.iter().filter(|l| l.contains("connection refused")).count();
     assert!(refusal_lines < 50, "{refusal_lines} refusal lines: not rate-limited");
     assert!(!logs.iter().any(|l| l.contains("accept failed")), "the accept loop ran out of files");

@@ -235,6 +235,73 @@ async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
     assert!(ended.is_ok(), "the idle HTTP/2 connection was still open after 5 s");
 }
 
+/// A request over a new connection from `from`: a connection that is served keeps its place (keep-alive)
+/// and is returned; a refused one hears 503 and is closed.
+async fn hold(from: [u8; 4], to: SocketAddr) -> Option<TcpStream> {
+    let mut stream = connect_from(from, to).await;
+    if stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n").await.is_err() {
+        return None;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap_or(0);
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if n == 0 || text.ends_with("\r\n\r\nok") || text.ends_with("too many connections") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    if text.starts_with("HTTP/1.1 200") {
+        return Some(stream);
+    }
+    let lower = text.to_ascii_lowercase();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(lower.contains("retry-after: 1") && lower.contains("connection: close"), "{text}");
+    assert!(read_until_closed(&mut stream, Duration::from_secs(5)).await.1, "a refused connection stays open");
+    None
+}
+
+/// A connection from `from` that keeps its place. A closed connection gives its place back a moment after
+/// the client sees the close (the rig's readiness request too): a bounded wait.
+async fn held(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    for _ in 0..100 {
+        if let Some(stream) = hold(from, to).await {
+            return stream;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no place for {from:?}");
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_the_whole_total_when_its_cap_is_a_quarter_of_it() {
+    let mock = MockUpstream::start().await;
+    // A total of 8 and the per-address cap left to its default: a quarter of the total, 2.
+    let gw = Gateway::start(
+        &mock.base_url(),
+        "[server]\nmax_connections = 8\nmax_connections_per_ip = \"auto\"\nheader_read_timeout = \"1m\"\n",
+    )
+    .await;
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        kept.push(held([127, 0, 0, 1], gw.addr).await);
+    }
+    for _ in 0..6 {
+        assert!(hold([127, 0, 0, 1], gw.addr).await.is_none(), "one address went past a quarter of the total");
+    }
+    // Three more addresses at their cap are needed to fill it; each is served until then.
+    for from in [[127, 0, 0, 2], [127, 0, 0, 3], [127, 0, 0, 4]] {
+        for _ in 0..2 {
+            kept.push(held(from, gw.addr).await);
+        }
+        assert!(hold(from, gw.addr).await.is_none(), "{from:?} went past its cap");
+    }
+    assert_eq!(kept.len(), 8);
+    assert!(hold([127, 0, 0, 5], gw.addr).await.is_none(), "a ninth is over the total cap");
+}
+
 #[tokio::test]
 async fn connection_caps_refuse_beyond_them_and_admit_again_after_a_close() {
     let mock = MockUpstream::start().await;
@@ -243,43 +310,6 @@ async fn connection_caps_refuse_beyond_them_and_admit_again_after_a_close() {
         "[server]\nmax_connections = 4\nmax_connections_per_ip = 2\nheader_read_timeout = \"1m\"\n",
     )
     .await;
-    // A connection that is served keeps its place (keep-alive); a refused one hears 503 and is closed.
-    async fn hold(from: [u8; 4], to: SocketAddr) -> Option<TcpStream> {
-        let mut stream = connect_from(from, to).await;
-        if stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n").await.is_err() {
-            return None;
-        }
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap_or(0);
-            got.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&got);
-            if n == 0 || text.ends_with("\r\n\r\nok") || text.ends_with("too many connections") {
-                break;
-            }
-        }
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if text.starts_with("HTTP/1.1 200") {
-            return Some(stream);
-        }
-        let lower = text.to_ascii_lowercase();
-        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-        assert!(lower.contains("retry-after: 1") && lower.contains("connection: close"), "{text}");
-        assert!(read_until_closed(&mut stream, Duration::from_secs(5)).await.1, "a refused connection stays open");
-        None
-    }
-    // A closed connection gives its place back a moment after the client sees the close (the rig's
-    // readiness request too): a bounded wait.
-    async fn held(from: [u8; 4], to: SocketAddr) -> TcpStream {
-        for _ in 0..100 {
-            if let Some(stream) = hold(from, to).await {
-                return stream;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no place for {from:?}");
-    }
     let a1 = held([127, 0, 0, 1], gw.addr).await;
     let _a2 = held([127, 0, 0, 1], gw.addr).await;
     assert!(hold([127, 0, 0, 1], gw.addr).await.is_none(), "a third from one address is over the per-address cap");
