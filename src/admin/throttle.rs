@@ -1,15 +1,26 @@
-//! Throttles on password checks (login, password change), beside the bounded [`PasswordPool`]:
+//! Throttles on password checks (login, password change), beside the bounded [`PasswordPool`].
 //!
-//! - per client address (IPv6 by /64): after 5 failures in a row, the next attempt from it waits
-//!   2^(failures − 5) s after the last failure, at most 60 s, and is refused with 429 and `Retry-After`
-//!   until then (before any argon2 work);
-//! - per account (by email): after 3 failures, each attempt is delayed 250 ms × 2^(failures − 3), at most
-//!   4 s, and then checked. It only delays: a guesser elsewhere can slow a real user by a few seconds but
-//!   never lock them out, and the right password from an address that has not been failing gets through.
+//! An attempt that passes the gates below is counted as a failure of its address and of its account
+//! before argon2 runs, so attempts running side by side see each other; if it turns out right, or is never
+//! checked (the pool is busy, or the account's turn is taken), its count is taken back.
 //!
-//! A success clears both. Failures are forgotten 15 minutes after the last one. Both tables have a fixed
-//! number of slots, indexed by a keyed hash; a key that lands on a taken slot replaces it, so a flood of
-//! random emails or addresses costs no memory (and can only make the table forget, never lock anyone out).
+//! - Per client address (IPv6 by /64): after 5 failures, the next attempt from it waits 2^(failures − 5) s
+//!   after the last failure, at most 60 s, and is refused with 429 and `Retry-After` until then (before
+//!   any argon2 work). So a burst from one address gets its free attempts and then one per wait. A success
+//!   does not reset the address (it takes back only its own count): its failures expire on their own, so
+//!   logging into one's own account does not wipe the guesses made at another.
+//! - Per account (by email): after 3 failures, each attempt is delayed 250 ms × 2^(failures − 3), at most
+//!   4 s, and then checked, and the account is checked one attempt at a time: an attempt that finds a check
+//!   of it in flight (delay included) gets 429 with the account's delay as `Retry-After`. An attempt from
+//!   an address with no recent failures is only delayed, never refused here, so a guesser cannot lock the
+//!   real user out: their right password from such an address gets through after at most 4 s plus its
+//!   argon2 run (and the pool's queue). An attacker gains one attempt beside the turn per fresh address:
+//!   the attempt itself counts, so an address is fresh again only once its failures are forgotten.
+//!
+//! A success clears the account's failures. Failures are forgotten 15 minutes after the last one. Both
+//! tables have a fixed number of slots, indexed by a keyed hash; a key that lands on a taken slot replaces
+//! it, so a flood of random emails or addresses costs no memory (and can only make the table forget, never
+//! lock anyone out).
 
 use std::net::IpAddr;
 use std::sync::Mutex;
