@@ -113,3 +113,21 @@ async fn access_tokens_outlive_a_restart() {
     let gw = gw.restart().await;
     assert_eq!(keys_status(&gw, &token).await, 200, "signed with the shared session secret");
 }
+
+/// Logging into one's own account does not wipe the guesses the same address made at another: after 4
+/// wrong guesses, a login of its own and one more guess, the address has used its 5 free failures and
+/// the next guess is refused before any hashing.
+#[tokio::test]
+async fn own_account_logins_do_not_reset_guesses_at_another_account() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), "").await;
+    new_account(&gw, "victim@example.com", 10).await;
+    new_account(&gw, "guesser@example.com", 10).await;
+    for _ in 0..4 {
+        assert_eq!(login(&gw, "victim@example.com", "a wrong guess").await.0, 401);
+    }
+    assert_eq!(login(&gw, "guesser@example.com", PASSWORD).await.0, 200);
+    assert_eq!(login(&gw, "victim@example.com", "a wrong guess").await.0, 401);
+    let (status, v) = login(&gw, "victim@example.com", "a wrong guess").await;
+    assert_eq!((status, v["error"]["code"].as_str()), (429, Some("too_many_attempts")), "{v}");
+}
