@@ -36,10 +36,14 @@ async fn request_from(from: IpAddr, to: SocketAddr, req: http::Request<String>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_do_not_stop_a_real_client() {
     let mock = MockUpstream::start().await;
-    // The shipped defaults for the caps and deadlines (the rig's generous caps taken out again): under
-    // `ulimit -n 1024` (soft and hard) the total is (1024 - 64) / 2 = 480 and each address may hold 100.
-    let setup =
-        Setup::new(&mock.base_url(), "[server]\nmax_connections = \"auto\"\nmax_connections_per_ip = \"auto\"\n");
+    // The shipped defaults for the caps (the rig's generous caps taken out again): under `ulimit -n 1024`
+    // (soft and hard) the total is (1024 - 64) / 2 = 480 and each address may hold 100. The head deadline
+    // is longer than the test, so that the silent connections hold their places however slowly a loaded
+    // machine opens them (the deadline itself is tested in tests/proxy/connections.rs).
+    let setup = Setup::new(
+        &mock.base_url(),
+        "[server]\nmax_connections = \"auto\"\nmax_connections_per_ip = \"auto\"\nheader_read_timeout = \"2m\"\n",
+    );
     let key = setup.create_key("real");
     let server = Server::spawn_with_open_files(&setup.config, &[], 1024);
     let before = open_files(server.pid());
