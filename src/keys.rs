@@ -288,7 +288,14 @@ impl KeyTable {
     }
 
     /// Adds or replaces a record (from the store).
+    /// Adds or replaces a key; a key already revoked leaves the table instead (it answers as unknown
+    /// does), so keys created and revoked in a loop cost the table nothing. A key revoked later, at the
+    /// end of a rotation's grace period, stays until then and is refused from that moment.
     pub fn upsert(&self, record: KeyRecord) {
+        if record.revoked_at.is_some_and(|at| crate::clock::unix_now() >= at) {
+            self.by_id.remove(&record.id);
+            return;
+        }
         self.by_id.insert(record.id, Arc::new(record));
     }
 
@@ -433,9 +440,16 @@ mod tests {
         assert!(table.verify(key.expose(), 99).is_ok());
         assert_eq!(table.verify(key.expose(), 100).unwrap_err(), Refusal::Expired);
 
+        let mut later = expiring.clone();
+        later.revoked_at = Some(i64::MAX);
+        table.upsert(later);
+        assert!(table.verify(key.expose(), 99).is_ok(), "revoked only from its revocation time");
+        assert_eq!(table.verify(key.expose(), i64::MAX).unwrap_err(), Refusal::Invalid);
+
         expiring.revoked_at = Some(0);
         table.upsert(expiring);
         assert_eq!(table.verify(key.expose(), 0).unwrap_err(), Refusal::Invalid);
+        assert_eq!(table.len(), 0, "a revoked key leaves the table");
     }
 
     #[test]
