@@ -25,7 +25,7 @@ async fn curl_no_buffer_sees_each_event_as_it_is_sent() {
         .args(["-H", "x-mock: hold", "-H", "Content-Type: application/json", "-d", Shape::OpenAi.stream_body()])
         .stdout(Stdio::piped())
         .spawn()
-        .expect("curl is installed");
+        .unwrap_or_else(|e| panic!("this test runs curl, which could not start ({e}): apt-get install curl"));
     let mut stdout = curl.stdout.take().unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = std::thread::spawn(move || {
