@@ -8,5 +8,6 @@ mod canary;
 mod cli;
 mod clients;
 mod connections;
+mod crash;
 mod login;
 mod process;

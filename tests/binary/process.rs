@@ -125,6 +125,18 @@ impl Server {
         let logs = std::mem::take(&mut *self.logs.lock().unwrap());
         (status, logs)
     }
+
+    /// Sends SIGKILL (no flush, no graceful shutdown), waits for the process to end, and returns every log
+    /// line.
+    pub fn kill9(mut self) -> Vec<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let killed = Command::new("kill").arg("-KILL").arg(self.child.id().to_string()).status().unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+        self.reader.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.logs.lock().unwrap())
+    }
 }
 
 impl Drop for Server {
