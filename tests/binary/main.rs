@@ -9,5 +9,6 @@ mod cli;
 mod clients;
 mod connections;
 mod crash;
+mod exhaustion;
 mod login;
 mod process;
