@@ -70,7 +70,7 @@ impl std::error::Error for StartError {}
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let connection_limits = connection_limits(&config.server);
     let tls = config.server.tls.as_ref().map(tls::acceptor).transpose().map_err(StartError::Tls)?;
-    let upstream = upstream::Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
+    let upstream = upstream::Upstream::new(&config.upstream, &config.providers).map_err(StartError::Upstream)?;
 
     let path = config.store.path.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))

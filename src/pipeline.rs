@@ -201,7 +201,7 @@ async fn proxy(
 
     let sent = Instant::now();
     let deadline = sent + app.config.upstream.total_timeout;
-    let upstream_response = match app.upstream.send(upstream_request, deadline).await {
+    let upstream_response = match app.upstream.send(upstream_request, route.provider_index, deadline).await {
         Ok(response) => {
             let upstream = sent.elapsed();
             app.metrics.upstream_latency(route.provider_index, upstream);

@@ -27,53 +27,57 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::UpstreamConfig;
+use crate::config::{ExtraRoots, ProviderConfig, UpstreamConfig};
 use crate::error::ProxyError;
 
 pub type UpstreamRequest = Request<Full<Bytes>>;
 
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// One pooled client per distinct trust configuration (webpki roots plus a provider's `ca_file`s),
+    /// built at start; the first trusts the webpki roots alone.
+    clients: Vec<HttpsClient>,
+    /// Index into `clients` for each provider, by provider index.
+    client_of: Vec<usize>,
     plain: Arc<Http1Pool>,
     response_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, rustls::Error> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        http.enforce_http(false);
-
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
-
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .build(https);
+    pub fn new(cfg: &UpstreamConfig, providers: &[ProviderConfig]) -> Result<Upstream, rustls::Error> {
+        let mut trusts: Vec<&ExtraRoots> = Vec::new();
+        let no_extra = ExtraRoots::default();
+        trusts.push(&no_extra);
+        let mut client_of = Vec::with_capacity(providers.len());
+        for p in providers {
+            let i = match trusts.iter().position(|t| t.files == p.extra_roots.files) {
+                Some(i) => i,
+                None => {
+                    trusts.push(&p.extra_roots);
+                    trusts.len() - 1
+                }
+            };
+            client_of.push(i);
+        }
+        let clients = trusts.iter().map(|t| https_client(cfg, t)).collect::<Result<Vec<_>, _>>()?;
         let plain = Arc::new(Http1Pool {
             idle: Mutex::default(),
             connect_timeout: cfg.connect_timeout,
             idle_timeout: cfg.pool_idle_timeout,
             max_idle_per_host: cfg.pool_max_idle_per_host,
         });
-        Ok(Upstream { client, plain, response_timeout: cfg.response_timeout })
+        Ok(Upstream { clients, client_of, plain, response_timeout: cfg.response_timeout })
     }
 
     /// Sends `req` and waits for the response head, until the response timeout or `deadline`.
-    pub async fn send(&self, req: UpstreamRequest, deadline: Instant) -> Result<Response<UpstreamStream>, ProxyError> {
+    /// `provider` is the provider's index in the configuration; it picks the TLS trust for `https://`.
+    pub async fn send(
+        &self,
+        req: UpstreamRequest,
+        provider: usize,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamStream>, ProxyError> {
         let head_deadline = deadline.min(Instant::now() + self.response_timeout);
         let response = if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
             match tokio::time::timeout_at(head_deadline, Http1Pool::send(&self.plain, req)).await {
@@ -81,7 +85,8 @@ impl Upstream {
                 Ok(result) => result?,
             }
         } else {
-            match tokio::time::timeout_at(head_deadline, self.client.request(req)).await {
+            let client = &self.clients[self.client_of.get(provider).copied().unwrap_or(0)];
+            match tokio::time::timeout_at(head_deadline, client.request(req)).await {
                 Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
                 Ok(Err(e)) => return Err(classify(&e)),
                 Ok(Ok(response)) => response.map(|body| UpstreamStream { body, conn: None }),
@@ -92,6 +97,36 @@ impl Upstream {
         }
         Ok(response)
     }
+}
+
+/// A pooled `https://` client trusting the webpki roots and `extra`.
+fn https_client(cfg: &UpstreamConfig, extra: &ExtraRoots) -> Result<HttpsClient, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.enforce_http(false);
+
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for cert in &extra.certs {
+        roots.add(cert.clone()).map_err(|e| rustls::Error::General(format!("ca_file: {e}")))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(cfg.pool_idle_timeout)
+        .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+        .build(https))
 }
 
 /// An upstream response body; for an `http://` origin it also drives the connection it arrives on, and

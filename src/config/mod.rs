@@ -222,6 +222,8 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
     pub max_event_bytes: usize,
+    /// CA certificates (PEM) trusted for every `https://` provider besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +259,17 @@ pub struct ProviderConfig {
     /// OpenAI kind: add `stream_options.include_usage` to streams so they report usage (some
     /// OpenAI-compatible servers refuse the option; they are then charged by estimate).
     pub inject_stream_usage: bool,
+    /// CA certificates trusted for this provider besides the webpki roots: those of `[upstream] ca_file`
+    /// and of its own `ca_file`, read and checked at start.
+    pub extra_roots: ExtraRoots,
+}
+
+/// Extra trust roots: the files they came from (which tell one trust configuration from another) and
+/// their certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtraRoots {
+    pub files: Vec<PathBuf>,
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// A configuration problem, naming the field or variable it is about.
@@ -356,6 +369,45 @@ mod tests {
         let e = Config::from_toml("[providers.x]\nkind = \"openai\"\nbase_url = \"http://a\"\nkey = \"s\"\n", no_env)
             .unwrap_err();
         assert!(e.0.contains("key"), "{e}");
+    }
+
+    #[test]
+    fn ca_files_are_read_at_start_and_name_their_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        let good = dir.path().join("ca.pem");
+        let two = format!("{}{}", ca.cert.pem(), ca.cert.pem());
+        std::fs::write(&good, &two).unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let provider = |path: &Path| {
+            format!(
+                "[providers.a]\nkind = \"openai\"\nbase_url = \"https://a\"\nca_file = {:?}\n",
+                path.display().to_string()
+            )
+        };
+        let upstream = |path: &Path| format!("[upstream]\nca_file = {:?}\n", path.display().to_string());
+
+        for (text, field) in [
+            (upstream(&missing), "upstream.ca_file"),
+            (upstream(&empty), "upstream.ca_file"),
+            (provider(&missing), "providers.a.ca_file"),
+            (provider(&empty), "providers.a.ca_file"),
+        ] {
+            let e = Config::from_toml(&text, no_env).unwrap_err();
+            assert!(e.0.starts_with(field), "{text}: {e}");
+        }
+
+        let c = Config::from_toml(&format!("{}{}", upstream(&good), provider(&good)), no_env).unwrap();
+        assert_eq!(c.providers[0].extra_roots.files, vec![good.clone(), good.clone()]);
+        assert_eq!(c.providers[0].extra_roots.certs.len(), 4);
+        let c = Config::from_toml(&provider(&good), no_env).unwrap();
+        assert_eq!(c.providers[0].extra_roots.certs.len(), 2);
+        let c = Config::from_toml(&upstream(&good), no_env).unwrap();
+        assert!(c.providers.iter().all(|p| p.extra_roots.certs.len() == 2), "the defaults take [upstream] ca_file");
+        let c = Config::from_toml("", no_env).unwrap();
+        assert!(c.providers.iter().all(|p| p.extra_roots == ExtraRoots::default()));
     }
 
     #[test]

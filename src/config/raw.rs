@@ -140,6 +140,7 @@ pub(super) struct RawUpstream {
     pub(super) pool_idle_timeout: Option<String>,
     pub(super) pool_max_idle_per_host: Option<usize>,
     pub(super) max_event_bytes: Option<usize>,
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +158,7 @@ pub(super) struct RawProvider {
     pub(super) auth: Option<String>,
     pub(super) anthropic_version: Option<String>,
     pub(super) inject_stream_usage: Option<bool>,
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 pub(super) fn toml_error(e: &toml::de::Error) -> String {

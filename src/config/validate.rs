@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
 use super::raw::*;
 use super::*;
 
@@ -69,7 +72,13 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         pool_idle_timeout: duration("upstream.pool_idle_timeout", u.pool_idle_timeout, "90s")?,
         pool_max_idle_per_host: in_range("upstream.pool_max_idle_per_host", u.pool_max_idle_per_host, 256, 0, 100_000)?,
         max_event_bytes: in_range("upstream.max_event_bytes", u.max_event_bytes, 16 << 20, 1024, 1 << 30)?,
+        ca_file: u.ca_file,
     };
+    let mut shared_roots = ExtraRoots::default();
+    if let Some(path) = &upstream.ca_file {
+        shared_roots.files.push(path.clone());
+        shared_roots.certs = ca_certs("upstream.ca_file", path)?;
+    }
     for (field, d) in [
         ("upstream.connect_timeout", upstream.connect_timeout),
         ("upstream.response_timeout", upstream.response_timeout),
@@ -131,9 +140,9 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
     plans.entry("default".to_owned()).or_insert(10_000_000);
 
     let providers = if raw.providers.is_empty() {
-        default_providers()?
+        default_providers(&shared_roots)?
     } else {
-        raw.providers.into_iter().map(|(name, p)| provider(name, p)).collect::<Result<Vec<_>, _>>()?
+        raw.providers.into_iter().map(|(name, p)| provider(name, p, &shared_roots)).collect::<Result<Vec<_>, _>>()?
     };
 
     let metrics = MetricsConfig {
@@ -151,7 +160,7 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
     Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers })
 }
 
-fn default_providers() -> Result<Vec<ProviderConfig>, ConfigError> {
+fn default_providers(shared_roots: &ExtraRoots) -> Result<Vec<ProviderConfig>, ConfigError> {
     [
         ("openai", "openai", "https://api.openai.com"),
         ("anthropic", "anthropic", "https://api.anthropic.com"),
@@ -165,13 +174,14 @@ fn default_providers() -> Result<Vec<ProviderConfig>, ConfigError> {
             auth: None,
             anthropic_version: None,
             inject_stream_usage: None,
+            ca_file: None,
         };
-        provider(name.to_owned(), raw)
+        provider(name.to_owned(), raw, shared_roots)
     })
     .collect()
 }
 
-fn provider(name: String, p: RawProvider) -> Result<ProviderConfig, ConfigError> {
+fn provider(name: String, p: RawProvider, shared_roots: &ExtraRoots) -> Result<ProviderConfig, ConfigError> {
     let field = |f: &str| format!("providers.{name}.{f}");
     if name.is_empty()
         || name.len() > 32
@@ -243,7 +253,41 @@ fn provider(name: String, p: RawProvider) -> Result<ProviderConfig, ConfigError>
             return Err(invalid(&field("inject_stream_usage"), "only applies to openai providers"));
         }
     };
-    Ok(ProviderConfig { name, kind, scheme, authority, base_path, gemini_auth, anthropic_version, inject_stream_usage })
+    let mut extra_roots = shared_roots.clone();
+    if let Some(path) = &p.ca_file {
+        extra_roots.certs.extend(ca_certs(&field("ca_file"), path)?);
+        extra_roots.files.push(path.clone());
+    }
+    Ok(ProviderConfig {
+        name,
+        kind,
+        scheme,
+        authority,
+        base_path,
+        gemini_auth,
+        anthropic_version,
+        inject_stream_usage,
+        extra_roots,
+    })
+}
+
+/// The certificates of a PEM file of one or more CA certificates.
+fn ca_certs(field: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(field, format!("{} is not a PEM file of certificates: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(field, format!("{} holds no PEM certificate", path.display())));
+    }
+    // Each must be usable as a trust anchor.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &certs {
+        roots
+            .add(cert.clone())
+            .map_err(|e| invalid(field, format!("{} holds a certificate that is not usable: {e}", path.display())))?;
+    }
+    Ok(certs)
 }
 
 fn in_range(field: &str, v: Option<usize>, default: usize, min: usize, max: usize) -> Result<usize, ConfigError> {

@@ -94,6 +94,8 @@ pub struct Recorded {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The protocol the request arrived over.
+    pub version: http::Version,
 }
 
 type MockBody = BoxBody<Bytes, std::io::Error>;
@@ -119,6 +121,16 @@ impl MockUpstream {
     /// `never` never answer; `stall` send the head, then nothing;
     /// `redirect <url>` answer 307 to `url`; `status <code>` answer that status with a JSON error.
     pub async fn start() -> MockUpstream {
+        MockUpstream::start_on(None).await
+    }
+
+    /// Like [`MockUpstream::start`], over TLS from `tls`, serving HTTP/1.1 and HTTP/2 (whichever ALPN
+    /// picked, or the client's preface shows).
+    pub async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> MockUpstream {
+        MockUpstream::start_on(Some(tls)).await
+    }
+
+    async fn start_on(tls: Option<tokio_rustls::TlsAcceptor>) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (held_tx, held_rx) = mpsc::unbounded_channel();
@@ -131,11 +143,25 @@ impl MockUpstream {
                 };
                 accept_state.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let state = Arc::clone(&accept_state);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| mock_answer(Arc::clone(&state), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(tls) => {
+                            // A refused handshake (the proxy distrusting the certificate) ends here.
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -221,6 +247,7 @@ async fn mock_answer(state: Arc<MockState>, req: Request<Incoming>) -> Result<Re
         target: target.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
+        version: parts.version,
     });
     let mode = parts.headers.get("x-mock").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let path = parts.uri.path();
