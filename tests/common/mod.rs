@@ -647,3 +647,19 @@ impl Shape {
         assert!(got.contains(message), "{self:?}: message {got:?} lacks {message:?}");
     }
 }
+
+/// Leaves a held stream after 0, 1 and 3 chunks, and each time waits (at most 10 s) until the upstream's
+/// side of it ends: the caller's departure must reach the provider. `what` names the case in a failure.
+pub async fn leave_streams_and_see_the_upstream_end(gw: &Gateway, mock: &MockUpstream, what: &str) {
+    for k in [0, 1, 3] {
+        let (held, mut body) = gw.open_held(mock, "/v1/chat/completions", Shape::OpenAi.stream_body()).await;
+        for i in 0..k {
+            send_event(&held, &format!("data: {{\"n\":{i}}}\n\n")).await;
+            assert!(next_chunk(&mut body).await.is_some());
+        }
+        drop(body);
+        tokio::time::timeout(Duration::from_secs(10), held.closed())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: after {k} chunks the upstream stream stayed open"));
+    }
+}

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -156,19 +155,8 @@ async fn a_caller_that_disconnects_ends_the_upstream_stream() {
     for alpn in [H2, HTTP1] {
         let mock = MockUpstream::start_tls(ca.acceptor("localhost", alpn)).await;
         let gw = Gateway::start(&base_url(&mock), &ca_line("upstream", &ca)).await;
-        for k in [0, 1, 3] {
-            let (held, mut body) = gw.open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body()).await;
-            for i in 0..k {
-                send_event(&held, &format!("data: {{\"n\":{i}}}\n\n")).await;
-                assert!(next_chunk(&mut body).await.is_some());
-            }
-            drop(body);
-            // HTTP/2: the stream is reset; HTTP/1.1: the connection is closed. Either way the upstream's
-            // body is dropped and its sender closes.
-            tokio::time::timeout(Duration::from_secs(10), held.closed())
-                .await
-                .unwrap_or_else(|_| panic!("{alpn:?} after {k} chunks: the upstream stream stayed open"));
-        }
+        // HTTP/2: the stream is reset; HTTP/1.1: the connection is closed.
+        leave_streams_and_see_the_upstream_end(&gw, &mock, &format!("{alpn:?}")).await;
         assert!(mock.recorded().iter().all(|r| r.version == version_of(alpn)));
     }
 }

@@ -29,17 +29,7 @@ async fn chunks_arrive_while_the_upstream_holds_the_stream_open() {
 async fn a_caller_that_disconnects_closes_the_upstream_connection() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    for k in [0, 1, 3] {
-        let (held, mut body) = gw.open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body()).await;
-        for i in 0..k {
-            send_event(&held, &format!("data: {{\"n\":{i}}}\n\n")).await;
-            assert!(next_chunk(&mut body).await.is_some());
-        }
-        drop(body);
-        tokio::time::timeout(Duration::from_secs(10), held.closed())
-            .await
-            .unwrap_or_else(|_| panic!("after {k} chunks the upstream connection stayed open"));
-    }
+    leave_streams_and_see_the_upstream_end(&gw, &mock, "plain HTTP/1.1").await;
 }
 
 /// Opens a held stream on `path`, has the upstream send `first` and then fail its connection, and
