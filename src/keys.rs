@@ -322,6 +322,11 @@ impl KeyTable {
             && self.disabled_accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(account)
     }
 
+    /// Whether the table holds a key (revoked keys leave it).
+    pub fn contains(&self, id: KeyId) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -200,7 +200,8 @@ async fn flush_last_used(app: &App, store: &SqliteStore) -> Result<(), StoreErro
         .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
 }
 
-/// Every `store.flush_interval`: writes pending usage and ends reservations whose lease ran out.
+/// Every `store.flush_interval`: writes pending usage, ends reservations whose lease ran out and forgets
+/// the limits counters of keys that left the key table.
 async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(app.config.store.flush_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -219,5 +220,6 @@ async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::
         if expired > 0 {
             tracing::warn!(expired, "token reservations ended by their lease");
         }
+        app.limiter.forget_keys(|id| app.keys.contains(id));
     }
 }

@@ -314,6 +314,24 @@ impl Limiter {
         ended
     }
 
+    /// Forgets the counters of keys that `known` no longer lists (revoked or deleted), except those a
+    /// request in flight still holds; returns how many went. Their tokens stay counted in their account,
+    /// so keys created and revoked in a loop cost the limiter nothing once they are gone.
+    pub fn forget_keys(&self, known: impl Fn(KeyId) -> bool) -> usize {
+        let mut gone = 0;
+        self.keys.retain(|id, counters| {
+            let keep = known(*id) || Arc::strong_count(counters) > 1;
+            gone += usize::from(!keep);
+            keep
+        });
+        gone
+    }
+
+    /// Counters held, one per key seen since start (for tests).
+    pub fn tracked_keys(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Tokens used and reserved this month by a key (for tests and reports of the live state).
     pub fn key_tokens(&self, key: KeyId) -> Option<(u64, u64)> {
         self.keys.get(&key).map(|k| {
@@ -576,6 +594,22 @@ mod tests {
         assert_eq!(l.key_tokens(k.id), Some((40, 0)));
         a.settle(5);
         assert_eq!(l.key_tokens(k.id), Some((40, 0)), "an expired reservation is not settled again");
+    }
+
+    #[test]
+    fn counters_of_keys_gone_from_the_table_are_forgotten_once_no_request_holds_them() {
+        let l = Limiter::new(defaults(), std::time::Duration::from_secs(60));
+        let gone = key(KeyLimits::default());
+        let kept = KeyRecord { id: KeyId::parse("BBBBBBBBBBBB").unwrap(), ..key(KeyLimits::default()) };
+        let in_flight = l.admit(&gone, 1_000, 40, T0).unwrap();
+        l.admit(&kept, 1_000, 40, T0).unwrap().settle(40);
+        assert_eq!(l.forget_keys(|id| id == kept.id), 0, "a request in flight holds its key's counters");
+        in_flight.settle(30);
+        assert_eq!(l.forget_keys(|id| id == kept.id), 1);
+        assert_eq!((l.tracked_keys(), l.key_tokens(gone.id), l.key_tokens(kept.id)), (1, None, Some((40, 0))));
+        // The account keeps what the forgotten key used: a tight plan still sees 70 tokens taken.
+        let refused = l.admit(&kept, 100, 40, T0).err().unwrap();
+        assert_eq!(refused.limit, LimitKind::AccountTokens);
     }
 
     #[test]

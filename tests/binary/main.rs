@@ -12,3 +12,4 @@ mod crash;
 mod exhaustion;
 mod login;
 mod process;
+mod soak;
