@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::{RequestBody, json_body, present, present_int};
+use super::page::Page;
 use super::{ApiError, ApiResult, blocking, openapi};
 use crate::clock::{self, rfc3339};
 use crate::pipeline::App;
@@ -77,9 +78,13 @@ pub(super) async fn create_account(app: &App, body: RequestBody<'_>) -> ApiResul
     Ok((StatusCode::CREATED, account_view(&account)))
 }
 
-pub(super) async fn list_accounts(app: &App) -> ApiResult {
-    let accounts = blocking(app, |s| s.list_accounts()).await?;
-    Ok((StatusCode::OK, json!({"object": "list", "data": accounts.iter().map(account_view).collect::<Vec<_>>()})))
+pub(super) async fn list_accounts(app: &App, query: &str) -> ApiResult {
+    let page = Page::from_query(query)?;
+    let (after, limit) = (page.after.clone(), page.limit + 1);
+    let accounts = blocking(app, move |s| s.accounts_page(after.as_deref(), limit))
+        .await?
+        .ok_or_else(|| ApiError::invalid("after", "is not the id of an account"))?;
+    Ok((StatusCode::OK, page.body(accounts, |a| a.id.clone(), account_view)))
 }
 
 pub(super) async fn patch_account(app: &App, id: &str, body: RequestBody<'_>) -> ApiResult {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::body::{
     RequestBody, check_list, check_name, check_scopes, json_body, nullable, nullable_int, object, present, present_int,
 };
+use super::page::Page;
 use super::{ApiError, ApiResult, blocking};
 use crate::access::KeyAccess;
 use crate::clock::{self, rfc3339};
@@ -204,13 +205,19 @@ async fn shown_once(app: &App, secret: SecretKey, id: KeyId, replaces: Option<(K
     Ok((StatusCode::CREATED, view))
 }
 
-pub(super) async fn list_keys(app: &App, account: &str) -> ApiResult {
-    let owner = account.to_owned();
-    let keys = blocking(app, move |s| s.keys_of(&owner)).await?;
+pub(super) async fn list_keys(app: &App, account: &str, query: &str) -> ApiResult {
+    let page = Page::from_query(query)?;
+    let (owner, after, limit) = (account.to_owned(), page.after.clone(), page.limit + 1);
+    let keys = blocking(app, move |s| s.keys_page(&owner, after.as_deref(), limit))
+        .await?
+        .ok_or_else(|| ApiError::invalid("after", "is not the id of a key of this account"))?;
     let usage = month_usage(app, account).await?;
-    let data: Vec<Value> =
-        keys.iter().map(|k| key_view(app, k, usage.get(&k.id).copied().unwrap_or_default())).collect();
-    Ok((StatusCode::OK, json!({"object": "list", "data": data})))
+    let body = page.body(
+        keys,
+        |k| k.id.as_str().to_owned(),
+        |k| key_view(app, k, usage.get(&k.id).copied().unwrap_or_default()),
+    );
+    Ok((StatusCode::OK, body))
 }
 
 pub(super) async fn get_key(app: &App, id: KeyId) -> ApiResult {

@@ -8,6 +8,7 @@ mod body;
 mod keys;
 mod login;
 pub mod openapi;
+mod page;
 pub mod throttle;
 pub mod tokens;
 mod usage;
@@ -172,7 +173,7 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
             operator(app, &parts.headers)?;
             match method {
                 Method::POST => create_account(app, body).await,
-                Method::GET => list_accounts(app).await,
+                Method::GET => list_accounts(app, &query).await,
                 _ => allowed("GET, POST"),
             }
         }
@@ -187,7 +188,7 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
             let account = account(app, &parts.headers).await?;
             match method {
                 Method::POST => create_key(app, &account, body).await,
-                Method::GET => list_keys(app, &account).await,
+                Method::GET => list_keys(app, &account, &query).await,
                 _ => allowed("GET, POST"),
             }
         }

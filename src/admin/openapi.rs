@@ -35,6 +35,28 @@ fn responses(success: (&str, Value), extra: &[(&str, &str)]) -> Value {
     Value::Object(m)
 }
 
+/// `limit` and `after` of a list operation (see `page.rs`).
+fn page_params() -> Value {
+    json!([
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "description": "Items on the page"},
+        {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"}, "description": "The last id of the previous page (its last_id)"}
+    ])
+}
+
+/// A page of `item`s, oldest first.
+fn list_of(item: &str) -> Value {
+    json!({
+        "type": "object", "required": ["object", "data", "first_id", "last_id", "has_more"],
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}},
+            "first_id": {"type": ["string", "null"]},
+            "last_id": {"type": ["string", "null"]},
+            "has_more": {"type": "boolean", "description": "Whether a page follows: ask again with after = last_id"}
+        }
+    })
+}
+
 fn id_param() -> Value {
     json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The key's id (or key prefix)"}])
 }
@@ -77,8 +99,9 @@ pub fn document(config: &crate::config::Config) -> Value {
                     "responses": responses(("201", ok("The account", "Account")), &[("409", "Email already in use"), ("429", "Too many password hashes queued; retry after Retry-After seconds")])
                 },
                 "get": {
-                    "operationId": "listAccounts", "summary": "List accounts", "security": operator,
-                    "responses": responses(("200", ok("All accounts", "AccountList")), &[])
+                    "operationId": "listAccounts", "summary": "List accounts, oldest first, a page at a time", "security": operator,
+                    "parameters": page_params(),
+                    "responses": responses(("200", ok("A page of accounts", "AccountList")), &[])
                 }
             },
             "/v1/accounts/{id}": {
@@ -116,8 +139,9 @@ pub fn document(config: &crate::config::Config) -> Value {
                     "responses": responses(("201", ok("The key and its secret", "KeyCreated")), &[("409", "The account's key cap is reached")])
                 },
                 "get": {
-                    "operationId": "listKeys", "summary": "List the account's keys (never a secret)", "security": account_token,
-                    "responses": responses(("200", ok("The keys", "KeyList")), &[])
+                    "operationId": "listKeys", "summary": "List the account's keys (never a secret), oldest first, a page at a time", "security": account_token,
+                    "parameters": page_params(),
+                    "responses": responses(("200", ok("A page of keys", "KeyList")), &[])
                 }
             },
             "/v1/auth/keys/{id}": {
@@ -241,7 +265,7 @@ fn schemas(config: &crate::config::Config) -> Value {
             }}
         },
         "Account": account,
-        "AccountList": {"type": "object", "required": ["data"], "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}}}},
+        "AccountList": list_of("Account"),
         "CreateAccount": {
             "type": "object", "additionalProperties": false, "required": ["email", "password"],
             "properties": {
@@ -328,7 +352,7 @@ fn schemas(config: &crate::config::Config) -> Value {
         },
         "Key": {"type": "object", "required": key_required, "properties": key_properties},
         "KeyCreated": {"type": "object", "required": created_required, "properties": created_properties},
-        "KeyList": {"type": "object", "required": ["data"], "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}}}},
+        "KeyList": list_of("Key"),
         "Usage": {
             "type": "object", "required": ["from", "to", "group_by", "data"],
             "properties": {

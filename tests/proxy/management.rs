@@ -338,8 +338,8 @@ async fn a_thousand_keys_and_no_secret_anywhere() {
         assert_eq!(status, 201, "{v}");
         secrets.push(v["raw_key"].as_str().unwrap().to_owned());
     }
-    let (_, list) = api(&gw, http::Method::GET, "/v1/auth/keys", Some(&token), None).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 1000);
+    let (_, list) = api(&gw, http::Method::GET, "/v1/auth/keys?limit=1000", Some(&token), None).await;
+    assert_eq!((list["data"].as_array().unwrap().len(), &list["has_more"]), (1000, &json!(false)));
     assert_no_secret(&list);
     let listing = list.to_string();
     let db: Vec<u8> = ["tollgate.db", "tollgate.db-wal"]

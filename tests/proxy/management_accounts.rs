@@ -124,3 +124,77 @@ async fn rotation_cannot_grow_an_account_past_its_key_cap() {
     let (status, v) = api(&gw, http::Method::POST, "/v1/auth/keys", Some(&token), Some(json!({"name": "b"}))).await;
     assert_eq!((status, v["error"]["code"].as_str()), (409, Some("key_cap_reached")), "{v}");
 }
+
+/// Walks a list endpoint page by page with `limit` and `after`; returns every id in order.
+async fn walk(gw: &Gateway, path: &str, token: &str, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = after.as_ref().map_or(format!("?limit={limit}"), |a| format!("?limit={limit}&after={a}"));
+        let (status, page) = api(gw, http::Method::GET, &format!("{path}{query}"), Some(token), None).await;
+        assert_eq!(status, 200, "{page}");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= limit, "{page}");
+        ids.extend(data.iter().map(|item| item["id"].as_str().unwrap().to_owned()));
+        assert_eq!(page["last_id"].as_str(), ids.last().map(String::as_str).filter(|_| !data.is_empty()), "{page}");
+        if page["has_more"] == false {
+            return ids;
+        }
+        assert_eq!(data.len(), limit, "a page before the last is full: {page}");
+        after = Some(page["last_id"].as_str().unwrap().to_owned());
+    }
+}
+
+#[tokio::test]
+async fn key_and_account_lists_come_a_page_at_a_time() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), "").await;
+    let (_, token) = new_account(&gw, "pages@example.com", 10).await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let (status, key) =
+            api(&gw, http::Method::POST, "/v1/auth/keys", Some(&token), Some(json!({"name": format!("k{i}")}))).await;
+        assert_eq!(status, 201, "{key}");
+        created.push(key["id"].as_str().unwrap().to_owned());
+    }
+    // Revoked keys stay in the list (with their revoked_at), in their place.
+    let (status, _) =
+        api(&gw, http::Method::DELETE, &format!("/v1/auth/keys/{}", created[1]), Some(&token), None).await;
+    assert_eq!(status, 200);
+    // Oldest first: by creation time, then by id among keys made in the same second.
+    let (_, all) = api(&gw, http::Method::GET, "/v1/auth/keys", Some(&token), None).await;
+    assert_eq!((all["data"].as_array().unwrap().len(), &all["has_more"]), (5, &json!(false)), "{all}");
+    let listed: Vec<String> =
+        all["data"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(all["first_id"].as_str(), listed.first().map(String::as_str));
+    let (mut sorted, mut made) = (listed.clone(), created.clone());
+    sorted.sort();
+    made.sort();
+    assert_eq!(sorted, made, "every key, the revoked one included");
+    for limit in [1, 2, 5, 100] {
+        assert_eq!(walk(&gw, "/v1/auth/keys", &token, limit).await, listed, "limit {limit}");
+    }
+
+    // A cursor from another account's list is refused like an unknown one: nothing of theirs shows.
+    let (_, other) = new_account(&gw, "other@example.com", 10).await;
+    let (_, theirs) = api(&gw, http::Method::POST, "/v1/auth/keys", Some(&other), Some(json!({"name": "x"}))).await;
+    let foreign = format!("/v1/auth/keys?after={}", theirs["id"].as_str().unwrap());
+    for path in [foreign.as_str(), "/v1/auth/keys?after=AAAAAAAAAAAA", "/v1/auth/keys?after=a%20b"] {
+        let (status, v) = api(&gw, http::Method::GET, path, Some(&token), None).await;
+        assert_eq!((status, v["error"]["field"].as_str()), (400, Some("after")), "{path}: {v}");
+    }
+    for limit in ["0", "1001", "-1", "1.5", "x"] {
+        let (status, v) =
+            api(&gw, http::Method::GET, &format!("/v1/auth/keys?limit={limit}"), Some(&token), None).await;
+        assert_eq!((status, v["error"]["field"].as_str()), (400, Some("limit")), "{limit}: {v}");
+    }
+
+    // The operator's list of accounts pages the same way.
+    let accounts = walk(&gw, "/v1/accounts", ADMIN_TOKEN, 1).await;
+    assert!(accounts.len() >= 2, "{accounts:?}");
+    let (_, all) = api(&gw, http::Method::GET, "/v1/accounts", Some(ADMIN_TOKEN), None).await;
+    let ids: Vec<&str> = all["data"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, accounts);
+    let (status, v) = api(&gw, http::Method::GET, "/v1/accounts?after=acct_none", Some(ADMIN_TOKEN), None).await;
+    assert_eq!((status, v["error"]["field"].as_str()), (400, Some("after")), "{v}");
+}
