@@ -201,7 +201,7 @@ async fn flush_last_used(app: &App, store: &SqliteStore) -> Result<(), StoreErro
 }
 
 /// Every `store.flush_interval`: writes pending usage, ends reservations whose lease ran out and forgets
-/// the limits counters of keys that left the key table.
+/// the limits counters and model labels of keys that left the key table.
 async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(app.config.store.flush_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -221,5 +221,6 @@ async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::
             tracing::warn!(expired, "token reservations ended by their lease");
         }
         app.limiter.forget_keys(|id| app.keys.contains(id));
+        app.usage.forget_keys(|id| app.keys.contains(id));
     }
 }

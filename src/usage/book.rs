@@ -88,6 +88,12 @@ impl UsageBook {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Forgets the model labels of keys that `known` no longer lists (revoked or deleted): they make no
+    /// more requests, so keys created and revoked in a loop leave nothing here.
+    pub fn forget_keys(&self, known: impl Fn(KeyId) -> bool) {
+        self.labels.lock().unwrap_or_else(|p| p.into_inner()).retain(|(key, _), _| known(*key));
+    }
+
     /// Puts back what could not be written, so the next flush tries again.
     pub fn restore(&self, rows: HashMap<UsageKey, UsageDelta>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -169,5 +175,19 @@ mod tests {
         let rows = book.take();
         assert_eq!(rows.len(), MAX_MODELS_PER_KEY_DAY + 2);
         assert_eq!(rows[&UsageKey { key, day: 1, model: Arc::from(OTHER) }].requests, 100 - 32);
+    }
+
+    #[test]
+    fn labels_of_forgotten_keys_are_dropped() {
+        let book = UsageBook::default();
+        let (gone, kept) = (KeyId::parse("AAAAAAAAAAAA").unwrap(), KeyId::parse("BBBBBBBBBBBB").unwrap());
+        let account: Arc<str> = Arc::from("acct");
+        for i in 0..MAX_MODELS_PER_KEY_DAY {
+            book.request(gone, &account, 1, Arc::from(format!("m{i}")));
+            book.request(kept, &account, 1, Arc::from(format!("m{i}")));
+        }
+        book.forget_keys(|id| id == kept);
+        assert_eq!(&*book.request(kept, &account, 1, Arc::from("new")), OTHER, "the kept key's labels stay");
+        assert_eq!(&*book.request(gone, &account, 1, Arc::from("new")), "new", "the forgotten key's went");
     }
 }
