@@ -1,7 +1,8 @@
 //! The upstream client. `http://` origins (self-hosted models, sidecars, mocks) go over tollgate's own HTTP/1.1
 //! connections, driven inside the request's task: the response body's chunks are decoded and handed over
 //! without a task switch per chunk, so a stream whose events arrive together leaves in one write. `https://`
-//! origins go through hyper-util's pooled client over rustls (HTTP/2 or HTTP/1.1 by ALPN). Both use
+//! origins go through hyper-util's pooled client over rustls: HTTP/1.1 with a pool of connections, or, with
+//! `[upstream] http2`, HTTP/2 when the origin picks it by ALPN (one multiplexed connection). Both use
 //! `TCP_NODELAY`, a connect timeout, an idle pool with a per-host cap, and never follow a redirect (a 3xx
 //! becomes 502: following one would carry the provider key to another origin). Errors are classified
 //! without their URL, which may hold a `?key=`.
@@ -115,11 +116,13 @@ fn https_client(cfg: &UpstreamConfig, extra: &ExtraRoots) -> Result<HttpsClient,
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    // ALPN offers what is enabled: h2 and http/1.1, or http/1.1 alone.
+    let https = if cfg.http2 {
+        https.enable_all_versions().wrap_connector(http)
+    } else {
+        https.enable_http1().wrap_connector(http)
+    };
 
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
