@@ -75,7 +75,7 @@ impl Upstream {
     /// `provider` is the provider's index in the configuration; it picks the TLS trust for `https://`.
     pub async fn send(
         &self,
-        req: UpstreamRequest,
+        mut req: UpstreamRequest,
         provider: usize,
         deadline: Instant,
     ) -> Result<Response<UpstreamStream>, ProxyError> {
@@ -87,6 +87,9 @@ impl Upstream {
             }
         } else {
             let client = &self.clients[self.client_of.get(provider).copied().unwrap_or(0)];
+            // The client writes the origin itself: `Host` from the URI over HTTP/1.1, `:authority` alone
+            // over HTTP/2, where a `Host` beside it is refused by some servers (nginx: 400).
+            req.headers_mut().remove(http::header::HOST);
             match tokio::time::timeout_at(head_deadline, client.request(req)).await {
                 Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
                 Ok(Err(e)) => return Err(classify(&e)),
