@@ -91,6 +91,18 @@ for tr in $TRANSPORTS; do
   done
 done
 
+# Every listener of the run on a free port (the plain mock may already be up: it is then used as it is).
+taken=""
+for p in $(has "$TRANSPORTS" http && echo 18090) $(has "$TRANSPORTS" https && echo "$TLS_PORT $NGINX_TLS_PORT"); do
+  if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$p/"; then taken="$taken $p"; fi
+done
+for k in "${!PORT_OF[@]}"; do
+  for p in "${PORT_OF[$k]}" "$((PORT_OF[$k] + 1))"; do
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$p/"; then taken="$taken $p"; fi
+  done
+done
+if [ -n "$taken" ]; then echo "ports in use:$taken (TOLLGATE_BENCH_PORT moves tollgate's)" >&2; exit 1; fi
+
 # The plain mock is stopped at the end only if this run started it.
 STOP_MOCK=0
 start_cleanup
