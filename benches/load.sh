@@ -5,15 +5,16 @@
 # Prints one table: requests per second and its ratio to direct and to nginx, added p50 / p99 latency, CPU
 # microseconds per request and peak RSS of each proxy, one row per transport, mode and concurrency.
 #
-#   benches/load.sh [-c "1 50 200"] [-d 10s] [-r 2] [-w 2s] [-m "json sse"] [-t "http https"] [-u h1]
+#   benches/load.sh [-c "1 50 200"] [-d 10s] [-r 2] [-w 2s] [-m "json sse"] [-t "http https"] [-u h2]
 #
 #   -t  transports of the proxy -> upstream leg. http: the mock as it is. https: the same mock behind TLS
 #       (a throwaway CA and a certificate for 127.0.0.1 made with openssl in the results folder); "direct" is
 #       then oha over TLS to it, nginx uses `proxy_pass https://` with a keep-alive pool and verifies the
 #       certificate, tollgate has base_url = "https://127.0.0.1:…" and ca_file = the CA. Callers always speak
 #       plain HTTP/1.1 to the proxies.
-#   -u  tollgate's protocol to the https upstream, one tollgate process each: h1 ([upstream] http2 = false,
-#       the default) and/or h2 (http2 = true; the mock picks h2 by ALPN). -u "h1 h2" compares them.
+#   -u  tollgate's protocol to the https upstream, one tollgate process each: h2 ([upstream] http2 = true,
+#       the default; the mock picks h2 by ALPN) and/or h1 (http2 = false: a pool of HTTP/1.1 connections).
+#       -u "h1 h2" compares them.
 #
 # The first step installs nginx (+njs) and oha if they are missing (../shared/bench/setup.sh). Results land in
 # target/load-bench/<timestamp>/ (oha JSON, process samples, table.md).
@@ -26,7 +27,7 @@ HARNESS="${TOLLGATE_BENCH_HARNESS:-$ROOT/../shared/bench}"
 PORT="${TOLLGATE_BENCH_PORT:-18787}"
 TLS_PORT="${TOLLGATE_BENCH_TLS_PORT:-18443}"
 NGINX_TLS_PORT=18091
-CONCS="1 50 200"; DUR="10s"; REPS=2; WARM="2s"; MODES="json sse"; TRANSPORTS="http https"; UPS="h1"
+CONCS="1 50 200"; DUR="10s"; REPS=2; WARM="2s"; MODES="json sse"; TRANSPORTS="http https"; UPS="h2"
 while [ $# -gt 0 ]; do
   case "$1" in
     -c) CONCS="$2"; shift 2;;

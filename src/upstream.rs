@@ -1,8 +1,9 @@
 //! The upstream client. `http://` origins (self-hosted models, sidecars, mocks) go over tollgate's own HTTP/1.1
 //! connections, driven inside the request's task: the response body's chunks are decoded and handed over
 //! without a task switch per chunk, so a stream whose events arrive together leaves in one write. `https://`
-//! origins go through hyper-util's pooled client over rustls: HTTP/1.1 with a pool of connections, or, with
-//! `[upstream] http2`, HTTP/2 when the origin picks it by ALPN (one multiplexed connection). Both use
+//! origins go through hyper-util's pooled client over rustls: HTTP/2 when the origin picks it by ALPN (one
+//! multiplexed connection), else HTTP/1.1 with a pool of connections; `[upstream] http2 = false` offers
+//! HTTP/1.1 alone. Both use
 //! `TCP_NODELAY`, a connect timeout, an idle pool with a per-host cap, and never follow a redirect (a 3xx
 //! becomes 502: following one would carry the provider key to another origin). Errors are classified
 //! without their URL, which may hold a `?key=`.

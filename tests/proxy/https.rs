@@ -1,6 +1,6 @@
 //! `https://` providers: a local TLS upstream whose certificate a throwaway CA issued for `localhost`,
 //! trusted through `[upstream] ca_file` or a provider's `ca_file`, over HTTP/2 and HTTP/1.1 by ALPN
-//! (`[upstream] http2` decides whether h2 is offered).
+//! (`[upstream] http2 = false` offers HTTP/1.1 alone).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,19 +80,14 @@ fn version_of(alpn: &[u8]) -> http::Version {
     if alpn == H2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 }
 }
 
-/// The `[upstream]` line that lets tollgate offer `alpn`: h2 is offered only with `http2 = true`.
-fn offering(alpn: &[u8]) -> &'static str {
-    if alpn == H2 { "[upstream]\nhttp2 = true\n" } else { "" }
-}
-
 #[tokio::test]
 async fn json_and_streams_reach_an_upstream_of_a_private_ca_over_h2_and_http1() {
     let ca = Ca::new();
     for alpn in [H2, HTTP1] {
         // The CA for every provider, or for the openai and anthropic providers alone.
         for extra in [
-            format!("{}{}", offering(alpn), ca_line("upstream", &ca)),
-            format!("{}{}{}", offering(alpn), ca_line("providers.openai", &ca), ca_line("providers.anthropic", &ca)),
+            ca_line("upstream", &ca),
+            format!("{}{}", ca_line("providers.openai", &ca), ca_line("providers.anthropic", &ca)),
         ] {
             let mock = MockUpstream::start_tls(ca.acceptor("localhost", alpn)).await;
             let gw = Gateway::start(&base_url(&mock), &extra).await;
@@ -135,11 +130,11 @@ async fn json_and_streams_reach_an_upstream_of_a_private_ca_over_h2_and_http1() 
 }
 
 #[tokio::test]
-async fn http2_is_spoken_to_an_upstream_offering_it_only_when_enabled() {
+async fn http2_is_spoken_to_an_upstream_offering_it_unless_disabled() {
     let ca = Ca::new();
-    // Unset is HTTP/1.1.
+    // Unset is HTTP/2.
     for (http2, version) in
-        [("", http::Version::HTTP_11), ("false", http::Version::HTTP_11), ("true", http::Version::HTTP_2)]
+        [("", http::Version::HTTP_2), ("false", http::Version::HTTP_11), ("true", http::Version::HTTP_2)]
     {
         let mock = MockUpstream::start_tls(ca.acceptor_of("localhost", &[H2, HTTP1])).await;
         let setting = if http2.is_empty() { String::new() } else { format!("http2 = {http2}\n") };
@@ -165,15 +160,14 @@ async fn an_untrusted_certificate_is_502_and_nothing_is_sent() {
     for alpn in [H2, HTTP1] {
         let mock = MockUpstream::start_tls(ca.acceptor("localhost", alpn)).await;
         // Default trust: the webpki roots alone.
-        let gw = Gateway::start(&base_url(&mock), offering(alpn)).await;
+        let gw = Gateway::start(&base_url(&mock), "").await;
         for shape in SHAPES {
             shape.assert_error(&call(&gw, shape, false).await, 502, "");
             shape.assert_error(&call(&gw, shape, true).await, 502, "");
         }
         drop(gw);
         // A provider's ca_file is that provider's alone.
-        let gw =
-            Gateway::start(&base_url(&mock), &format!("{}{}", offering(alpn), ca_line("providers.openai", &ca))).await;
+        let gw = Gateway::start(&base_url(&mock), &ca_line("providers.openai", &ca)).await;
         Shape::Anthropic.assert_error(&call(&gw, Shape::Anthropic, false).await, 502, "");
         Shape::Gemini.assert_error(&call(&gw, Shape::Gemini, false).await, 502, "");
         assert!(mock.recorded().is_empty(), "the upstream received {:?}", mock.recorded());
@@ -187,7 +181,7 @@ async fn a_certificate_for_another_name_is_502_and_nothing_is_sent() {
     let ca = Ca::new();
     for alpn in [H2, HTTP1] {
         let mock = MockUpstream::start_tls(ca.acceptor("other.example", alpn)).await;
-        let gw = Gateway::start(&base_url(&mock), &format!("{}{}", offering(alpn), ca_line("upstream", &ca))).await;
+        let gw = Gateway::start(&base_url(&mock), &ca_line("upstream", &ca)).await;
         for shape in SHAPES {
             shape.assert_error(&call(&gw, shape, false).await, 502, "");
             shape.assert_error(&call(&gw, shape, true).await, 502, "");
@@ -201,7 +195,7 @@ async fn a_caller_that_disconnects_ends_the_upstream_stream() {
     let ca = Ca::new();
     for alpn in [H2, HTTP1] {
         let mock = MockUpstream::start_tls(ca.acceptor("localhost", alpn)).await;
-        let gw = Gateway::start(&base_url(&mock), &format!("{}{}", offering(alpn), ca_line("upstream", &ca))).await;
+        let gw = Gateway::start(&base_url(&mock), &ca_line("upstream", &ca)).await;
         // HTTP/2: the stream is reset; HTTP/1.1: the connection is closed.
         leave_streams_and_see_the_upstream_end(&gw, &mock, &format!("{alpn:?}")).await;
         assert!(mock.recorded().iter().all(|r| r.version == version_of(alpn)));
@@ -233,8 +227,8 @@ fn http2_is_a_boolean() {
         let e = Config::from_toml(&text, |_| None).unwrap_err();
         assert!(e.0.contains("http2"), "{value}: {e}");
     }
-    let text = config_text("https://localhost:1", &dir.path().join("db"), "[upstream]\nhttp2 = true\n");
-    assert!(Config::from_toml(&text, |_| None).unwrap().upstream.http2);
-    let text = config_text("https://localhost:1", &dir.path().join("db"), "");
+    let text = config_text("https://localhost:1", &dir.path().join("db"), "[upstream]\nhttp2 = false\n");
     assert!(!Config::from_toml(&text, |_| None).unwrap().upstream.http2);
+    let text = config_text("https://localhost:1", &dir.path().join("db"), "");
+    assert!(Config::from_toml(&text, |_| None).unwrap().upstream.http2);
 }
