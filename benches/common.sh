@@ -27,14 +27,18 @@ base_url = "$upstream"
 TOML
 }
 
-# Processes started by the script, stopped (with the mock, unless STOP_MOCK=0) when it exits.
+# Processes started by the script (PIDS, and any background job still running, such as a sampler of an
+# interrupted run), stopped with the mock (unless STOP_MOCK=0) when it exits.
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$p" 2>/dev/null || true; done
+  local p left
+  left=$(jobs -p)
+  for p in "${PIDS[@]+"${PIDS[@]}"}" $left; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ "${STOP_MOCK:-1}" = 1 ]; then "$W/mock/mock.sh" stop >/dev/null 2>&1 || true; fi
 }
-start_cleanup() { trap cleanup EXIT; }
+# An interrupt or a TERM ends the script (after the command in the foreground), not just that command.
+start_cleanup() { trap cleanup EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; }
 
 # wait_http URL [CURL_OPTION...]: until URL answers (any status), for up to about 10 s.
 wait_http() {
