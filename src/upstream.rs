@@ -3,10 +3,9 @@
 //! without a task switch per chunk, so a stream whose events arrive together leaves in one write. `https://`
 //! origins go through hyper-util's pooled client over rustls: HTTP/2 when the origin picks it by ALPN (one
 //! multiplexed connection), else HTTP/1.1 with a pool of connections; `[upstream] http2 = false` offers
-//! HTTP/1.1 alone. Both use
-//! `TCP_NODELAY`, a connect timeout, an idle pool with a per-host cap, and never follow a redirect (a 3xx
-//! becomes 502: following one would carry the provider key to another origin). Errors are classified
-//! without their URL, which may hold a `?key=`.
+//! HTTP/1.1 alone. Both use `TCP_NODELAY`, a connect timeout, an idle pool with a per-host cap, and never
+//! follow a redirect (a 3xx becomes 502: following one would carry the provider key to another origin).
+//! Errors are classified without their URL, which may hold a `?key=`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
