@@ -86,10 +86,11 @@ def main():
               " to the mock); nginx: HTTP/1.1 with a keep-alive pool; (h1) / (h2): tollgate's protocol to the"
               " upstream.")
     print()
-    for idle in sorted(glob.glob(os.path.join(d, "tollgate*-idle-rss-kb"))):
+    # The http tollgate first, then the https ones.
+    for idle in sorted(glob.glob(os.path.join(d, "tollgate*-idle-rss-kb")), key=lambda p: ("-h" in os.path.basename(p), p)):
         name = os.path.basename(idle)[:-len("-idle-rss-kb")]
         print(f"{name} idle RSS before load: {int(open(idle).read()) / 1024:.1f} MiB")
-    for metrics in sorted(glob.glob(os.path.join(d, "*metrics.txt"))):
+    for metrics in sorted(glob.glob(os.path.join(d, "*metrics.txt")), key=lambda p: ("-h" in os.path.basename(p), p)):
         name = os.path.basename(metrics)[:-len("metrics.txt")].rstrip("-") or "tollgate"
         tokens = {}
         for line in open(metrics):
