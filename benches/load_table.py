@@ -46,6 +46,11 @@ def agg(runs):
     return out
 
 
+def http_first(path):
+    """Sort key: the http tollgate's files, then those of tollgate-h1 / tollgate-h2."""
+    return ("-h" in os.path.basename(path), path)
+
+
 def ratio(a, b):
     return a / b if b else NAN
 
@@ -86,11 +91,10 @@ def main():
               " to the mock); nginx: HTTP/1.1 with a keep-alive pool; (h1) / (h2): tollgate's protocol to the"
               " upstream.")
     print()
-    # The http tollgate first, then the https ones.
-    for idle in sorted(glob.glob(os.path.join(d, "tollgate*-idle-rss-kb")), key=lambda p: ("-h" in os.path.basename(p), p)):
+    for idle in sorted(glob.glob(os.path.join(d, "tollgate*-idle-rss-kb")), key=http_first):
         name = os.path.basename(idle)[:-len("-idle-rss-kb")]
         print(f"{name} idle RSS before load: {int(open(idle).read()) / 1024:.1f} MiB")
-    for metrics in sorted(glob.glob(os.path.join(d, "*metrics.txt")), key=lambda p: ("-h" in os.path.basename(p), p)):
+    for metrics in sorted(glob.glob(os.path.join(d, "*metrics.txt")), key=http_first):
         name = os.path.basename(metrics)[:-len("metrics.txt")].rstrip("-") or "tollgate"
         tokens = {}
         for line in open(metrics):
