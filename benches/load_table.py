@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Prints the table of a benches/load.sh run: one row per mode and concurrency, each proxy beside direct.
+"""Prints the table of a benches/load.sh run: one row per transport, mode and concurrency, each proxy beside
+direct.
 
 usage: load_table.py RESULTS_DIR
 
-Reads RESULTS_DIR/runs/<target>_<mode>_c<C>_r<R>.json (oha JSON) and .proc.json (process samples) for the
-targets direct, nginx and tollgate. Figures are means over repetitions; peak RSS is the maximum.
+Reads RESULTS_DIR/runs/<target>_<transport>_<mode>_c<C>_r<R>.json (oha JSON) and .proc.json (process samples)
+for the targets direct, nginx and tollgate (http), or tollgate-h1 / tollgate-h2 (https: tollgate speaking
+HTTP/1.1 or HTTP/2 to the upstream; one row each, beside the same direct and nginx runs). Runs named
+<target>_<mode>_c<C>_r<R>.json (from before transports) are http. Figures are means over repetitions; peak RSS
+is the maximum.
 """
 import glob
 import json
@@ -13,7 +17,8 @@ import re
 import statistics
 import sys
 
-RUN = re.compile(r"^(direct|nginx|tollgate)_(\w+)_c(\d+)_r(\d+)\.json$")
+RUN = re.compile(r"^(direct|nginx|tollgate(?:-h[12])?)_(?:(http|https)_)?([a-z0-9]+)_c(\d+)_r(\d+)\.json$")
+NAN = float("nan")
 
 
 def load(path):
@@ -41,42 +46,64 @@ def agg(runs):
     return out
 
 
+def http_first(path):
+    """Sort key: the http tollgate's files, then those of tollgate-h1 / tollgate-h2."""
+    return ("-h" in os.path.basename(path), path)
+
+
+def ratio(a, b):
+    return a / b if b else NAN
+
+
 def main():
     d = sys.argv[1]
     groups = {}
     for p in glob.glob(os.path.join(d, "runs", "*.json")):
         m = RUN.match(os.path.basename(p))
         if m:
-            key = (m.group(2), int(m.group(3)))
+            key = (m.group(2) or "http", m.group(3), int(m.group(4)))
             groups.setdefault(key, {}).setdefault(m.group(1), []).append(load(p))
-    print("| mode | c | direct req/s | nginx req/s (÷direct) | tollgate req/s (÷direct, ÷nginx) "
+    print("| transport | mode | c | direct req/s | nginx req/s (÷direct) | tollgate req/s (÷direct, ÷nginx) "
           "| added p50 ms nginx / tollgate | added p99 ms nginx / tollgate | CPU µs/req nginx / tollgate "
           "| peak RSS MB nginx / tollgate | non-2xx or errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for mode, c in sorted(groups, key=lambda k: (k[0] != "json", k[1])):
-        g = {t: agg(runs) for t, runs in groups[(mode, c)].items()}
-        if not all(t in g for t in ("direct", "nginx", "tollgate")):
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for (transport, mode, c), runs in groups.items():
+        g = {t: agg(r) for t, r in runs.items()}
+        if "direct" not in g or "nginx" not in g:
             continue
-        di, ng, tg = g["direct"], g["nginx"], g["tollgate"]
-        print(f"| {mode} | {c} | {di['rps']:,.0f} | {ng['rps']:,.0f} ({ng['rps'] / di['rps']:.2f}) "
-              f"| {tg['rps']:,.0f} ({tg['rps'] / di['rps']:.2f}, {tg['rps'] / ng['rps']:.2f}) "
+        for t in sorted(t for t in g if t.startswith("tollgate")):
+            label = transport if t == "tollgate" else f"{transport} ({t[len('tollgate-'):]})"
+            rows.append(((transport != "http", mode != "json", mode, c, t), label, mode, c, g, g[t]))
+    https = False
+    for _, label, mode, c, g, tg in sorted(rows, key=lambda r: r[0]):
+        https = https or label.startswith("https")
+        di, ng = g["direct"], g["nginx"]
+        print(f"| {label} | {mode} | {c} | {di['rps']:,.0f} | {ng['rps']:,.0f} ({ratio(ng['rps'], di['rps']):.2f}) "
+              f"| {tg['rps']:,.0f} ({ratio(tg['rps'], di['rps']):.2f}, {ratio(tg['rps'], ng['rps']):.2f}) "
               f"| {ng['p50'] - di['p50']:.3f} / {tg['p50'] - di['p50']:.3f} "
               f"| {ng['p99'] - di['p99']:.2f} / {tg['p99'] - di['p99']:.2f} "
-              f"| {ng.get('cpu_us', float('nan')):.0f} / {tg.get('cpu_us', float('nan')):.0f} "
-              f"| {ng.get('rss_mb', float('nan')):.1f} / {tg.get('rss_mb', float('nan')):.1f} "
+              f"| {ng.get('cpu_us', NAN):.0f} / {tg.get('cpu_us', NAN):.0f} "
+              f"| {ng.get('rss_mb', NAN):.1f} / {tg.get('rss_mb', NAN):.1f} "
               f"| {di['bad']} / {ng['bad']} / {tg['bad']} |")
-    idle = os.path.join(d, "tollgate-idle-rss-kb")
-    if os.path.exists(idle):
-        print(f"\ntollgate idle RSS before load: {int(open(idle).read()) / 1024:.1f} MiB")
-    metrics = os.path.join(d, "metrics.txt")
-    if os.path.exists(metrics):
+    if https:
+        print("\nhttps: the proxies reach the mock over TLS (callers speak plain HTTP to them; direct is oha over TLS"
+              " to the mock); nginx: HTTP/1.1 with a keep-alive pool; (h1) / (h2): tollgate's protocol to the"
+              " upstream.")
+    print()
+    for idle in sorted(glob.glob(os.path.join(d, "tollgate*-idle-rss-kb")), key=http_first):
+        name = os.path.basename(idle)[:-len("-idle-rss-kb")]
+        print(f"{name} idle RSS before load: {int(open(idle).read()) / 1024:.1f} MiB")
+    for metrics in sorted(glob.glob(os.path.join(d, "*metrics.txt")), key=http_first):
+        name = os.path.basename(metrics)[:-len("metrics.txt")].rstrip("-") or "tollgate"
         tokens = {}
         for line in open(metrics):
             if line.startswith("tollgate_tokens_total{"):
                 labels, value = line.rsplit(" ", 1)
                 tokens[labels[len("tollgate_tokens_total"):]] = int(float(value))
         if tokens:
-            print("tokens metered by tollgate over the run: " + ", ".join(f"{k} {v:,}" for k, v in sorted(tokens.items())))
+            print(f"tokens metered by {name} over the run: "
+                  + ", ".join(f"{k} {v:,}" for k, v in sorted(tokens.items())))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 //! The upstream client. `http://` origins (self-hosted models, sidecars, mocks) go over tollgate's own HTTP/1.1
 //! connections, driven inside the request's task: the response body's chunks are decoded and handed over
 //! without a task switch per chunk, so a stream whose events arrive together leaves in one write. `https://`
-//! origins go through hyper-util's pooled client over rustls (HTTP/2 or HTTP/1.1 by ALPN). Both use
-//! `TCP_NODELAY`, a connect timeout, an idle pool with a per-host cap, and never follow a redirect (a 3xx
-//! becomes 502: following one would carry the provider key to another origin). Errors are classified
-//! without their URL, which may hold a `?key=`.
+//! origins go through hyper-util's pooled client over rustls: HTTP/2 when the origin picks it by ALPN (one
+//! multiplexed connection), else HTTP/1.1 with a pool of connections; `[upstream] http2 = false` offers
+//! HTTP/1.1 alone. Both use `TCP_NODELAY`, a connect timeout, an idle pool with a per-host cap, and never
+//! follow a redirect (a 3xx becomes 502: following one would carry the provider key to another origin).
+//! Errors are classified without their URL, which may hold a `?key=`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
@@ -74,7 +75,7 @@ impl Upstream {
     /// `provider` is the provider's index in the configuration; it picks the TLS trust for `https://`.
     pub async fn send(
         &self,
-        req: UpstreamRequest,
+        mut req: UpstreamRequest,
         provider: usize,
         deadline: Instant,
     ) -> Result<Response<UpstreamStream>, ProxyError> {
@@ -86,6 +87,9 @@ impl Upstream {
             }
         } else {
             let client = &self.clients[self.client_of.get(provider).copied().unwrap_or(0)];
+            // The client writes the origin itself: `Host` from the URI over HTTP/1.1, `:authority` alone
+            // over HTTP/2, where a `Host` beside it is refused by some servers (nginx: 400).
+            req.headers_mut().remove(http::header::HOST);
             match tokio::time::timeout_at(head_deadline, client.request(req)).await {
                 Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
                 Ok(Err(e)) => return Err(classify(&e)),
@@ -115,11 +119,13 @@ fn https_client(cfg: &UpstreamConfig, extra: &ExtraRoots) -> Result<HttpsClient,
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    // ALPN offers what is enabled: h2 and http/1.1, or http/1.1 alone.
+    let https = if cfg.http2 {
+        https.enable_all_versions().wrap_connector(http)
+    } else {
+        https.enable_http1().wrap_connector(http)
+    };
 
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())

@@ -224,6 +224,9 @@ pub struct UpstreamConfig {
     pub max_event_bytes: usize,
     /// CA certificates (PEM) trusted for every `https://` provider besides the webpki roots.
     pub ca_file: Option<PathBuf>,
+    /// `https://` providers are offered HTTP/2 by ALPN besides HTTP/1.1 (the default); when false, HTTP/1.1
+    /// alone.
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -141,6 +141,7 @@ pub(super) struct RawUpstream {
     pub(super) pool_max_idle_per_host: Option<usize>,
     pub(super) max_event_bytes: Option<usize>,
     pub(super) ca_file: Option<PathBuf>,
+    pub(super) http2: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

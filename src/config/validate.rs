@@ -73,6 +73,7 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         pool_max_idle_per_host: in_range("upstream.pool_max_idle_per_host", u.pool_max_idle_per_host, 256, 0, 100_000)?,
         max_event_bytes: in_range("upstream.max_event_bytes", u.max_event_bytes, 16 << 20, 1024, 1 << 30)?,
         ca_file: u.ca_file,
+        http2: u.http2.unwrap_or(true),
     };
     let mut shared_roots = ExtraRoots::default();
     if let Some(path) = &upstream.ca_file {

@@ -1,5 +1,6 @@
 //! `https://` providers: a local TLS upstream whose certificate a throwaway CA issued for `localhost`,
-//! trusted through `[upstream] ca_file` or a provider's `ca_file`, over HTTP/2 and HTTP/1.1 by ALPN.
+//! trusted through `[upstream] ca_file` or a provider's `ca_file`, over HTTP/2 and HTTP/1.1 by ALPN
+//! (`[upstream] http2 = false` offers HTTP/1.1 alone).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,11 @@ impl Ca {
 
     /// A TLS acceptor with a certificate for `name` issued by this CA, offering `alpn` only.
     fn acceptor(&self, name: &str, alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
+        self.acceptor_of(name, &[alpn])
+    }
+
+    /// A TLS acceptor offering each of `alpn`, the first the client also offers winning.
+    fn acceptor_of(&self, name: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec![name.to_owned()]).unwrap().signed_by(&key, &self.issuer).unwrap();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -46,7 +52,7 @@ impl Ca {
                 .with_no_client_auth()
                 .with_single_cert(vec![cert.der().clone(), self.issuer.der().clone()], key)
                 .unwrap();
-        config.alpn_protocols = vec![alpn.to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 }
@@ -55,8 +61,12 @@ fn base_url(mock: &MockUpstream) -> String {
     format!("https://localhost:{}", mock.addr.port())
 }
 
+fn ca_file_line(ca: &Ca) -> String {
+    format!("ca_file = {:?}\n", ca.pem_path().display().to_string())
+}
+
 fn ca_line(section: &str, ca: &Ca) -> String {
-    format!("[{section}]\nca_file = {:?}\n", ca.pem_path().display().to_string())
+    format!("[{section}]\n{}", ca_file_line(ca))
 }
 
 async fn call(gw: &Gateway, shape: Shape, stream: bool) -> Reply {
@@ -100,6 +110,12 @@ async fn json_and_streams_reach_an_upstream_of_a_private_ca_over_h2_and_http1() 
             assert_eq!(seen.len(), 4, "{seen:?}");
             for (i, req) in seen.iter().enumerate() {
                 assert_eq!(req.version, version_of(alpn), "request {i} with {extra}");
+                // HTTP/2 names the origin in `:authority` alone: a `Host` beside it is refused by nginx.
+                if alpn == H2 {
+                    assert!(!req.headers.contains_key("host"), "{:?}", req.headers.keys());
+                } else {
+                    assert_eq!(req.headers["host"], format!("localhost:{}", mock.addr.port()));
+                }
                 if i < 2 {
                     assert_eq!(req.headers["authorization"], format!("Bearer {PROVIDER_KEY}"));
                     assert!(!req.headers.contains_key("x-api-key"));
@@ -110,6 +126,31 @@ async fn json_and_streams_reach_an_upstream_of_a_private_ca_over_h2_and_http1() 
                 assert!(!req.headers.contains_key("x-provider-key"));
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn http2_is_spoken_to_an_upstream_offering_it_unless_disabled() {
+    let ca = Ca::new();
+    // Unset is HTTP/2.
+    for (http2, version) in
+        [("", http::Version::HTTP_2), ("false", http::Version::HTTP_11), ("true", http::Version::HTTP_2)]
+    {
+        let mock = MockUpstream::start_tls(ca.acceptor_of("localhost", &[H2, HTTP1])).await;
+        let setting = if http2.is_empty() { String::new() } else { format!("http2 = {http2}\n") };
+        let extra = format!("[upstream]\n{setting}{}", ca_file_line(&ca));
+        let gw = Gateway::start(&base_url(&mock), &extra).await;
+        for (shape, stream) in [(Shape::OpenAi, false), (Shape::OpenAi, true), (Shape::Anthropic, true)] {
+            let r = call(&gw, shape, stream).await;
+            assert_eq!(r.status, 200, "{extra}: {}", r.text());
+        }
+        let seen = mock.recorded();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(
+            seen.iter().all(|r| r.version == version),
+            "{extra}: {:?}",
+            seen.iter().map(|r| r.version).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -175,4 +216,19 @@ async fn a_bad_ca_file_is_a_config_error_naming_the_field() {
             assert!(e.0.starts_with(field), "{extra}: {e}");
         }
     }
+}
+
+#[test]
+fn http2_is_a_boolean() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["\"yes\"", "1"] {
+        let text =
+            config_text("https://localhost:1", &dir.path().join("db"), &format!("[upstream]\nhttp2 = {value}\n"));
+        let e = Config::from_toml(&text, |_| None).unwrap_err();
+        assert!(e.0.contains("http2"), "{value}: {e}");
+    }
+    let text = config_text("https://localhost:1", &dir.path().join("db"), "[upstream]\nhttp2 = false\n");
+    assert!(!Config::from_toml(&text, |_| None).unwrap().upstream.http2);
+    let text = config_text("https://localhost:1", &dir.path().join("db"), "");
+    assert!(Config::from_toml(&text, |_| None).unwrap().upstream.http2);
 }
