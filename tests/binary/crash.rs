@@ -246,9 +246,12 @@ async fn a_killed_server_keeps_every_acknowledged_write_and_its_settled_usage() 
     let ready = ready.expect("/readyz never answered 200 after the restart");
 
     let (status, body) =
-        attempt(http::Method::GET, &server.url("/v1/accounts"), &[("authorization", &operator)], "").await.unwrap();
+        attempt(http::Method::GET, &server.url("/v1/accounts?limit=1000"), &[("authorization", &operator)], "")
+            .await
+            .unwrap();
     assert_eq!(status, 200, "{body:?}");
     let listed = json(&body);
+    assert_eq!(listed["has_more"], false, "one page holds every account");
     let listed: Vec<(String, String)> = listed["data"]
         .as_array()
         .unwrap_or_else(|| panic!("{listed}"))
@@ -260,9 +263,12 @@ async fn a_killed_server_keeps_every_acknowledged_write_and_its_settled_usage() 
     }
 
     let (status, body) =
-        attempt(http::Method::GET, &server.url("/v1/auth/keys"), &[("authorization", &token)], "").await.unwrap();
+        attempt(http::Method::GET, &server.url("/v1/auth/keys?limit=1000"), &[("authorization", &token)], "")
+            .await
+            .unwrap();
     assert_eq!(status, 200, "{body:?}");
     let listed = json(&body);
+    assert_eq!(listed["has_more"], false, "one page holds every key");
     let listed: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
     let chat = server.url("/v1/chat/completions");
     for (id, raw) in &keys {
