@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::common::*;
-use crate::process::{Server, Setup};
+use crate::process::{Server, Setup, rss_kib};
 
 const IDLE: usize = 10_000;
 
@@ -113,15 +113,6 @@ async fn ten_thousand_idle_connections_do_not_stop_a_real_client() {
     let refusal_lines = logs.iter().filter(|l| l.contains("connection refused")).count();
     assert!(refusal_lines < 50, "{refusal_lines} refusal lines: not rate-limited");
     assert!(!logs.iter().any(|l| l.contains("accept failed")), "the accept loop ran out of files");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The worst time of `n` sequential probes of `/healthz` from a fresh connection each.

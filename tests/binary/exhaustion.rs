@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::*;
-use crate::process::{Server, Setup};
+use crate::process::{Server, Setup, status_kib};
 
 /// What the upstream sends at most, however long tollgate keeps reading.
 const FLOOD_BYTES: u64 = 48 << 20;
@@ -23,15 +23,6 @@ const FLOOD_BYTES: u64 = 48 << 20;
 const BOUND_KIB: u64 = 16 * 1024;
 /// Completions served before the baseline is read.
 const WARM_UP: usize = 20;
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Samples the server's RSS every few milliseconds until dropped; `peak` is the highest seen.
 struct RssSampler {

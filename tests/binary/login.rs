@@ -21,13 +21,6 @@ fn an_operator_token_without_a_session_secret_is_refused_at_start() {
     }
 }
 
-/// The resident set of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
 /// A keep-alive HTTP/1.1 connection to `to` from the loopback address `from`, so each flooding client is
 /// its own client address.
 async fn connect_from(

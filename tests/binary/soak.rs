@@ -19,19 +19,6 @@ const CHURN: usize = 4;
 /// Growth of RSS allowed over the baseline (the allocator keeps freed pages in its arenas for a while).
 const RSS_SLACK_KIB: u64 = 8 * 1024;
 
-fn open_descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// One keep-alive connection to the server.
 struct Client {
     sender: SendRequest<Full<Bytes>>,
