@@ -7,7 +7,7 @@
 #
 # New interesting inputs go to a scratch corpus under fuzz/target/corpus/<target> (kept between runs,
 # never committed); the committed seeds in fuzz/corpus/<target> are only read. To keep a find as a
-# seed, minimise it into the committed corpus on purpose:
+# seed, minimise it into the committed corpus on purpose (fuzz/dicts/ holds the targets' dictionaries):
 #   cargo +nightly fuzz cmin TARGET fuzz/corpus/TARGET
 # A crash stops that target, leaves its input under fuzz/artifacts/<target>/ (the path is printed), and
 # makes the script exit non-zero after the other targets have run.
@@ -44,9 +44,17 @@ for t in "${targets[@]}"; do
   mkdir -p "$work"
   log=$logs/$t.log
   status=ok
+  # A dictionary of the tokens a target's input is made of, where one helps.
+  dict=()
+  case $t in
+    sse_tap) dict=(-dict=dicts/sse.dict) ;;
+    json_scan | request_body) dict=(-dict=dicts/json.dict) ;;
+    routes) dict=(-dict=dicts/paths.dict) ;;
+    config) dict=(-dict=dicts/toml.dict) ;;
+  esac
   # The first corpus directory receives new inputs; the committed one is read only.
   if ! (cd fuzz && "${fuzz[@]}" run "$t" "../$work" "corpus/$t" -- \
-    -max_total_time="$seconds" -timeout=20 -print_final_stats=1) >"$log" 2>&1; then
+    -max_total_time="$seconds" -timeout=20 -print_final_stats=1 "${dict[@]}") >"$log" 2>&1; then
     status=FAILED
     failed=1
     echo "== $t failed; the end of $log:"
