@@ -99,6 +99,9 @@ impl UsageScanner {
         match b {
             b'"' => {
                 self.in_string = true;
+                // A string after a matching key and before any `:` means that key was not a member's
+                // key (a string in an array element of a root array): it names no value.
+                self.awaiting_colon = false;
                 if self.depth == self.object_depth && self.expect_key {
                     self.expect_key = false;
                     self.key_buf.clear();
@@ -204,6 +207,14 @@ mod tests {
                 crate::usage::Meter::OpenAiCompletion.read_usage(found.as_bytes(), &mut seen);
                 assert_eq!(seen, Some(crate::usage::Usage { input: 13, output: 5 }), "{body} in pieces of {piece}");
             }
+        }
+    }
+
+    #[test]
+    fn a_key_like_string_in_an_array_element_names_no_value() {
+        let body = br#"[["x","usage"],{"longer_key":5}]"#;
+        for piece in 1..=body.len() {
+            assert_eq!(scan_in_pieces(body, b"usage", piece), None, "piece {piece}");
         }
     }
 

@@ -18,7 +18,6 @@ use super::{AnthropicUsage, Meter, Usage};
 
 /// Searchers built once: building one per event costs more than the search.
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage"));
-static DATA_FIELD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data:"));
 
 pub struct UsageTap {
     meter: Meter,
@@ -220,27 +219,18 @@ fn event_offset(event: &[u8], mut at: usize) -> Option<usize> {
     None
 }
 
-/// Data events in a run of complete events: lines starting `data:` that follow no other `data:` line
-/// (several `data:` lines make one event; a `data:` inside a value is not a field).
+/// Data events in a run of complete events, counted as [`UsageTap::event`] counts them: each complete
+/// event whose joined `data:` lines are not empty (several `data:` lines make one event, even with other
+/// fields between them; a `data:` inside a value is not a field). Bytes after the last complete event
+/// are not an event yet, so the count is the same however the stream was cut into runs.
 fn count_data_events(chunk: &[u8]) -> u64 {
     let mut events = 0;
-    for at in DATA_FIELD.find_iter(chunk) {
-        let Some(head) = chunk.get(..at) else { continue };
-        let at_line_start = matches!(head.last(), None | Some(b'\n' | b'\r'));
-        if !at_line_start {
-            continue;
-        }
-        // The line just before this one (past one line end, `\r\n` being one): a blank line there
-        // means a new event, a `data:` line the same one.
-        let before =
-            head.strip_suffix(b"\r\n").or_else(|| head.strip_suffix(b"\n")).or_else(|| head.strip_suffix(b"\r"));
-        let previous_line = before.map(|b| {
-            let start = b.iter().rposition(|&c| c == b'\n' || c == b'\r').map_or(0, |i| i + 1);
-            &b[start..]
-        });
-        if !previous_line.is_some_and(|l| l.starts_with(b"data:")) {
+    let mut start = 0;
+    for end in event_ends(chunk) {
+        if chunk.get(start..end).is_some_and(|event| !fields(event).1.is_empty()) {
             events += 1;
         }
+        start = end;
     }
     events
 }
@@ -364,11 +354,14 @@ mod tests {
     }
 
     #[test]
-    fn events_are_counted_by_their_first_data_line() {
+    fn events_are_counted_once_per_complete_event_with_data() {
         assert_eq!(count_data_events(b"data: a\n\ndata: b\r\n\r\n"), 2);
         assert_eq!(count_data_events(b"data: {\ndata: \"x\": \"data: y\"\ndata: }\n\n"), 1);
         assert_eq!(count_data_events(b"event: e\ndata: 1\ndata: 2\n\n: data: comment\n\n"), 1);
         assert_eq!(count_data_events(b"data:1\r\rdata:2\r\r"), 2);
+        assert_eq!(count_data_events(b"data: a\nid: 1\ndata: b\n\n"), 1, "other fields between data lines");
+        assert_eq!(count_data_events(b"data:\n\ndata: \r\n\r\n"), 0, "empty data is no event");
+        assert_eq!(count_data_events(b"data: a\n\ndata: b"), 1, "an incomplete event is not one yet");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod common;
 mod connections;
 mod errors;
 mod forwarding;
+mod fuzz_regressions;
 mod https;
 mod isolation;
 mod limits;
