@@ -2,6 +2,18 @@
 # Shared by the load scripts in benches/ (sourced, not run). Needs ROOT, and W (the harness work folder)
 # before `start_cleanup`.
 
+# Installs the harness and its tools (W: its work folder), builds the release binary (BIN) and makes this
+# run's results folder (OUT, under target/NAME/): prepare_run NAME
+# shellcheck disable=SC2034 # BIN and OUT are for the script that sources this file
+prepare_run() {
+  W="$("$HARNESS/setup.sh" | tail -1)"
+  export PATH="$PATH:$HOME/.cargo/bin"
+  (cd "$ROOT" && cargo build --release --quiet)
+  BIN="$ROOT/target/release/tollgate"
+  OUT="$ROOT/target/$1/$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$OUT"
+}
+
 # A tollgate configuration with limits, metering and metrics on: config PORT STORE UPSTREAM [SERVER_LINE...]
 # Metrics are served on PORT + 1 (see metrics_url).
 config() {

@@ -48,12 +48,8 @@ has() { case " $1 " in *" $2 "*) return 0;; *) return 1;; esac; }
 reversed() { local out="" w; for w in $1; do out="$w${out:+ $out}"; done; echo "$out"; }
 . "$ROOT/benches/common.sh"
 
-W="$("$HARNESS/setup.sh" | tail -1)"
-export PATH="$PATH:$HOME/.cargo/bin"
+prepare_run load-bench
 OHA="$(command -v oha)"
-(cd "$ROOT" && cargo build --release --quiet)
-BIN="$ROOT/target/release/tollgate"
-OUT="$ROOT/target/load-bench/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT/runs"
 ulimit -n 20000 2>/dev/null || true
 

@@ -21,12 +21,7 @@ while getopts "s:k:m:d:" o; do
 done
 . "$ROOT/benches/common.sh"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-W="$("$HARNESS/setup.sh" | tail -1)"
-export PATH="$PATH:$HOME/.cargo/bin"
-(cd "$ROOT" && cargo build --release --quiet)
-BIN="$ROOT/target/release/tollgate"
-OUT="$ROOT/target/scale-bench/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT"
+prepare_run scale-bench
 ulimit -n "$(ulimit -Hn)"
 start_cleanup
 wait_ready() { wait_http "http://127.0.0.1:$PORT/readyz"; }

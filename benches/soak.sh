@@ -24,16 +24,12 @@ while getopts "m:i:q:" o; do
   case "$o" in m) MINUTES=$OPTARG;; i) INTERVAL=$OPTARG;; q) QPS=$OPTARG;; *) sed -n '2,18p' "$0"; exit 2;; esac
 done
 . "$ROOT/benches/common.sh"
-W="$("$HARNESS/setup.sh" | tail -1)"
-export PATH="$PATH:$HOME/.cargo/bin"
-(cd "$ROOT" && cargo build --release --quiet)
-BIN="$ROOT/target/release/tollgate"
-OUT="$ROOT/target/soak/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT"
+prepare_run soak
 ulimit -n 20000 2>/dev/null || true
 
 ADMIN="$(openssl rand -hex 24)"
-export TOLLGATE_ADMIN_TOKEN="$ADMIN" TOLLGATE_SESSION_SECRET="$(openssl rand -hex 32)"
+SESSION_SECRET="$(openssl rand -hex 32)"
+export TOLLGATE_ADMIN_TOKEN="$ADMIN" TOLLGATE_SESSION_SECRET="$SESSION_SECRET"
 config "$PORT" "$OUT/tollgate.db" "http://127.0.0.1:18080" > "$OUT/proxy.toml"
 KEYS=()
 for i in 1 2 3 4; do
@@ -88,7 +84,7 @@ served() {  # requests answered so far, from the metrics endpoint
   curl -s "$(metrics_url "$PORT")" |
     awk '/^tollgate_requests_total/ { s += $NF } END { printf "%d", s }'
 }
-sample() { echo "$1,$(rss_kib "$PID"),$(ls "/proc/$PID/fd" | wc -l),$(served)" >> "$OUT/samples.csv"; }
+sample() { echo "$1,$(rss_kib "$PID"),$(find "/proc/$PID/fd" -mindepth 1 -maxdepth 1 | wc -l),$(served)" >> "$OUT/samples.csv"; }
 
 echo "seconds,rss_kib,fds,requests" > "$OUT/samples.csv"
 sample 0

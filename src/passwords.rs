@@ -1,6 +1,7 @@
 //! Account passwords: argon2id with the crate's recommended parameters and a random salt, stored as a
 //! PHC string. All argon2 work runs on a [`PasswordPool`]: a fixed set of threads, each reusing one
-//! preallocated memory area, behind a short queue; beyond it callers are told to come back later. So a
+//! memory area (made at its first job, so a server that never sees a login never holds it), behind a short
+//! queue; beyond it callers are told to come back later. So a
 //! flood of logins costs a bounded amount of CPU and memory, whatever its size. Verification of an
 //! unknown account does the same work, so timing does not reveal it.
 
@@ -18,17 +19,18 @@ const DECOY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2p0Xf
 const MAX_BLOCKS: usize = 4 * Params::DEFAULT_M_COST as usize;
 const SALT_LEN: usize = 16;
 
-/// One worker's argon2 memory, allocated once and reused for every hash it computes.
+/// One worker's argon2 memory, allocated at its first hash and reused for every later one.
 struct Workspace {
     blocks: Vec<Block>,
 }
 
 impl Workspace {
     fn new() -> Workspace {
-        Workspace { blocks: vec![Block::default(); Params::DEFAULT_M_COST as usize] }
+        Workspace { blocks: Vec::new() }
     }
 
-    /// The first `n` blocks, growing the area (once, up to [`MAX_BLOCKS`]) if a hash needs more.
+    /// The first `n` blocks, growing the area (at the first hash, and once more up to [`MAX_BLOCKS`] if a
+    /// stored hash needs more).
     fn blocks(&mut self, n: usize) -> Option<&mut [Block]> {
         if n > MAX_BLOCKS {
             return None;
