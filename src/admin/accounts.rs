@@ -81,9 +81,8 @@ pub(super) async fn create_account(app: &App, body: RequestBody<'_>) -> ApiResul
 pub(super) async fn list_accounts(app: &App, query: &str) -> ApiResult {
     let page = Page::from_query(query)?;
     let (after, limit) = (page.after.clone(), page.limit + 1);
-    let accounts = blocking(app, move |s| s.accounts_page(after.as_deref(), limit))
-        .await?
-        .ok_or_else(|| ApiError::invalid("after", "is not the id of an account"))?;
+    let accounts =
+        blocking(app, move |s| s.accounts_page(after.as_deref(), limit)).await?.ok_or_else(Page::unknown_cursor)?;
     Ok((StatusCode::OK, page.body(accounts, |a| a.id.clone(), account_view)))
 }
 

@@ -208,9 +208,8 @@ async fn shown_once(app: &App, secret: SecretKey, id: KeyId, replaces: Option<(K
 pub(super) async fn list_keys(app: &App, account: &str, query: &str) -> ApiResult {
     let page = Page::from_query(query)?;
     let (owner, after, limit) = (account.to_owned(), page.after.clone(), page.limit + 1);
-    let keys = blocking(app, move |s| s.keys_page(&owner, after.as_deref(), limit))
-        .await?
-        .ok_or_else(|| ApiError::invalid("after", "is not the id of a key of this account"))?;
+    let keys =
+        blocking(app, move |s| s.keys_page(&owner, after.as_deref(), limit)).await?.ok_or_else(Page::unknown_cursor)?;
     let usage = month_usage(app, account).await?;
     let body = page.body(
         keys,

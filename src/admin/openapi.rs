@@ -101,7 +101,7 @@ pub fn document(config: &crate::config::Config) -> Value {
                 "get": {
                     "operationId": "listAccounts", "summary": "List accounts, oldest first, a page at a time", "security": operator,
                     "parameters": page_params(),
-                    "responses": responses(("200", ok("A page of accounts", "AccountList")), &[])
+                    "responses": responses(("200", ok("A page of accounts", "AccountList")), &[("404", "`after` is not an id in this list")])
                 }
             },
             "/v1/accounts/{id}": {
@@ -141,7 +141,7 @@ pub fn document(config: &crate::config::Config) -> Value {
                 "get": {
                     "operationId": "listKeys", "summary": "List the account's keys (never a secret), oldest first, a page at a time", "security": account_token,
                     "parameters": page_params(),
-                    "responses": responses(("200", ok("A page of keys", "KeyList")), &[])
+                    "responses": responses(("200", ok("A page of keys", "KeyList")), &[("404", "`after` is not an id in this list")])
                 }
             },
             "/v1/auth/keys/{id}": {

@@ -1,6 +1,6 @@
 //! Pages of a list, in the shape OpenAI's list endpoints use: `?limit=` (1 to 1,000, default 100) and
 //! `?after=<id>` (the last id of the previous page) in; `{"object": "list", "data", "first_id", "last_id",
-//! "has_more"}` out. Lists are oldest first, so a page, once full, never changes under a reader who
+//! "has_more"}` out. An `after` that names nothing in the list is a 404 naming the field. Lists are oldest first, so a page, once full, never changes under a reader who
 //! walks them with `after`.
 
 use serde_json::{Value, json};
@@ -39,6 +39,14 @@ impl Page {
             }
         }
         Ok(page)
+    }
+
+    /// The answer when `after` names nothing in the list (an id of another account's is nothing too).
+    pub fn unknown_cursor() -> ApiError {
+        ApiError {
+            field: Some("after".to_owned()),
+            ..ApiError::new(http::StatusCode::NOT_FOUND, "not_found", "`after` is not an id in this list")
+        }
     }
 
     /// The list body for `rows`, read with one more than the limit: the extra row only tells that
