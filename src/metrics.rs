@@ -8,19 +8,6 @@ use std::time::Duration;
 
 use crate::providers::Endpoint;
 
-const ENDPOINTS: [Endpoint; 11] = [
-    Endpoint::ChatCompletions,
-    Endpoint::Completions,
-    Endpoint::Embeddings,
-    Endpoint::Responses,
-    Endpoint::ListModels,
-    Endpoint::GetModel,
-    Endpoint::Messages,
-    Endpoint::CountTokens,
-    Endpoint::GenerateContent,
-    Endpoint::StreamGenerateContent,
-    Endpoint::EmbedContent,
-];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Refusal reasons: the limit kinds, then the process-wide overload.
 pub const REFUSALS: [&str; 6] = [
@@ -95,7 +82,9 @@ impl Metrics {
     pub fn new(providers: Vec<String>) -> Metrics {
         let n = providers.len();
         Metrics {
-            requests: (0..(n + 1) * (ENDPOINTS.len() + 1) * STATUS_CLASSES.len()).map(|_| AtomicU64::new(0)).collect(),
+            requests: (0..(n + 1) * (Endpoint::ALL.len() + 1) * STATUS_CLASSES.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             upstream_latency: (0..n).map(|_| Histogram::new()).collect(),
             ttfb: (0..n).map(|_| Histogram::new()).collect(),
             overhead: Histogram::new(),
@@ -108,9 +97,9 @@ impl Metrics {
 
     fn request_slot(&self, provider: Option<usize>, endpoint: Option<Endpoint>, status: u16) -> Option<&AtomicU64> {
         let p = provider.map_or(0, |p| p + 1);
-        let e = endpoint.and_then(|e| ENDPOINTS.iter().position(|x| *x == e)).map_or(0, |e| e + 1);
+        let e = endpoint.and_then(|e| Endpoint::ALL.iter().position(|x| *x == e)).map_or(0, |e| e + 1);
         let class = usize::from(status / 100).checked_sub(1).filter(|c| *c < STATUS_CLASSES.len())?;
-        self.requests.get((p * (ENDPOINTS.len() + 1) + e) * STATUS_CLASSES.len() + class)
+        self.requests.get((p * (Endpoint::ALL.len() + 1) + e) * STATUS_CLASSES.len() + class)
     }
 
     pub fn request(&self, provider: Option<usize>, endpoint: Option<Endpoint>, status: u16) {
@@ -164,12 +153,12 @@ impl Metrics {
         out.push_str("# HELP tollgate_requests_total Requests by provider, route and status class.\n");
         out.push_str("# TYPE tollgate_requests_total counter\n");
         for p in 0..=self.providers.len() {
-            for e in 0..=ENDPOINTS.len() {
+            for e in 0..=Endpoint::ALL.len() {
                 for (c, class) in STATUS_CLASSES.iter().enumerate() {
-                    let n = self.requests[(p * (ENDPOINTS.len() + 1) + e) * STATUS_CLASSES.len() + c]
+                    let n = self.requests[(p * (Endpoint::ALL.len() + 1) + e) * STATUS_CLASSES.len() + c]
                         .load(Ordering::Relaxed);
                     if n > 0 {
-                        let route = if e == 0 { "-" } else { ENDPOINTS[e - 1].name() };
+                        let route = if e == 0 { "-" } else { Endpoint::ALL[e - 1].name() };
                         let _ = writeln!(
                             out,
                             "tollgate_requests_total{{provider=\"{}\",route=\"{route}\",status=\"{class}\"}} {n}",

@@ -23,20 +23,6 @@ use serde_json::Value;
 use tollgate::providers::Endpoint;
 use tollgate::request_body::{inspect_body, with_stream_usage};
 
-const ENDPOINTS: [Endpoint; 11] = [
-    Endpoint::ChatCompletions,
-    Endpoint::Completions,
-    Endpoint::Embeddings,
-    Endpoint::Responses,
-    Endpoint::ListModels,
-    Endpoint::GetModel,
-    Endpoint::Messages,
-    Endpoint::CountTokens,
-    Endpoint::GenerateContent,
-    Endpoint::StreamGenerateContent,
-    Endpoint::EmbedContent,
-];
-
 /// Every text a splice may insert (`true` over an `include_usage` value).
 const TEXTS: [&[u8]; 6] = [
     b"true",
@@ -60,7 +46,7 @@ struct OnceInner {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
-    let endpoint = ENDPOINTS[usize::from(selector) % ENDPOINTS.len()];
+    let endpoint = Endpoint::ALL[usize::from(selector) % Endpoint::ALL.len()];
     let inspected = match inspect_body(endpoint, body) {
         Ok(i) => i,
         Err(e) => {

@@ -43,6 +43,21 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, in declaration order (metrics index their counters by it).
+    pub const ALL: [Endpoint; 11] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::ListModels,
+        Endpoint::GetModel,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+        Endpoint::GenerateContent,
+        Endpoint::StreamGenerateContent,
+        Endpoint::EmbedContent,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat_completions",
