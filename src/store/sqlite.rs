@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 mod accounts;
 pub mod key_cap;
+mod pages;
 
 use key_cap::{count_active, insert_key};
 
@@ -305,28 +306,6 @@ impl SqliteStore {
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
         self.infos("ORDER BY created_at, id", [])
-    }
-
-    /// A page of an account's keys, oldest first: at most `limit`, after the key `after`; `None` when
-    /// `after` is not one of the account's keys.
-    pub fn keys_page(
-        &self,
-        account: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Option<Vec<KeyInfo>>, StoreError> {
-        let conn = self.conn();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let Some(after) = after else {
-            let tail = "WHERE account_id = ?1 ORDER BY created_at, id LIMIT ?2";
-            return infos_in(&conn, tail, rusqlite::params![account, limit]).map(Some);
-        };
-        let cursor = "SELECT created_at FROM service_keys WHERE id = ?1 AND account_id = ?2";
-        let Some(created) = conn.query_row(cursor, [after, account], |r| r.get::<_, i64>(0)).optional()? else {
-            return Ok(None);
-        };
-        let tail = "WHERE account_id = ?1 AND (created_at, id) > (?2, ?3) ORDER BY created_at, id LIMIT ?4";
-        infos_in(&conn, tail, rusqlite::params![account, created, after, limit]).map(Some)
     }
 
     pub fn key_info(&self, id: KeyId) -> Result<Option<KeyInfo>, StoreError> {

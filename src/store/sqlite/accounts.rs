@@ -50,30 +50,6 @@ impl SqliteStore {
         Ok(rows)
     }
 
-    /// A page of the accounts, oldest first: at most `limit`, after the account `after`; `None` when
-    /// there is no account `after`.
-    pub fn accounts_page(&self, after: Option<&str>, limit: usize) -> Result<Option<Vec<AccountInfo>>, StoreError> {
-        let conn = self.conn();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = match after {
-            None => {
-                let mut stmt = conn.prepare_cached(&format!("{ACCOUNT_SELECT} ORDER BY created_at, id LIMIT ?1"))?;
-                stmt.query_map([limit], account_from)?.collect::<Result<Vec<_>, _>>()?
-            }
-            Some(after) => {
-                let cursor = "SELECT created_at FROM accounts WHERE id = ?1";
-                let Some(created) = conn.query_row(cursor, [after], |r| r.get::<_, i64>(0)).optional()? else {
-                    return Ok(None);
-                };
-                let page =
-                    format!("{ACCOUNT_SELECT} WHERE (created_at, id) > (?1, ?2) ORDER BY created_at, id LIMIT ?3");
-                let mut stmt = conn.prepare_cached(&page)?;
-                stmt.query_map(params![created, after, limit], account_from)?.collect::<Result<Vec<_>, _>>()?
-            }
-        };
-        Ok(Some(rows))
-    }
-
     pub fn account(&self, id: &str) -> Result<Option<AccountInfo>, StoreError> {
         let conn = self.conn();
         Ok(conn.query_row(&format!("{ACCOUNT_SELECT} WHERE id = ?1"), [id], account_from).optional()?)
