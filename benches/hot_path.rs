@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tollgate::auth::keys::{self, KeyHasher, KeyKind, KeyLimits, KeyRecord, KeyTable};
 use tollgate::config::LimitsConfig;
-use tollgate::keys::{self, KeyHasher, KeyKind, KeyLimits, KeyRecord, KeyTable};
-use tollgate::limits::{Limiter, Now};
-use tollgate::sse::SseFramer;
-use tollgate::usage::Meter;
-use tollgate::usage::json_scan::UsageScanner;
-use tollgate::usage::tap::UsageTap;
+use tollgate::metering::limits::{Limiter, Now};
+use tollgate::metering::usage::Meter;
+use tollgate::metering::usage::json_scan::UsageScanner;
+use tollgate::metering::usage::tap::UsageTap;
+use tollgate::proxy::sse::SseFramer;
 
 fn key_table(n: usize) -> (KeyTable, String) {
     let hasher = KeyHasher::new(None);
@@ -148,12 +148,12 @@ fn header_rewrite(c: &mut Criterion) {
     ] {
         caller.insert(http::HeaderName::from_static(k), http::HeaderValue::from_static(v));
     }
-    let key = tollgate::credentials::ProviderKey::from_headers(&caller).unwrap();
+    let key = tollgate::proxy::credentials::provider_key(&caller).unwrap();
     let mut g = c.benchmark_group("header_rewrite");
     for provider in &config.providers {
         g.bench_function(provider.name.as_str(), |b| {
             b.iter(|| {
-                let mut headers = tollgate::headers::upstream_request_headers(black_box(&caller));
+                let mut headers = tollgate::proxy::headers::upstream_request_headers(black_box(&caller));
                 let mut query = String::from("alt=sse");
                 provider.kind.set_credential(provider, &key, &mut headers, &mut query);
                 black_box((headers, query))

@@ -32,7 +32,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 
 /// A presented key: a fresh well-formed one, or (every eighth) one cut short by 1 to 40 characters.
 fn random_key(i: u64) -> String {
-    let (key, _) = tollgate::keys::generate("tg", tollgate::keys::KeyKind::Live).expect("random key");
+    let (key, _) = tollgate::auth::keys::generate("tg", tollgate::auth::keys::KeyKind::Live).expect("random key");
     if i % 8 == 7 {
         let text = key.expose();
         return text[..text.len() - 1 - (i as usize / 8) % 40].to_owned();

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use tollgate::keys::{KeyHasher, KeyTable};
+use tollgate::auth::keys::{KeyHasher, KeyTable};
 use tollgate::store::{NewKey, SqliteStore};
 
 fn rss_kib() -> u64 {

@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 
-use crate::limits::LimitKind;
+use crate::metering::limits::LimitKind;
 use crate::providers::ErrorParts;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +23,13 @@ pub enum ProxyError {
     BodyUnreadable,
     /// The request body is not a JSON object; the text says why without quoting the body.
     InvalidJson(String),
-    /// The model a request names is longer than [`crate::access::MAX_MODEL_BYTES`].
+    /// The model a request names is longer than [`crate::auth::access::MAX_MODEL_BYTES`].
     ModelNameTooLong,
     /// The key's scopes or allowlists do not cover the request; the text names what is missing.
     Forbidden(String),
     Overloaded,
     /// A limit of the key or its account (§3): 429 with its retry time.
-    RateLimited(crate::limits::Refusal),
+    RateLimited(crate::metering::limits::Refusal),
     UpstreamUnreachable,
     UpstreamRedirect,
     /// The upstream connection failed after it was made (reset, protocol error, cut mid-body).

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tollgate::auth::keys::{KeyHasher, KeyId, KeyKind, KeyLimits};
 use tollgate::clock::{self, rfc3339, unix_now};
 use tollgate::config::{Config, LogFormat};
 use tollgate::config::{OPERATOR_CONCURRENCY_RANGE, OPERATOR_RPD_RANGE, OPERATOR_RPM_RANGE};
-use tollgate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits};
 use tollgate::store::{NewKey, SqliteStore};
 
 #[derive(Parser)]
@@ -95,7 +95,8 @@ impl LimitArgs {
     /// Applies the given flags over `limits`, checking each against its range.
     fn apply(&self, mut limits: KeyLimits) -> Result<KeyLimits, String> {
         fn small(flag: &str, v: Option<LimitValue>, range: (u32, u32), slot: &mut Option<u32>) -> Result<(), String> {
-            tollgate::keys::change_limit(v.map(LimitValue::change), range, slot).map_err(|e| format!("--{flag} {e}"))
+            tollgate::auth::keys::change_limit(v.map(LimitValue::change), range, slot)
+                .map_err(|e| format!("--{flag} {e}"))
         }
         small("rpm", self.rpm, OPERATOR_RPM_RANGE, &mut limits.requests_per_minute)?;
         small("daily", self.daily, OPERATOR_RPD_RANGE, &mut limits.requests_per_day)?;
@@ -210,9 +211,9 @@ fn main() -> ExitCode {
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 /// Logs to stderr through a batching writer; the guard writes what is left when it is dropped.
-fn init_tracing(config: &Config) -> tollgate::log_writer::LogGuard {
+fn init_tracing(config: &Config) -> tollgate::telemetry::log_writer::LogGuard {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
-    let (writer, guard) = tollgate::log_writer::buffered_stderr();
+    let (writer, guard) = tollgate::telemetry::log_writer::buffered_stderr();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match config.log.format {
         LogFormat::Text => builder.with_ansi(false).init(),
@@ -265,7 +266,7 @@ async fn shutdown_signal() {
 
 fn check_config(config: &Config, path: &std::path::Path) -> CliResult {
     if let Some(files) = &config.server.tls {
-        tollgate::tls::acceptor(files).map_err(|e| format!("invalid configuration: {e}"))?;
+        tollgate::server::tls::acceptor(files).map_err(|e| format!("invalid configuration: {e}"))?;
     }
     println!("{}: ok", path.display());
     println!("  listen      {}{}", config.server.listen, if config.server.tls.is_some() { " (TLS)" } else { "" });
@@ -465,7 +466,7 @@ fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
             if password.chars().count() < 8 {
                 return Err("the password (first line of standard input) must be at least 8 characters".into());
             }
-            let hash = tollgate::passwords::hash(password)?;
+            let hash = tollgate::auth::passwords::hash(password)?;
             let account = store.create_account(&email, &hash, &plan, key_cap, unix_now())?;
             println!("{}", account.id);
             eprintln!("created account {} for {email}: plan {plan}, up to {key_cap} keys", account.id);

@@ -17,7 +17,7 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tollgate::usage::json_scan::UsageScanner;
+use tollgate::metering::usage::json_scan::UsageScanner;
 
 /// The scanner skips values longer than this (`json_scan::MAX_VALUE`).
 const MAX_VALUE: usize = 64 * 1024;

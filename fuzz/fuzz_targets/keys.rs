@@ -20,8 +20,8 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use tollgate::access::KeyAccess;
-use tollgate::keys::{self, KeyHasher, KeyKind, KeyLimits, KeyRecord, KeyTable, SecretKey};
+use tollgate::auth::access::KeyAccess;
+use tollgate::auth::keys::{self, KeyHasher, KeyKind, KeyLimits, KeyRecord, KeyTable, SecretKey};
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const PREFIXES: [&str; 4] = ["tg", "sk", "a", "z0123456789abcde"];

@@ -21,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::Value;
 use tollgate::providers::Endpoint;
-use tollgate::request_body::{inspect_body, with_stream_usage};
+use tollgate::proxy::request_body::{inspect_body, with_stream_usage};
 
 /// Every text a splice may insert (`true` over an `include_usage` value).
 const TEXTS: [&[u8]; 6] = [

@@ -25,9 +25,9 @@ mod common;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tollgate::sse::SseFramer;
-use tollgate::usage::tap::UsageTap;
-use tollgate::usage::{Meter, Usage};
+use tollgate::proxy::sse::SseFramer;
+use tollgate::metering::usage::tap::UsageTap;
+use tollgate::metering::usage::{Meter, Usage};
 
 const METERS: [Meter; 6] = [
     Meter::OpenAiCompletion,

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use super::body::{RequestBody, json_body, present, present_int};
 use super::page::Page;
 use super::{ApiError, ApiResult, blocking, openapi};
+use crate::app::App;
 use crate::clock::{self, rfc3339};
-use crate::pipeline::App;
 use crate::store::AccountInfo;
 
 #[derive(Deserialize)]

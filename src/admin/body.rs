@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::ApiError;
-use crate::access::Scopes;
-use crate::pipeline::App;
+use crate::app::App;
+use crate::auth::access::Scopes;
 
 /// Largest management request body.
 const MAX_BODY: usize = 64 * 1024;

@@ -12,11 +12,11 @@ use super::body::{
 };
 use super::page::Page;
 use super::{ApiError, ApiResult, blocking};
-use crate::access::KeyAccess;
+use crate::app::App;
+use crate::auth::access::KeyAccess;
+use crate::auth::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
 use crate::clock::{self, rfc3339};
 use crate::config::{CONCURRENCY_RANGE, RPD_RANGE, RPM_RANGE};
-use crate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
-use crate::pipeline::App;
 use crate::store::{KeyInfo, NewKey};
 
 #[derive(Deserialize, Default)]
@@ -38,7 +38,8 @@ impl LimitsBody {
     /// the operator (the CLI) grants a key more.
     fn apply(&self, mut limits: KeyLimits, tokens_ceiling: u64) -> Result<KeyLimits, ApiError> {
         fn set(field: &str, v: Option<Option<u32>>, range: (u32, u32), slot: &mut Option<u32>) -> Result<(), ApiError> {
-            crate::keys::change_limit(v.map(|n| n.map(u64::from)), range, slot).map_err(|e| ApiError::invalid(field, e))
+            crate::auth::keys::change_limit(v.map(|n| n.map(u64::from)), range, slot)
+                .map_err(|e| ApiError::invalid(field, e))
         }
         set("limits.requests_per_minute", self.requests_per_minute, RPM_RANGE, &mut limits.requests_per_minute)?;
         set("limits.requests_per_day", self.requests_per_day, RPD_RANGE, &mut limits.requests_per_day)?;

@@ -9,10 +9,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::{RequestBody, json_body};
-use super::throttle::Throttled;
 use super::{ApiError, ApiResult, blocking};
+use crate::app::App;
+use crate::auth::throttle::Throttled;
 use crate::clock::{self, rfc3339};
-use crate::pipeline::App;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,24 +9,22 @@ mod keys;
 mod login;
 pub mod openapi;
 mod page;
-pub mod throttle;
-pub mod tokens;
 mod usage;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::body::ProxyBody;
+use crate::app::App;
+use crate::auth::keys::KeyId;
+use crate::auth::sessions::Caller;
 use crate::clock;
-use crate::keys::KeyId;
-use crate::pipeline::App;
+use crate::proxy::body::ProxyBody;
 use crate::store::StoreError;
 use accounts::{create_account, list_accounts, patch_account};
 use body::RequestBody;
 use keys::{create_key, get_key, list_keys, patch_key, revoke_key, rotate_key};
 use login::{change_password, login, logout};
-use tokens::Caller;
 use usage::usage;
 
 /// Every operation, as the OpenAPI document names it: (method, path template).
@@ -147,7 +145,7 @@ pub async fn handle(app: &App, req: Request<&mut Incoming>) -> Response<ProxyBod
 async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
     let (parts, body) = req.into_parts();
     let body = RequestBody { body, deadline: tokio::time::Instant::now() + app.config.server.body_timeout };
-    let client = parts.extensions.get::<crate::server::ClientAddr>().map(|a| a.0.ip());
+    let client = parts.extensions.get::<crate::auth::ClientAddr>().map(|a| a.0.ip());
     let path = parts.uri.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = parts.method.clone();

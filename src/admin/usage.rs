@@ -6,8 +6,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, blocking, owned_key};
+use crate::app::App;
 use crate::clock;
-use crate::pipeline::App;
 
 pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
     let mut key = None;

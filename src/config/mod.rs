@@ -10,7 +10,7 @@ use std::time::Duration;
 mod raw;
 mod validate;
 
-use crate::providers::ProviderKind;
+pub use crate::providers::{ExtraRoots, GeminiAuth, ProviderConfig, ProviderKind};
 use raw::{RawConfig, apply_env, toml_error};
 pub use validate::parse_duration;
 use validate::validate;
@@ -239,40 +239,6 @@ pub struct LogConfig {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// How a Gemini provider receives the caller's key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GeminiAuth {
-    Query,
-    Header,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProviderConfig {
-    pub name: String,
-    pub kind: ProviderKind,
-    /// `http` or `https`.
-    pub scheme: http::uri::Scheme,
-    pub authority: http::uri::Authority,
-    /// Path prefix of the upstream API without a trailing slash ("" for none).
-    pub base_path: String,
-    pub gemini_auth: GeminiAuth,
-    pub anthropic_version: String,
-    /// OpenAI kind: add `stream_options.include_usage` to streams so they report usage (some
-    /// OpenAI-compatible servers refuse the option; they are then charged by estimate).
-    pub inject_stream_usage: bool,
-    /// CA certificates trusted for this provider besides the webpki roots: those of `[upstream] ca_file`
-    /// and of its own `ca_file`, read and checked at start.
-    pub extra_roots: ExtraRoots,
-}
-
-/// Extra trust roots: the files they came from (which tell one trust configuration from another) and
-/// their certificates.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExtraRoots {
-    pub files: Vec<PathBuf>,
-    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// A configuration problem, naming the field or variable it is about.

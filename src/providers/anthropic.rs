@@ -4,9 +4,9 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
+use super::key::ProviderKey;
 use super::{Endpoint, ErrorParts, is_model_id, sensitive, sse_event};
 use crate::config::ProviderConfig;
-use crate::credentials::ProviderKey;
 
 pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
     match segments {

@@ -4,9 +4,9 @@
 use http::{HeaderMap, HeaderName};
 use serde_json::json;
 
+use super::key::ProviderKey;
 use super::{Endpoint, ErrorParts, is_model_id, sensitive, sse_event};
 use crate::config::{GeminiAuth, ProviderConfig};
-use crate::credentials::ProviderKey;
 
 pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
     let (version, rest) = segments.split_first()?;

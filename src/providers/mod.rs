@@ -3,11 +3,49 @@
 
 pub mod anthropic;
 pub mod gemini;
+pub mod key;
 pub mod openai;
+
+use std::path::PathBuf;
 
 use http::{HeaderMap, HeaderValue, Method};
 
-use crate::config::ProviderConfig;
+/// The longest model name a request may carry (longer ones are refused before any allowlist is read).
+pub const MAX_MODEL_BYTES: usize = 256;
+
+/// How a Gemini provider receives the caller's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeminiAuth {
+    Query,
+    Header,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix of the upstream API without a trailing slash ("" for none).
+    pub base_path: String,
+    pub gemini_auth: GeminiAuth,
+    pub anthropic_version: String,
+    /// OpenAI kind: add `stream_options.include_usage` to streams so they report usage (some
+    /// OpenAI-compatible servers refuse the option; they are then charged by estimate).
+    pub inject_stream_usage: bool,
+    /// CA certificates trusted for this provider besides the webpki roots: those of `[upstream] ca_file`
+    /// and of its own `ca_file`, read and checked at start.
+    pub extra_roots: ExtraRoots,
+}
+
+/// Extra trust roots: the files they came from (which tell one trust configuration from another) and
+/// their certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtraRoots {
+    pub files: Vec<PathBuf>,
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
@@ -134,7 +172,7 @@ impl ProviderKind {
     pub fn set_credential(
         self,
         provider: &ProviderConfig,
-        key: &crate::credentials::ProviderKey,
+        key: &key::ProviderKey,
         headers: &mut HeaderMap,
         query: &mut String,
     ) {
@@ -168,7 +206,7 @@ impl ProviderKind {
 /// A model id as it may appear in a path: ASCII letters, digits, `.`, `-`, `_` (and `:` where the
 /// provider uses it inside ids), starting with a letter or digit so `.` and `..` can never match.
 pub(crate) fn is_model_id(s: &str, allow_colon: bool) -> bool {
-    s.len() <= crate::access::MAX_MODEL_BYTES
+    s.len() <= MAX_MODEL_BYTES
         && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') || (allow_colon && b == b':'))
 }

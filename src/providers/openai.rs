@@ -5,8 +5,8 @@
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::json;
 
+use super::key::ProviderKey;
 use super::{Endpoint, ErrorParts, is_model_id, sensitive, sse_event};
-use crate::credentials::ProviderKey;
 
 pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
     match segments {

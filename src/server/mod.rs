@@ -6,6 +6,8 @@
 mod caps;
 mod connection;
 mod open_files;
+pub mod router;
+pub mod tls;
 mod unread;
 
 use std::convert::Infallible;
@@ -20,8 +22,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ConnectionLimits;
-use crate::pipeline::{self, App};
+use crate::app::App;
+use crate::auth::ClientAddr;
+use crate::config::{self, ConnectionLimits};
 use caps::{ConnectionCaps, ThrottledLog};
 use connection::{Activity, Deadlines, Tracked};
 pub use open_files::raise_open_file_limit;
@@ -33,10 +36,6 @@ const HEAD_BUFFER_SLACK: usize = 64 * 1024;
 /// streams tollgate may reset for a client's protocol errors, before the connection is ended.
 const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 64;
-
-/// The socket peer of the connection a request arrived on, in the request's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub std::net::SocketAddr);
 
 pub async fn serve(
     app: Arc<App>,
@@ -106,7 +105,7 @@ pub async fn serve(
                     let version = parts.version;
                     let mut req = http::Request::from_parts(parts, &mut body);
                     req.extensions_mut().insert(ClientAddr(peer));
-                    let response = pipeline::handle(app, req).await;
+                    let response = router::handle(app, req).await;
                     let response = unread::settle(&mut body, version, response).await;
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, guard)))
                 }
@@ -146,7 +145,7 @@ pub async fn serve(
 
 /// The metrics listener (`metrics.listen`): plain HTTP/1.1, `GET /metrics` and nothing else, until the
 /// task is dropped.
-pub async fn serve_metrics(listener: TcpListener, metrics: Arc<crate::metrics::Metrics>) {
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<crate::telemetry::metrics::Metrics>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -163,7 +162,7 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<crate::metrics::M
             } else {
                 (http::StatusCode::NOT_FOUND, "not found\n".to_owned())
             };
-            let mut response = http::Response::new(crate::body::ProxyBody::full(text));
+            let mut response = http::Response::new(crate::proxy::body::ProxyBody::full(text));
             *response.status_mut() = status;
             let content_type = http::HeaderValue::from_static("text/plain; version=0.0.4");
             response.headers_mut().insert(http::header::CONTENT_TYPE, content_type);
@@ -175,4 +174,29 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<crate::metrics::M
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
     }
+}
+
+/// Raises the open-file limit, then settles the connection caps under it; warns when a total set in the
+/// file is more than the limit allows.
+pub fn connection_limits(server: &config::ServerConfig) -> config::ConnectionLimits {
+    let open_files = raise_open_file_limit();
+    let limits = server.connection_limits(open_files);
+    let allowed = config::connections_allowed_by(open_files);
+    if server.max_connections.is_some() && limits.total > allowed {
+        tracing::warn!(
+            max_connections = limits.total,
+            open_files,
+            allowed,
+            "server.max_connections is more than the open-file limit allows (two files a connection, {} kept aside): \
+             past it, new connections fail to be accepted instead of getting a 503",
+            config::OPEN_FILES_RESERVE,
+        );
+    }
+    tracing::info!(
+        max_connections = limits.total,
+        max_connections_per_ip = limits.per_ip,
+        derived = server.max_connections.is_none(),
+        "connection caps"
+    );
+    limits
 }

@@ -1,13 +1,15 @@
 //! Durable state. The embedded default is one SQLite file ([`sqlite::SqliteStore`]); key writes are
 //! fsynced before they return. The server reads keys from memory and polls the store for changes.
 
+pub mod sync;
+
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
 pub use sqlite::key_cap::Rotated;
 
-use crate::access::KeyAccess;
-use crate::keys::{KeyId, KeyKind, KeyLimits};
+use crate::auth::access::KeyAccess;
+use crate::auth::keys::{KeyId, KeyKind, KeyLimits};
 
 /// What a new key is made of (its secret is generated).
 #[derive(Debug, Clone)]

@@ -15,10 +15,10 @@ mod pages;
 use key_cap::{count_active, insert_key};
 
 use super::{AccountInfo, KeyChanges, KeyInfo, NewKey, StoreError, UsageRow};
-use crate::access::{KeyAccess, Scopes};
-use crate::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
-use crate::limits::Carried;
-use crate::usage::book::{UsageDelta, UsageKey};
+use crate::auth::access::{KeyAccess, Scopes};
+use crate::auth::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
+use crate::metering::limits::Carried;
+use crate::metering::usage::book::{UsageDelta, UsageKey};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -535,7 +535,7 @@ mod tests {
         let (records, version) = changes(0);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].hash, hasher.hash(k1.expose()));
-        let table = crate::keys::KeyTable::new("tg".into(), hasher.clone());
+        let table = crate::auth::keys::KeyTable::new("tg".into(), hasher.clone());
         assert_eq!(table.label(&records[0]).to_string(), i1.key_prefix);
 
         let (none, same) = changes(version);

@@ -316,8 +316,8 @@ async fn model_names_are_bounded_and_printed_safely() {
 
     // A row written before names were checked still prints harmlessly.
     let store = tollgate::store::SqliteStore::open(&setup.db).unwrap();
-    let key_id = tollgate::keys::KeyId::parse(&id).unwrap();
-    let old = tollgate::usage::book::UsageBook::default();
+    let key_id = tollgate::auth::keys::KeyId::parse(&id).unwrap();
+    let old = tollgate::metering::usage::book::UsageBook::default();
     old.request(key_id, &std::sync::Arc::from("default"), 0, std::sync::Arc::from("\u{1b}]0;pwned\u{7}"));
     store.add_usage(&old.take()).unwrap();
 

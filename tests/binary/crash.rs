@@ -77,7 +77,8 @@ async fn data_plane(
 
 /// Usage the store holds for a key: (requests, input tokens, output tokens).
 fn stored_usage(store: &tollgate::store::SqliteStore, id: &str) -> (u64, u64, u64) {
-    let id = tollgate::keys::KeyId::parse(id.rsplit('_').next().unwrap()).unwrap_or_else(|| panic!("key id {id}"));
+    let id =
+        tollgate::auth::keys::KeyId::parse(id.rsplit('_').next().unwrap()).unwrap_or_else(|| panic!("key id {id}"));
     store
         .usage_report(Some(id), 0, i64::MAX)
         .unwrap()

@@ -262,7 +262,7 @@ async fn unknown_keys(addr: SocketAddr, until: Instant, cap: usize) -> (usize, u
     tokio::spawn(conn);
     let (mut sent, mut refused) = (0, 0);
     while sent < cap && Instant::now() < until {
-        let (key, _) = tollgate::keys::generate("tg", tollgate::keys::KeyKind::Live).unwrap();
+        let (key, _) = tollgate::auth::keys::generate("tg", tollgate::auth::keys::KeyKind::Live).unwrap();
         let req = http::Request::post("/v1/chat/completions")
             .header("host", "t")
             .header("authorization", format!("Bearer {}", key.expose()))

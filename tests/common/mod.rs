@@ -15,8 +15,8 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tollgate::auth::keys::KeyHasher;
 use tollgate::config::Config;
-use tollgate::keys::KeyHasher;
 pub use tollgate::store::{NewKey, SqliteStore};
 
 pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
@@ -399,7 +399,7 @@ impl Gateway {
     /// (requests, input tokens, output tokens).
     pub async fn stop_and_read_usage(mut self, secret: &str) -> (u64, u64, u64) {
         self.begin_shutdown().await.unwrap();
-        let id = tollgate::keys::KeyId::parse(&secret[8..20]).unwrap();
+        let id = tollgate::auth::keys::KeyId::parse(&secret[8..20]).unwrap();
         let rows = self.store.usage_report(Some(id), 0, i64::MAX).unwrap();
         rows.iter().fold((0, 0, 0), |t, r| (t.0 + r.requests, t.1 + r.input_tokens, t.2 + r.output_tokens))
     }

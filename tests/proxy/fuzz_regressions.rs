@@ -2,10 +2,10 @@
 //! drove, with the target's chunking.
 
 use bytes::Bytes;
-use tollgate::sse::SseFramer;
-use tollgate::usage::json_scan::UsageScanner;
-use tollgate::usage::tap::UsageTap;
-use tollgate::usage::{Meter, Usage};
+use tollgate::metering::usage::json_scan::UsageScanner;
+use tollgate::metering::usage::tap::UsageTap;
+use tollgate::metering::usage::{Meter, Usage};
+use tollgate::proxy::sse::SseFramer;
 
 /// An upstream stream through the framer and a usage tap, as the response body wires them; the usage
 /// and the number of data events counted.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tollgate::keys::KeyLimits;
+use tollgate::auth::keys::KeyLimits;
 
 use crate::common::*;
 
@@ -77,7 +77,7 @@ async fn long_model_names_are_refused_before_any_allowlist_is_matched() {
     // Patterns shaped to make a backtracking matcher quadratic in the model name.
     let models: Vec<String> = (0..64).map(|i| format!("*{}b{i}", "a".repeat(120))).collect();
     let globbed = NewKey {
-        access: tollgate::access::KeyAccess { models: Some(models), ..Default::default() },
+        access: tollgate::auth::access::KeyAccess { models: Some(models), ..Default::default() },
         ..NewKey::live("globs", 0)
     };
     let gw = Gateway::start_with(&mock.base_url(), "", &[globbed]).await;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tollgate::keys::KeyLimits;
+use tollgate::auth::keys::KeyLimits;
 use tollgate::metering::input_estimate;
 
 use crate::common::*;
@@ -241,7 +241,7 @@ async fn with_limits_off_nothing_is_limited_or_metered() {
     }
     assert!(mock.recorded().iter().all(|r| !String::from_utf8_lossy(&r.body).contains("stream_options")));
     gw.begin_shutdown().await.unwrap();
-    let id = tollgate::keys::KeyId::parse(&gw.keys[0][8..20]).unwrap();
+    let id = tollgate::auth::keys::KeyId::parse(&gw.keys[0][8..20]).unwrap();
     assert!(gw.store.usage_report(Some(id), 0, i64::MAX).unwrap().is_empty());
 }
 

@@ -148,7 +148,7 @@ async fn an_injected_option_keeps_the_rest_of_the_body_as_sent() {
 }
 
 fn usage_of(store: &SqliteStore, secret: &str) -> (u64, u64, u64) {
-    let id = tollgate::keys::KeyId::parse(&secret[8..20]).unwrap();
+    let id = tollgate::auth::keys::KeyId::parse(&secret[8..20]).unwrap();
     let rows = store.usage_report(Some(id), 0, i64::MAX).unwrap();
     rows.iter().fold((0, 0, 0), |t, r| (t.0 + r.requests, t.1 + r.input_tokens, t.2 + r.output_tokens))
 }
@@ -156,7 +156,7 @@ fn usage_of(store: &SqliteStore, secret: &str) -> (u64, u64, u64) {
 #[tokio::test]
 async fn early_ends_are_charged_the_documented_estimate_and_free_the_slot() {
     let mock = MockUpstream::start().await;
-    let one_at_a_time = tollgate::keys::KeyLimits { concurrent_requests: Some(1), ..Default::default() };
+    let one_at_a_time = tollgate::auth::keys::KeyLimits { concurrent_requests: Some(1), ..Default::default() };
     let keys: Vec<NewKey> =
         (0..5).map(|i| NewKey { limits: one_at_a_time, ..NewKey::live(&format!("early-{i}"), 0) }).collect();
     let mut gw = Gateway::start_with(&mock.base_url(), "", &keys).await;

@@ -1,7 +1,7 @@
 //! `/metrics`: requests, tokens, refusals, latency histograms and open streams, with bounded labels and
 //! no key material.
 
-use tollgate::keys::KeyLimits;
+use tollgate::auth::keys::KeyLimits;
 
 use crate::common::*;
 

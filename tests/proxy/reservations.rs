@@ -2,7 +2,7 @@
 //! over quota rather than wrapped, bad numbers are a 400 in the route's shape, every choice counts
 //! (with or without a stated maximum), and `stream_options: null` still gets its usage metered.
 
-use tollgate::keys::KeyLimits;
+use tollgate::auth::keys::KeyLimits;
 use tollgate::metering::input_estimate;
 
 use crate::common::*;
@@ -150,7 +150,7 @@ async fn a_null_stream_options_is_rewritten_in_place_and_the_stream_metered_exac
     }
     gw.begin_shutdown().await.unwrap();
     for (body, secret) in bodies.iter().zip(&gw.keys) {
-        let id = tollgate::keys::KeyId::parse(&secret[8..20]).unwrap();
+        let id = tollgate::auth::keys::KeyId::parse(&secret[8..20]).unwrap();
         let rows = gw.store.usage_report(Some(id), 0, i64::MAX).unwrap();
         let metered = rows.iter().fold((0, 0), |t, r| (t.0 + r.input_tokens, t.1 + r.output_tokens));
         assert_eq!(metered, (5, 3), "{body}: the upstream's own usage, not one token per event");

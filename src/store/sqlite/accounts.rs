@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{ACCOUNT_SELECT, SqliteStore, account_from, bump_version};
-use crate::keys;
+use crate::auth::keys;
 use crate::store::{AccountInfo, StoreError};
 
 impl SqliteStore {

@@ -6,7 +6,7 @@
 use rusqlite::{Connection, params};
 
 use super::{SqliteStore, bump_version, infos_in, list_json, sql_int};
-use crate::keys::{self, KeyHasher, KeyId, SecretKey};
+use crate::auth::keys::{self, KeyHasher, KeyId, SecretKey};
 use crate::store::{KeyInfo, NewKey, StoreError};
 
 /// The cap of an account the store does not know (only reachable from the CLI's default account).

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::Usage;
-use crate::keys::KeyId;
+use crate::auth::keys::KeyId;
 
 /// Longest model name kept as a label; longer ones become [`OTHER`] (the name is the caller's).
 const MAX_MODEL: usize = 128;

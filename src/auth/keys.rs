@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 
-use crate::access::KeyAccess;
+use crate::auth::access::KeyAccess;
 
 /// Public id: safe to show and log; the store's primary key.
 pub const ID_LEN: usize = 12;

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 
+use crate::auth::keys::{KeyId, KeyRecord};
 use crate::clock;
 use crate::config::LimitsConfig;
-use crate::keys::{KeyId, KeyRecord};
 use gcra::{Decision, Gcra, Rate};
 use ledger::Ledger;
 

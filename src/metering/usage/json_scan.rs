@@ -204,8 +204,12 @@ mod tests {
             for piece in [1, 2, 7, body.len()] {
                 let mut seen = None;
                 let found = scan_in_pieces(body.as_bytes(), b"usage", piece).unwrap();
-                crate::usage::Meter::OpenAiCompletion.read_usage(found.as_bytes(), &mut seen);
-                assert_eq!(seen, Some(crate::usage::Usage { input: 13, output: 5 }), "{body} in pieces of {piece}");
+                crate::metering::usage::Meter::OpenAiCompletion.read_usage(found.as_bytes(), &mut seen);
+                assert_eq!(
+                    seen,
+                    Some(crate::metering::usage::Usage { input: 13, output: 5 }),
+                    "{body} in pieces of {piece}"
+                );
             }
         }
     }

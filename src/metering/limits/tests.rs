@@ -2,7 +2,7 @@
 //! forgotten with their keys.
 
 use super::*;
-use crate::keys::{KeyKind, KeyLimits};
+use crate::auth::keys::{KeyKind, KeyLimits};
 
 fn defaults() -> LimitsConfig {
     LimitsConfig {

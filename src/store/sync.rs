@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::keys::KeyTable;
-use crate::limits::Plans;
+use crate::auth::keys::KeyTable;
+use crate::metering::limits::Plans;
 use crate::store::{SqliteStore, StoreError};
 
 /// Whether the store answered recently.

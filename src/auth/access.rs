@@ -120,8 +120,7 @@ impl KeyAccess {
     }
 }
 
-/// The longest model name a request may carry (longer ones are refused before any allowlist is read).
-pub const MAX_MODEL_BYTES: usize = 256;
+pub use crate::providers::MAX_MODEL_BYTES;
 
 /// `*` matches any run of characters, everything else itself. Linear in the text: the pieces between
 /// stars are found left to right, each at its first place after the previous one (taking the first

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::passwords::{Busy, PasswordPool};
+use crate::auth::passwords::{Busy, PasswordPool};
 
 const SLOTS: usize = 4096;
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
@@ -365,8 +365,8 @@ mod tests {
     #[tokio::test]
     async fn own_account_successes_do_not_reset_guesses_at_another() {
         let guard = guard();
-        let own = crate::passwords::hash("my own passphrase").unwrap();
-        let victim = crate::passwords::hash("the victim's passphrase").unwrap();
+        let own = crate::auth::passwords::hash("my own passphrase").unwrap();
+        let victim = crate::auth::passwords::hash("the victim's passphrase").unwrap();
         let mut refused = 0;
         for round in 0..2 {
             // Four guesses at the victim, then a login to the guesser's own account.
@@ -443,7 +443,7 @@ mod tests {
     #[tokio::test]
     async fn the_right_password_from_a_clean_address_is_not_refused_while_the_account_is_busy() {
         let guard = guard();
-        let stored = crate::passwords::hash("the real passphrase").unwrap();
+        let stored = crate::auth::passwords::hash("the real passphrase").unwrap();
         let now = Instant::now();
         // Failing hard enough for the longest delay.
         for _ in 0..10 {

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::HeaderValue;
 use tokio::time::Instant;
 
+use crate::auth::keys::KeyLabel;
 use crate::error::LogLevel;
-use crate::keys::KeyLabel;
-use crate::metrics::Metrics;
 use crate::providers::Endpoint;
+use crate::telemetry::metrics::Metrics;
 
 /// Request ids: a random per-process seed mixed with a counter through a bijection (splitmix64), so ids
 /// are unique within a process, unpredictable across processes, and cost one atomic add.
@@ -96,7 +96,7 @@ impl AccessLog {
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
-                    target: "tollgate::access",
+                    target: "tollgate::auth::access",
                     request_id = %self.request_id,
                     method = %self.method,
                     provider,

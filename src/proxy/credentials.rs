@@ -2,14 +2,13 @@
 //! or `x-goog-api-key`, the headers each SDK sends natively), and the provider key, validated before any
 //! connection and held in a type that never prints.
 
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, header};
 
 use crate::error::ProxyError;
+pub use crate::providers::key::{MAX_PROVIDER_KEY_LEN, ProviderKey};
 
 /// The header carrying the caller's own provider key.
 pub const PROVIDER_KEY_HEADER: &str = "x-provider-key";
-/// Longest provider key accepted, in bytes.
-pub const MAX_PROVIDER_KEY_LEN: usize = 512;
 
 /// Finds the service key. The Anthropic and Gemini SDKs put their `api_key` in `x-api-key` /
 /// `x-goog-api-key`, and users may set both that and `Authorization`, so among the present candidates one
@@ -37,60 +36,21 @@ pub fn service_key<'a>(headers: &'a HeaderMap, prefix: &str) -> Result<&'a str, 
         .ok_or(ProxyError::MissingServiceKey)
 }
 
-/// The caller's provider key. Its `Debug` and `Display` print `[redacted]`; the value is only ever
-/// written into the upstream request, marked sensitive.
-pub struct ProviderKey(HeaderValue);
-
-impl ProviderKey {
-    /// Takes the key from `X-Provider-Key`: exactly one header, printable ASCII without space, `&`, `#`, `%`,
-    /// `?` or `/`, at most [`MAX_PROVIDER_KEY_LEN`] bytes.
-    pub fn from_headers(headers: &HeaderMap) -> Result<ProviderKey, ProxyError> {
-        let mut values = headers.get_all(PROVIDER_KEY_HEADER).iter();
-        let value = values.next().ok_or(ProxyError::MissingProviderKey)?;
-        if values.next().is_some() || !is_valid_provider_key(value.as_bytes()) {
-            return Err(ProxyError::InvalidProviderKey);
-        }
-        let mut value = value.clone();
-        value.set_sensitive(true);
-        Ok(ProviderKey(value))
+/// Takes the caller's provider key from `X-Provider-Key`: exactly one header, printable ASCII without
+/// space, `&`, `#`, `%`, `?` or `/`, at most [`MAX_PROVIDER_KEY_LEN`] bytes.
+pub fn provider_key(headers: &HeaderMap) -> Result<ProviderKey, ProxyError> {
+    let mut values = headers.get_all(PROVIDER_KEY_HEADER).iter();
+    let value = values.next().ok_or(ProxyError::MissingProviderKey)?;
+    if values.next().is_some() {
+        return Err(ProxyError::InvalidProviderKey);
     }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-
-    /// The key as text; validated ASCII, so never lossy.
-    pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
-    }
-
-    /// The key as a sensitive header value.
-    pub fn header_value(&self) -> HeaderValue {
-        self.0.clone()
-    }
-}
-
-impl std::fmt::Debug for ProviderKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::fmt::Display for ProviderKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-fn is_valid_provider_key(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && bytes.len() <= MAX_PROVIDER_KEY_LEN
-        && bytes.iter().all(|&b| b.is_ascii_graphic() && !matches!(b, b'&' | b'#' | b'%' | b'?' | b'/'))
+    ProviderKey::parse(value).ok_or(ProxyError::InvalidProviderKey)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -122,8 +82,8 @@ mod tests {
     #[test]
     fn provider_keys_are_validated() {
         let ok = headers(&[("x-provider-key", b"sk-proj-abc_DEF.123=+")]);
-        assert_eq!(ProviderKey::from_headers(&ok).unwrap().as_str(), "sk-proj-abc_DEF.123=+");
-        assert_eq!(ProviderKey::from_headers(&HeaderMap::new()).unwrap_err(), ProxyError::MissingProviderKey);
+        assert_eq!(provider_key(&ok).unwrap().as_str(), "sk-proj-abc_DEF.123=+");
+        assert_eq!(provider_key(&HeaderMap::new()).unwrap_err(), ProxyError::MissingProviderKey);
         let long = vec![b'a'; MAX_PROVIDER_KEY_LEN + 1];
         for bad in [
             &b""[..],
@@ -138,16 +98,16 @@ mod tests {
             &long,
         ] {
             let h = headers(&[("x-provider-key", bad)]);
-            assert_eq!(ProviderKey::from_headers(&h).unwrap_err(), ProxyError::InvalidProviderKey, "{bad:?}");
+            assert_eq!(provider_key(&h).unwrap_err(), ProxyError::InvalidProviderKey, "{bad:?}");
         }
         let two = headers(&[("x-provider-key", b"a"), ("x-provider-key", b"b")]);
-        assert_eq!(ProviderKey::from_headers(&two).unwrap_err(), ProxyError::InvalidProviderKey);
+        assert_eq!(provider_key(&two).unwrap_err(), ProxyError::InvalidProviderKey);
     }
 
     #[test]
     fn the_provider_key_never_prints() {
         let h = headers(&[("x-provider-key", b"sk-canary")]);
-        let k = ProviderKey::from_headers(&h).unwrap();
+        let k = provider_key(&h).unwrap();
         assert_eq!(format!("{k:?} {k}"), "[redacted] [redacted]");
         assert!(!format!("{:?}", k.header_value()).contains("canary"));
     }

@@ -3,80 +3,50 @@
 //! authorize → reserve tokens → build the upstream request → forward → stream back.
 //! Each phase is a function; every failure leaves through [`error_response`], in the route's shape.
 
+pub mod body;
+pub mod credentials;
+pub mod headers;
+pub mod in_flight;
+pub mod request_body;
+pub mod routes;
+pub mod sse;
+
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Method, Request, Response, StatusCode, header, request};
+use http::{HeaderValue, Request, Response, header, request};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::access_log::{AccessLog, RequestId, RequestIds};
-use crate::admission::{InFlight, InFlightSlot};
-use crate::body::{BodyMeter, ProxyBody, StreamLimits, StreamParts, UpstreamBody};
+use crate::app::App;
+use crate::auth::keys::{KeyRecord, KeyTable, Refusal};
 use crate::clock;
 use crate::config::Config;
-use crate::credentials::{self, ProviderKey};
 use crate::error::ProxyError;
-use crate::headers;
-use crate::keys::{KeyRecord, KeyTable, Refusal};
-use crate::limits::{self, Limiter, RateHeaders};
+use crate::metering::limits::{self, RateHeaders};
+use crate::metering::usage::book::model_label;
+use crate::metering::usage::json_scan::UsageScanner;
+use crate::metering::usage::tap::UsageTap;
+use crate::metering::usage::{Meter, Usage};
 use crate::metering::{self, Metering};
+use crate::providers::key::ProviderKey;
 use crate::providers::{Endpoint, ProviderKind, RouteMiss};
-use crate::request_body::{Inspected, inspect_body, with_stream_usage};
-use crate::routes::{Route, Routes};
-use crate::sse::SseFramer;
-use crate::upstream::{Upstream, UpstreamRequest, UpstreamStream};
-use crate::usage::book::{UsageBook, model_label};
-use crate::usage::json_scan::UsageScanner;
-use crate::usage::tap::UsageTap;
-use crate::usage::{Meter, Usage};
+use crate::telemetry::access_log::{AccessLog, RequestId};
+use crate::upstream::{UpstreamRequest, UpstreamStream};
+use body::{BodyMeter, ProxyBody, StreamLimits, StreamParts, UpstreamBody};
+use in_flight::InFlightSlot;
+use request_body::{Inspected, inspect_body, with_stream_usage};
+use routes::Route;
+use sse::SseFramer;
 
 const X_REQUEST_ID: &str = "x-request-id";
 /// Where an upstream's own `x-request-id` goes, so support tickets with the provider still work.
 const X_UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
 
-/// Everything a request needs, shared by all connections.
-pub struct App {
-    pub config: Config,
-    pub limiter: Limiter,
-    pub plans: Arc<crate::limits::Plans>,
-    pub usage: Arc<UsageBook>,
-    /// The monotonic origin of the limiter's clock.
-    pub started: std::time::Instant,
-    pub store: crate::store::SqliteStore,
-    pub credentials: crate::admin::tokens::Credentials,
-    /// Password checks: a bounded argon2 pool behind per-address and per-account throttles.
-    pub logins: crate::admin::throttle::LoginGuard,
-    /// When each key was last used, waiting for the next flush (no store write per request).
-    pub last_used: dashmap::DashMap<crate::keys::KeyId, i64>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub routes: Routes,
-    pub keys: Arc<KeyTable>,
-    pub upstream: Upstream,
-    pub in_flight: InFlight,
-    pub request_ids: RequestIds,
-    pub readiness: Arc<crate::key_sync::Readiness>,
-}
-
-impl App {
-    /// This instant on the limiter's clocks.
-    pub fn now(&self) -> limits::Now {
-        let mono_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        limits::Now { mono_ns, unix: clock::unix_now() }
-    }
-}
-
-/// Serves one request. Never fails: errors become provider-shaped responses. The body stays with the
-/// caller, which deals with whatever of it is left unread (`server::unread`).
-pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>) -> Response<ProxyBody> {
-    let request_id = app.request_ids.next();
-    if let Some(response) = probe(&app, &req) {
-        return with_request_id(response, request_id);
-    }
-    if crate::admin::is_management(req.uri().path()) {
-        return with_request_id(crate::admin::handle(&app, req).await, request_id);
-    }
+/// Serves one request on a provider route. Never fails: errors become provider-shaped responses. The
+/// body stays with the caller, which deals with whatever of it is left unread (`server::unread`).
+pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, request_id: RequestId) -> Response<ProxyBody> {
     let mut log = AccessLog {
         request_id,
         method: req.method().clone(),
@@ -113,36 +83,6 @@ pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>) -> Response<Prox
     }
 }
 
-/// `/healthz`, `/readyz`, and `/metrics` where the operator put it on the main listener, answered before
-/// routing.
-fn probe<B>(app: &App, req: &Request<B>) -> Option<Response<ProxyBody>> {
-    if req.method() != Method::GET {
-        return None;
-    }
-    let (status, text) = match req.uri().path() {
-        "/healthz" => (StatusCode::OK, "ok"),
-        "/readyz" if app.readiness.is_ready() => (StatusCode::OK, "ready"),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable"),
-        "/metrics" if app.config.metrics.enabled => {
-            let token = app.config.metrics.main_listener_token?;
-            if !crate::metrics::presents_token(req.headers(), &token) {
-                (StatusCode::UNAUTHORIZED, "a bearer token is required\n")
-            } else {
-                let mut response = Response::new(ProxyBody::full(app.metrics.render()));
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-                return Some(response);
-            }
-        }
-        _ => return None,
-    };
-    let mut response = Response::new(ProxyBody::full(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    Some(response)
-}
-
 async fn proxy(
     app: &App,
     route: Route,
@@ -155,7 +95,7 @@ async fn proxy(
     let key = authenticate(&app.keys, &parts.headers)?;
     log.key = Some(app.keys.label(&key));
     app.last_used.insert(key.id, clock::unix_now());
-    let provider_key = ProviderKey::from_headers(&parts.headers)?;
+    let provider_key = credentials::provider_key(&parts.headers)?;
     // The key's own limits come before anything shared is taken: its concurrency bounds how many of
     // the process-wide slots and slow bodies it can hold.
     let permit = if app.config.limits.enabled {
@@ -344,7 +284,7 @@ fn request_model<'a>(route: &'a Route, facts: &'a Inspected) -> Option<&'a str> 
 /// Phase: the key's scopes and allowlists cover this provider, route and model. A model name is
 /// bounded before any allowlist pattern is matched against it.
 fn authorize(key: &KeyRecord, route: &Route, model: Option<&str>) -> Result<(), ProxyError> {
-    if model.is_some_and(|m| m.len() > crate::access::MAX_MODEL_BYTES) {
+    if model.is_some_and(|m| m.len() > crate::auth::access::MAX_MODEL_BYTES) {
         return Err(ProxyError::ModelNameTooLong);
     }
     key.access.check(&route.provider.name, route.endpoint, model).map_err(|denied| ProxyError::Forbidden(denied.0))
@@ -489,7 +429,8 @@ pub fn error_response(shape: ProviderKind, error: &ProxyError, log: &AccessLog) 
     with_request_id(response, log.request_id)
 }
 
-fn with_request_id(mut response: Response<ProxyBody>, id: RequestId) -> Response<ProxyBody> {
+/// Stamps the response with the request's id.
+pub fn with_request_id(mut response: Response<ProxyBody>, id: RequestId) -> Response<ProxyBody> {
     response.headers_mut().insert(X_REQUEST_ID, id.header_value());
     response
 }

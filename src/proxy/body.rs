@@ -11,16 +11,16 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::access_log::AccessLog;
-use crate::admission::InFlightSlot;
 use crate::error::{LogLevel, ProxyError};
 use crate::metering::Metering;
+use crate::metering::usage::json_scan::UsageScanner;
+use crate::metering::usage::tap::UsageTap;
+use crate::metering::usage::{Meter, Usage};
 use crate::providers::{Endpoint, ProviderKind};
-use crate::sse::SseFramer;
+use crate::proxy::in_flight::InFlightSlot;
+use crate::proxy::sse::SseFramer;
+use crate::telemetry::access_log::AccessLog;
 use crate::upstream::UpstreamStream;
-use crate::usage::json_scan::UsageScanner;
-use crate::usage::tap::UsageTap;
-use crate::usage::{Meter, Usage};
 
 pub enum ProxyBody {
     Full(Option<Bytes>),

@@ -19,14 +19,17 @@
 //! `u64::MAX` fits no quota (quotas come from TOML or the store, so they are at most `i64::MAX`), and the
 //! request is refused as over its token quota.
 
+pub mod limits;
+pub mod usage;
+
 use std::sync::Arc;
 
-use crate::keys::KeyId;
-use crate::limits::Admission;
+use crate::auth::keys::KeyId;
+use crate::metering::limits::Admission;
+use crate::metering::usage::book::UsageBook;
+use crate::metering::usage::{Meter, Usage};
 use crate::providers::Endpoint;
-use crate::request_body::Inspected;
-use crate::usage::book::UsageBook;
-use crate::usage::{Meter, Usage};
+use crate::proxy::request_body::Inspected;
 
 /// The most tokens one figure of one request is charged (2^40, about 1.1 trillion): an upstream may report
 /// anything, and a figure beyond every real one must not push the store's sums past what it can hold.
@@ -59,7 +62,7 @@ impl Metering {
         Metering { admission: Some(admission), book, key, account, model, day, input_estimate, output_cap }
     }
 
-    pub fn headers(&self) -> Option<&crate::limits::RateHeaders> {
+    pub fn headers(&self) -> Option<&crate::metering::limits::RateHeaders> {
         self.admission.as_ref().map(|a| &a.headers)
     }
 
@@ -127,7 +130,7 @@ pub fn reservation(
 mod tests {
     use super::*;
     use crate::providers::ProviderKind;
-    use crate::request_body::inspect_body;
+    use crate::proxy::request_body::inspect_body;
     use proptest::prelude::*;
 
     const ROUTES: [(ProviderKind, Endpoint); 6] = [

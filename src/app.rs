@@ -1,0 +1,209 @@
+//! The `App`: everything a request needs, built once from the configuration, and the background tasks
+//! around it (key refresh, usage and last-used flushes, lease sweeps).
+
+use std::sync::Arc;
+
+use crate::auth::keys::{KeyHasher, KeyTable};
+use crate::auth::{passwords, sessions, throttle};
+use crate::clock;
+use crate::config::Config;
+use crate::metering::limits::{self, Limiter};
+use crate::metering::usage::{self, book::UsageBook};
+use crate::proxy::in_flight::InFlight;
+use crate::proxy::routes::Routes;
+use crate::store::sync as key_sync;
+use crate::store::{SqliteStore, StoreError};
+use crate::telemetry::access_log::RequestIds;
+use crate::telemetry::metrics;
+use crate::upstream::Upstream;
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Store(StoreError),
+    /// The metrics listener could not be bound.
+    MetricsListen(std::io::Error),
+    Tls(String),
+    Upstream(rustls::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Store(e) => write!(f, "{e}"),
+            StartError::MetricsListen(e) => write!(f, "metrics.listen: {e}"),
+            StartError::Tls(e) => write!(f, "TLS: {e}"),
+            StartError::Upstream(e) => write!(f, "upstream TLS configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// The running server's state and its background tasks.
+pub struct Started {
+    pub app: Arc<App>,
+    pub background: Background,
+}
+
+/// Opens the store, loads the keys and the usage carried over a restart, builds the [`App`] and starts
+/// its background tasks (key refresh, housekeeping).
+pub async fn start(config: Config) -> Result<Started, StartError> {
+    let upstream = Upstream::new(&config.upstream, &config.providers).map_err(StartError::Upstream)?;
+    let path = config.store.path.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+        .await
+        .map_err(|e| StartError::Store(StoreError::Corrupt(format!("store task failed: {e}"))))?
+        .map_err(StartError::Store)?;
+    let keys = Arc::new(KeyTable::new(config.keys.prefix.clone(), KeyHasher::new(config.keys.hash_secret)));
+    let tables = key_sync::Tables {
+        keys: Arc::clone(&keys),
+        plans: Arc::new(limits::Plans::new(config.plans.clone())),
+        readiness: Arc::new(key_sync::Readiness::new(config.store.refresh_interval)),
+    };
+    let version = key_sync::load_all(&store, &tables).await.map_err(StartError::Store)?;
+    tracing::info!(keys = keys.len(), store = %config.store.path.display(), "key store loaded");
+
+    // Reservations live at most as long as a request may; a sweep ends any left behind.
+    let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
+    let limiter = Limiter::new(config.limits.clone(), lease);
+    let started = std::time::Instant::now();
+    carry_usage(&store, &limiter).await.map_err(StartError::Store)?;
+
+    let app = Arc::new(App {
+        routes: Routes::new(&config.providers),
+        in_flight: InFlight::new(config.server.max_in_flight),
+        request_ids: RequestIds::new(),
+        keys,
+        upstream,
+        readiness: Arc::clone(&tables.readiness),
+        plans: Arc::clone(&tables.plans),
+        limiter,
+        usage: Arc::new(UsageBook::default()),
+        started,
+        store: store.clone(),
+        credentials: sessions::Credentials::new(
+            config.management.session_secret.as_deref(),
+            config.management.admin_token.as_deref(),
+            config.management.access_token_ttl,
+        ),
+        logins: throttle::LoginGuard::new(passwords::PasswordPool::for_this_machine()),
+        last_used: dashmap::DashMap::new(),
+        metrics: Arc::new(metrics::Metrics::new(config.providers.iter().map(|p| p.name.clone()).collect())),
+        config,
+    });
+    let refresher = tokio::spawn(key_sync::poll(store.clone(), tables, version, app.config.store.refresh_interval));
+    let (stop_housekeeping, stopped) = tokio::sync::watch::channel(false);
+    let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), store, stopped));
+    Ok(Started { app, background: Background { refresher, stop_housekeeping, housekeeper } })
+}
+
+/// The tasks that run beside the server until it stops.
+pub struct Background {
+    refresher: tokio::task::JoinHandle<()>,
+    stop_housekeeping: tokio::sync::watch::Sender<bool>,
+    housekeeper: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Stops the tasks once the server has drained, then writes the usage still pending.
+    pub async fn stop(self, app: &App) {
+        self.refresher.abort();
+        // Stopped between rounds, never aborted: an abort could cut a flush after it took the pending
+        // usage from the book and before the store had it.
+        let _ = self.stop_housekeeping.send(true);
+        if let Err(e) = self.housekeeper.await {
+            tracing::error!(error = %e, "housekeeping task failed");
+        }
+        match usage::book::flush(&app.usage, &app.store).await {
+            Ok(rows) => tracing::info!(rows, "usage flushed"),
+            Err(e) => {
+                tracing::error!(error = %e, "final usage flush failed; up to one flush interval of usage is lost")
+            }
+        }
+    }
+}
+
+/// Seeds today's request counts and this month's token totals from the store, so a restart keeps them.
+async fn carry_usage(store: &SqliteStore, limiter: &limits::Limiter) -> Result<(), StoreError> {
+    let unix = clock::unix_now();
+    let reader = store.clone();
+    let totals =
+        tokio::task::spawn_blocking(move || reader.usage_totals(clock::day_of(unix), clock::month_first_day(unix)))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
+    let now = limits::Now { mono_ns: 0, unix };
+    for (key, account, carried) in totals {
+        limiter.carry(key, Arc::from(account.as_str()), carried, now);
+    }
+    Ok(())
+}
+
+/// Writes when keys were last used (taken from the map as it is read, so no update is lost).
+async fn flush_last_used(app: &App, store: &SqliteStore) -> Result<(), StoreError> {
+    let mut used = Vec::new();
+    app.last_used.retain(|id, at| {
+        used.push((*id, *at));
+        false
+    });
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || writer.touch_keys(&used))
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+}
+
+/// Every `store.flush_interval`: writes pending usage, ends reservations whose lease ran out and forgets
+/// the limits counters and model labels of keys that left the key table.
+async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(app.config.store.flush_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        if let Err(e) = usage::book::flush(&app.usage, &store).await {
+            tracing::warn!(error = %e, "usage flush failed; retrying at the next interval");
+        }
+        if let Err(e) = flush_last_used(&app, &store).await {
+            tracing::warn!(error = %e, "last-used flush failed");
+        }
+        let expired = app.limiter.expire(app.now());
+        if expired > 0 {
+            tracing::warn!(expired, "token reservations ended by their lease");
+        }
+        app.limiter.forget_keys(|id| app.keys.contains(id));
+        app.usage.forget_keys(|id| app.keys.contains(id));
+    }
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    pub config: Config,
+    pub limiter: Limiter,
+    pub plans: Arc<crate::metering::limits::Plans>,
+    pub usage: Arc<UsageBook>,
+    /// The monotonic origin of the limiter's clock.
+    pub started: std::time::Instant,
+    pub store: crate::store::SqliteStore,
+    pub credentials: crate::auth::sessions::Credentials,
+    /// Password checks: a bounded argon2 pool behind per-address and per-account throttles.
+    pub logins: crate::auth::throttle::LoginGuard,
+    /// When each key was last used, waiting for the next flush (no store write per request).
+    pub last_used: dashmap::DashMap<crate::auth::keys::KeyId, i64>,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    pub routes: Routes,
+    pub keys: Arc<KeyTable>,
+    pub upstream: Upstream,
+    pub in_flight: InFlight,
+    pub request_ids: RequestIds,
+    pub readiness: Arc<crate::store::sync::Readiness>,
+}
+
+impl App {
+    /// This instant on the limiter's clocks.
+    pub fn now(&self) -> limits::Now {
+        let mono_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        limits::Now { mono_ns, unix: clock::unix_now() }
+    }
+}

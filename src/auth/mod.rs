@@ -1,0 +1,12 @@
+//! Who is calling: service keys and the in-memory key table, scopes and allowlists, management
+//! sessions (access tokens), passwords and the login throttles.
+
+pub mod access;
+pub mod keys;
+pub mod passwords;
+pub mod sessions;
+pub mod throttle;
+
+/// The socket peer of the connection a request arrived on, in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
