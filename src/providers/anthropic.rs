@@ -30,6 +30,7 @@ pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
     })
 }
 
+/// The endpoint a path (after the base) names; each endpoint's method is its own ([`Endpoint::method`]).
 pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
     match segments {
         ["v1", "messages"] => Some(Endpoint::Messages),

@@ -21,6 +21,7 @@ pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
     Some(match endpoint {
         Endpoint::GenerateContent => generate.model_in_path(),
         Endpoint::StreamGenerateContent => generate.model_in_path().always_streams(),
+        // Embeddings produce no output to cap: they are charged their input.
         Endpoint::EmbedContent => EndpointSpec::tokens(Meter::Gemini, &[], &[]).model_in_path(),
         Endpoint::CountTokens => EndpointSpec::free(ModelAt::Path),
         Endpoint::ListModels => EndpointSpec::free(ModelAt::Nowhere),
@@ -33,6 +34,7 @@ pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
     })
 }
 
+/// The endpoint a path (after the base) names; each endpoint's method is its own ([`Endpoint::method`]).
 pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
     let (version, rest) = segments.split_first()?;
     if !matches!(*version, "v1beta" | "v1") {

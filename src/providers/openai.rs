@@ -21,6 +21,7 @@ pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
         }
         // `best_of` completions are generated upstream and billed, though only `n` are returned.
         Endpoint::Completions => EndpointSpec::tokens(Meter::OpenAiCompletion, &[MaxTokens], &[N, BestOf]),
+        // Embeddings produce no output to cap: they are charged their input.
         Endpoint::Embeddings => EndpointSpec::tokens(Meter::OpenAiEmbeddings, &[], &[]),
         Endpoint::Responses => EndpointSpec::tokens(Meter::OpenAiResponses, &[MaxOutputTokens], &[]),
         Endpoint::ListModels => EndpointSpec::free(ModelAt::Nowhere),
@@ -33,6 +34,7 @@ pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
     })
 }
 
+/// The endpoint a path (after the base) names; each endpoint's method is its own ([`Endpoint::method`]).
 pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
     match segments {
         ["v1", "chat", "completions"] => Some(Endpoint::ChatCompletions),

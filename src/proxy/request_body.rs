@@ -247,6 +247,18 @@ mod tests {
     }
 
     #[test]
+    fn the_provider_table_decides_and_an_endpoint_it_does_not_serve_is_refused() {
+        let body = br#"{"max_tokens":10,"n":2,"generationConfig":{"maxOutputTokens":50,"candidateCount":3}}"#;
+        let caps = |kind, endpoint| inspect_body(kind, endpoint, body).map(|i| (i.max_output, i.choices));
+        assert_eq!(caps(ProviderKind::OpenAi, Endpoint::ChatCompletions).unwrap(), (Some(10), 2));
+        assert_eq!(caps(ProviderKind::Anthropic, Endpoint::Messages).unwrap(), (Some(10), 1));
+        assert_eq!(caps(ProviderKind::Gemini, Endpoint::GenerateContent).unwrap(), (Some(50), 3));
+        assert_eq!(caps(ProviderKind::Gemini, Endpoint::CountTokens).unwrap(), (None, 1), "free: nothing to cap");
+        assert_eq!(caps(ProviderKind::Anthropic, Endpoint::ChatCompletions).unwrap_err().status(), 404);
+        assert_eq!(caps(ProviderKind::OpenAi, Endpoint::GenerateContent).unwrap_err().status(), 404);
+    }
+
+    #[test]
     fn negative_fractional_and_oversized_numbers_are_refused_not_wrapped() {
         for body in [
             r#"{"max_tokens":-1}"#,
