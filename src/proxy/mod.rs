@@ -31,7 +31,7 @@ use crate::metering::usage::tap::UsageTap;
 use crate::metering::usage::{Meter, Usage};
 use crate::metering::{self, Metering};
 use crate::providers::key::ProviderKey;
-use crate::providers::{Endpoint, ProviderKind, RouteMiss};
+use crate::providers::{ProviderKind, RouteMiss};
 use crate::telemetry::access_log::{AccessLog, RequestId};
 use crate::upstream::{UpstreamRequest, UpstreamStream};
 use body::{BodyMeter, ProxyBody, StreamLimits, StreamParts, UpstreamBody};
@@ -110,7 +110,7 @@ async fn proxy(
     let slot = app.in_flight.admit()?;
     let (body, facts) = if route.endpoint.has_json_body() {
         let body = read_body(body, &parts.headers, &app.config).await?;
-        let facts = inspect_body(route.endpoint, &body)?;
+        let facts = inspect_body(route.provider.kind, route.endpoint, &body)?;
         (body, facts)
     } else {
         (Bytes::new(), Inspected::default())
@@ -131,7 +131,7 @@ async fn proxy(
         None => None,
     };
     let inject_usage = metering.is_some()
-        && Meter::of(route.provider.kind, route.endpoint) == Meter::OpenAiCompletion
+        && Meter::of(route.provider.kind, route.endpoint).usage_on_request()
         && facts.stream
         && facts.include_usage != Some(true)
         && route.provider.inject_stream_usage;
@@ -272,13 +272,9 @@ async fn read_body(body: &mut Incoming, headers: &http::HeaderMap, config: &Conf
     Ok(if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() })
 }
 
-/// The model a request names: in the path for Gemini and for `GET …/models/{id}`, else in the body.
+/// The model a request names, where its provider says: in the path or in the body.
 fn request_model<'a>(route: &'a Route, facts: &'a Inspected) -> Option<&'a str> {
-    match route.endpoint {
-        Endpoint::GetModel => route.path_model(),
-        _ if route.provider.kind == ProviderKind::Gemini => route.path_model(),
-        _ => facts.model.as_deref(),
-    }
+    route.model(facts.model.as_deref())
 }
 
 /// Phase: the key's scopes and allowlists cover this provider, route and model. A model name is
