@@ -84,7 +84,7 @@ async fn the_provider_key_is_never_logged_echoed_or_stored() {
 
     let (status, logs) = server.stop();
     assert!(status.success(), "{status:?}");
-    let access: Vec<&String> = logs.iter().filter(|l| l.contains("\"target\":\"tollgate::auth::access\"")).collect();
+    let access: Vec<&String> = logs.iter().filter(|l| l.contains("\"target\":\"tollgate::access\"")).collect();
     assert_eq!(access.len(), count + 1, "one access line per request: {access:#?}");
     assert!(logs.iter().any(|l| l.contains("\"level\":\"TRACE\"")), "trace logging was not on");
     for line in &logs {
