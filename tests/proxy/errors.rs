@@ -74,8 +74,8 @@ async fn refusals_before_forwarding_in_every_shape() {
 async fn unknown_routes_and_wrong_methods() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     Shape::OpenAi.assert_error(&post_path(&gw, "/v1/files", &h, "{}").await, 404, "Unknown route");
     Shape::Anthropic.assert_error(&post_path(&gw, "/v1/messages/batches", &h, "{}").await, 404, "Unknown route");
     Shape::Gemini.assert_error(&post_path(&gw, "/v1beta/models/m:tuneModel", &h, "{}").await, 404, "Unknown route");
@@ -92,8 +92,8 @@ async fn upstream_refused_is_502() {
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = socket.local_addr().unwrap().port();
     let gw = Gateway::start(&format!("http://127.0.0.1:{port}"), "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 502, "Upstream provider unreachable");
@@ -105,8 +105,8 @@ async fn upstream_refused_is_502() {
 async fn upstream_timeout_is_504() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[upstream]\nresponse_timeout = \"300ms\"").await;
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "never")];
+    let keys = gw.auth().with("x-mock", "never");
+    let h = keys.headers();
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 504, "Upstream provider timed out");
@@ -176,8 +176,8 @@ async fn overload_is_503_with_retry_after() {
 async fn bad_bodies_are_400_or_413_in_shape_and_never_forwarded() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[server]\nmax_body_bytes = 4096").await;
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     let big = format!("{{\"model\":\"m\",\"pad\":\"{}\"}}", "x".repeat(5000));
     for shape in SHAPES {
         for bad in ["", "{", "{\"model\":", "[1,2]", "null", "{\"stream\":\"yes\"}", "{} trailing"] {

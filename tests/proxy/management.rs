@@ -36,8 +36,7 @@ pub(crate) async fn new_account(gw: &Gateway, email: &str, key_cap: u32) -> (Str
 }
 
 async fn call(gw: &Gateway, key: &str, shape: Shape) -> Reply {
-    let a = format!("Bearer {key}");
-    post(&gw.url(shape.path()), &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)], shape.body()).await
+    post(&gw.url(shape.path()), &Keys::new(key).headers(), shape.body()).await
 }
 
 fn assert_no_secret(value: &Value) {
@@ -66,7 +65,7 @@ async fn the_whole_key_lifecycle_over_http() {
     let (_, one) = api(&gw, http::Method::GET, &format!("/v1/auth/keys/{id}"), Some(&token), None).await;
     for v in [&list, &one] {
         assert_no_secret(v);
-        assert!(!v.to_string().contains(&raw[20..]), "secret in {v}");
+        assert!(!v.to_string().contains(key_secret(&raw)), "secret in {v}");
     }
     assert_eq!(list["data"][0]["id"], id.as_str());
 
@@ -347,7 +346,7 @@ async fn a_thousand_keys_and_no_secret_anywhere() {
         .flat_map(|f| std::fs::read(gw.dir.path().join(f)).unwrap_or_default())
         .collect();
     for secret in &secrets {
-        let tail = &secret[20..]; // the secret part, past the public id
+        let tail = key_secret(secret); // the secret part, past the public id
         assert!(!listing.contains(tail));
         assert!(memchr::memmem::find(&db, tail.as_bytes()).is_none(), "a secret is stored");
     }
