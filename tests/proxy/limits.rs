@@ -136,9 +136,9 @@ async fn per_minute_and_per_day_limits_in_every_shape() {
         key_with(KeyLimits { requests_per_day: Some(3), ..KeyLimits::default() }),
     ];
     let gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
-    let (per_minute, per_day) = (auth(&gw.keys[0]), auth(&gw.keys[1]));
+    let (per_minute, per_day) = (Keys::new(&gw.keys[0]), Keys::new(&gw.keys[1]));
 
-    let h = [("authorization", per_minute.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let h = per_minute.headers();
     let first = post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await;
     assert_eq!(
         (
@@ -161,7 +161,7 @@ async fn per_minute_and_per_day_limits_in_every_shape() {
         }
     }
 
-    let h = [("authorization", per_day.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let h = per_day.headers();
     for shape in SHAPES {
         assert_eq!(post(&gw.url(shape.path()), &h, shape.body()).await.status, 200);
     }
@@ -251,23 +251,12 @@ async fn a_retried_request_never_finds_its_first_attempt_still_holding() {
     let one = input_estimate(body.len()) + 4096;
     let limits = KeyLimits { concurrent_requests: Some(1), tokens_per_month: Some(one), ..KeyLimits::default() };
     let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(limits)]).await;
-    let a = auth(&gw.keys[0]);
     for status in ["500", "503", "429"] {
-        let mode = format!("status {status}");
-        let h = [
-            ("authorization", a.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", mode.as_str()),
-            ("x-stainless-retry-count", "0"),
-        ];
-        assert_eq!(post(&gw.url("/v1/chat/completions"), &h, body).await.status.as_str(), status);
-        let retry = [
-            ("authorization", a.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", mode.as_str()),
-            ("x-stainless-retry-count", "1"),
-        ];
-        let reply = post(&gw.url("/v1/chat/completions"), &retry, body).await;
+        let first = Keys::new(&gw.keys[0]).with("x-mock", format!("status {status}"));
+        let first = first.with("x-stainless-retry-count", "0");
+        assert_eq!(post(&gw.url("/v1/chat/completions"), &first.headers(), body).await.status.as_str(), status);
+        let retry = first.with("x-stainless-retry-count", "1");
+        let reply = post(&gw.url("/v1/chat/completions"), &retry.headers(), body).await;
         assert_eq!(reply.status.as_str(), status, "the retry was refused by tollgate: {}", reply.text());
         assert_eq!(header(&reply, "x-ratelimit-remaining-tokens"), "0", "the retry holds the only reservation");
     }
@@ -277,15 +266,13 @@ async fn a_retried_request_never_finds_its_first_attempt_still_holding() {
 async fn absurd_usage_from_an_upstream_is_clamped_and_the_store_still_starts() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let a = auth(&gw.key.clone());
+    let plain = gw.auth();
     let body = r#"{"model":"gpt-4o-mini","max_tokens":50,"messages":[]}"#;
-    let absurd = format!("usage {} 1", i64::MAX);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", absurd.as_str())];
-    assert_eq!(post(&gw.url("/v1/chat/completions"), &h, body).await.status, 200);
+    let absurd = plain.clone().with("x-mock", format!("usage {} 1", i64::MAX));
+    assert_eq!(post(&gw.url("/v1/chat/completions"), &absurd.headers(), body).await.status, 200);
     // The restart reads the month's totals back; a figure the store cannot sum would stop it here.
     let gw = gw.restart().await;
-    let plain = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
-    let refused = post(&gw.url("/v1/chat/completions"), &plain, body).await;
+    let refused = post(&gw.url("/v1/chat/completions"), &plain.headers(), body).await;
     Shape::OpenAi.assert_error(&refused, 429, "token quota exceeded");
     let key = gw.key.clone();
     let (requests, input, output) = gw.stop_and_read_usage(&key).await;

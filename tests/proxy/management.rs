@@ -204,30 +204,17 @@ async fn scopes_and_allowlists_refuse_before_anything_reaches_upstream() {
     let embeddings_only = make(json!({"name": "emb", "scopes": ["embeddings"]})).await;
     let anthropic_only = make(json!({"name": "anth", "providers": ["anthropic"]})).await;
     let claude_only = make(json!({"name": "claude", "models": ["claude-*"]})).await;
-    let h = |k: &str| format!("Bearer {k}");
 
     for shape in SHAPES {
         Shape::assert_error(shape, &call(&gw, &embeddings_only, shape).await, 403, "lacks the `chat` scope");
     }
     let embed = r#"{"model":"text-embedding-3-small","input":"x"}"#;
-    let a = h(&chat_only);
-    let reply =
-        post(&gw.url("/v1/embeddings"), &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)], embed).await;
+    let chat = Keys::new(&chat_only);
+    let reply = post(&gw.url("/v1/embeddings"), &chat.headers(), embed).await;
     Shape::OpenAi.assert_error(&reply, 403, "lacks the `embeddings` scope");
-    let reply = request(
-        http::Method::GET,
-        &gw.url("/v1/models"),
-        &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)],
-        b"",
-    )
-    .await;
+    let reply = request(http::Method::GET, &gw.url("/v1/models"), &chat.headers(), b"").await;
     Shape::OpenAi.assert_error(&reply, 403, "lacks the `models:read` scope");
-    let reply = post(
-        &gw.url("/v1/messages/count_tokens"),
-        &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)],
-        Shape::Anthropic.body(),
-    )
-    .await;
+    let reply = post(&gw.url("/v1/messages/count_tokens"), &chat.headers(), Shape::Anthropic.body()).await;
     Shape::Anthropic.assert_error(&reply, 403, "lacks the `count_tokens` scope");
 
     Shape::OpenAi.assert_error(&call(&gw, &anthropic_only, Shape::OpenAi).await, 403, "provider `openai`");

@@ -94,9 +94,8 @@ async fn tls_offers_http2_by_alpn() {
 async fn oversized_heads_are_431_in_shape() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[server]\nmax_header_bytes = 2048").await;
-    let auth = format!("Bearer {}", gw.key);
-    let pad = "x".repeat(4096);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-pad", pad.as_str())];
+    let keys = gw.auth().with("x-pad", "x".repeat(4096));
+    let h = keys.headers();
     for shape in SHAPES {
         let reply = post(&gw.url(shape.path()), &h, shape.body()).await;
         shape.assert_error(&reply, 431, "Request headers too large");
