@@ -15,6 +15,7 @@ pub use shapes::*;
 pub use tollgate::store::{NewKey, SqliteStore};
 pub use upstream::*;
 
+/// The provider key every test call sends as `X-Provider-Key`.
 pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
 /// The operator token every test gateway is given (as `TOLLGATE_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "operator-token-for-tests-0123456789";

@@ -36,7 +36,7 @@ pub(crate) async fn new_account(gw: &Gateway, email: &str, key_cap: u32) -> (Str
 }
 
 async fn call(gw: &Gateway, key: &str, shape: Shape) -> Reply {
-    post(&gw.url(shape.path()), &Keys::new(key).headers(), shape.body()).await
+    gw.call(shape.path(), &Keys::new(key), shape.body()).await
 }
 
 fn assert_no_secret(value: &Value) {

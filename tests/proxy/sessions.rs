@@ -18,7 +18,7 @@ async fn keys_status(gw: &Gateway, token: &str) -> u16 {
 }
 
 async fn provider_call(gw: &Gateway, key: &str) -> Reply {
-    post(&gw.url(Shape::OpenAi.path()), &Keys::new(key).headers(), Shape::OpenAi.body()).await
+    gw.call(Shape::OpenAi.path(), &Keys::new(key), Shape::OpenAi.body()).await
 }
 
 #[tokio::test]
