@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod credentials;
+mod error_response;
 pub mod headers;
 pub mod in_flight;
 pub mod request_body;
@@ -39,6 +40,8 @@ use in_flight::InFlightSlot;
 use request_body::{Inspected, inspect_body, with_stream_usage};
 use routes::Route;
 use sse::SseFramer;
+
+pub use error_response::error_response;
 
 const X_REQUEST_ID: &str = "x-request-id";
 /// Where an upstream's own `x-request-id` goes, so support tickets with the provider still work.
@@ -393,36 +396,6 @@ fn percent_decoded_eq_ignore_case(encoded: &str, want: &str) -> bool {
         }
     }
     decoded.eq_ignore_ascii_case(want.as_bytes())
-}
-
-/// The one error exit: a provider-shaped body, the right status and headers, and the log line.
-pub fn error_response(shape: ProviderKind, error: &ProxyError, log: &AccessLog) -> Response<ProxyBody> {
-    log.emit(error.status().as_u16(), error.label(), 0, error.log_level());
-    let body = shape.error_body(error.parts());
-    let mut response = Response::new(ProxyBody::full(body));
-    *response.status_mut() = error.status();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    match error {
-        ProxyError::Overloaded => {
-            log.metrics.refusal("overloaded");
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        ProxyError::RateLimited(refusal) => {
-            log.metrics.refusal(refusal.limit.label());
-            h.insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs));
-            if refusal.limit.is_exhaustion() {
-                h.insert("x-should-retry", HeaderValue::from_static("false"));
-            }
-        }
-        ProxyError::MethodNotAllowed(allowed) => {
-            if let Ok(allow) = HeaderValue::from_str(allowed.as_str()) {
-                h.insert(header::ALLOW, allow);
-            }
-        }
-        _ => {}
-    }
-    with_request_id(response, log.request_id)
 }
 
 /// Stamps the response with the request's id.
