@@ -32,7 +32,7 @@ use crate::metering::usage::tap::UsageTap;
 use crate::metering::usage::{Meter, Usage};
 use crate::metering::{self, Metering};
 use crate::providers::key::ProviderKey;
-use crate::providers::{ProviderKind, RouteMiss};
+use crate::providers::RouteMiss;
 use crate::telemetry::access_log::{AccessLog, RequestId};
 use crate::upstream::{UpstreamRequest, UpstreamStream};
 use body::{BodyMeter, ProxyBody, StreamLimits, StreamParts, UpstreamBody};
