@@ -7,25 +7,24 @@
 //! follow a redirect (a 3xx becomes 502: following one would carry the provider key to another origin).
 //! Errors are classified without their URL, which may hold a `?key=`.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::{Future, poll_fn};
+mod http1_pool;
+
+use http1_pool::{Http1Conn, Http1Pool};
+
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery};
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::config::{ExtraRoots, ProviderConfig, UpstreamConfig};
@@ -62,12 +61,7 @@ impl Upstream {
             client_of.push(i);
         }
         let clients = trusts.iter().map(|t| https_client(cfg, t)).collect::<Result<Vec<_>, _>>()?;
-        let plain = Arc::new(Http1Pool {
-            idle: Mutex::default(),
-            connect_timeout: cfg.connect_timeout,
-            idle_timeout: cfg.pool_idle_timeout,
-            max_idle_per_host: cfg.pool_max_idle_per_host,
-        });
+        let plain = Arc::new(Http1Pool::new(cfg.connect_timeout, cfg.pool_idle_timeout, cfg.pool_max_idle_per_host));
         Ok(Upstream { clients, client_of, plain, response_timeout: cfg.response_timeout })
     }
 
@@ -98,7 +92,7 @@ impl Upstream {
             match tokio::time::timeout_at(head_deadline, client.request(req)).await {
                 Err(_elapsed) => return Err(timed_out),
                 Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(response)) => response.map(|body| UpstreamStream { body, conn: None }),
+                Ok(Ok(response)) => response.map(|body| UpstreamStream::new(body, None)),
             }
         };
         if response.status().is_redirection() {
@@ -147,6 +141,12 @@ pub struct UpstreamStream {
     conn: Option<Http1Conn>,
 }
 
+impl UpstreamStream {
+    fn new(body: Incoming, conn: Option<Http1Conn>) -> UpstreamStream {
+        UpstreamStream { body, conn }
+    }
+}
+
 impl Body for UpstreamStream {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -178,140 +178,6 @@ impl Body for UpstreamStream {
     }
 }
 
-/// Idle HTTP/1.1 connections to `http://` origins, most recently used first.
-struct Http1Pool {
-    idle: Mutex<HashMap<Authority, VecDeque<Idle>>>,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    max_idle_per_host: usize,
-}
-
-struct Idle {
-    sender: http1::SendRequest<Full<Bytes>>,
-    conn: http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
-    since: Instant,
-}
-
-/// A connection in use: the request's task polls it while waiting for the head and while reading the body.
-struct Http1Conn {
-    idle: Idle,
-    /// The connection future finished: the socket is closed.
-    closed: bool,
-    pool: Arc<Http1Pool>,
-    authority: Authority,
-}
-
-impl Http1Conn {
-    /// Moves the connection along (reads, writes, hands the next body chunk over).
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if !self.closed && Pin::new(&mut self.idle.conn).poll(cx).is_ready() {
-            self.closed = true;
-        }
-    }
-
-    /// Ready for a request, or closed.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        self.drive(cx);
-        if self.closed {
-            return Poll::Ready(Err(()));
-        }
-        self.idle.sender.poll_ready(cx).map_err(|_| ())
-    }
-
-    /// Back to the pool after a complete response, unless the connection is closing.
-    fn release(self) {
-        if self.closed || self.idle.sender.is_closed() {
-            return;
-        }
-        let Http1Conn { mut idle, pool, authority, .. } = self;
-        idle.since = Instant::now();
-        let mut all = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = all.entry(authority).or_default();
-        while list.front().is_some_and(|c| c.since.elapsed() >= pool.idle_timeout) {
-            list.pop_front();
-        }
-        if list.len() < pool.max_idle_per_host {
-            list.push_back(idle);
-        }
-    }
-}
-
-impl Http1Pool {
-    /// Sends `req` on an idle connection to its origin, or on a new one. A request that an idle connection
-    /// turned away unsent (the origin had closed it) is tried on the next.
-    async fn send(pool: &Arc<Http1Pool>, req: UpstreamRequest) -> Result<Response<UpstreamStream>, ProxyError> {
-        let (mut parts, body) = req.into_parts();
-        let authority = parts.uri.authority().cloned().ok_or(ProxyError::UpstreamUnreachable)?;
-        let port = parts.uri.port_u16().unwrap_or(80);
-        // An origin server is sent the path, not the absolute URI.
-        parts.uri = Uri::from(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-        let mut req = Request::from_parts(parts, body);
-        loop {
-            let (mut conn, reused) = match pool.take(&authority) {
-                Some(idle) => {
-                    (Http1Conn { idle, closed: false, pool: pool.clone(), authority: authority.clone() }, true)
-                }
-                None => (pool.connect(&authority, port).await?, false),
-            };
-            tracing::trace!(origin = %authority, reused, "upstream connection");
-            // An idle connection in good order is ready at once; one that is not (closed by the origin,
-            // or in a state it should not be in) is dropped rather than waited on.
-            let ready = if reused {
-                poll_fn(|cx| Poll::Ready(conn.poll_ready(cx))).await
-            } else {
-                Poll::Ready(poll_fn(|cx| conn.poll_ready(cx)).await)
-            };
-            match ready {
-                Poll::Ready(Ok(())) => {}
-                _ if reused => continue,
-                _ => return Err(ProxyError::UpstreamFailed),
-            }
-            let mut response = std::pin::pin!(conn.idle.sender.try_send_request(req));
-            let result = poll_fn(|cx| {
-                conn.drive(cx);
-                response.as_mut().poll(cx)
-            })
-            .await;
-            match result {
-                Ok(response) => return Ok(response.map(|body| UpstreamStream { body, conn: Some(conn) })),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => {
-                        tracing::debug!(cause = %error_chain(e.error()), "upstream request failed");
-                        return Err(ProxyError::UpstreamFailed);
-                    }
-                },
-            }
-        }
-    }
-
-    /// The most recently used idle connection that has not idled too long.
-    fn take(&self, authority: &Authority) -> Option<Idle> {
-        let mut all = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = all.get_mut(authority)?;
-        let idle = list.pop_back().filter(|c| c.since.elapsed() < self.idle_timeout);
-        if idle.is_none() {
-            list.clear();
-        }
-        idle
-    }
-
-    async fn connect(self: &Arc<Self>, authority: &Authority, port: u16) -> Result<Http1Conn, ProxyError> {
-        let connect = TcpStream::connect((authority.host().trim_start_matches('[').trim_end_matches(']'), port));
-        let tcp = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Err(_elapsed) => return Err(ProxyError::UpstreamConnectTimeout),
-            Ok(Err(e)) => {
-                tracing::debug!(cause = %e, "upstream connect failed");
-                return Err(ProxyError::UpstreamUnreachable);
-            }
-            Ok(Ok(tcp)) => tcp,
-        };
-        let _ = tcp.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(tcp)).await.map_err(|_| ProxyError::UpstreamFailed)?;
-        let idle = Idle { sender, conn, since: Instant::now() };
-        Ok(Http1Conn { idle, closed: false, pool: self.clone(), authority: authority.clone() })
-    }
-}
 fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     let error = if e.is_connect() {
         if caused_by_timeout(e) { ProxyError::UpstreamConnectTimeout } else { ProxyError::UpstreamUnreachable }
