@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tollgate::admin::service::mint;
 use tollgate::auth::keys::{KeyHasher, KeyId, KeyKind, KeyLimits};
 use tollgate::clock::{self, rfc3339, unix_now};
 use tollgate::config::{Config, LogFormat};
 use tollgate::config::{OPERATOR_CONCURRENCY_RANGE, OPERATOR_RPD_RANGE, OPERATOR_RPM_RANGE};
-use tollgate::store::{NewKey, SqliteStore};
+use tollgate::store::{self, HashedKey, NewAccount, NewKey, Store};
 
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "A reverse proxy for LLM APIs with two-key forwarding")]
@@ -195,9 +196,9 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::CheckConfig => check_config(&config, &path),
-        Command::Keys(command) => keys(&config, command),
-        Command::Accounts(command) => accounts(&config, command),
-        Command::Usage { key, from, to } => usage(&config, key.as_deref(), from.as_deref(), to.as_deref()),
+        Command::Keys(command) => block_on(keys(&config, command)),
+        Command::Accounts(command) => block_on(accounts(&config, command)),
+        Command::Usage { key, from, to } => block_on(usage(&config, key.as_deref(), from.as_deref(), to.as_deref())),
     };
     match result {
         Ok(code) => code,
@@ -209,6 +210,11 @@ fn main() -> ExitCode {
 }
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+/// Runs one store command: a small current-thread runtime drives the same async store the server uses.
+fn block_on(command: impl std::future::Future<Output = CliResult>) -> CliResult {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(command)
+}
 
 /// Logs to stderr through a batching writer; the guard writes what is left when it is dropped.
 fn init_tracing(config: &Config) -> tollgate::telemetry::log_writer::LogGuard {
@@ -277,8 +283,8 @@ fn check_config(config: &Config, path: &std::path::Path) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn keys(config: &Config, command: KeysCommand) -> CliResult {
-    let store = SqliteStore::open(&config.store.path)?;
+async fn keys(config: &Config, command: KeysCommand) -> CliResult {
+    let store = store::open(&config.store).await?;
     let now = unix_now();
     match command {
         KeysCommand::Create { name, expires_in, kind, account, count, limits } => {
@@ -289,24 +295,31 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
             let kind = KeyKind::parse(&kind).ok_or("--kind must be live or trial")?;
             let expires_at = expires_in.map(|days| now + i64::from(days) * 86_400);
             let hasher = KeyHasher::new(config.keys.hash_secret);
-            if store.account(&account)?.is_none() {
+            if store.account(account.clone()).await?.is_none() {
                 return Err(format!("account {account:?} does not exist").into());
             }
             let limits = limits.apply(KeyLimits::default())?;
             let new = NewKey { kind, account, limits, expires_at, ..NewKey::live(name, now) };
+            let mut secrets = Vec::with_capacity(count as usize);
+            let mut minted = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let (secret, identity) = mint(&config.keys.prefix, &hasher, new.kind)?;
+                secrets.push(secret);
+                minted.push(HashedKey { identity, key: new.clone() });
+            }
+            let created = store.create_keys(minted).await?;
             if count > 1 {
-                let created = store.create_keys(&config.keys.prefix, &hasher, &vec![new; count as usize])?;
                 eprintln!("created {count} keys named {name:?}; limits {}", describe_limits(&limits, config));
                 eprintln!("the keys below are shown once and cannot be recovered; store them now:");
                 use std::io::Write;
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                for (secret, _) in &created {
+                for secret in &secrets {
                     writeln!(out, "{}", secret.expose())?;
                 }
                 out.flush()?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let (secret, info) = store.create_key(&config.keys.prefix, &hasher, &new)?;
+            let (secret, info) = (&secrets[0], &created[0]);
             eprintln!("created key {:?}", info.name);
             eprintln!("  id          {}", info.id);
             eprintln!("  key_prefix  {}", info.key_prefix);
@@ -320,7 +333,7 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
                 "{:<12}  {:<28}  {:<7}  {:<20}  {:<20}  {:<20}  NAME",
                 "ID", "KEY_PREFIX", "STATUS", "CREATED", "EXPIRES", "REVOKED"
             );
-            for k in store.list_keys()? {
+            for k in store.list_keys().await? {
                 println!(
                     "{:<12}  {:<28}  {:<7}  {:<20}  {:<20}  {:<20}  {}",
                     k.id,
@@ -335,9 +348,9 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
         }
         KeysCommand::SetLimits { id, limits } => {
             let key_id = parse_key_id(&id)?;
-            let info = store.key_info(key_id)?.ok_or_else(|| format!("key {key_id} does not exist"))?;
+            let info = store.key_info(key_id).await?.ok_or_else(|| format!("key {key_id} does not exist"))?;
             let updated = limits.apply(info.limits)?;
-            store.update_key(key_id, &info.name, updated, &info.access)?;
+            store.update_key(key_id, info.name, updated, info.access).await?;
             println!(
                 "{key_id}: {}; running servers apply it within {}ms",
                 describe_limits(&updated, config),
@@ -346,13 +359,14 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
         }
         KeysCommand::Rotate { id, grace_seconds } => {
             let key_id = parse_key_id(&id)?;
-            if store.key_info(key_id)?.is_none() {
+            let Some(old) = store.key_info(key_id).await? else {
                 return Err(format!("key {key_id} does not exist").into());
-            }
+            };
             // The operator may go over the account's key cap; one pending replacement per key still holds.
             let hasher = KeyHasher::new(config.keys.hash_secret);
-            let rotated = store.rotate_key(&config.keys.prefix, &hasher, key_id, now, grace_seconds, false)?;
-            let (secret, info, revoke_at) = (rotated.secret, rotated.info, rotated.old_revoked_at);
+            let (secret, identity) = mint(&config.keys.prefix, &hasher, old.kind)?;
+            let rotated = store.rotate_key(key_id, identity, now, grace_seconds, false).await?;
+            let (info, revoke_at) = (rotated.info, rotated.old_revoked_at);
             eprintln!("rotated {key_id}: revoked at {}", rfc3339(revoke_at));
             eprintln!("  new id      {}", info.id);
             eprintln!("  key_prefix  {}", info.key_prefix);
@@ -361,8 +375,8 @@ fn keys(config: &Config, command: KeysCommand) -> CliResult {
         }
         KeysCommand::Revoke { id } => {
             let key_id = parse_key_id(&id)?;
-            if !store.revoke_key(key_id, now)? {
-                let state = store.key_info(key_id)?.map_or("does not exist", |_| "is already revoked");
+            if !store.revoke_key(key_id, now).await? {
+                let state = store.key_info(key_id).await?.map_or("does not exist", |_| "is already revoked");
                 return Err(format!("key {key_id} {state}").into());
             }
             println!(
@@ -398,8 +412,8 @@ fn describe_limits(l: &KeyLimits, config: &Config) -> String {
     )
 }
 
-fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str>) -> CliResult {
-    let store = SqliteStore::open(&config.store.path)?;
+async fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str>) -> CliResult {
+    let store = store::open(&config.store).await?;
     let now = unix_now();
     let day = |flag: &str, text: Option<&str>, default: i64| match text {
         None => Ok(default),
@@ -408,7 +422,7 @@ fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str
     let from = day("from", from, clock::month_first_day(now))?;
     let to = day("to", to, clock::day_of(now))?;
     let key = key.map(parse_key_id).transpose()?;
-    let rows = store.usage_report(key, from, to)?;
+    let rows = store.usage_report(None, key, from, to).await?;
     println!(
         "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",
         "KEY", "DAY", "MODEL", "REQUESTS", "INPUT", "OUTPUT", "TOTAL"
@@ -449,8 +463,8 @@ fn usage(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str
     Ok(ExitCode::SUCCESS)
 }
 
-fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
-    let store = SqliteStore::open(&config.store.path)?;
+async fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
+    let store = store::open(&config.store).await?;
     match command {
         AccountsCommand::Create { email, plan, key_cap } => {
             if !config.plans.contains_key(&plan) {
@@ -467,13 +481,20 @@ fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
                 return Err("the password (first line of standard input) must be at least 8 characters".into());
             }
             let hash = tollgate::auth::passwords::hash(password)?;
-            let account = store.create_account(&email, &hash, &plan, key_cap, unix_now())?;
+            let new = NewAccount {
+                email: email.clone(),
+                password_hash: hash,
+                plan: plan.clone(),
+                key_cap,
+                created_at: unix_now(),
+            };
+            let account = store.create_account(new).await?;
             println!("{}", account.id);
             eprintln!("created account {} for {email}: plan {plan}, up to {key_cap} keys", account.id);
         }
         AccountsCommand::List => {
             println!("{:<18}  {:<32}  {:<12}  {:>7}  CREATED", "ID", "EMAIL", "PLAN", "KEY_CAP");
-            for a in store.list_accounts()? {
+            for a in store.list_accounts().await? {
                 let email = printable(a.email.as_deref().unwrap_or("-"));
                 println!("{:<18}  {:<32}  {:<12}  {:>7}  {}", a.id, email, a.plan, a.key_cap, rfc3339(a.created_at));
             }
@@ -482,13 +503,13 @@ fn accounts(config: &Config, command: AccountsCommand) -> CliResult {
             if !config.plans.contains_key(&plan) {
                 return Err(format!("{plan:?} is not a plan in the configuration").into());
             }
-            let current = store.account(&id)?.ok_or_else(|| format!("account {id} does not exist"))?;
+            let current = store.account(id.clone()).await?.ok_or_else(|| format!("account {id} does not exist"))?;
             let key_cap = key_cap.unwrap_or(current.key_cap);
-            store.update_account(&id, &plan, key_cap)?;
+            store.update_account(id.clone(), plan.clone(), key_cap).await?;
             println!("{id}: plan {plan}, up to {key_cap} keys");
         }
-        AccountsCommand::Disable { id } => set_disabled(&store, config, &id, true)?,
-        AccountsCommand::Enable { id } => set_disabled(&store, config, &id, false)?,
+        AccountsCommand::Disable { id } => set_disabled(&*store, config, &id, true).await?,
+        AccountsCommand::Enable { id } => set_disabled(&*store, config, &id, false).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -511,13 +532,13 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-fn set_disabled(
-    store: &SqliteStore,
+async fn set_disabled(
+    store: &dyn Store,
     config: &Config,
     id: &str,
     disabled: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    store.set_disabled(id, disabled)?.ok_or_else(|| format!("account {id} does not exist"))?;
+    store.set_disabled(id.to_owned(), disabled).await?.ok_or_else(|| format!("account {id} does not exist"))?;
     println!(
         "{id}: {}; running servers apply it within {}ms",
         if disabled { "disabled" } else { "enabled" },

@@ -6,10 +6,10 @@ use serde_json::{Value, json};
 
 use super::body::{RequestBody, json_body, present, present_int};
 use super::page::Page;
-use super::{ApiError, ApiResult, blocking, openapi};
+use super::{ApiError, ApiResult, openapi};
 use crate::app::App;
 use crate::clock::{self, rfc3339};
-use crate::store::AccountInfo;
+use crate::store::{AccountInfo, NewAccount};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,16 +73,16 @@ pub(super) async fn create_account(app: &App, body: RequestBody<'_>) -> ApiResul
     let password = req.password;
     let hash = super::login::new_hash(app, password).await?;
     let now = clock::unix_now();
-    let account = blocking(app, move |s| s.create_account(&email, &hash, &plan, key_cap, now)).await?;
+    let new = NewAccount { email, password_hash: hash, plan, key_cap, created_at: now };
+    let account = app.store.create_account(new).await?;
     app.plans.set(&[(account.id.clone(), account.plan.clone())]);
     Ok((StatusCode::CREATED, account_view(&account)))
 }
 
 pub(super) async fn list_accounts(app: &App, query: &str) -> ApiResult {
     let page = Page::from_query(query)?;
-    let (after, limit) = (page.after.clone(), page.limit + 1);
     let accounts =
-        blocking(app, move |s| s.accounts_page(after.as_deref(), limit)).await?.ok_or_else(Page::unknown_cursor)?;
+        app.store.accounts_page(page.after.clone(), page.limit + 1).await?.ok_or_else(Page::unknown_cursor)?;
     Ok((StatusCode::OK, page.body(accounts, |a| a.id.clone(), account_view)))
 }
 
@@ -91,24 +91,20 @@ pub(super) async fn patch_account(app: &App, id: &str, body: RequestBody<'_>) ->
     let plan = check_plan(app, req.plan)?;
     let key_cap = check_key_cap(req.key_cap)?;
     let id = id.to_owned();
-    let lookup = id.clone();
-    let current = blocking(app, move |s| s.account(&lookup)).await?.ok_or_else(ApiError::not_found)?;
+    let current = app.store.account(id.clone()).await?.ok_or_else(ApiError::not_found)?;
     let updated = AccountInfo {
         plan: plan.unwrap_or(current.plan.clone()),
         key_cap: key_cap.unwrap_or(current.key_cap),
         ..current
     };
     let (plan, cap) = (updated.plan.clone(), updated.key_cap);
-    let write_id = id.clone();
-    blocking(app, move |s| s.update_account(&write_id, &plan, cap)).await?;
+    app.store.update_account(id.clone(), plan, cap).await?;
     app.plans.set(&[(updated.id.clone(), updated.plan.clone())]);
     let mut updated = updated;
     if let Some(disabled) = req.disabled.filter(|d| *d != updated.disabled) {
         // Disabling ends the account's access tokens (a new epoch) and its keys here at once; other
         // instances follow at their next key refresh.
-        let write_id = id.clone();
-        let epoch =
-            blocking(app, move |s| s.set_disabled(&write_id, disabled)).await?.ok_or_else(ApiError::not_found)?;
+        let epoch = app.store.set_disabled(id.clone(), disabled).await?.ok_or_else(ApiError::not_found)?;
         app.keys.set_account_disabled(&id, disabled);
         updated.disabled = disabled;
         updated.token_epoch = epoch;

@@ -11,13 +11,14 @@ use super::body::{
     RequestBody, check_list, check_name, check_scopes, json_body, nullable, nullable_int, object, present, present_int,
 };
 use super::page::Page;
-use super::{ApiError, ApiResult, blocking};
+use super::service::mint;
+use super::{ApiError, ApiResult};
 use crate::app::App;
 use crate::auth::access::KeyAccess;
 use crate::auth::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
 use crate::clock::{self, rfc3339};
 use crate::config::{CONCURRENCY_RANGE, RPD_RANGE, RPM_RANGE};
-use crate::store::{KeyInfo, NewKey};
+use crate::store::{HashedKey, KeyInfo, NewKey};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -143,9 +144,8 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
 /// This month's usage of an account's keys, by key.
 pub(super) async fn month_usage(app: &App, account: &str) -> Result<BTreeMap<KeyId, (u64, u64, u64)>, ApiError> {
     let now = clock::unix_now();
-    let account = account.to_owned();
-    let rows = blocking(app, move |s| s.account_usage(&account, None, clock::month_first_day(now), clock::day_of(now)))
-        .await?;
+    let rows =
+        app.store.usage_report(Some(account.to_owned()), None, clock::month_first_day(now), clock::day_of(now)).await?;
     let mut by_key = BTreeMap::new();
     for r in rows {
         let t: &mut (u64, u64, u64) = by_key.entry(r.key).or_default();
@@ -156,7 +156,7 @@ pub(super) async fn month_usage(app: &App, account: &str) -> Result<BTreeMap<Key
 
 /// Loads a key into this instance's table straight after a write, so the change holds here at once.
 async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
-    let (info, record) = blocking(app, move |s| Ok((s.key_info(id)?, s.key_record(id)?))).await?;
+    let (info, record) = (app.store.key_info(id).await?, app.store.key_record(id).await?);
     if let Some(record) = record {
         app.keys.upsert(record);
     }
@@ -189,9 +189,9 @@ pub(super) async fn create_key(app: &App, account: &str, body: RequestBody<'_>) 
         created_at: now,
         expires_at,
     };
-    let prefix = app.config.keys.prefix.clone();
     let hasher = KeyHasher::new(app.config.keys.hash_secret);
-    let (secret, info) = blocking(app, move |s| s.create_key_within_cap(&prefix, &hasher, &new, now)).await?;
+    let (secret, identity) = mint(&app.config.keys.prefix, &hasher, new.kind)?;
+    let info = app.store.create_key_within_cap(HashedKey { identity, key: new }, now).await?;
     shown_once(app, secret, info.id, None).await
 }
 
@@ -208,9 +208,11 @@ async fn shown_once(app: &App, secret: SecretKey, id: KeyId, replaces: Option<(K
 
 pub(super) async fn list_keys(app: &App, account: &str, query: &str) -> ApiResult {
     let page = Page::from_query(query)?;
-    let (owner, after, limit) = (account.to_owned(), page.after.clone(), page.limit + 1);
-    let keys =
-        blocking(app, move |s| s.keys_page(&owner, after.as_deref(), limit)).await?.ok_or_else(Page::unknown_cursor)?;
+    let keys = app
+        .store
+        .keys_page(account.to_owned(), page.after.clone(), page.limit + 1)
+        .await?
+        .ok_or_else(Page::unknown_cursor)?;
     let usage = month_usage(app, account).await?;
     let body = page.body(
         keys,
@@ -221,14 +223,14 @@ pub(super) async fn list_keys(app: &App, account: &str, query: &str) -> ApiResul
 }
 
 pub(super) async fn get_key(app: &App, id: KeyId) -> ApiResult {
-    let info = blocking(app, move |s| s.key_info(id)).await?.ok_or_else(ApiError::not_found)?;
+    let info = app.store.key_info(id).await?.ok_or_else(ApiError::not_found)?;
     let usage = month_usage(app, &info.account).await?;
     Ok((StatusCode::OK, key_view(app, &info, usage.get(&id).copied().unwrap_or_default())))
 }
 
 pub(super) async fn patch_key(app: &App, id: KeyId, body: RequestBody<'_>) -> ApiResult {
     let req: PatchKey = json_body(body).await?;
-    let current = blocking(app, move |s| s.key_info(id)).await?.ok_or_else(ApiError::not_found)?;
+    let current = app.store.key_info(id).await?.ok_or_else(ApiError::not_found)?;
     let name = req.name.map(|n| check_name("name", &n)).transpose()?.unwrap_or(current.name.clone());
     let access = KeyAccess {
         scopes: check_scopes(req.scopes)?.unwrap_or(current.access.scopes),
@@ -242,7 +244,7 @@ pub(super) async fn patch_key(app: &App, id: KeyId, body: RequestBody<'_>) -> Ap
         },
     };
     let limits = req.limits.apply(current.limits, tokens_ceiling(app, &current.account))?;
-    blocking(app, move |s| s.update_key(id, &name, limits, &access)).await?;
+    app.store.update_key(id, name, limits, access).await?;
     let info = refresh_key(app, id).await?;
     get_key_view(app, info).await
 }
@@ -254,7 +256,7 @@ async fn get_key_view(app: &App, info: KeyInfo) -> ApiResult {
 
 pub(super) async fn revoke_key(app: &App, id: KeyId) -> ApiResult {
     let now = clock::unix_now();
-    blocking(app, move |s| s.revoke_key(id, now)).await?;
+    app.store.revoke_key(id, now).await?;
     let info = refresh_key(app, id).await?;
     get_key_view(app, info).await
 }
@@ -266,10 +268,11 @@ pub(super) async fn rotate_key(app: &App, id: KeyId, body: RequestBody<'_>) -> A
         return Err(ApiError::invalid("grace_seconds", "must be at most 2592000 (30 days)"));
     }
     let now = clock::unix_now();
-    let prefix = app.config.keys.prefix.clone();
+    let old = app.store.key_info(id).await?.ok_or_else(ApiError::not_found)?;
     let hasher = KeyHasher::new(app.config.keys.hash_secret);
+    let (secret, identity) = mint(&app.config.keys.prefix, &hasher, old.kind)?;
     // Insert and revoke are one transaction, so the cap and the one-pending-replacement rule hold.
-    let rotated = blocking(app, move |s| s.rotate_key(&prefix, &hasher, id, now, grace, true)).await?;
+    let rotated = app.store.rotate_key(id, identity, now, grace, true).await?;
     refresh_key(app, id).await?;
-    shown_once(app, rotated.secret, rotated.info.id, Some((id, rotated.old_revoked_at))).await
+    shown_once(app, secret, rotated.info.id, Some((id, rotated.old_revoked_at))).await
 }

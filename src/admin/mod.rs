@@ -9,6 +9,7 @@ mod keys;
 mod login;
 pub mod openapi;
 mod page;
+pub mod service;
 mod usage;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -245,8 +246,7 @@ fn operator(app: &App, headers: &http::HeaderMap) -> Result<(), ApiError> {
 async fn account(app: &App, headers: &http::HeaderMap) -> Result<String, ApiError> {
     match caller(app, headers)? {
         Caller::Account { id, epoch } => {
-            let lookup = id.clone();
-            let current = blocking(app, move |s| s.account(&lookup)).await?;
+            let current = app.store.account(id.clone()).await?;
             match current {
                 Some(a) if a.token_epoch == epoch && !a.disabled => Ok(id),
                 _ => Err(ApiError::unauthorized()),
@@ -262,17 +262,9 @@ async fn account(app: &App, headers: &http::HeaderMap) -> Result<String, ApiErro
 /// another's keys.
 async fn owned_key(app: &App, account: &str, id: &str) -> Result<KeyId, ApiError> {
     let id = KeyId::parse(id.rsplit('_').next().unwrap_or_default()).ok_or_else(ApiError::not_found)?;
-    let info = blocking(app, move |store| store.key_info(id)).await?;
+    let info = app.store.key_info(id).await?;
     match info {
         Some(info) if info.account == account => Ok(id),
         _ => Err(ApiError::not_found()),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    app: &App,
-    f: impl FnOnce(crate::store::SqliteStore) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let store = app.store.clone();
-    tokio::task::spawn_blocking(move || f(store)).await.map_err(ApiError::internal)?.map_err(ApiError::from)
 }

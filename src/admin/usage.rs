@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, blocking, owned_key};
+use super::{ApiError, ApiResult, owned_key};
 use crate::app::App;
 use crate::clock;
 
@@ -38,8 +38,7 @@ pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
     let now = clock::unix_now();
     let from = from.unwrap_or_else(|| clock::month_first_day(now));
     let to = to.unwrap_or_else(|| clock::day_of(now));
-    let owner = account.to_owned();
-    let rows = blocking(app, move |s| s.account_usage(&owner, key, from, to)).await?;
+    let rows = app.store.usage_report(Some(account.to_owned()), key, from, to).await?;
     let mut groups: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for r in rows {
         let label = if group_by == "day" { clock::date_of_day(r.day) } else { r.model };

@@ -5,18 +5,13 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{ACCOUNT_SELECT, SqliteStore, account_from, bump_version};
 use crate::auth::keys;
-use crate::store::{AccountInfo, StoreError};
+use crate::store::{AccountInfo, NewAccount, StoreError};
 
 impl SqliteStore {
     /// Creates an account; `Conflict` if the email is taken.
-    pub fn create_account(
-        &self,
-        email: &str,
-        password_hash: &str,
-        plan: &str,
-        key_cap: u32,
-        created_at: i64,
-    ) -> Result<AccountInfo, StoreError> {
+    pub fn create_account(&self, new: &NewAccount) -> Result<AccountInfo, StoreError> {
+        let NewAccount { email, password_hash, plan, key_cap, created_at } = new;
+        let (key_cap, created_at) = (*key_cap, *created_at);
         let id = format!("acct_{}", keys::random_id().map_err(StoreError::Random)?);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -34,8 +29,8 @@ impl SqliteStore {
         tx.commit()?;
         Ok(AccountInfo {
             id,
-            email: Some(email.to_owned()),
-            plan: plan.to_owned(),
+            email: Some(email.clone()),
+            plan: plan.clone(),
             key_cap,
             created_at,
             token_epoch: 0,
