@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::{RequestBody, json_body};
-use super::{ApiError, ApiResult};
+use super::service::check_password;
+use super::{ApiError, ApiResult, new_hash};
 use crate::app::App;
 use crate::auth::throttle::Throttled;
 use crate::clock::{self, rfc3339};
@@ -46,11 +47,6 @@ impl From<Throttled> for ApiError {
             )
         }
     }
-}
-
-/// A new password hash, made on the bounded pool.
-pub(super) async fn new_hash(app: &App, password: String) -> Result<String, ApiError> {
-    app.logins.hash(password).await?.map_err(ApiError::internal)
 }
 
 /// A fresh access token for `account` in token epoch `epoch`, as login answers it.
@@ -90,7 +86,7 @@ pub(super) async fn change_password(
     body: RequestBody<'_>,
 ) -> ApiResult {
     let req: ChangePassword = json_body(body).await?;
-    super::accounts::check_password("new_password", &req.new_password)?;
+    check_password("new_password", &req.new_password)?;
     let stored = app.store.password_hash(account.to_owned()).await?;
     if !app.logins.check(client, account, req.old_password, stored).await? {
         return Err(ApiError {

@@ -109,6 +109,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<service::ServiceError> for ApiError {
+    fn from(e: service::ServiceError) -> ApiError {
+        match e {
+            service::ServiceError::Invalid { field, message } => ApiError::invalid(&field, message),
+            service::ServiceError::NotFound(_) => ApiError::not_found(),
+            service::ServiceError::Store(e) => ApiError::from(e),
+        }
+    }
+}
+
 /// A store refusal as a message: its text with a capital first letter.
 fn capitalized(e: &StoreError) -> String {
     let text = e.to_string();
@@ -196,7 +206,7 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
             let id = owned_key(app, &account, id).await?;
             match method {
                 Method::GET => get_key(app, id).await,
-                Method::PATCH => patch_key(app, id, body).await,
+                Method::PATCH => patch_key(app, &account, id, body).await,
                 Method::DELETE => revoke_key(app, id).await,
                 _ => allowed("GET, PATCH, DELETE"),
             }
@@ -205,7 +215,7 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
             let account = account(app, &parts.headers).await?;
             let id = owned_key(app, &account, id).await?;
             match method {
-                Method::POST => rotate_key(app, id, body).await,
+                Method::POST => rotate_key(app, &account, id, body).await,
                 _ => allowed("POST"),
             }
         }
@@ -258,10 +268,15 @@ async fn account(app: &App, headers: &http::HeaderMap) -> Result<String, ApiErro
     }
 }
 
+/// A new password hash, made on the bounded pool (for new accounts and new passwords alike).
+async fn new_hash(app: &App, password: String) -> Result<String, ApiError> {
+    app.logins.hash(password).await?.map_err(ApiError::internal)
+}
+
 /// A key id that exists and belongs to `account`; anything else is 404, so no account learns of
 /// another's keys.
 async fn owned_key(app: &App, account: &str, id: &str) -> Result<KeyId, ApiError> {
-    let id = KeyId::parse(id.rsplit('_').next().unwrap_or_default()).ok_or_else(ApiError::not_found)?;
+    let id = service::parse_key_id(id).ok_or_else(ApiError::not_found)?;
     let info = app.store.key_info(id).await?;
     match info {
         Some(info) if info.account == account => Ok(id),

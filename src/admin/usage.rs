@@ -35,10 +35,8 @@ pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
             other => return Err(ApiError::invalid(other, "is not a query parameter of this endpoint")),
         }
     }
-    let now = clock::unix_now();
-    let from = from.unwrap_or_else(|| clock::month_first_day(now));
-    let to = to.unwrap_or_else(|| clock::day_of(now));
-    let rows = app.store.usage_report(Some(account.to_owned()), key, from, to).await?;
+    let report = app.control.usage(Some(account), key, from, to, clock::unix_now()).await?;
+    let (from, to, rows) = (report.from, report.to, report.rows);
     let mut groups: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for r in rows {
         let label = if group_by == "day" { clock::date_of_day(r.day) } else { r.model };
