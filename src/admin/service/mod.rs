@@ -134,10 +134,6 @@ impl ControlPlane {
         }
     }
 
-    pub fn store(&self) -> &dyn Store {
-        &*self.store
-    }
-
     /// The limits a key runs under, from its own and the configured defaults.
     pub fn effective_limits(&self, own: &KeyLimits) -> EffectiveLimits {
         EffectiveLimits::of(own, &self.limits)
@@ -367,5 +363,82 @@ impl ControlPlane {
     pub async fn set_disabled(&self, id: &str, disabled: bool) -> Result<u64, ServiceError> {
         let epoch = self.store.set_disabled(id.to_owned(), disabled).await?;
         epoch.ok_or_else(|| ServiceError::NotFound(format!("account {id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn control_plane(dir: &tempfile::TempDir) -> ControlPlane {
+        let config = Config::from_toml("", |_| None).unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        ControlPlane::new(store, &config)
+    }
+
+    fn request(name: &str, account: &str) -> KeyRequest {
+        KeyRequest {
+            kind: KeyKind::Live,
+            name: name.to_owned(),
+            account: account.to_owned(),
+            scopes: None,
+            providers: None,
+            models: None,
+            limits: LimitChanges::default(),
+            expires_in_days: None,
+            project: None,
+        }
+    }
+
+    async fn account(control: &ControlPlane, key_cap: u32) -> AccountInfo {
+        let draft = control.check_account("Cap@Example.com", "long enough", None, Some(key_cap)).unwrap();
+        assert_eq!((draft.email.as_str(), draft.plan.as_str()), ("cap@example.com", "default"));
+        control.create_account(draft, "-".into(), 1).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_account_stays_under_its_cap_and_the_operator_may_go_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = control_plane(&dir);
+        let acct = account(&control, 1).await;
+        let actor = Actor::Account { id: &acct.id, tokens_ceiling: u64::MAX };
+        let (_, first) = control.create_keys(actor, request("one", "ignored"), 1, 2).await.unwrap().remove(0);
+        assert_eq!(first.account, acct.id, "an account's key is its own, whatever the request names");
+        let refused = control.create_keys(actor, request("two", &acct.id), 1, 2).await.unwrap_err();
+        assert!(matches!(refused, ServiceError::Store(StoreError::KeyCapReached(1))), "{refused}");
+        let refused = control.rotate_key(actor, first.id, 60, 3).await.unwrap_err();
+        assert!(matches!(refused, ServiceError::Store(StoreError::KeyCapReached(1))), "{refused}");
+
+        let created = control.create_keys(Actor::Operator, request("bulk", &acct.id), 3, 4).await.unwrap();
+        assert_eq!(created.len(), 3);
+        let (secret, rotated) = control.rotate_key(Actor::Operator, first.id, 60, 5).await.unwrap();
+        assert!(secret.expose().starts_with("tg_live_") && secret.expose().contains(rotated.info.id.as_str()));
+        assert_eq!(rotated.old_revoked_at, 65);
+    }
+
+    #[tokio::test]
+    async fn refusals_name_their_field_or_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = control_plane(&dir);
+        let invalid = |e: ServiceError| match e {
+            ServiceError::Invalid { field, .. } => field,
+            other => panic!("{other}"),
+        };
+        let long = request(&"n".repeat(129), "default");
+        assert_eq!(invalid(control.create_keys(Actor::Operator, long, 1, 1).await.unwrap_err()), "name");
+        let nobody = control.create_keys(Actor::Operator, request("k", "acct_nobody"), 1, 1).await.unwrap_err();
+        assert_eq!(nobody.to_string(), "account \"acct_nobody\" does not exist");
+        let id = parse_key_id("tg_live_AbCdEf123456").unwrap();
+        assert_eq!(control.revoke_key(id, 1).await.unwrap_err().to_string(), "key AbCdEf123456 does not exist");
+        let grace = control.rotate_key(Actor::Operator, id, MAX_GRACE_SECONDS + 1, 1).await.unwrap_err();
+        assert_eq!(invalid(grace), "grace_seconds");
+        assert_eq!(invalid(control.check_account("a@b", "short", None, None).unwrap_err()), "password");
+        assert_eq!(
+            invalid(control.check_account("a@b", "long enough", Some("gold".into()), None).unwrap_err()),
+            "plan"
+        );
+        let cap = control.check_account("a@b", "long enough", None, None).unwrap().key_cap;
+        assert_eq!(cap, DEFAULT_KEY_CAP);
     }
 }
