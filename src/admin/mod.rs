@@ -115,6 +115,7 @@ impl From<service::ServiceError> for ApiError {
             service::ServiceError::Invalid { field, message } => ApiError::invalid(&field, message),
             service::ServiceError::NotFound(_) => ApiError::not_found(),
             service::ServiceError::Store(e) => ApiError::from(e),
+            service::ServiceError::Random(e) => ApiError::internal(e),
         }
     }
 }

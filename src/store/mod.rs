@@ -87,7 +87,7 @@ pub trait Store: Send + Sync {
 
     // ------------------------------------------------------------ accounts
 
-    /// Creates an account with a fresh id; `Conflict` if the email is taken.
+    /// Creates an account; `Conflict` if the email is taken.
     async fn create_account(&self, account: NewAccount) -> Result<AccountInfo, StoreError>;
 
     async fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError>;
@@ -163,7 +163,6 @@ pub enum StoreError {
     /// The backend could not be reached or its worker did not answer.
     Unavailable(String),
     Corrupt(String),
-    Random(getrandom::Error),
     /// A unique value (an account's email) is taken.
     Conflict(String),
     /// The account already has this many active keys, its cap.
@@ -180,7 +179,6 @@ impl std::fmt::Display for StoreError {
             StoreError::Backend(e) => write!(f, "store: {e}"),
             StoreError::Unavailable(e) => write!(f, "store unavailable: {e}"),
             StoreError::Corrupt(what) => write!(f, "store: unreadable row: {what}"),
-            StoreError::Random(e) => write!(f, "random source failed: {e}"),
             StoreError::Conflict(what) => write!(f, "{what} already exists"),
             StoreError::KeyCapReached(active) => {
                 write!(f, "the account already has {active} active keys, its cap; revoke one first")

@@ -136,9 +136,11 @@ impl KeyInfo {
     }
 }
 
-/// A new account: its email and password hash (the store never sees a password).
+/// A new account: its id (made by the caller, as key ids are), email and password hash (the store
+/// never sees a password).
 #[derive(Debug, Clone)]
 pub struct NewAccount {
+    pub id: String,
     pub email: String,
     pub password_hash: String,
     pub plan: String,

@@ -32,6 +32,8 @@ pub enum ServiceError {
     /// The key or account named does not exist (`what`: `key <id>`, `account <id>`).
     NotFound(String),
     Store(StoreError),
+    /// The system's random source failed, so no key or account id could be made.
+    Random(getrandom::Error),
 }
 
 impl std::fmt::Display for ServiceError {
@@ -40,6 +42,7 @@ impl std::fmt::Display for ServiceError {
             ServiceError::Invalid { field, message } => write!(f, "{field} {message}"),
             ServiceError::NotFound(what) => write!(f, "{what} does not exist"),
             ServiceError::Store(e) => e.fmt(f),
+            ServiceError::Random(e) => write!(f, "random source failed: {e}"),
         }
     }
 }
@@ -52,10 +55,16 @@ impl From<StoreError> for ServiceError {
     }
 }
 
+impl From<getrandom::Error> for ServiceError {
+    fn from(e: getrandom::Error) -> ServiceError {
+        ServiceError::Random(e)
+    }
+}
+
 /// Generates a key of `kind` and hashes it: the secret for the caller to show once, the identity for
 /// the store. Generation and hashing stay out of every store backend.
-pub fn mint(prefix: &str, hasher: &KeyHasher, kind: KeyKind) -> Result<(SecretKey, KeyIdentity), StoreError> {
-    let (secret, parsed) = keys::generate(prefix, kind).map_err(StoreError::Random)?;
+pub fn mint(prefix: &str, hasher: &KeyHasher, kind: KeyKind) -> Result<(SecretKey, KeyIdentity), getrandom::Error> {
+    let (secret, parsed) = keys::generate(prefix, kind)?;
     let identity = KeyIdentity {
         id: parsed.id,
         key_prefix: keys::key_prefix(prefix, kind, parsed.id),
@@ -311,7 +320,8 @@ impl ControlPlane {
         now: i64,
     ) -> Result<AccountInfo, ServiceError> {
         let AccountDraft { email, plan, key_cap } = draft;
-        let new = NewAccount { email, password_hash, plan, key_cap, created_at: now };
+        let id = format!("acct_{}", keys::random_id()?);
+        let new = NewAccount { id, email, password_hash, plan, key_cap, created_at: now };
         Ok(self.store.create_account(new).await?)
     }
 

@@ -4,15 +4,13 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{ACCOUNT_SELECT, SqliteStore, account_from, bump_version};
-use crate::auth::keys;
 use crate::store::{AccountInfo, NewAccount, StoreError};
 
 impl SqliteStore {
     /// Creates an account; `Conflict` if the email is taken.
     pub fn create_account(&self, new: &NewAccount) -> Result<AccountInfo, StoreError> {
-        let NewAccount { email, password_hash, plan, key_cap, created_at } = new;
+        let NewAccount { id, email, password_hash, plan, key_cap, created_at } = new;
         let (key_cap, created_at) = (*key_cap, *created_at);
-        let id = format!("acct_{}", keys::random_id().map_err(StoreError::Random)?);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         bump_version(&tx)?;
@@ -28,7 +26,7 @@ impl SqliteStore {
         };
         tx.commit()?;
         Ok(AccountInfo {
-            id,
+            id: id.clone(),
             email: Some(email.clone()),
             plan: plan.clone(),
             key_cap,

@@ -178,6 +178,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
         let (cap, tries) = (3, 16);
         let new = NewAccount {
+            id: "acct_cap".into(),
             email: "cap@example.com".into(),
             password_hash: "-".into(),
             plan: "default".into(),
