@@ -75,3 +75,38 @@ pub async fn follow(store: Arc<dyn Store>, tables: Tables, mut version: i64, eve
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::service::mint;
+    use crate::auth::keys::{KeyHasher, KeyKind};
+    use crate::store::{HashedKey, NewKey, SqliteStore};
+
+    #[tokio::test]
+    async fn a_key_written_elsewhere_is_followed_within_an_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let hasher = KeyHasher::new(None);
+        let tables = Tables {
+            keys: Arc::new(KeyTable::new("tg".into(), hasher.clone())),
+            plans: Arc::new(Plans::new(Default::default())),
+            readiness: Arc::new(Readiness::new(Duration::from_millis(10))),
+        };
+        let keys = Arc::clone(&tables.keys);
+        let version = load_all(&*store, &tables).await.unwrap();
+        assert!(keys.is_empty() && tables.readiness.is_ready());
+        let follower = tokio::spawn(follow(Arc::clone(&store), tables, version, Duration::from_millis(10)));
+
+        let (_, identity) = mint("tg", &hasher, KeyKind::Live).unwrap();
+        let id = identity.id;
+        store.create_keys(vec![HashedKey { identity, key: NewKey::live("later", 1) }]).await.unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            while !keys.contains(id) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(seen.await.is_ok(), "the new key never reached the key table");
+        follower.abort();
+    }
+}
