@@ -1,7 +1,7 @@
 //! The request-body inspector ([`inspect_body`]) and the one change tollgate makes to a body, the
 //! `stream_options.include_usage` splice ([`with_stream_usage`]).
 //!
-//! Input: a selector byte (the endpoint), then the body.
+//! Input: a selector byte (a provider kind and an endpoint it serves), then the body.
 //!
 //! Invariants checked:
 //! - Inspection never panics, and a refusal is a 400.
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::Value;
-use tollgate::providers::Endpoint;
+use tollgate::providers::{Endpoint, ProviderKind};
 use tollgate::proxy::request_body::{inspect_body, with_stream_usage};
 
 /// Every text a splice may insert (`true` over an `include_usage` value).
@@ -46,8 +46,13 @@ struct OnceInner {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
-    let endpoint = Endpoint::ALL[usize::from(selector) % Endpoint::ALL.len()];
-    let inspected = match inspect_body(endpoint, body) {
+    let served: Vec<(ProviderKind, Endpoint)> = ProviderKind::ALL
+        .into_iter()
+        .flat_map(|kind| Endpoint::ALL.into_iter().map(move |endpoint| (kind, endpoint)))
+        .filter(|(kind, endpoint)| kind.spec(*endpoint).is_some())
+        .collect();
+    let (kind, endpoint) = served[usize::from(selector) % served.len()];
+    let inspected = match inspect_body(kind, endpoint, body) {
         Ok(i) => i,
         Err(e) => {
             assert_eq!(e.status(), 400, "{e}");
@@ -82,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
     });
     assert!(once.stream_options.include_usage);
 
-    let again = inspect_body(endpoint, &out).unwrap_or_else(|e| panic!("the spliced body is refused: {e}"));
+    let again = inspect_body(kind, endpoint, &out).unwrap_or_else(|e| panic!("the spliced body is refused: {e}"));
     assert_eq!(again.include_usage, Some(true));
     assert_eq!(again.usage_splice.text, b"true");
     assert_eq!(&out[again.usage_splice.at.clone()], b"true");

@@ -59,6 +59,23 @@ pub fn is_management(path: &str) -> bool {
         || path.starts_with("/v1/auth/keys/")
 }
 
+/// The operation a management path belongs to, as its template in [`OPERATIONS`] (`/v1/auth/keys/{id}`),
+/// whatever the method; `unmatched` for a path no operation has. Logs and metrics name requests by this,
+/// never by the path, which holds ids.
+pub fn operation(path: &str) -> &'static str {
+    let fits = |template: &str| {
+        let (mut want, mut got) = (template.split('/'), path.split('/'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w == g || (w.starts_with('{') && !g.is_empty()) => {}
+                _ => return false,
+            }
+        }
+    };
+    OPERATIONS.iter().map(|(_, template)| *template).find(|t| fits(t)).unwrap_or("unmatched")
+}
+
 /// A management error: status, stable code, message, and the request field it is about.
 #[derive(Debug)]
 pub struct ApiError {

@@ -11,7 +11,25 @@ use super::raw::*;
 use super::*;
 
 pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, ConfigError> {
-    let s = raw.server;
+    let server = server(raw.server)?;
+    let store = store(raw.store)?;
+    let keys = keys(raw.keys, hash_secret)?;
+    let (upstream, shared_roots) = upstream(raw.upstream)?;
+    let log = log(raw.log)?;
+    let management = management(raw.management)?;
+    let limits = limits(raw.limits)?;
+    let mut plans: BTreeMap<String, u64> = raw.plans.into_iter().map(|(name, p)| (name, p.tokens_per_month)).collect();
+    plans.entry("default".to_owned()).or_insert(10_000_000);
+    let providers = if raw.providers.is_empty() {
+        default_providers(&shared_roots)?
+    } else {
+        raw.providers.into_iter().map(|(name, p)| provider(name, p, &shared_roots)).collect::<Result<Vec<_>, _>>()?
+    };
+    let metrics = metrics(raw.metrics)?;
+    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers })
+}
+
+fn server(s: RawServer) -> Result<ServerConfig, ConfigError> {
     let listen = s.listen.as_deref().unwrap_or("127.0.0.1:8080");
     let listen: SocketAddr =
         listen.parse().map_err(|_| invalid("server.listen", format!("`{listen}` is not an address:port")))?;
@@ -44,11 +62,20 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         shutdown_grace: duration("server.shutdown_grace", s.shutdown_grace, "10m")?,
         worker_threads: Some(in_range("server.worker_threads", s.worker_threads, 0, 0, 1024)?).filter(|&n| n > 0),
     };
+    nonzero(&[
+        ("server.header_read_timeout", server.header_read_timeout),
+        ("server.body_idle_timeout", server.body_idle_timeout),
+        ("server.body_timeout", server.body_timeout),
+        ("server.idle_timeout", server.idle_timeout),
+    ])?;
+    Ok(server)
+}
 
+fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
     let store = StoreConfig {
-        path: raw.store.path.unwrap_or_else(|| PathBuf::from("tollgate.db")),
-        refresh_interval: duration("store.refresh_interval", raw.store.refresh_interval, "1s")?,
-        flush_interval: duration("store.flush_interval", raw.store.flush_interval, "1s")?,
+        path: raw.path.unwrap_or_else(|| PathBuf::from("tollgate.db")),
+        refresh_interval: duration("store.refresh_interval", raw.refresh_interval, "1s")?,
+        flush_interval: duration("store.flush_interval", raw.flush_interval, "1s")?,
     };
     if store.flush_interval.is_zero() || store.flush_interval > Duration::from_secs(1) {
         return Err(invalid("store.flush_interval", "must be more than zero and at most 1s"));
@@ -56,14 +83,19 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
     if store.refresh_interval.is_zero() {
         return Err(invalid("store.refresh_interval", "must be greater than zero"));
     }
+    Ok(store)
+}
 
-    let prefix = raw.keys.prefix.unwrap_or_else(|| "tg".to_owned());
+fn keys(raw: RawKeys, hash_secret: Option<[u8; 32]>) -> Result<KeysConfig, ConfigError> {
+    let prefix = raw.prefix.unwrap_or_else(|| "tg".to_owned());
     if prefix.is_empty() || prefix.len() > 16 || !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
         return Err(invalid("keys.prefix", "must be 1-16 characters of a-z and 0-9"));
     }
-    let keys = KeysConfig { prefix, hash_secret };
+    Ok(KeysConfig { prefix, hash_secret })
+}
 
-    let u = raw.upstream;
+/// The upstream section, and the trust roots its `ca_file` adds for every provider.
+fn upstream(u: RawUpstream) -> Result<(UpstreamConfig, ExtraRoots), ConfigError> {
     let upstream = UpstreamConfig {
         connect_timeout: duration("upstream.connect_timeout", u.connect_timeout, "5s")?,
         response_timeout: duration("upstream.response_timeout", u.response_timeout, "10m")?,
@@ -80,24 +112,26 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         shared_roots.files.push(path.clone());
         shared_roots.certs = ca_certs("upstream.ca_file", path)?;
     }
-    for (field, d) in [
+    nonzero(&[
         ("upstream.connect_timeout", upstream.connect_timeout),
         ("upstream.response_timeout", upstream.response_timeout),
         ("upstream.idle_timeout", upstream.idle_timeout),
         ("upstream.total_timeout", upstream.total_timeout),
-        ("server.header_read_timeout", server.header_read_timeout),
-        ("server.body_idle_timeout", server.body_idle_timeout),
-        ("server.body_timeout", server.body_timeout),
-        ("server.idle_timeout", server.idle_timeout),
-    ] {
-        if d.is_zero() {
-            return Err(invalid(field, "must be greater than zero"));
-        }
-    }
+    ])?;
+    Ok((upstream, shared_roots))
+}
 
+fn nonzero(durations: &[(&str, Duration)]) -> Result<(), ConfigError> {
+    match durations.iter().find(|(_, d)| d.is_zero()) {
+        Some((field, _)) => Err(invalid(field, "must be greater than zero")),
+        None => Ok(()),
+    }
+}
+
+fn log(raw: RawLog) -> Result<LogConfig, ConfigError> {
     let log = LogConfig {
-        level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
-        format: match raw.log.format.as_deref().unwrap_or("text") {
+        level: raw.level.unwrap_or_else(|| "info".to_owned()),
+        format: match raw.format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
@@ -108,16 +142,22 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
     if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
         return Err(invalid("log.level", format!("`{}` is not a log filter", log.level)));
     }
+    Ok(log)
+}
 
+fn management(raw: RawManagement) -> Result<ManagementConfig, ConfigError> {
     let management = ManagementConfig {
         admin_token: None,
         session_secret: None,
-        access_token_ttl: duration("management.access_token_ttl", raw.management.access_token_ttl, "1h")?,
+        access_token_ttl: duration("management.access_token_ttl", raw.access_token_ttl, "1h")?,
     };
     if management.access_token_ttl.is_zero() || management.access_token_ttl > Duration::from_secs(86_400) {
         return Err(invalid("management.access_token_ttl", "must be more than zero and at most 24h"));
     }
-    let l = raw.limits;
+    Ok(management)
+}
+
+fn limits(l: RawLimits) -> Result<LimitsConfig, ConfigError> {
     let range = |field: &str, v: Option<u32>, default: u32, (min, max): (u32, u32)| {
         in_range(field, v.map(|v| v as usize), default as usize, min as usize, max as usize).map(|v| v as u32)
     };
@@ -137,18 +177,13 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
     if limits.default_max_output_tokens == 0 {
         return Err(invalid("limits.default_max_output_tokens", "must be greater than zero"));
     }
-    let mut plans: BTreeMap<String, u64> = raw.plans.into_iter().map(|(name, p)| (name, p.tokens_per_month)).collect();
-    plans.entry("default".to_owned()).or_insert(10_000_000);
+    Ok(limits)
+}
 
-    let providers = if raw.providers.is_empty() {
-        default_providers(&shared_roots)?
-    } else {
-        raw.providers.into_iter().map(|(name, p)| provider(name, p, &shared_roots)).collect::<Result<Vec<_>, _>>()?
-    };
-
-    let metrics = MetricsConfig {
-        enabled: raw.metrics.enabled.unwrap_or(true),
-        listen: match raw.metrics.listen.as_deref().unwrap_or("127.0.0.1:9464") {
+fn metrics(raw: RawMetrics) -> Result<MetricsConfig, ConfigError> {
+    Ok(MetricsConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        listen: match raw.listen.as_deref().unwrap_or("127.0.0.1:9464") {
             "off" => None,
             addr => Some(
                 addr.parse()
@@ -156,9 +191,8 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
             ),
         },
         // A placeholder until the token is read from the environment (see `Config::from_toml`).
-        main_listener_token: raw.metrics.on_main_listener.unwrap_or(false).then(|| blake3::hash(b"")),
-    };
-    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers })
+        main_listener_token: raw.on_main_listener.unwrap_or(false).then(|| blake3::hash(b"")),
+    })
 }
 
 fn default_providers(shared_roots: &ExtraRoots) -> Result<Vec<ProviderConfig>, ConfigError> {
@@ -184,15 +218,7 @@ fn default_providers(shared_roots: &ExtraRoots) -> Result<Vec<ProviderConfig>, C
 
 fn provider(name: String, p: RawProvider, shared_roots: &ExtraRoots) -> Result<ProviderConfig, ConfigError> {
     let field = |f: &str| format!("providers.{name}.{f}");
-    if name.is_empty()
-        || name.len() > 32
-        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err(invalid(&format!("providers.{name}"), "names are 1-32 characters of a-z, 0-9, - and _"));
-    }
-    if RESERVED_PROVIDER_NAMES.contains(&name.as_str()) {
-        return Err(invalid(&format!("providers.{name}"), "this name is reserved for top-level routes"));
-    }
+    provider_name(&name)?;
     let kind = match p.kind.as_str() {
         "openai" => ProviderKind::OpenAi,
         "anthropic" => ProviderKind::Anthropic,
@@ -208,23 +234,7 @@ fn provider(name: String, p: RawProvider, shared_roots: &ExtraRoots) -> Result<P
             format!("the provider named {name} serves {name}'s top-level routes, so its kind must be {name}"),
         ));
     }
-    let uri: http::Uri =
-        p.base_url.parse().map_err(|_| invalid(&field("base_url"), format!("`{}` is not a URL", p.base_url)))?;
-    let scheme = match uri.scheme_str() {
-        Some("http") => http::uri::Scheme::HTTP,
-        Some("https") => http::uri::Scheme::HTTPS,
-        _ => {
-            return Err(invalid(&field("base_url"), "must start with http:// or https://"));
-        }
-    };
-    let authority = uri.authority().cloned().ok_or_else(|| invalid(&field("base_url"), "has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(invalid(&field("base_url"), "must not carry credentials"));
-    }
-    if uri.query().is_some() || p.base_url.contains('#') {
-        return Err(invalid(&field("base_url"), "must not have a query or fragment"));
-    }
-    let base_path = uri.path().trim_end_matches('/').to_owned();
+    let (scheme, authority, base_path) = base_url(&field("base_url"), &p.base_url)?;
 
     let gemini_auth = match (kind, p.auth.as_deref()) {
         (ProviderKind::Gemini, None | Some("query")) => GeminiAuth::Query,
@@ -270,6 +280,37 @@ fn provider(name: String, p: RawProvider, shared_roots: &ExtraRoots) -> Result<P
         inject_stream_usage,
         extra_roots,
     })
+}
+
+fn provider_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 32
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(&format!("providers.{name}"), "names are 1-32 characters of a-z, 0-9, - and _"));
+    }
+    if RESERVED_PROVIDER_NAMES.contains(&name) {
+        return Err(invalid(&format!("providers.{name}"), "this name is reserved for top-level routes"));
+    }
+    Ok(())
+}
+
+/// A provider's origin and base path: http or https, a host without credentials, no query or fragment.
+fn base_url(field: &str, text: &str) -> Result<(http::uri::Scheme, http::uri::Authority, String), ConfigError> {
+    let uri: http::Uri = text.parse().map_err(|_| invalid(field, format!("`{text}` is not a URL")))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        _ => return Err(invalid(field, "must start with http:// or https://")),
+    };
+    let authority = uri.authority().cloned().ok_or_else(|| invalid(field, "has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid(field, "must not carry credentials"));
+    }
+    if uri.query().is_some() || text.contains('#') {
+        return Err(invalid(field, "must not have a query or fragment"));
+    }
+    Ok((scheme, authority, uri.path().trim_end_matches('/').to_owned()))
 }
 
 /// The certificates of a PEM file of one or more CA certificates.

@@ -232,7 +232,7 @@ mod tests {
             let meter = Meter::of(kind, endpoint);
             let reserve = |f: &Fields| {
                 let text = body(f);
-                inspect_body(endpoint, text.as_bytes())
+                inspect_body(kind, endpoint, text.as_bytes())
                     .map(|facts| (reservation(meter, endpoint, &facts, text.len(), default), text.len()))
             };
             let valid = fields.iter().flatten().all(|n| n.int().is_some());
@@ -256,13 +256,18 @@ mod tests {
 
     #[test]
     fn choices_multiply_the_default_cap_too() {
-        let facts = inspect_body(Endpoint::ChatCompletions, br#"{"n":128}"#).unwrap();
+        let facts = inspect_body(ProviderKind::OpenAi, Endpoint::ChatCompletions, br#"{"n":128}"#).unwrap();
         let r = reservation(Meter::OpenAiCompletion, Endpoint::ChatCompletions, &facts, 10, 4096);
         assert_eq!(r, Reservation { input_estimate: 3, output_cap: 128 * 4096 });
-        let facts = inspect_body(Endpoint::GenerateContent, br#"{"generationConfig":{"candidateCount":4}}"#).unwrap();
+        let facts = inspect_body(
+            ProviderKind::Gemini,
+            Endpoint::GenerateContent,
+            br#"{"generationConfig":{"candidateCount":4}}"#,
+        )
+        .unwrap();
         let r = reservation(Meter::Gemini, Endpoint::GenerateContent, &facts, 0, 100);
         assert_eq!(r.output_cap, 400);
-        let facts = inspect_body(Endpoint::Completions, br#"{"n":2,"best_of":6}"#).unwrap();
+        let facts = inspect_body(ProviderKind::OpenAi, Endpoint::Completions, br#"{"n":2,"best_of":6}"#).unwrap();
         let r = reservation(Meter::OpenAiCompletion, Endpoint::Completions, &facts, 0, 100);
         assert_eq!(r.output_cap, 600);
     }

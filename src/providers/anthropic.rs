@@ -1,13 +1,36 @@
 //! Anthropic: `/v1/messages` (+ `count_tokens`, models), `x-api-key` with a default `anthropic-version`,
-//! and the `{"type": "error", "error": {type, message}}` shape (in-stream as `event: error`).
+//! and the `{"type": "error", "error": {type, message}}` shape (in-stream as `event: error`). Usage is
+//! cumulative: `message_start` gives input, each `message_delta` the output so far.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::key::ProviderKey;
-use super::{Endpoint, ErrorParts, is_model_id, sensitive, sse_event};
-use crate::config::ProviderConfig;
+use super::{
+    BodyMember, Endpoint, EndpointSpec, ErrorParts, Meter, ModelAt, ProviderConfig, Usage, is_model_id, sensitive,
+    sse_event,
+};
 
+/// Every endpoint Anthropic serves: how it is charged, where its model is named, and which body members
+/// bound its output. No arm covers "the rest", so a new endpoint does not compile until it is placed.
+pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
+    Some(match endpoint {
+        Endpoint::Messages => EndpointSpec::tokens(Meter::Anthropic, &[BodyMember::MaxTokens], &[]),
+        Endpoint::CountTokens => EndpointSpec::free(ModelAt::Body),
+        Endpoint::ListModels => EndpointSpec::free(ModelAt::Nowhere),
+        Endpoint::GetModel => EndpointSpec::free(ModelAt::Path),
+        Endpoint::ChatCompletions
+        | Endpoint::Completions
+        | Endpoint::Embeddings
+        | Endpoint::Responses
+        | Endpoint::GenerateContent
+        | Endpoint::StreamGenerateContent
+        | Endpoint::EmbedContent => return None,
+    })
+}
+
+/// The endpoint a path (after the base) names; each endpoint's method is its own ([`Endpoint::method`]).
 pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
     match segments {
         ["v1", "messages"] => Some(Endpoint::Messages),
@@ -16,6 +39,11 @@ pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
         ["v1", "models", id] if is_model_id(id, false) => Some(Endpoint::GetModel),
         _ => None,
     }
+}
+
+/// Whether a path without a provider prefix is meant for Anthropic: anything under `/v1/messages`.
+pub(super) fn claims_top_level(segments: &[&str]) -> bool {
+    matches!(segments, ["v1", "messages", ..])
 }
 
 pub(super) fn set_credential(provider: &ProviderConfig, key: &ProviderKey, headers: &mut HeaderMap) {
@@ -49,6 +77,66 @@ pub(super) fn error_json(e: ErrorParts<'_>) -> serde_json::Value {
 
 pub(super) fn stream_error_event(e: ErrorParts<'_>) -> Vec<u8> {
     sse_event(Some("error"), &error_json(e))
+}
+
+/// The top-level member holding usage in a message body or a `message_delta` event.
+pub(super) const USAGE_KEY: &[u8] = b"usage";
+
+#[derive(Deserialize)]
+struct AnthropicUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// Fields are cumulative: each present one replaces the last; input includes both cache counts.
+    fn merge_into(&self, seen: &mut Option<Usage>) {
+        let mut parts = seen.map(|u| (u.input, u.output)).unwrap_or_default();
+        let cached = |v: Option<u64>| v.unwrap_or(0);
+        if self.input_tokens.is_some()
+            || self.cache_creation_input_tokens.is_some()
+            || self.cache_read_input_tokens.is_some()
+        {
+            parts.0 = cached(self.input_tokens)
+                .saturating_add(cached(self.cache_creation_input_tokens))
+                .saturating_add(cached(self.cache_read_input_tokens));
+        }
+        if let Some(out) = self.output_tokens {
+            parts.1 = out;
+        }
+        *seen = Some(Usage { input: parts.0, output: parts.1 });
+    }
+}
+
+pub(super) fn read_usage(value: &[u8], seen: &mut Option<Usage>) {
+    if let Ok(Some(u)) = serde_json::from_slice::<Option<AnthropicUsage>>(value) {
+        u.merge_into(seen);
+    }
+}
+
+/// `message_start` carries usage in its `message`, `message_delta` at the top; the figure is final
+/// from the first `message_delta` on (later ones only repeat or raise it).
+pub(super) fn read_event(name: Option<&[u8]>, data: &[u8], seen: &mut Option<Usage>) -> bool {
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(rename = "type")]
+        kind: String,
+        message: Option<Message>,
+        usage: Option<AnthropicUsage>,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        usage: Option<AnthropicUsage>,
+    }
+    let Ok(e) = serde_json::from_slice::<Event>(data) else {
+        return false;
+    };
+    if let Some(u) = e.usage.or(e.message.and_then(|m| m.usage)) {
+        u.merge_into(seen);
+    }
+    e.kind == "message_delta" || name == Some(&b"message_delta"[..])
 }
 
 #[cfg(test)]

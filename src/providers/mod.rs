@@ -1,10 +1,16 @@
-//! What differs between providers lives here, one file per kind: which paths are allowlisted, how the
-//! caller's provider key is written upstream, and how errors and terminal stream events are shaped.
+//! What differs between providers lives here, one file per kind: which paths are allowlisted and how
+//! each endpoint is charged, where a request names its model and which body members bound its output,
+//! how the caller's provider key is written upstream, how errors and terminal stream events are shaped,
+//! and how usage reads. This file asks each provider one question at a time; a new provider is one new
+//! file and one arm per question here.
 
 pub mod anthropic;
 pub mod gemini;
 pub mod key;
+pub mod meter;
 pub mod openai;
+
+pub use meter::{Meter, StreamUsage, Usage};
 
 use std::path::PathBuf;
 
@@ -55,6 +61,8 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    pub const ALL: [ProviderKind; 3] = [ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::Gemini];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
@@ -133,6 +141,68 @@ impl Endpoint {
     }
 }
 
+/// Where a request names its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelAt {
+    /// The body's `model`.
+    Body,
+    /// The path: `…/models/{model}` or `…/models/{model}:{method}`.
+    Path,
+    /// Nowhere (listing models).
+    Nowhere,
+}
+
+/// A request-body member that may bound a request's output or ask for several choices. The body
+/// inspector reads every one of them on every route, so a mistyped one is refused wherever it appears;
+/// each provider's endpoint table says which of them count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMember {
+    MaxTokens,
+    MaxCompletionTokens,
+    MaxOutputTokens,
+    N,
+    BestOf,
+    /// `generationConfig.maxOutputTokens`.
+    GenerationMaxOutputTokens,
+    /// `generationConfig.candidateCount`.
+    GenerationCandidateCount,
+}
+
+/// What a provider says about one endpoint it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// How it is charged: by the usage its responses report, read by this meter, or not at all
+    /// ([`Meter::Free`], listed as such in the provider's table).
+    pub meter: Meter,
+    pub model: ModelAt,
+    /// Whether every request streams (a streaming method) rather than when its body says `stream`.
+    pub always_streams: bool,
+    /// The members giving the most output one choice may produce: the first of them present.
+    pub output_cap: &'static [BodyMember],
+    /// The members giving how many choices are generated: the largest of them present (at least 1).
+    pub choices: &'static [BodyMember],
+}
+
+impl EndpointSpec {
+    /// Charged by what `meter` reads; the model named in the body; streaming when the body says.
+    const fn tokens(meter: Meter, output_cap: &'static [BodyMember], choices: &'static [BodyMember]) -> EndpointSpec {
+        EndpointSpec { meter, model: ModelAt::Body, always_streams: false, output_cap, choices }
+    }
+
+    /// Not charged.
+    const fn free(model: ModelAt) -> EndpointSpec {
+        EndpointSpec { meter: Meter::Free, model, always_streams: false, output_cap: &[], choices: &[] }
+    }
+
+    const fn model_in_path(self) -> EndpointSpec {
+        EndpointSpec { model: ModelAt::Path, ..self }
+    }
+
+    const fn always_streams(self) -> EndpointSpec {
+        EndpointSpec { always_streams: true, ..self }
+    }
+}
+
 /// Why a path did not route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteMiss {
@@ -153,18 +223,41 @@ pub struct ErrorParts<'a> {
 }
 
 impl ProviderKind {
-    /// Matches the path segments after the base (and after `/{provider}` for named providers).
+    /// Matches the path segments after the base (and after `/{provider}` for named providers). Only an
+    /// endpoint the provider's table lists routes, so none is forwarded without a charge.
     pub fn route(self, method: &Method, segments: &[&str]) -> Result<Endpoint, RouteMiss> {
         let endpoint = match self {
             ProviderKind::OpenAi => openai::endpoint(segments),
             ProviderKind::Anthropic => anthropic::endpoint(segments),
             ProviderKind::Gemini => gemini::endpoint(segments),
         }
+        .filter(|e| self.spec(*e).is_some())
         .ok_or(RouteMiss::NotFound)?;
         if endpoint.method() != *method {
             return Err(RouteMiss::WrongMethod(endpoint.method()));
         }
         Ok(endpoint)
+    }
+
+    /// What this provider says about `endpoint`; `None` if it does not serve it.
+    pub fn spec(self, endpoint: Endpoint) -> Option<EndpointSpec> {
+        match self {
+            ProviderKind::OpenAi => openai::spec(endpoint),
+            ProviderKind::Anthropic => anthropic::spec(endpoint),
+            ProviderKind::Gemini => gemini::spec(endpoint),
+        }
+    }
+
+    /// The provider a path without a provider prefix is meant for (also the shape of its error when it
+    /// does not route): the first that claims it, else OpenAI, whose `/v1/...` is the common default.
+    pub fn of_top_level_path(method: &Method, segments: &[&str]) -> ProviderKind {
+        if gemini::claims_top_level(method, segments) {
+            ProviderKind::Gemini
+        } else if anthropic::claims_top_level(segments) {
+            ProviderKind::Anthropic
+        } else {
+            ProviderKind::OpenAi
+        }
     }
 
     /// Writes the caller's provider key in this provider's form. `query` is the upstream query string
@@ -243,6 +336,82 @@ mod tests {
         for bad in ["", ".", "..", "-x", "a/b", "a%2fb", "a b", "a?b", "ft:x", "é"] {
             assert!(!is_model_id(bad, false), "{bad}");
         }
+    }
+
+    /// A path for every endpoint each provider serves (after the base); the tests below check that this
+    /// list and the providers' tables agree.
+    const EXAMPLES: [(ProviderKind, &[&str], Endpoint); 17] = [
+        (ProviderKind::OpenAi, &["v1", "chat", "completions"], Endpoint::ChatCompletions),
+        (ProviderKind::OpenAi, &["v1", "completions"], Endpoint::Completions),
+        (ProviderKind::OpenAi, &["v1", "embeddings"], Endpoint::Embeddings),
+        (ProviderKind::OpenAi, &["v1", "responses"], Endpoint::Responses),
+        (ProviderKind::OpenAi, &["v1", "models"], Endpoint::ListModels),
+        (ProviderKind::OpenAi, &["v1", "models", "gpt-4o"], Endpoint::GetModel),
+        (ProviderKind::Anthropic, &["v1", "messages"], Endpoint::Messages),
+        (ProviderKind::Anthropic, &["v1", "messages", "count_tokens"], Endpoint::CountTokens),
+        (ProviderKind::Anthropic, &["v1", "models"], Endpoint::ListModels),
+        (ProviderKind::Anthropic, &["v1", "models", "claude-sonnet-4-5"], Endpoint::GetModel),
+        (ProviderKind::Gemini, &["v1beta", "models", "m:generateContent"], Endpoint::GenerateContent),
+        (ProviderKind::Gemini, &["v1beta", "models", "m:streamGenerateContent"], Endpoint::StreamGenerateContent),
+        (ProviderKind::Gemini, &["v1beta", "models", "m:embedContent"], Endpoint::EmbedContent),
+        (ProviderKind::Gemini, &["v1beta", "models", "m:countTokens"], Endpoint::CountTokens),
+        (ProviderKind::Gemini, &["v1beta", "models"], Endpoint::ListModels),
+        (ProviderKind::Gemini, &["v1beta", "models", "m"], Endpoint::GetModel),
+        (ProviderKind::Gemini, &["v1", "models", "m:generateContent"], Endpoint::GenerateContent),
+    ];
+
+    #[test]
+    fn every_routed_endpoint_is_metered_or_listed_free() {
+        let mut free = std::collections::BTreeSet::new();
+        for kind in ProviderKind::ALL {
+            for endpoint in Endpoint::ALL {
+                let routed = EXAMPLES.iter().any(|(k, _, e)| *k == kind && *e == endpoint);
+                let spec = kind.spec(endpoint);
+                assert_eq!(spec.is_some(), routed, "{} {}: table and routes disagree", kind.as_str(), endpoint.name());
+                let Some(spec) = spec else { continue };
+                assert_eq!(Meter::of(kind, endpoint), spec.meter);
+                if spec.meter == Meter::Free {
+                    assert!(spec.output_cap.is_empty() && spec.choices.is_empty());
+                    free.insert(endpoint.name());
+                } else {
+                    assert_ne!(spec.meter.stream_usage(), StreamUsage::Unread, "{}", endpoint.name());
+                }
+            }
+        }
+        let expected = [Endpoint::ListModels, Endpoint::GetModel, Endpoint::CountTokens].map(Endpoint::name);
+        assert_eq!(free, expected.into_iter().collect());
+    }
+
+    #[test]
+    fn every_example_routes_to_its_endpoint() {
+        for (kind, segments, endpoint) in EXAMPLES {
+            assert_eq!(kind.route(&endpoint.method(), segments), Ok(endpoint), "{segments:?}");
+        }
+    }
+
+    #[test]
+    fn where_each_provider_names_its_model() {
+        let model = |kind: ProviderKind, endpoint| kind.spec(endpoint).map(|s| s.model);
+        assert_eq!(model(ProviderKind::OpenAi, Endpoint::ChatCompletions), Some(ModelAt::Body));
+        assert_eq!(model(ProviderKind::OpenAi, Endpoint::GetModel), Some(ModelAt::Path));
+        assert_eq!(model(ProviderKind::Anthropic, Endpoint::CountTokens), Some(ModelAt::Body));
+        for endpoint in Endpoint::ALL {
+            let Some(spec) = ProviderKind::Gemini.spec(endpoint) else { continue };
+            let expected = if endpoint == Endpoint::ListModels { ModelAt::Nowhere } else { ModelAt::Path };
+            assert_eq!(spec.model, expected, "{}", endpoint.name());
+            assert_eq!(spec.always_streams, endpoint == Endpoint::StreamGenerateContent);
+        }
+    }
+
+    #[test]
+    fn top_level_paths_go_to_the_provider_that_claims_them() {
+        let of = |method: Method, segments: &[&str]| ProviderKind::of_top_level_path(&method, segments);
+        assert_eq!(of(Method::POST, &["v1beta", "anything"]), ProviderKind::Gemini);
+        assert_eq!(of(Method::POST, &["v1", "models", "m:generateContent"]), ProviderKind::Gemini);
+        assert_eq!(of(Method::GET, &["v1", "models", "ft:gpt-4o:acme::x1"]), ProviderKind::OpenAi);
+        assert_eq!(of(Method::POST, &["v1", "messages", "nope"]), ProviderKind::Anthropic);
+        assert_eq!(of(Method::POST, &["v1", "chat", "completions"]), ProviderKind::OpenAi);
+        assert_eq!(of(Method::POST, &["v2"]), ProviderKind::OpenAi);
     }
 
     #[test]

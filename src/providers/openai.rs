@@ -1,13 +1,40 @@
 //! OpenAI and every OpenAI-compatible provider: `/v1/...` routes, `Authorization: Bearer`, and the
 //! `{"error": {message, type, param, code}}` shape (in-stream as a `data:` event with a top-level `error`,
-//! or an `event: error` on the Responses API, which has no `[DONE]`).
+//! or an `event: error` on the Responses API, which has no `[DONE]`). Usage comes as
+//! `prompt_tokens`/`completion_tokens`, or `input_tokens`/`output_tokens` on the Responses API.
 
 use http::{HeaderMap, HeaderValue, header};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::key::ProviderKey;
-use super::{Endpoint, ErrorParts, is_model_id, sensitive, sse_event};
+use super::{BodyMember, Endpoint, EndpointSpec, ErrorParts, Meter, ModelAt, Usage, is_model_id, sensitive, sse_event};
 
+/// Every endpoint OpenAI serves: how it is charged, where its model is named, and which body members
+/// bound its output. No arm covers "the rest", so a new endpoint does not compile until it is placed.
+pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
+    use BodyMember::{BestOf, MaxCompletionTokens, MaxOutputTokens, MaxTokens, N};
+    Some(match endpoint {
+        // `max_tokens` is the older spelling; `max_completion_tokens` wins when both are sent.
+        Endpoint::ChatCompletions => {
+            EndpointSpec::tokens(Meter::OpenAiCompletion, &[MaxCompletionTokens, MaxTokens], &[N])
+        }
+        // `best_of` completions are generated upstream and billed, though only `n` are returned.
+        Endpoint::Completions => EndpointSpec::tokens(Meter::OpenAiCompletion, &[MaxTokens], &[N, BestOf]),
+        // Embeddings produce no output to cap: they are charged their input.
+        Endpoint::Embeddings => EndpointSpec::tokens(Meter::OpenAiEmbeddings, &[], &[]),
+        Endpoint::Responses => EndpointSpec::tokens(Meter::OpenAiResponses, &[MaxOutputTokens], &[]),
+        Endpoint::ListModels => EndpointSpec::free(ModelAt::Nowhere),
+        Endpoint::GetModel => EndpointSpec::free(ModelAt::Path),
+        Endpoint::Messages
+        | Endpoint::CountTokens
+        | Endpoint::GenerateContent
+        | Endpoint::StreamGenerateContent
+        | Endpoint::EmbedContent => return None,
+    })
+}
+
+/// The endpoint a path (after the base) names; each endpoint's method is its own ([`Endpoint::method`]).
 pub(super) fn endpoint(segments: &[&str]) -> Option<Endpoint> {
     match segments {
         ["v1", "chat", "completions"] => Some(Endpoint::ChatCompletions),
@@ -41,6 +68,65 @@ pub(super) fn stream_error_event(endpoint: Endpoint, e: ErrorParts<'_>) -> Vec<u
         return sse_event(Some("error"), &data);
     }
     sse_event(None, &error_json(e))
+}
+
+/// The top-level member holding usage in a body or a chunk.
+pub(super) const USAGE_KEY: &[u8] = b"usage";
+
+/// The list that is empty (or, from some compatible servers, absent) in the chunk a stream sends only
+/// to carry the usage asked for with `stream_options.include_usage`.
+pub const CHOICES_KEY: &[u8] = b"choices";
+
+#[derive(Deserialize)]
+struct CompletionUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct ResponsesUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+/// Chat, completions and embeddings: the whole figure replaces what was seen.
+pub(super) fn read_completion_usage(value: &[u8], seen: &mut Option<Usage>) {
+    if let Ok(Some(u)) = serde_json::from_slice::<Option<CompletionUsage>>(value) {
+        *seen = Some(Usage { input: u.prompt_tokens, output: u.completion_tokens });
+    }
+}
+
+pub(super) fn read_responses_usage(value: &[u8], seen: &mut Option<Usage>) {
+    if let Ok(Some(u)) = serde_json::from_slice::<Option<ResponsesUsage>>(value) {
+        *seen = Some(Usage { input: u.input_tokens, output: u.output_tokens });
+    }
+}
+
+/// A Responses stream reports usage in its terminal event only (earlier events carry a running
+/// `response` with a partial usage); true when one was read.
+pub(super) fn read_responses_event(data: &[u8], seen: &mut Option<Usage>) -> bool {
+    #[derive(Deserialize)]
+    struct Terminal {
+        #[serde(rename = "type")]
+        kind: String,
+        response: Option<ResponseBody>,
+    }
+    #[derive(Deserialize)]
+    struct ResponseBody {
+        usage: Option<serde_json::Value>,
+    }
+    if let Ok(t) = serde_json::from_slice::<Terminal>(data)
+        && matches!(t.kind.as_str(), "response.completed" | "response.incomplete" | "response.failed")
+        && let Some(usage) = t.response.and_then(|r| r.usage)
+    {
+        read_responses_usage(usage.to_string().as_bytes(), seen);
+        return true;
+    }
+    false
 }
 
 #[cfg(test)]

@@ -174,14 +174,14 @@ impl UpstreamBody {
         Poll::Ready(Some(Err(error)))
     }
 
-    /// Checks the timers when the upstream has nothing; `Ready` means a limit was hit.
-    fn poll_timeout(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Checks the timers when the upstream has nothing; `Ready` means a limit was hit, and names which.
+    fn poll_timeout(&mut self, cx: &mut Context<'_>) -> Poll<ProxyError> {
         loop {
             ready!(self.timer.as_mut().poll(cx));
             let now = Instant::now();
             let (deadline, idle_at) = (self.parts.limits.deadline, self.last_data + self.parts.limits.idle);
-            if now >= deadline || now >= idle_at {
-                return Poll::Ready(());
+            if let Some(hit) = limit_hit(now, deadline, idle_at) {
+                return Poll::Ready(hit);
             }
             self.timer.as_mut().reset(deadline.min(idle_at));
         }
@@ -239,10 +239,7 @@ impl UpstreamBody {
                 Poll::Ready(Some(Err(_))) => Err(ProxyError::UpstreamFailed),
                 Poll::Ready(None) => Ok(()),
                 Poll::Pending if !out.is_empty() => return Poll::Ready(out.into_frame().map(Ok)),
-                Poll::Pending => {
-                    ready!(this.poll_timeout(cx));
-                    Err(ProxyError::UpstreamTimeout)
-                }
+                Poll::Pending => Err(ready!(this.poll_timeout(cx))),
             };
             return match ended {
                 Ok(()) => {
@@ -266,6 +263,18 @@ impl UpstreamBody {
                 Err(error) => this.fail(error),
             };
         }
+    }
+}
+
+/// The limit passed at `now`, if any; the total deadline wins a tie, since it is the one the operator set
+/// for the whole request.
+fn limit_hit(now: Instant, deadline: Instant, idle_at: Instant) -> Option<ProxyError> {
+    if now >= deadline {
+        Some(ProxyError::UpstreamTotalTimeout)
+    } else if now >= idle_at {
+        Some(ProxyError::UpstreamIdleTimeout)
+    } else {
+        None
     }
 }
 
@@ -345,6 +354,16 @@ mod tests {
 
     fn data(frame: Option<Frame<Bytes>>) -> Bytes {
         frame.expect("a frame").into_data().expect("a data frame")
+    }
+
+    #[test]
+    fn the_limit_hit_is_named() {
+        let now = Instant::now();
+        let (before, after) = (now - Duration::from_secs(1), now + Duration::from_secs(1));
+        assert_eq!(limit_hit(now, after, after), None);
+        assert_eq!(limit_hit(now, after, before), Some(ProxyError::UpstreamIdleTimeout));
+        assert_eq!(limit_hit(now, before, after), Some(ProxyError::UpstreamTotalTimeout));
+        assert_eq!(limit_hit(now, now, now), Some(ProxyError::UpstreamTotalTimeout));
     }
 
     #[test]

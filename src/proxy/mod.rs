@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod credentials;
+mod error_response;
 pub mod headers;
 pub mod in_flight;
 pub mod request_body;
@@ -31,7 +32,7 @@ use crate::metering::usage::tap::UsageTap;
 use crate::metering::usage::{Meter, Usage};
 use crate::metering::{self, Metering};
 use crate::providers::key::ProviderKey;
-use crate::providers::{Endpoint, ProviderKind, RouteMiss};
+use crate::providers::RouteMiss;
 use crate::telemetry::access_log::{AccessLog, RequestId};
 use crate::upstream::{UpstreamRequest, UpstreamStream};
 use body::{BodyMeter, ProxyBody, StreamLimits, StreamParts, UpstreamBody};
@@ -39,6 +40,8 @@ use in_flight::InFlightSlot;
 use request_body::{Inspected, inspect_body, with_stream_usage};
 use routes::Route;
 use sse::SseFramer;
+
+pub use error_response::error_response;
 
 const X_REQUEST_ID: &str = "x-request-id";
 /// Where an upstream's own `x-request-id` goes, so support tickets with the provider still work.
@@ -110,7 +113,7 @@ async fn proxy(
     let slot = app.in_flight.admit()?;
     let (body, facts) = if route.endpoint.has_json_body() {
         let body = read_body(body, &parts.headers, &app.config).await?;
-        let facts = inspect_body(route.endpoint, &body)?;
+        let facts = inspect_body(route.provider.kind, route.endpoint, &body)?;
         (body, facts)
     } else {
         (Bytes::new(), Inspected::default())
@@ -131,7 +134,7 @@ async fn proxy(
         None => None,
     };
     let inject_usage = metering.is_some()
-        && Meter::of(route.provider.kind, route.endpoint) == Meter::OpenAiCompletion
+        && Meter::of(route.provider.kind, route.endpoint).usage_on_request()
         && facts.stream
         && facts.include_usage != Some(true)
         && route.provider.inject_stream_usage;
@@ -272,13 +275,9 @@ async fn read_body(body: &mut Incoming, headers: &http::HeaderMap, config: &Conf
     Ok(if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() })
 }
 
-/// The model a request names: in the path for Gemini and for `GET …/models/{id}`, else in the body.
+/// The model a request names, where its provider says: in the path or in the body.
 fn request_model<'a>(route: &'a Route, facts: &'a Inspected) -> Option<&'a str> {
-    match route.endpoint {
-        Endpoint::GetModel => route.path_model(),
-        _ if route.provider.kind == ProviderKind::Gemini => route.path_model(),
-        _ => facts.model.as_deref(),
-    }
+    route.model(facts.model.as_deref())
 }
 
 /// Phase: the key's scopes and allowlists cover this provider, route and model. A model name is
@@ -397,36 +396,6 @@ fn percent_decoded_eq_ignore_case(encoded: &str, want: &str) -> bool {
         }
     }
     decoded.eq_ignore_ascii_case(want.as_bytes())
-}
-
-/// The one error exit: a provider-shaped body, the right status and headers, and the log line.
-pub fn error_response(shape: ProviderKind, error: &ProxyError, log: &AccessLog) -> Response<ProxyBody> {
-    log.emit(error.status().as_u16(), error.label(), 0, error.log_level());
-    let body = shape.error_body(error.parts());
-    let mut response = Response::new(ProxyBody::full(body));
-    *response.status_mut() = error.status();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    match error {
-        ProxyError::Overloaded => {
-            log.metrics.refusal("overloaded");
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        ProxyError::RateLimited(refusal) => {
-            log.metrics.refusal(refusal.limit.label());
-            h.insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs));
-            if refusal.limit.is_exhaustion() {
-                h.insert("x-should-retry", HeaderValue::from_static("false"));
-            }
-        }
-        ProxyError::MethodNotAllowed(allowed) => {
-            if let Ok(allow) = HeaderValue::from_str(allowed.as_str()) {
-                h.insert(header::ALLOW, allow);
-            }
-        }
-        _ => {}
-    }
-    with_request_id(response, log.request_id)
 }
 
 /// Stamps the response with the request's id.

@@ -11,11 +11,13 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::error::ProxyError;
-use crate::providers::Endpoint;
+use crate::providers::{BodyMember, Endpoint, ProviderKind};
 
-/// What tollgate reads from a request body; every other field is skipped unparsed. Token limits and
-/// counts are `u64`: a negative, fractional or out-of-range number is a 400, never wrapped. A member
-/// given twice is a 400 too (serde refuses duplicate fields), so the upstream never has to choose.
+/// What tollgate reads from a request body; every other field is skipped unparsed. The token limits and
+/// counts are every [`BodyMember`] any provider reads, all read on every route; which count is the
+/// provider's call. They are `u64`: a negative, fractional or out-of-range number is a 400, never
+/// wrapped. A member given twice is a 400 too (serde refuses duplicate fields), so the upstream never
+/// has to choose.
 #[derive(Debug, Default, Deserialize)]
 struct RequestFacts<'a> {
     #[serde(default)]
@@ -45,6 +47,21 @@ struct GenerationConfig {
     max_output_tokens: Option<u64>,
     #[serde(default, rename = "candidateCount")]
     candidate_count: Option<u64>,
+}
+
+impl RequestFacts<'_> {
+    fn member(&self, member: BodyMember) -> Option<u64> {
+        let generation = self.generation_config.as_ref();
+        match member {
+            BodyMember::MaxTokens => self.max_tokens,
+            BodyMember::MaxCompletionTokens => self.max_completion_tokens,
+            BodyMember::MaxOutputTokens => self.max_output_tokens,
+            BodyMember::N => self.n,
+            BodyMember::BestOf => self.best_of,
+            BodyMember::GenerationMaxOutputTokens => generation.and_then(|g| g.max_output_tokens),
+            BodyMember::GenerationCandidateCount => generation.and_then(|g| g.candidate_count),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,8 +96,11 @@ pub struct Inspected {
     pub usage_splice: Splice,
 }
 
-/// Phase: the body is a JSON object (the upstream never sees malformed JSON); what it asks for.
-pub fn inspect_body(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError> {
+/// Phase: the body is a JSON object (the upstream never sees malformed JSON); what it asks for, read
+/// as the provider's table for this endpoint says. An endpoint the provider does not serve never
+/// routes, and is refused here too.
+pub fn inspect_body(kind: ProviderKind, endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError> {
+    let spec = kind.spec(endpoint).ok_or(ProxyError::NotFound)?;
     // serde would also read a struct from an array; only an object is a request.
     let Some(open) = body.iter().position(|b| !b.is_ascii_whitespace()).filter(|&at| body[at] == b'{') else {
         return Err(ProxyError::InvalidJson("Request body must be a JSON object".to_owned()));
@@ -96,23 +116,11 @@ pub fn inspect_body(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyE
         };
         ProxyError::InvalidJson(format!("Request body {what} (line {}, column {})", e.line(), e.column()))
     })?;
-    let (max_output, choices) = match endpoint {
-        Endpoint::Responses => (facts.max_output_tokens, None),
-        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
-            let g = facts.generation_config.unwrap_or_default();
-            (g.max_output_tokens, g.candidate_count)
-        }
-        Endpoint::ChatCompletions => (facts.max_completion_tokens.or(facts.max_tokens), facts.n),
-        // `best_of` completions are generated upstream and billed, though only `n` are returned.
-        Endpoint::Completions => (facts.max_tokens, facts.n.max(facts.best_of)),
-        _ => (facts.max_tokens, None),
-    };
+    let max_output = spec.output_cap.iter().find_map(|m| facts.member(*m));
+    let choices = spec.choices.iter().filter_map(|m| facts.member(*m)).max();
     let (include_usage, usage_splice) = usage_splice(body, open, facts.stream_options)?;
     Ok(Inspected {
-        stream: match endpoint {
-            Endpoint::StreamGenerateContent => true,
-            _ => facts.stream == Some(true),
-        },
+        stream: spec.always_streams || facts.stream == Some(true),
         model: facts.model.map(|m| m.into_owned()),
         max_output,
         choices: choices.unwrap_or(1).max(1),
@@ -197,13 +205,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Inspects as the first provider that serves `endpoint` (each is served by one, or shared by
+    /// providers that read the same members).
+    fn inspect(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError> {
+        let kind = ProviderKind::ALL.into_iter().find(|k| k.spec(endpoint).is_some()).unwrap();
+        inspect_body(kind, endpoint, body)
+    }
+
     #[test]
     fn bodies_must_be_json_objects_and_errors_do_not_quote_them() {
-        assert!(inspect_body(Endpoint::ChatCompletions, br#"{"model":"m","stream":true}"#).unwrap().stream);
-        assert!(!inspect_body(Endpoint::ChatCompletions, br#"{"model":"m"}"#).unwrap().stream);
-        assert!(inspect_body(Endpoint::StreamGenerateContent, b"{}").unwrap().stream);
+        assert!(inspect(Endpoint::ChatCompletions, br#"{"model":"m","stream":true}"#).unwrap().stream);
+        assert!(!inspect(Endpoint::ChatCompletions, br#"{"model":"m"}"#).unwrap().stream);
+        assert!(inspect(Endpoint::StreamGenerateContent, b"{}").unwrap().stream);
         for bad in [&b""[..], b"{", b"[]", b"null", b"{\"stream\":\"sk-canary\"}", b"{} x"] {
-            let e = inspect_body(Endpoint::ChatCompletions, bad).unwrap_err();
+            let e = inspect(Endpoint::ChatCompletions, bad).unwrap_err();
             assert_eq!(e.status(), 400);
             assert!(!e.message().contains("canary"), "{e}");
         }
@@ -212,7 +227,7 @@ mod tests {
     #[test]
     fn output_caps_and_choices_follow_each_api() {
         let caps = |e, b: &[u8]| {
-            let i = inspect_body(e, b).unwrap();
+            let i = inspect(e, b).unwrap();
             (i.max_output, i.choices)
         };
         assert_eq!(caps(Endpoint::ChatCompletions, br#"{"max_tokens":100,"n":3}"#), (Some(100), 3));
@@ -232,6 +247,18 @@ mod tests {
     }
 
     #[test]
+    fn the_provider_table_decides_and_an_endpoint_it_does_not_serve_is_refused() {
+        let body = br#"{"max_tokens":10,"n":2,"generationConfig":{"maxOutputTokens":50,"candidateCount":3}}"#;
+        let caps = |kind, endpoint| inspect_body(kind, endpoint, body).map(|i| (i.max_output, i.choices));
+        assert_eq!(caps(ProviderKind::OpenAi, Endpoint::ChatCompletions).unwrap(), (Some(10), 2));
+        assert_eq!(caps(ProviderKind::Anthropic, Endpoint::Messages).unwrap(), (Some(10), 1));
+        assert_eq!(caps(ProviderKind::Gemini, Endpoint::GenerateContent).unwrap(), (Some(50), 3));
+        assert_eq!(caps(ProviderKind::Gemini, Endpoint::CountTokens).unwrap(), (None, 1), "free: nothing to cap");
+        assert_eq!(caps(ProviderKind::Anthropic, Endpoint::ChatCompletions).unwrap_err().status(), 404);
+        assert_eq!(caps(ProviderKind::OpenAi, Endpoint::GenerateContent).unwrap_err().status(), 404);
+    }
+
+    #[test]
     fn negative_fractional_and_oversized_numbers_are_refused_not_wrapped() {
         for body in [
             r#"{"max_tokens":-1}"#,
@@ -244,7 +271,7 @@ mod tests {
             r#"{"generationConfig":{"maxOutputTokens":1e30}}"#,
         ] {
             for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::GenerateContent] {
-                let e = inspect_body(endpoint, body.as_bytes()).unwrap_err();
+                let e = inspect(endpoint, body.as_bytes()).unwrap_err();
                 assert_eq!(e.status(), 400, "{body}");
                 assert!(e.message().contains("non-negative integers"), "{body}: {e}");
             }
@@ -252,7 +279,7 @@ mod tests {
     }
 
     fn rewrite(body: &str) -> String {
-        let splice = inspect_body(Endpoint::ChatCompletions, body.as_bytes()).unwrap().usage_splice;
+        let splice = inspect(Endpoint::ChatCompletions, body.as_bytes()).unwrap().usage_splice;
         String::from_utf8(with_stream_usage(Bytes::copy_from_slice(body.as_bytes()), &splice).to_vec()).unwrap()
     }
 
@@ -277,9 +304,9 @@ mod tests {
         for (sent, expected) in cases {
             assert_eq!(rewrite(sent), expected, "{sent}");
         }
-        let i = inspect_body(Endpoint::ChatCompletions, br#"{"stream_options":{"include_usage":true}}"#).unwrap();
+        let i = inspect(Endpoint::ChatCompletions, br#"{"stream_options":{"include_usage":true}}"#).unwrap();
         assert_eq!(i.include_usage, Some(true));
-        let i = inspect_body(Endpoint::ChatCompletions, br#"{"stream_options":null}"#).unwrap();
+        let i = inspect(Endpoint::ChatCompletions, br#"{"stream_options":null}"#).unwrap();
         assert_eq!(i.include_usage, None);
     }
 
@@ -292,7 +319,7 @@ mod tests {
             r#"{"stream_options":[]}"#,
             r#"{"stream_options":{"include_usage":1}}"#,
         ] {
-            assert_eq!(inspect_body(Endpoint::ChatCompletions, bad.as_bytes()).unwrap_err().status(), 400, "{bad}");
+            assert_eq!(inspect(Endpoint::ChatCompletions, bad.as_bytes()).unwrap_err().status(), 400, "{bad}");
         }
     }
 

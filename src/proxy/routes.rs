@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::config::ProviderConfig;
-use crate::providers::{Endpoint, ProviderKind, RouteMiss, gemini};
+use crate::providers::{Endpoint, ModelAt, ProviderKind, RouteMiss};
 
 /// Longest path that can match any route (base paths are not counted: they come from the config).
 const MAX_PATH_LEN: usize = 512;
@@ -26,9 +26,20 @@ pub struct Route {
 }
 
 impl Route {
+    /// The model the request names, where its provider's table says: in the path, or in the body
+    /// (whose `model` is given).
+    pub fn model<'a>(&'a self, body_model: Option<&'a str>) -> Option<&'a str> {
+        match self.provider.kind.spec(self.endpoint).map(|spec| spec.model) {
+            Some(ModelAt::Path) => self.path_model(),
+            Some(ModelAt::Body) => body_model,
+            // Listing names no model; an endpoint its provider does not list never routes.
+            Some(ModelAt::Nowhere) | None => None,
+        }
+    }
+
     /// The model named in the path (`…/models/{model}:{method}` or `…/models/{model}`), if any.
     pub fn path_model(&self) -> Option<&str> {
-        if self.endpoint == crate::providers::Endpoint::ListModels {
+        if self.endpoint == Endpoint::ListModels {
             return None;
         }
         let (_, last) = self.upstream_path.rsplit_once('/')?;
@@ -59,9 +70,9 @@ impl Routes {
         let segments = segments.as_deref().unwrap_or(&[]);
         let (provider, rest) = match segments.split_first() {
             Some((first, rest)) if self.by_name.contains_key(*first) => (self.by_name.get(*first), rest),
-            _ => (self.by_name.get(top_level_kind(method, segments).as_str()), segments),
+            _ => (self.by_name.get(ProviderKind::of_top_level_path(method, segments).as_str()), segments),
         };
-        let shape = provider.map_or_else(|| top_level_kind(method, segments), |p| p.1.kind);
+        let shape = provider.map_or_else(|| ProviderKind::of_top_level_path(method, segments), |p| p.1.kind);
         let miss = |reason| Miss { shape, reason };
         let (provider_index, provider) = provider.ok_or(miss(RouteMiss::NotFound))?;
         if rest.is_empty() {
@@ -87,16 +98,6 @@ fn segments(path: &str) -> Option<Vec<&str>> {
     let clean = parts.len() <= MAX_SEGMENTS
         && parts.iter().all(|s| !s.is_empty() && *s != "." && *s != ".." && !s.contains('%'));
     clean.then_some(parts)
-}
-
-/// Which provider a path without a provider prefix belongs to (also the error shape for a miss).
-fn top_level_kind(method: &Method, segments: &[&str]) -> ProviderKind {
-    match segments {
-        ["v1beta", ..] => ProviderKind::Gemini,
-        ["v1", "messages", ..] => ProviderKind::Anthropic,
-        _ if *method == Method::POST && gemini::claims_v1_path(segments) => ProviderKind::Gemini,
-        _ => ProviderKind::OpenAi,
-    }
 }
 
 #[cfg(test)]
@@ -177,6 +178,26 @@ mod tests {
         for (m, path, provider, endpoint, upstream) in cases {
             assert_eq!(ok(m, path), (provider.to_owned(), endpoint, upstream.to_owned()), "{path}");
         }
+    }
+
+    #[test]
+    fn the_model_is_read_where_the_provider_names_it() {
+        let model = |method, path| {
+            let r = routes().resolve(&method, path).unwrap();
+            r.model(Some("from-body")).map(str::to_owned)
+        };
+        assert_eq!(model(Method::POST, "/v1/chat/completions").as_deref(), Some("from-body"));
+        assert_eq!(model(Method::POST, "/v1/messages/count_tokens").as_deref(), Some("from-body"));
+        assert_eq!(model(Method::GET, "/v1/models/gpt-4o").as_deref(), Some("gpt-4o"));
+        assert_eq!(model(Method::GET, "/anthropic/v1/models/claude-x").as_deref(), Some("claude-x"));
+        assert_eq!(model(Method::GET, "/v1/models").as_deref(), None);
+        assert_eq!(
+            model(Method::POST, "/v1beta/models/gemini-2.5-flash:generateContent").as_deref(),
+            Some("gemini-2.5-flash")
+        );
+        assert_eq!(model(Method::POST, "/gemini/v1/models/m:countTokens").as_deref(), Some("m"));
+        assert_eq!(model(Method::GET, "/v1beta/models/gemini-pro").as_deref(), Some("gemini-pro"));
+        assert_eq!(model(Method::GET, "/v1beta/models").as_deref(), None);
     }
 
     #[test]

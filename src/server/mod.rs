@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::auth::ClientAddr;
-use crate::config::{self, ConnectionLimits};
+use crate::config::{self, ConnectionLimits, ServerConfig};
 use caps::{ConnectionCaps, ThrottledLog};
 use connection::{Activity, Deadlines, Tracked};
 pub use open_files::raise_open_file_limit;
@@ -45,24 +45,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let server = &app.config.server;
-    let head_buffer = (server.max_header_bytes + HEAD_BUFFER_SLACK).max(8192);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's header read timer also runs while a keep-alive connection waits for its next request.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(head_buffer)
-        .keep_alive(true);
-    // The header list bound also caps a CONTINUATION sequence, which h2 refuses once it passes it.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(head_buffer).unwrap_or(u32::MAX))
-        .max_concurrent_streams(server.http2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = http_builder(server);
     let handshake_timeout = server.header_read_timeout;
     let deadlines = Deadlines { first_request: server.header_read_timeout, idle: server.idle_timeout };
     let grace = server.shutdown_grace;
@@ -72,18 +55,11 @@ pub async fn serve(
     let (stop, stopping) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: keep serving what is open, try again shortly.
-                    accept_errors.note(|errors| tracing::warn!(error = %e, errors_in_last_second = errors, "accept failed"));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = accept(&listener, &accept_errors) => accepted,
             () = &mut shutdown => break,
         };
+        let Some((stream, peer)) = accepted else { continue };
         let permit = match caps.admit(peer.ip()) {
             Ok(permit) => permit,
             Err(why) => {
@@ -135,6 +111,49 @@ pub async fn serve(
         }
     }
     drop(listener);
+    drain(&caps, stop, grace).await;
+}
+
+/// The next connection. Out of file descriptors and the like: keep serving what is open, try again shortly.
+async fn accept(
+    listener: &TcpListener,
+    errors: &ThrottledLog,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener.accept().await {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            errors.note(|errors| tracing::warn!(error = %e, errors_in_last_second = errors, "accept failed"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 with the head, stream and keep-alive bounds of `[server]`.
+fn http_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let head_buffer = (server.max_header_bytes + HEAD_BUFFER_SLACK).max(8192);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's header read timer also runs while a keep-alive connection waits for its next request.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(head_buffer)
+        .keep_alive(true);
+    // The header list bound also caps a CONTINUATION sequence, which h2 refuses once it passes it.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(head_buffer).unwrap_or(u32::MAX))
+        .max_concurrent_streams(server.http2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+/// Tells every connection to finish, then waits for them up to the grace period.
+async fn drain(caps: &ConnectionCaps, stop: watch::Sender<bool>, grace: Duration) {
     tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, draining in-flight requests");
     let _ = stop.send(true);
     tokio::select! {

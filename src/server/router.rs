@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use crate::app::App;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{self, with_request_id};
+use crate::telemetry::access_log::{ManagementLog, RequestId};
 
 /// Serves one request. Never fails: every error becomes a response in the shape of the path's owner.
 pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>) -> Response<ProxyBody> {
@@ -17,9 +19,23 @@ pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>) -> Response<Prox
         return with_request_id(response, request_id);
     }
     if crate::admin::is_management(req.uri().path()) {
-        return with_request_id(crate::admin::handle(&app, req).await, request_id);
+        return with_request_id(management(&app, req, request_id).await, request_id);
     }
     proxy::handle(app, req, request_id).await
+}
+
+/// A management request, logged and counted by operation once it is answered. A caller that leaves
+/// before the answer leaves no line, as the handler's work is dropped with it.
+async fn management(app: &App, req: Request<&mut Incoming>, request_id: RequestId) -> Response<ProxyBody> {
+    let log = ManagementLog {
+        request_id,
+        method: req.method().clone(),
+        operation: crate::admin::operation(req.uri().path()),
+        started: Instant::now(),
+    };
+    let response = crate::admin::handle(app, req).await;
+    log.emit(response.status().as_u16(), &app.metrics);
+    response
 }
 
 /// `/healthz`, `/readyz`, and `/metrics` where the operator put it on the main listener, answered before
@@ -50,4 +66,24 @@ fn probe<B>(app: &App, req: &Request<B>) -> Option<Response<ProxyBody>> {
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::admin::{OPERATIONS, operation};
+
+    #[test]
+    fn management_paths_are_named_by_their_template() {
+        assert_eq!(operation("/v1/auth/keys"), "/v1/auth/keys");
+        assert_eq!(operation("/v1/auth/keys/tg_live_abcdefghijkl"), "/v1/auth/keys/{id}");
+        assert_eq!(operation("/v1/auth/keys/abc/rotate"), "/v1/auth/keys/{id}/rotate");
+        assert_eq!(operation("/v1/accounts/acct_1"), "/v1/accounts/{id}");
+        assert_eq!(operation("/openapi.json"), "/openapi.json");
+        for unknown in ["/v1/auth/keys/", "/v1/auth/keys/a/b", "/v1/accounts/a/rotate", "/v1/auth", "/", ""] {
+            assert_eq!(operation(unknown), "unmatched", "{unknown}");
+        }
+        for (_, template) in OPERATIONS {
+            assert_eq!(operation(&template.replace("{id}", "x1")), *template);
+        }
+    }
 }

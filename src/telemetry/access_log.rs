@@ -1,6 +1,7 @@
 //! One structured line per request, written when its response is finished (for a stream: when the stream
 //! ends or the caller leaves). It carries the request id, route, provider, status, duration and the key's
-//! public prefix: never a key, never an upstream URL.
+//! public prefix: never a key, never an upstream URL. Management requests get a line of their own kind,
+//! named by operation (the path template, since paths hold ids), never with a token, password or key.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,9 @@ use crate::auth::keys::KeyLabel;
 use crate::error::LogLevel;
 use crate::providers::Endpoint;
 use crate::telemetry::metrics::Metrics;
+
+/// The target of every request line, so one filter directive selects them all.
+const ACCESS_TARGET: &str = "tollgate::access";
 
 /// Request ids: a random per-process seed mixed with a counter through a bijection (splitmix64), so ids
 /// are unique within a process, unpredictable across processes, and cost one atomic add.
@@ -96,7 +100,7 @@ impl AccessLog {
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
-                    target: "tollgate::auth::access",
+                    target: ACCESS_TARGET,
                     request_id = %self.request_id,
                     method = %self.method,
                     provider,
@@ -114,6 +118,42 @@ impl AccessLog {
         match level {
             LogLevel::Info => line!(info),
             LogLevel::Warn => line!(warn),
+        }
+    }
+}
+
+/// What is known about a management request for its log line.
+pub struct ManagementLog {
+    pub request_id: RequestId,
+    pub method: http::Method,
+    /// The OpenAPI path template, or `unmatched`.
+    pub operation: &'static str,
+    pub started: Instant,
+}
+
+impl ManagementLog {
+    /// Counts the request and writes its line: warn for a server failure, info otherwise.
+    pub fn emit(&self, status: u16, metrics: &Metrics) {
+        let elapsed = self.started.elapsed();
+        metrics.management_request(self.operation, &self.method, status, elapsed);
+        let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1000.0;
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: ACCESS_TARGET,
+                    request_id = %self.request_id,
+                    method = %self.method,
+                    operation = self.operation,
+                    status,
+                    duration_ms,
+                    "management request"
+                )
+            };
+        }
+        if status >= 500 {
+            line!(warn);
+        } else {
+            line!(info);
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Prometheus metrics (DESIGN §9), kept in atomics and rendered as text at `/metrics`. Every label is
-//! bounded: the configured provider names, the route enum, the status class, the token direction and the
-//! refusal reason. No key material and no per-request value ever becomes a label.
+//! bounded: the configured provider names, the route enum, the status class, the token direction, the
+//! refusal reason, and for management requests the operation's path template and a known method. No key
+//! material and no per-request value ever becomes a label.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -76,6 +79,34 @@ pub struct Metrics {
     tokens: Vec<[AtomicU64; 2]>,
     refusals: [AtomicU64; REFUSALS.len()],
     open_streams: AtomicI64,
+    /// Management requests are few (people and scripts, not the data plane), so a lock is cheap here.
+    /// Labels are `&'static str` from fixed lists, which keeps the set bounded by construction.
+    management: Mutex<ManagementSeries>,
+}
+
+#[derive(Default)]
+struct ManagementSeries {
+    /// (operation, method, status class) → count.
+    requests: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    durations: BTreeMap<&'static str, Histogram>,
+}
+
+/// A method as a bounded label: the standard ones by name, anything else as `other`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    const KNOWN: [http::Method; 7] = [
+        http::Method::GET,
+        http::Method::POST,
+        http::Method::PUT,
+        http::Method::PATCH,
+        http::Method::DELETE,
+        http::Method::HEAD,
+        http::Method::OPTIONS,
+    ];
+    KNOWN.iter().find(|m| *m == method).map_or("other", |m| m.as_str())
+}
+
+fn status_class(status: u16) -> Option<&'static str> {
+    usize::from(status / 100).checked_sub(1).and_then(|c| STATUS_CLASSES.get(c).copied())
 }
 
 impl Metrics {
@@ -91,6 +122,7 @@ impl Metrics {
             tokens: (0..n).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect(),
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             open_streams: AtomicI64::new(0),
+            management: Mutex::default(),
             providers,
         }
     }
@@ -136,6 +168,16 @@ impl Metrics {
         if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
             self.refusals[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// One management request: `operation` is its path template (or `unmatched`), never the raw path.
+    pub fn management_request(&self, operation: &'static str, method: &http::Method, status: u16, d: Duration) {
+        let Some(class) = status_class(status) else {
+            return;
+        };
+        let mut series = self.management.lock().unwrap_or_else(|e| e.into_inner());
+        *series.requests.entry((operation, method_label(method), class)).or_default() += 1;
+        series.durations.entry(operation).or_insert_with(Histogram::new).observe(d);
     }
 
     pub fn stream_opened(&self) {
@@ -210,7 +252,28 @@ impl Metrics {
         out.push_str("# HELP tollgate_open_streams Server-sent event streams being relayed.\n");
         out.push_str("# TYPE tollgate_open_streams gauge\n");
         let _ = writeln!(out, "tollgate_open_streams {}", self.open_streams.load(Ordering::Relaxed));
+        self.render_management(&mut out);
         out
+    }
+
+    fn render_management(&self, out: &mut String) {
+        let series = self.management.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str(
+            "# HELP tollgate_management_requests_total Management API requests by operation, method and status class.\n",
+        );
+        out.push_str("# TYPE tollgate_management_requests_total counter\n");
+        for ((operation, method, status), n) in &series.requests {
+            let _ = writeln!(
+                out,
+                "tollgate_management_requests_total{{operation=\"{operation}\",method=\"{method}\",status=\"{status}\"}} {n}"
+            );
+        }
+        let name = "tollgate_management_request_duration_seconds";
+        let _ =
+            writeln!(out, "# HELP {name} Time to answer a management request, by operation.\n# TYPE {name} histogram");
+        for (operation, h) in &series.durations {
+            h.render(out, name, &format!("operation=\"{operation}\""));
+        }
     }
 }
 
@@ -256,5 +319,27 @@ mod tests {
         assert!(text.contains("tollgate_tokens_total{provider=\"anthropic\",direction=\"output\"} 5"));
         assert!(text.contains("tollgate_refusals_total{reason=\"requests_per_minute\"} 1"));
         assert!(text.contains("tollgate_open_streams 1"));
+    }
+
+    #[test]
+    fn management_requests_render_with_bounded_labels() {
+        let m = Metrics::new(vec![]);
+        let text = m.render();
+        assert!(text.contains("# TYPE tollgate_management_requests_total counter"), "{text}");
+        m.management_request("/v1/auth/keys/{id}", &http::Method::GET, 404, Duration::from_millis(2));
+        m.management_request("/v1/auth/keys/{id}", &http::Method::GET, 404, Duration::from_millis(2));
+        m.management_request("unmatched", &http::Method::from_bytes(b"BREW").unwrap(), 404, Duration::ZERO);
+        m.management_request("/v1/auth/login", &http::Method::POST, 999, Duration::ZERO);
+        let text = m.render();
+        let series =
+            "tollgate_management_requests_total{operation=\"/v1/auth/keys/{id}\",method=\"GET\",status=\"4xx\"} 2";
+        assert!(text.contains(series), "{text}");
+        assert!(text.contains("operation=\"unmatched\",method=\"other\",status=\"4xx\"} 1"), "{text}");
+        assert!(!text.contains("BREW") && !text.contains("/v1/auth/login"), "{text}");
+        let count = "tollgate_management_request_duration_seconds_count{operation=\"/v1/auth/keys/{id}\"} 2";
+        assert!(text.contains(count), "{text}");
+        assert!(text.contains(
+            "tollgate_management_request_duration_seconds_bucket{operation=\"/v1/auth/keys/{id}\",le=\"0.0025\"} 2"
+        ));
     }
 }

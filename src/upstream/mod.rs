@@ -79,10 +79,15 @@ impl Upstream {
         provider: usize,
         deadline: Instant,
     ) -> Result<Response<UpstreamStream>, ProxyError> {
-        let head_deadline = deadline.min(Instant::now() + self.response_timeout);
+        let response_by = Instant::now() + self.response_timeout;
+        let (head_deadline, timed_out) = if deadline < response_by {
+            (deadline, ProxyError::UpstreamTotalTimeout)
+        } else {
+            (response_by, ProxyError::UpstreamHeadTimeout)
+        };
         let response = if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
             match tokio::time::timeout_at(head_deadline, Http1Pool::send(&self.plain, req)).await {
-                Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
+                Err(_elapsed) => return Err(timed_out),
                 Ok(result) => result?,
             }
         } else {
@@ -91,7 +96,7 @@ impl Upstream {
             // over HTTP/2, where a `Host` beside it is refused by some servers (nginx: 400).
             req.headers_mut().remove(http::header::HOST);
             match tokio::time::timeout_at(head_deadline, client.request(req)).await {
-                Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
+                Err(_elapsed) => return Err(timed_out),
                 Ok(Err(e)) => return Err(classify(&e)),
                 Ok(Ok(response)) => response.map(|body| UpstreamStream { body, conn: None }),
             }
@@ -294,7 +299,7 @@ impl Http1Pool {
     async fn connect(self: &Arc<Self>, authority: &Authority, port: u16) -> Result<Http1Conn, ProxyError> {
         let connect = TcpStream::connect((authority.host().trim_start_matches('[').trim_end_matches(']'), port));
         let tcp = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
+            Err(_elapsed) => return Err(ProxyError::UpstreamConnectTimeout),
             Ok(Err(e)) => {
                 tracing::debug!(cause = %e, "upstream connect failed");
                 return Err(ProxyError::UpstreamUnreachable);
@@ -309,7 +314,7 @@ impl Http1Pool {
 }
 fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     let error = if e.is_connect() {
-        if caused_by_timeout(e) { ProxyError::UpstreamTimeout } else { ProxyError::UpstreamUnreachable }
+        if caused_by_timeout(e) { ProxyError::UpstreamConnectTimeout } else { ProxyError::UpstreamUnreachable }
     } else {
         ProxyError::UpstreamFailed
     };

@@ -84,8 +84,10 @@ async fn the_provider_key_is_never_logged_echoed_or_stored() {
 
     let (status, logs) = server.stop();
     assert!(status.success(), "{status:?}");
-    let access: Vec<&String> = logs.iter().filter(|l| l.contains("\"target\":\"tollgate::auth::access\"")).collect();
+    let access: Vec<&String> = logs.iter().filter(|l| l.contains("\"target\":\"tollgate::access\"")).collect();
     assert_eq!(access.len(), count + 1, "one access line per request: {access:#?}");
+    let head_timeouts = access.iter().filter(|l| l.contains("\"outcome\":\"upstream_head_timeout\"")).count();
+    assert_eq!(head_timeouts, 2, "the two silent upstreams are logged as response-head timeouts: {access:#?}");
     assert!(logs.iter().any(|l| l.contains("\"level\":\"TRACE\"")), "trace logging was not on");
     for line in &logs {
         assert!(!line.contains(MARK), "canary in a log line: {line}");

@@ -58,10 +58,7 @@ async fn keys_created_and_revoked_by_the_cli_reach_a_running_server() {
 
     let call = |key: String| {
         let url = server.url("/v1/chat/completions");
-        async move {
-            let auth = format!("Bearer {key}");
-            post(&url, &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)], Shape::OpenAi.body()).await.status
-        }
+        async move { post(&url, &Keys::new(&key).headers(), Shape::OpenAi.body()).await.status }
     };
     assert_eq!(call(first.clone()).await, 200);
 
@@ -81,8 +78,8 @@ async fn keys_created_and_revoked_by_the_cli_reach_a_running_server() {
     assert!(listing.contains("first") && listing.contains("second") && listing.contains("active"), "{listing}");
     assert!(!listing.contains(&first[8..]) && !listing.contains(&second[8..]), "a secret was listed");
 
-    let id = &second[8..20];
-    let revoked = setup.cli(&["keys", "revoke", id]);
+    let id = key_id(&second).as_str().to_owned();
+    let revoked = setup.cli(&["keys", "revoke", &id]);
     assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
     until(401, second.clone()).await;
     assert_eq!(call(first.clone()).await, 200);
@@ -131,7 +128,7 @@ async fn limits_set_from_the_cli_apply_and_usage_is_reported() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 rpm, 10000 per day (default)"));
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let id = key[8..20].to_owned();
+    let id = key_id(&key).as_str().to_owned();
     for bad in [&["--rpm", "0"][..], &["--daily", "1000000001"], &["--rpm", "10000001"], &["--concurrency", "many"]] {
         let mut args = vec!["keys", "set-limits", id.as_str()];
         args.extend_from_slice(bad);
@@ -222,18 +219,15 @@ async fn accounts_and_rotation_from_the_cli() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let token = format!("Bearer {}", reply.json()["access_token"].as_str().unwrap());
     let keys = request(http::Method::GET, &server.url("/v1/auth/keys"), &[("authorization", &token)], b"").await.json();
-    assert_eq!(keys["data"][0]["key_prefix"].as_str().unwrap(), &old[..20]);
+    assert_eq!(keys["data"][0]["key_prefix"].as_str().unwrap(), key_prefix(&old));
 
     // Rotation from the CLI: the new key works; the old one is refused within the refresh bound.
-    let out = setup.cli(&["keys", "rotate", &old[8..20]]);
+    let out = setup.cli(&["keys", "rotate", key_id(&old).as_str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let new = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let status = |key: String| {
         let url = server.url("/v1/chat/completions");
-        async move {
-            let a = format!("Bearer {key}");
-            post(&url, &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)], Shape::OpenAi.body()).await.status
-        }
+        async move { post(&url, &Keys::new(&key).headers(), Shape::OpenAi.body()).await.status }
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     while status(new.clone()).await != 200 || status(old.clone()).await != 401 {
@@ -271,13 +265,7 @@ async fn metrics_are_served_on_a_listener_of_their_own() {
     let setup = Setup::new(&mock.base_url(), "[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let key = setup.create_key("metered");
     let server = Server::spawn(&setup.config, &[]);
-    let auth = format!("Bearer {key}");
-    let reply = post(
-        &server.url("/v1/chat/completions"),
-        &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)],
-        Shape::OpenAi.body(),
-    )
-    .await;
+    let reply = post(&server.url("/v1/chat/completions"), &Keys::new(&key).headers(), Shape::OpenAi.body()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 
     let metrics_addr = server.metrics_addr();
@@ -301,10 +289,10 @@ async fn model_names_are_bounded_and_printed_safely() {
     let mock = MockUpstream::start().await;
     let setup = Setup::new(&mock.base_url(), "");
     let key = setup.create_key("models");
-    let id = key[8..20].to_owned();
+    let id = key_id(&key).as_str().to_owned();
     let server = Server::spawn(&setup.config, &[]);
-    let auth = format!("Bearer {key}");
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&key);
+    let headers = keys.headers();
     for i in 0..100 {
         let reply = request(http::Method::GET, &server.url(&format!("/v1/models/m{i}")), &headers, b"").await;
         assert_eq!(reply.status, 200);

@@ -55,8 +55,8 @@ async fn data_plane(
     stop: Arc<AtomicBool>,
     first: Arc<Notify>,
 ) -> (u64, Vec<Instant>) {
-    let auth = format!("Bearer {key}");
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&key);
+    let headers = keys.headers();
     let (mut sent, mut done) = (0, Vec::new());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
@@ -274,8 +274,8 @@ async fn a_killed_server_keeps_every_acknowledged_write_and_its_settled_usage() 
     let chat = server.url("/v1/chat/completions");
     for (id, raw) in &keys {
         assert!(listed.contains(&id.as_str()), "acknowledged key {id} not listed");
-        let auth = format!("Bearer {raw}");
-        let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+        let keys = Keys::new(raw);
+        let headers = keys.headers();
         let reply = attempt(http::Method::POST, &chat, &headers, Shape::OpenAi.body()).await;
         assert!(matches!(reply, Some((200, _))), "acknowledged key {id} refused after the restart: {reply:?}");
     }

@@ -163,8 +163,8 @@ async fn start(upstream: &str, extra: &str) -> (Setup, Server, String) {
 /// Sends a chat completion (streaming or not) and reads the whole answer within `limit`.
 async fn ask(server: &Server, key: &str, body: &str, limit: Duration) -> (http::StatusCode, String, Duration) {
     let started = Instant::now();
-    let auth = format!("Bearer {key}");
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(key);
+    let headers = keys.headers();
     let exchange = async {
         let response =
             open(http::Method::POST, &server.url("/v1/chat/completions"), &headers, body.as_bytes()).await.unwrap();

@@ -11,5 +11,6 @@ mod connections;
 mod crash;
 mod exhaustion;
 mod login;
+mod management_log;
 mod process;
 mod soak;

@@ -12,7 +12,7 @@ async fn post_path(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &st
 }
 
 /// Request headers, the status they earn, and a part of the message.
-type Case = (Vec<(&'static str, String)>, u16, &'static str);
+type Case = (Keys, u16, &'static str);
 
 #[tokio::test]
 async fn refusals_before_forwarding_in_every_shape() {
@@ -28,41 +28,30 @@ async fn refusals_before_forwarding_in_every_shape() {
         let (k, i) = seed_key(&store, &NewKey::live("o", 0));
         (k.expose().to_owned(), i)
     };
-    let bearer = |k: &str| format!("Bearer {k}");
-    let good = bearer(&gw.key);
     let mut tampered = gw.key.clone();
     tampered.replace_range(20..21, if &gw.key[20..21] == "a" { "b" } else { "a" });
     let cases: Vec<Case> = vec![
-        (vec![("x-provider-key", PROVIDER_KEY.into())], 401, "Missing API key"),
-        (
-            vec![("authorization", "Bearer garbage".into()), ("x-provider-key", PROVIDER_KEY.into())],
-            401,
-            "Invalid API key",
-        ),
-        (vec![("authorization", bearer(&tampered)), ("x-provider-key", PROVIDER_KEY.into())], 401, "Invalid API key"),
-        (vec![("authorization", bearer(&unknown)), ("x-provider-key", PROVIDER_KEY.into())], 401, "Invalid API key"),
-        (vec![("authorization", bearer(&revoked)), ("x-provider-key", PROVIDER_KEY.into())], 401, "Invalid API key"),
-        (vec![("authorization", bearer(&expired)), ("x-provider-key", PROVIDER_KEY.into())], 401, "API key expired"),
-        (vec![("authorization", good.clone())], 400, "Missing X-Provider-Key header"),
-        (
-            vec![("authorization", good.clone()), ("x-provider-key", "sk bad".into())],
-            400,
-            "Invalid X-Provider-Key header",
-        ),
+        (gw.auth().without("authorization"), 401, "Missing API key"),
+        (Keys::new("garbage"), 401, "Invalid API key"),
+        (Keys::new(&tampered), 401, "Invalid API key"),
+        (Keys::new(&unknown), 401, "Invalid API key"),
+        (Keys::new(&revoked), 401, "Invalid API key"),
+        (Keys::new(&expired), 401, "API key expired"),
+        (gw.auth().without("x-provider-key"), 400, "Missing X-Provider-Key header"),
+        (gw.auth().with("x-provider-key", "sk bad"), 400, "Invalid X-Provider-Key header"),
     ];
     // Keys written after start become visible within the refresh interval (100ms here): wait until the
     // expired one is known, so the revoked and expired cases are judged on loaded keys.
-    let expired_h = [("authorization", bearer(&expired)), ("x-provider-key", PROVIDER_KEY.to_owned())];
-    let expired_h: Vec<(&str, &str)> = expired_h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let expired_keys = Keys::new(&expired);
+    let expired_h = expired_keys.headers();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while post_shape(&gw, Shape::OpenAi, &expired_h).await.json()["error"]["message"] != "API key expired" {
         assert!(tokio::time::Instant::now() < deadline, "new keys not visible within 5s");
         tokio::task::yield_now().await;
     }
     for shape in SHAPES {
-        for (headers, status, message) in &cases {
-            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let reply = post_shape(&gw, shape, &h).await;
+        for (keys, status, message) in &cases {
+            let reply = post_shape(&gw, shape, &keys.headers()).await;
             shape.assert_error(&reply, *status, message);
         }
     }
@@ -73,8 +62,8 @@ async fn refusals_before_forwarding_in_every_shape() {
 async fn unknown_routes_and_wrong_methods() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     Shape::OpenAi.assert_error(&post_path(&gw, "/v1/files", &h, "{}").await, 404, "Unknown route");
     Shape::Anthropic.assert_error(&post_path(&gw, "/v1/messages/batches", &h, "{}").await, 404, "Unknown route");
     Shape::Gemini.assert_error(&post_path(&gw, "/v1beta/models/m:tuneModel", &h, "{}").await, 404, "Unknown route");
@@ -91,8 +80,8 @@ async fn upstream_refused_is_502() {
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = socket.local_addr().unwrap().port();
     let gw = Gateway::start(&format!("http://127.0.0.1:{port}"), "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 502, "Upstream provider unreachable");
@@ -104,8 +93,8 @@ async fn upstream_refused_is_502() {
 async fn upstream_timeout_is_504() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[upstream]\nresponse_timeout = \"300ms\"").await;
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "never")];
+    let keys = gw.auth().with("x-mock", "never");
+    let h = keys.headers();
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 504, "Upstream provider timed out");
@@ -117,9 +106,9 @@ async fn upstream_redirects_are_502_and_never_followed() {
     let mock = MockUpstream::start().await;
     let elsewhere = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let auth = format!("Bearer {}", gw.key);
     let to = format!("redirect {}/v1/chat/completions?key=x", elsewhere.base_url());
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", to.as_str())];
+    let keys = gw.auth().with("x-mock", to);
+    let h = keys.headers();
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 502, "redirect");
@@ -134,11 +123,9 @@ async fn upstream_redirects_are_502_and_never_followed() {
 async fn upstream_errors_pass_through_unchanged() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let auth = format!("Bearer {}", gw.key);
     for code in ["400", "401", "429", "500", "529"] {
-        let mode = format!("status {code}");
-        let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", mode.as_str())];
-        let reply = post_shape(&gw, Shape::Anthropic, &h).await;
+        let keys = gw.auth().with("x-mock", format!("status {code}"));
+        let reply = post_shape(&gw, Shape::Anthropic, &keys.headers()).await;
         assert_eq!(reply.status.as_str(), code);
         assert_eq!(reply.json()["error"]["message"], "from upstream");
         assert_eq!(reply.headers["x-upstream-request-id"], "upstream-req-1");
@@ -149,9 +136,9 @@ async fn upstream_errors_pass_through_unchanged() {
 async fn overload_is_503_with_retry_after() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[server]\nmax_in_flight = 1").await;
-    let auth = format!("Bearer {}", gw.key);
     let (held, open_stream) = gw.open_held(&mock, "/v1/chat/completions", Shape::OpenAi.stream_body()).await;
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     for shape in SHAPES {
         let reply = post_shape(&gw, shape, &h).await;
         shape.assert_error(&reply, 503, "overloaded");
@@ -175,8 +162,8 @@ async fn overload_is_503_with_retry_after() {
 async fn bad_bodies_are_400_or_413_in_shape_and_never_forwarded() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[server]\nmax_body_bytes = 4096").await;
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     let big = format!("{{\"model\":\"m\",\"pad\":\"{}\"}}", "x".repeat(5000));
     for shape in SHAPES {
         for bad in ["", "{", "{\"model\":", "[1,2]", "null", "{\"stream\":\"yes\"}", "{} trailing"] {

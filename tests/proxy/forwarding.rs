@@ -168,8 +168,8 @@ async fn gemini_with_header_auth_gets_x_goog_api_key() {
 async fn a_named_provider_keeps_its_base_path() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let headers = keys.headers();
     let reply = post(&gw.url("/groq/v1/chat/completions"), &headers, Shape::OpenAi.body()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let r = mock.only_request();
@@ -181,8 +181,8 @@ async fn a_named_provider_keeps_its_base_path() {
 async fn get_routes_forward_without_a_body() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let headers = keys.headers();
     let reply = request(http::Method::GET, &gw.url("/v1/models/ft:gpt-4o-mini:acme::abc123"), &headers, b"").await;
     assert_eq!(reply.status, 200);
     let r = mock.only_request();
@@ -195,8 +195,8 @@ async fn get_routes_forward_without_a_body() {
 async fn responses_carry_tollgate_request_ids_and_lose_upstream_cookies() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let headers = keys.headers();
     let a = post(&gw.url("/v1/chat/completions"), &headers, Shape::OpenAi.body()).await;
     let b = post(&gw.url("/v1/chat/completions"), &headers, Shape::OpenAi.body()).await;
     let (ida, idb) = (&a.headers["x-request-id"], &b.headers["x-request-id"]);
@@ -258,8 +258,8 @@ async fn noisy_upstream() -> String {
 async fn only_allowlisted_upstream_headers_reach_the_caller() {
     let upstream = noisy_upstream().await;
     let gw = Gateway::start(&upstream, "[limits]\nenabled = false\n").await;
-    let auth = format!("Bearer {}", gw.key);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let headers = keys.headers();
     for path in [Shape::Gemini.path(), Shape::Gemini.stream_path()] {
         let reply = post(&gw.url(path), &headers, Shape::Gemini.body()).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.text());

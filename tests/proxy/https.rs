@@ -70,8 +70,8 @@ fn ca_line(section: &str, ca: &Ca) -> String {
 }
 
 async fn call(gw: &Gateway, shape: Shape, stream: bool) -> Reply {
-    let auth = format!("Bearer {}", gw.key);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let headers = keys.headers();
     let (path, body) = if stream { (shape.stream_path(), shape.stream_body()) } else { (shape.path(), shape.body()) };
     post(&gw.url(path), &headers, body).await
 }

@@ -63,8 +63,8 @@ async fn one_keys_slow_bodies_cannot_take_every_in_flight_slot() {
     assert_eq!(pending.len(), 3, "three bodies are still being waited for");
 
     // Another tenant is served as usual while the attack holds.
-    let auth = format!("Bearer {}", gw.key);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let headers = keys.headers();
     for shape in SHAPES {
         let reply = post(&gw.url(shape.path()), &headers, shape.body()).await;
         assert_eq!(reply.status, 200, "{shape:?}: {}", reply.text());
@@ -81,8 +81,8 @@ async fn long_model_names_are_refused_before_any_allowlist_is_matched() {
         ..NewKey::live("globs", 0)
     };
     let gw = Gateway::start_with(&mock.base_url(), "", &[globbed]).await;
-    let auth = format!("Bearer {}", gw.keys[0]);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&gw.keys[0]);
+    let headers = keys.headers();
     let long = "a".repeat(1 << 20);
 
     let body = format!(r#"{{"model":"{long}","messages":[]}}"#);

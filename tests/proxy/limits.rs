@@ -102,8 +102,9 @@ async fn the_eleventh_concurrent_request_waits_for_a_slot() {
     )
     .await;
     let secret = gw.keys[0].clone();
-    let a = auth(&secret);
-    let hold = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "hold")];
+    let keys = Keys::new(&secret);
+    let holding = keys.clone().with("x-mock", "hold");
+    let hold = holding.headers();
     let mut open_streams = Vec::new();
     for _ in 0..10 {
         let response =
@@ -113,7 +114,7 @@ async fn the_eleventh_concurrent_request_waits_for_a_slot() {
         assert_eq!(response.status(), 200);
         open_streams.push((mock.next_held().await, response.into_body()));
     }
-    let plain = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let plain = keys.headers();
     for shape in SHAPES {
         let reply = post(&gw.url(shape.path()), &plain, shape.body()).await;
         shape.assert_error(&reply, 429, "concurrent requests");
@@ -135,9 +136,9 @@ async fn per_minute_and_per_day_limits_in_every_shape() {
         key_with(KeyLimits { requests_per_day: Some(3), ..KeyLimits::default() }),
     ];
     let gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
-    let (per_minute, per_day) = (auth(&gw.keys[0]), auth(&gw.keys[1]));
+    let (per_minute, per_day) = (Keys::new(&gw.keys[0]), Keys::new(&gw.keys[1]));
 
-    let h = [("authorization", per_minute.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let h = per_minute.headers();
     let first = post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await;
     assert_eq!(
         (
@@ -160,7 +161,7 @@ async fn per_minute_and_per_day_limits_in_every_shape() {
         }
     }
 
-    let h = [("authorization", per_day.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let h = per_day.headers();
     for shape in SHAPES {
         assert_eq!(post(&gw.url(shape.path()), &h, shape.body()).await.status, 200);
     }
@@ -175,21 +176,17 @@ async fn per_minute_and_per_day_limits_in_every_shape() {
 async fn every_response_after_admission_carries_the_rate_headers() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let a = auth(&gw.key);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     let json = post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await;
     let stream = post(&gw.url("/v1/messages"), &h, Shape::Anthropic.stream_body()).await;
     let upstream_error = {
-        let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "status 500")];
-        post(&gw.url(Shape::Gemini.path()), &h, Shape::Gemini.body()).await
+        let keys = keys.clone().with("x-mock", "status 500");
+        post(&gw.url(Shape::Gemini.path()), &keys.headers(), Shape::Gemini.body()).await
     };
     let redirect = {
-        let h = [
-            ("authorization", a.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", "redirect http://127.0.0.1:9/"),
-        ];
-        post(&gw.url(Shape::OpenAi.path()), &h, Shape::OpenAi.body()).await
+        let keys = keys.clone().with("x-mock", "redirect http://127.0.0.1:9/");
+        post(&gw.url(Shape::OpenAi.path()), &keys.headers(), Shape::OpenAi.body()).await
     };
     for reply in [&json, &stream, &upstream_error, &redirect] {
         for name in RATE_HEADERS {
@@ -207,8 +204,8 @@ async fn settled_tokens_survive_a_restart() {
     let limits = KeyLimits { tokens_per_month: Some(1000), requests_per_day: Some(4), ..KeyLimits::default() };
     let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(limits)]).await;
     let secret = gw.keys[0].clone();
-    let a = auth(&secret);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&secret);
+    let h = keys.headers();
     let body = r#"{"model":"gpt-4o-mini","max_tokens":50,"messages":[]}"#;
     for _ in 0..2 {
         assert_eq!(post(&gw.url("/v1/chat/completions"), &h, body).await.status, 200);
@@ -231,8 +228,8 @@ async fn with_limits_off_nothing_is_limited_or_metered() {
     let mock = MockUpstream::start().await;
     let tight = KeyLimits { requests_per_minute: Some(1), ..KeyLimits::default() };
     let mut gw = Gateway::start_with(&mock.base_url(), "[limits]\nenabled = false", &[key_with(tight)]).await;
-    let a = auth(&gw.keys[0]);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&gw.keys[0]);
+    let h = keys.headers();
     for _ in 0..3 {
         let reply = post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.stream_body()).await;
         assert_eq!(reply.status, 200);
@@ -241,7 +238,7 @@ async fn with_limits_off_nothing_is_limited_or_metered() {
     }
     assert!(mock.recorded().iter().all(|r| !String::from_utf8_lossy(&r.body).contains("stream_options")));
     gw.begin_shutdown().await.unwrap();
-    let id = tollgate::auth::keys::KeyId::parse(&gw.keys[0][8..20]).unwrap();
+    let id = key_id(&gw.keys[0]);
     assert!(gw.store.usage_report(Some(id), 0, i64::MAX).unwrap().is_empty());
 }
 
@@ -254,23 +251,12 @@ async fn a_retried_request_never_finds_its_first_attempt_still_holding() {
     let one = input_estimate(body.len()) + 4096;
     let limits = KeyLimits { concurrent_requests: Some(1), tokens_per_month: Some(one), ..KeyLimits::default() };
     let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(limits)]).await;
-    let a = auth(&gw.keys[0]);
     for status in ["500", "503", "429"] {
-        let mode = format!("status {status}");
-        let h = [
-            ("authorization", a.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", mode.as_str()),
-            ("x-stainless-retry-count", "0"),
-        ];
-        assert_eq!(post(&gw.url("/v1/chat/completions"), &h, body).await.status.as_str(), status);
-        let retry = [
-            ("authorization", a.as_str()),
-            ("x-provider-key", PROVIDER_KEY),
-            ("x-mock", mode.as_str()),
-            ("x-stainless-retry-count", "1"),
-        ];
-        let reply = post(&gw.url("/v1/chat/completions"), &retry, body).await;
+        let first = Keys::new(&gw.keys[0]).with("x-mock", format!("status {status}"));
+        let first = first.with("x-stainless-retry-count", "0");
+        assert_eq!(post(&gw.url("/v1/chat/completions"), &first.headers(), body).await.status.as_str(), status);
+        let retry = first.with("x-stainless-retry-count", "1");
+        let reply = post(&gw.url("/v1/chat/completions"), &retry.headers(), body).await;
         assert_eq!(reply.status.as_str(), status, "the retry was refused by tollgate: {}", reply.text());
         assert_eq!(header(&reply, "x-ratelimit-remaining-tokens"), "0", "the retry holds the only reservation");
     }
@@ -280,15 +266,13 @@ async fn a_retried_request_never_finds_its_first_attempt_still_holding() {
 async fn absurd_usage_from_an_upstream_is_clamped_and_the_store_still_starts() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let a = auth(&gw.key.clone());
+    let plain = gw.auth();
     let body = r#"{"model":"gpt-4o-mini","max_tokens":50,"messages":[]}"#;
-    let absurd = format!("usage {} 1", i64::MAX);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", absurd.as_str())];
-    assert_eq!(post(&gw.url("/v1/chat/completions"), &h, body).await.status, 200);
+    let absurd = plain.clone().with("x-mock", format!("usage {} 1", i64::MAX));
+    assert_eq!(post(&gw.url("/v1/chat/completions"), &absurd.headers(), body).await.status, 200);
     // The restart reads the month's totals back; a figure the store cannot sum would stop it here.
     let gw = gw.restart().await;
-    let plain = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
-    let refused = post(&gw.url("/v1/chat/completions"), &plain, body).await;
+    let refused = post(&gw.url("/v1/chat/completions"), &plain.headers(), body).await;
     Shape::OpenAi.assert_error(&refused, 429, "token quota exceeded");
     let key = gw.key.clone();
     let (requests, input, output) = gw.stop_and_read_usage(&key).await;

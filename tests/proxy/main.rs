@@ -12,6 +12,7 @@ mod isolation;
 mod limits;
 mod management;
 mod management_accounts;
+mod management_telemetry;
 mod metering;
 mod metrics;
 mod paths;

@@ -36,8 +36,7 @@ pub(crate) async fn new_account(gw: &Gateway, email: &str, key_cap: u32) -> (Str
 }
 
 async fn call(gw: &Gateway, key: &str, shape: Shape) -> Reply {
-    let a = format!("Bearer {key}");
-    post(&gw.url(shape.path()), &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)], shape.body()).await
+    gw.call(shape.path(), &Keys::new(key), shape.body()).await
 }
 
 fn assert_no_secret(value: &Value) {
@@ -66,7 +65,7 @@ async fn the_whole_key_lifecycle_over_http() {
     let (_, one) = api(&gw, http::Method::GET, &format!("/v1/auth/keys/{id}"), Some(&token), None).await;
     for v in [&list, &one] {
         assert_no_secret(v);
-        assert!(!v.to_string().contains(&raw[20..]), "secret in {v}");
+        assert!(!v.to_string().contains(key_secret(&raw)), "secret in {v}");
     }
     assert_eq!(list["data"][0]["id"], id.as_str());
 
@@ -205,30 +204,17 @@ async fn scopes_and_allowlists_refuse_before_anything_reaches_upstream() {
     let embeddings_only = make(json!({"name": "emb", "scopes": ["embeddings"]})).await;
     let anthropic_only = make(json!({"name": "anth", "providers": ["anthropic"]})).await;
     let claude_only = make(json!({"name": "claude", "models": ["claude-*"]})).await;
-    let h = |k: &str| format!("Bearer {k}");
 
     for shape in SHAPES {
         Shape::assert_error(shape, &call(&gw, &embeddings_only, shape).await, 403, "lacks the `chat` scope");
     }
     let embed = r#"{"model":"text-embedding-3-small","input":"x"}"#;
-    let a = h(&chat_only);
-    let reply =
-        post(&gw.url("/v1/embeddings"), &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)], embed).await;
+    let chat = Keys::new(&chat_only);
+    let reply = post(&gw.url("/v1/embeddings"), &chat.headers(), embed).await;
     Shape::OpenAi.assert_error(&reply, 403, "lacks the `embeddings` scope");
-    let reply = request(
-        http::Method::GET,
-        &gw.url("/v1/models"),
-        &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)],
-        b"",
-    )
-    .await;
+    let reply = request(http::Method::GET, &gw.url("/v1/models"), &chat.headers(), b"").await;
     Shape::OpenAi.assert_error(&reply, 403, "lacks the `models:read` scope");
-    let reply = post(
-        &gw.url("/v1/messages/count_tokens"),
-        &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)],
-        Shape::Anthropic.body(),
-    )
-    .await;
+    let reply = post(&gw.url("/v1/messages/count_tokens"), &chat.headers(), Shape::Anthropic.body()).await;
     Shape::Anthropic.assert_error(&reply, 403, "lacks the `count_tokens` scope");
 
     Shape::OpenAi.assert_error(&call(&gw, &anthropic_only, Shape::OpenAi).await, 403, "provider `openai`");
@@ -347,7 +333,7 @@ async fn a_thousand_keys_and_no_secret_anywhere() {
         .flat_map(|f| std::fs::read(gw.dir.path().join(f)).unwrap_or_default())
         .collect();
     for secret in &secrets {
-        let tail = &secret[20..]; // the secret part, past the public id
+        let tail = key_secret(secret); // the secret part, past the public id
         assert!(!listing.contains(tail));
         assert!(memchr::memmem::find(&db, tail.as_bytes()).is_none(), "a secret is stored");
     }

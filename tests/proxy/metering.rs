@@ -103,9 +103,7 @@ async fn every_route_is_charged_what_the_provider_reported() {
     let keys: Vec<NewKey> = (0..cases.len()).map(|i| NewKey::live(&format!("route-{i}"), 0)).collect();
     let mut gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
     for (case, secret) in cases.iter().zip(&gw.keys) {
-        let a = format!("Bearer {secret}");
-        let reply =
-            post(&gw.url(case.path), &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)], case.body).await;
+        let reply = post(&gw.url(case.path), &Keys::new(secret).headers(), case.body).await;
         assert_eq!(reply.status, 200, "{}: {}", case.path, reply.text());
         if let Some(expected) = &case.expect_body {
             assert_eq!(reply.text(), *expected, "{} {}", case.path, case.body);
@@ -130,8 +128,8 @@ async fn every_route_is_charged_what_the_provider_reported() {
 async fn an_injected_option_keeps_the_rest_of_the_body_as_sent() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let a = format!("Bearer {}", gw.key);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     let sent = r#"{ "model" : "gpt-4o-mini", "stream": true, "messages": [] }"#;
     post(&gw.url("/v1/chat/completions"), &h, sent).await;
     let with_false = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":false},"messages":[]}"#;
@@ -148,7 +146,7 @@ async fn an_injected_option_keeps_the_rest_of_the_body_as_sent() {
 }
 
 fn usage_of(store: &SqliteStore, secret: &str) -> (u64, u64, u64) {
-    let id = tollgate::auth::keys::KeyId::parse(&secret[8..20]).unwrap();
+    let id = key_id(secret);
     let rows = store.usage_report(Some(id), 0, i64::MAX).unwrap();
     rows.iter().fold((0, 0, 0), |t, r| (t.0 + r.requests, t.1 + r.input_tokens, t.2 + r.output_tokens))
 }
@@ -165,8 +163,9 @@ async fn early_ends_are_charged_the_documented_estimate_and_free_the_slot() {
 
     // The caller leaves after k events (k = 0, 1, many), on keys 0-2.
     for (k, secret) in [0u64, 1, 6].into_iter().zip(&gw.keys) {
-        let a = format!("Bearer {secret}");
-        let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "hold")];
+        let keys = Keys::new(secret);
+        let hold = keys.clone().with("x-mock", "hold");
+        let h = hold.headers();
         let response = open(http::Method::POST, &gw.url("/v1/chat/completions"), &h, body.as_bytes()).await.unwrap();
         let held = mock.next_held().await;
         let mut stream = response.into_body();
@@ -177,7 +176,7 @@ async fn early_ends_are_charged_the_documented_estimate_and_free_the_slot() {
         drop(stream);
         tokio::time::timeout(Duration::from_secs(10), held.closed()).await.unwrap();
         // The slot is free again (concurrency 1): the upstream connection closes after the charge.
-        let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+        let h = keys.headers();
         assert_eq!(post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await.status, 200, "k={k}");
     }
 
@@ -187,8 +186,8 @@ async fn early_ends_are_charged_the_documented_estimate_and_free_the_slot() {
         (&gw.keys[3], "/v1/chat/completions", body, OPENAI_SSE[0]),
         (&gw.keys[4], "/v1/messages", Shape::Anthropic.stream_body(), ANTHROPIC_SSE[0]),
     ] {
-        let a = format!("Bearer {secret}");
-        let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "hold")];
+        let keys = Keys::new(secret).with("x-mock", "hold");
+        let h = keys.headers();
         let response = open(http::Method::POST, &gw.url(path), &h, shape_body.as_bytes()).await.unwrap();
         let held = mock.next_held().await;
         let mut stream = response.into_body();
@@ -219,11 +218,11 @@ async fn a_provider_refusal_costs_nothing_and_free_routes_are_not_metered() {
     let mock = MockUpstream::start().await;
     let keys = [NewKey::live("refused", 0), NewKey::live("free", 0)];
     let mut gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
-    let a = format!("Bearer {}", gw.keys[0]);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "status 429")];
+    let keys = Keys::new(&gw.keys[0]).with("x-mock", "status 429");
+    let h = keys.headers();
     assert_eq!(post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await.status, 429);
-    let a = format!("Bearer {}", gw.keys[1]);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&gw.keys[1]);
+    let h = keys.headers();
     assert_eq!(request(http::Method::GET, &gw.url("/v1/models"), &h, b"").await.status, 200);
     assert_eq!(post(&gw.url("/v1/messages/count_tokens"), &h, Shape::Anthropic.body()).await.status, 200);
     gw.begin_shutdown().await.unwrap();

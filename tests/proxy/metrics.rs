@@ -21,15 +21,15 @@ async fn metrics_count_what_happened_and_carry_no_keys() {
     let once =
         NewKey { limits: KeyLimits { requests_per_day: Some(1), ..KeyLimits::default() }, ..NewKey::live("once", 0) };
     let gw = Gateway::start_with(&mock.base_url(), ON_MAIN_LISTENER, &[once]).await;
-    let a = format!("Bearer {}", gw.key);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     for _ in 0..2 {
         assert_eq!(post(&gw.url("/v1/chat/completions"), &h, Shape::OpenAi.body()).await.status, 200);
     }
     assert_eq!(post(&gw.url("/v1/messages"), &h, Shape::Anthropic.stream_body()).await.status, 200);
     assert_eq!(post(&gw.url("/v1/nowhere"), &h, "{}").await.status, 404);
-    let b = format!("Bearer {}", gw.keys[0]);
-    let once = [("authorization", b.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&gw.keys[0]);
+    let once = keys.headers();
     assert_eq!(post(&gw.url(Shape::Gemini.path()), &once, Shape::Gemini.body()).await.status, 200);
     assert_eq!(post(&gw.url(Shape::Gemini.path()), &once, Shape::Gemini.body()).await.status, 429);
 

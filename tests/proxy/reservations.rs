@@ -19,8 +19,8 @@ fn remaining(reply: &Reply) -> u64 {
 async fn a_huge_output_cap_is_refused_as_over_quota_never_wrapped() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(1000)]).await;
-    let a = format!("Bearer {}", gw.keys[0]);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&gw.keys[0]);
+    let h = keys.headers();
     let huge = [
         (
             Shape::OpenAi,
@@ -70,8 +70,8 @@ async fn a_huge_output_cap_is_refused_as_over_quota_never_wrapped() {
 async fn negative_and_fractional_limits_are_a_400_in_the_routes_shape() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let a = format!("Bearer {}", gw.key);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     let bad = [
         (Shape::OpenAi, "/v1/chat/completions", r#"{"model":"gpt-4o-mini","max_tokens":-1,"messages":[]}"#),
         (Shape::OpenAi, "/v1/chat/completions", r#"{"model":"gpt-4o-mini","n":2.5,"messages":[]}"#),
@@ -91,8 +91,8 @@ async fn negative_and_fractional_limits_are_a_400_in_the_routes_shape() {
 async fn every_choice_is_reserved_with_or_without_a_maximum() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start_with(&mock.base_url(), "", &[key_with(100_000)]).await;
-    let a = format!("Bearer {}", gw.keys[0]);
-    let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&gw.keys[0]);
+    let h = keys.headers();
     // 128 choices of the default 4096 tokens is over the quota, as with an explicit 4096.
     for body in [
         r#"{"model":"gpt-4o-mini","n":128,"max_tokens":4096,"messages":[]}"#,
@@ -106,8 +106,9 @@ async fn every_choice_is_reserved_with_or_without_a_maximum() {
     Shape::OpenAi.assert_error(&post(&gw.url("/v1/completions"), &h, best_of).await, 429, "token quota");
     // A held stream shows its reservation in its head: the estimate plus 3 choices of the default cap.
     let body = r#"{"model":"gpt-4o-mini","n":3,"stream":true,"messages":[]}"#;
-    let held = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "hold")];
-    let response = open(http::Method::POST, &gw.url("/v1/chat/completions"), &held, body.as_bytes()).await.unwrap();
+    let held = keys.clone().with("x-mock", "hold");
+    let response =
+        open(http::Method::POST, &gw.url("/v1/chat/completions"), &held.headers(), body.as_bytes()).await.unwrap();
     let left: u64 = response.headers()["x-ratelimit-remaining-tokens"].to_str().unwrap().parse().unwrap();
     assert_eq!(left, 100_000 - input_estimate(body.len()) - 3 * 4096);
     drop(mock.next_held().await);
@@ -125,10 +126,7 @@ async fn a_null_stream_options_is_rewritten_in_place_and_the_stream_metered_exac
     let keys: Vec<NewKey> = (0..bodies.len()).map(|i| NewKey::live(&format!("null-{i}"), 0)).collect();
     let mut gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
     for (body, secret) in bodies.iter().zip(&gw.keys) {
-        let a = format!("Bearer {secret}");
-        let reply =
-            post(&gw.url("/v1/chat/completions"), &[("authorization", &a), ("x-provider-key", PROVIDER_KEY)], body)
-                .await;
+        let reply = post(&gw.url("/v1/chat/completions"), &Keys::new(secret).headers(), body).await;
         assert_eq!(reply.text(), OPENAI_SSE.concat(), "{body}: the caller did not ask for usage");
     }
     for (seen, sent) in mock.recorded().iter().zip(bodies) {
@@ -150,7 +148,7 @@ async fn a_null_stream_options_is_rewritten_in_place_and_the_stream_metered_exac
     }
     gw.begin_shutdown().await.unwrap();
     for (body, secret) in bodies.iter().zip(&gw.keys) {
-        let id = tollgate::auth::keys::KeyId::parse(&secret[8..20]).unwrap();
+        let id = key_id(secret);
         let rows = gw.store.usage_report(Some(id), 0, i64::MAX).unwrap();
         let metered = rows.iter().fold((0, 0), |t, r| (t.0 + r.input_tokens, t.1 + r.output_tokens));
         assert_eq!(metered, (5, 3), "{body}: the upstream's own usage, not one token per event");

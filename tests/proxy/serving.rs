@@ -42,8 +42,8 @@ async fn h2_request(
 async fn http2_cleartext_is_served() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let uri = format!("http://{}/v1/chat/completions", gw.addr);
     let (response, body) = h2_request(TokioIo::new(stream), &uri, &h, Shape::OpenAi.body()).await;
@@ -81,8 +81,8 @@ async fn tls_offers_http2_by_alpn() {
     let tls = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 
-    let auth = format!("Bearer {}", gw.key);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let h = keys.headers();
     let uri = format!("https://localhost:{}/v1/messages", gw.addr.port());
     let (response, body) = h2_request(TokioIo::new(tls), &uri, &h, Shape::Anthropic.body()).await;
     assert_eq!(response.status(), 200);
@@ -94,9 +94,8 @@ async fn tls_offers_http2_by_alpn() {
 async fn oversized_heads_are_431_in_shape() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[server]\nmax_header_bytes = 2048").await;
-    let auth = format!("Bearer {}", gw.key);
-    let pad = "x".repeat(4096);
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-pad", pad.as_str())];
+    let keys = gw.auth().with("x-pad", "x".repeat(4096));
+    let h = keys.headers();
     for shape in SHAPES {
         let reply = post(&gw.url(shape.path()), &h, shape.body()).await;
         shape.assert_error(&reply, 431, "Request headers too large");
@@ -159,8 +158,8 @@ async fn keys_written_elsewhere_are_seen_within_the_refresh_bound() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let (key, info) = gw.create_key(&NewKey::live("extra", 0));
-    let auth = format!("Bearer {key}");
-    let h = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = Keys::new(&key);
+    let h = keys.headers();
     // Refresh interval 100ms; allow ten intervals on a loaded machine.
     let bound = Duration::from_millis(1000);
     let url = gw.url("/v1/chat/completions");

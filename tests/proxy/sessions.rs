@@ -18,13 +18,7 @@ async fn keys_status(gw: &Gateway, token: &str) -> u16 {
 }
 
 async fn provider_call(gw: &Gateway, key: &str) -> Reply {
-    let auth = format!("Bearer {key}");
-    post(
-        &gw.url(Shape::OpenAi.path()),
-        &[("authorization", &auth), ("x-provider-key", PROVIDER_KEY)],
-        Shape::OpenAi.body(),
-    )
-    .await
+    gw.call(Shape::OpenAi.path(), &Keys::new(key), Shape::OpenAi.body()).await
 }
 
 #[tokio::test]

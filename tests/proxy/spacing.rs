@@ -228,8 +228,8 @@ async fn every_stream_in_every_spacing_is_metered_exactly_and_the_injection_neve
     let mut gw = Gateway::start_with(&mock.base_url(), "", &keys).await;
     let mut as_expected = Vec::new();
     for ((form, case), secret) in all.iter().zip(&gw.keys) {
-        let a = format!("Bearer {secret}");
-        let h = [("authorization", a.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "hold")];
+        let keys = Keys::new(secret).with("x-mock", "hold");
+        let h = keys.headers();
         let response = open(http::Method::POST, &gw.url(case.path), &h, case.body.as_bytes()).await.unwrap();
         assert_eq!(response.status(), 200, "{form:?} {}", case.path);
         let held = mock.next_held().await;
@@ -249,7 +249,7 @@ async fn every_stream_in_every_spacing_is_metered_exactly_and_the_injection_neve
     // The figures, for every case, before any assertion.
     let mut failures = Vec::new();
     for (((form, case), secret), bytes_ok) in all.iter().zip(&gw.keys).zip(as_expected) {
-        let id = tollgate::auth::keys::KeyId::parse(&secret[8..20]).unwrap();
+        let id = key_id(secret);
         let rows = gw.store.usage_report(Some(id), 0, i64::MAX).unwrap();
         let metered = rows.iter().fold((0, 0), |t, r| (t.0 + r.input_tokens, t.1 + r.output_tokens));
         let route = case.path.trim_start_matches("/v1/").trim_start_matches("beta/models/");

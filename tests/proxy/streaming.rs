@@ -111,8 +111,8 @@ async fn a_silent_stream_ends_at_the_idle_timeout_with_a_terminal_event() {
 async fn a_silent_json_body_is_cut_at_the_idle_timeout() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "[upstream]\nidle_timeout = \"300ms\"").await;
-    let auth = format!("Bearer {}", gw.key);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY), ("x-mock", "stall")];
+    let keys = gw.auth().with("x-mock", "stall");
+    let headers = keys.headers();
     let result =
         try_request(http::Method::POST, &gw.url("/v1/chat/completions"), &headers, Shape::OpenAi.body().as_bytes())
             .await;
@@ -151,8 +151,8 @@ async fn graceful_shutdown_lets_an_open_stream_finish_and_refuses_new_connection
 async fn sequential_requests_reuse_one_upstream_connection() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let headers = keys.headers();
     for shape in SHAPES {
         for (path, body) in [(shape.path(), shape.body()), (shape.stream_path(), shape.stream_body())] {
             let reply = post(&gw.url(path), &headers, body).await;
@@ -221,8 +221,8 @@ async fn closing_upstream() -> ClosingUpstream {
 async fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
     let mut upstream = closing_upstream().await;
     let gw = Gateway::start(&upstream.url, "").await;
-    let auth = format!("Bearer {}", gw.key);
-    let headers = [("authorization", auth.as_str()), ("x-provider-key", PROVIDER_KEY)];
+    let keys = gw.auth();
+    let headers = keys.headers();
     for round in 0..3 {
         let reply = post(&gw.url("/v1/chat/completions"), &headers, Shape::OpenAi.body()).await;
         assert_eq!(reply.status, 200, "round {round}: {}", reply.text());

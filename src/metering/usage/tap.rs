@@ -11,10 +11,9 @@ use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
 use memchr::memmem::Finder;
-use serde::Deserialize;
 
 use super::members::{self, Member};
-use super::{AnthropicUsage, Meter, Usage};
+use crate::providers::{Meter, StreamUsage, Usage, openai};
 
 /// Searchers built once: building one per event costs more than the search.
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage"));
@@ -88,8 +87,8 @@ impl UsageTap {
             self.events += 1;
             return Kept::Same;
         }
-        match self.meter {
-            Meter::OpenAiCompletion | Meter::OpenAiEmbeddings | Meter::Gemini => {
+        match self.meter.stream_usage() {
+            StreamUsage::Member { final_figure } => {
                 // Once usage is requested OpenAI adds `"usage": null` to every chunk but the last, as
                 // its last member: nothing to read there, and nothing the caller asked for.
                 let key = self.meter.json_key();
@@ -99,7 +98,7 @@ impl UsageTap {
                     self.events += 1;
                     return if self.strip_injected { strip_member(event, &data, &usage) } else { Kept::Same };
                 }
-                let [usage, choices] = members::find(&data, [key, b"choices"]);
+                let [usage, choices] = members::find(&data, [key, openai::CHOICES_KEY]);
                 let Some(usage) = usage else {
                     self.events += 1;
                     return Kept::Same;
@@ -110,7 +109,7 @@ impl UsageTap {
                     return if self.strip_injected { strip_member(event, &data, &usage) } else { Kept::Same };
                 }
                 self.meter.read_usage(value, &mut self.seen);
-                self.complete = self.meter != Meter::Gemini;
+                self.complete = final_figure;
                 // The chunk that exists only because usage was asked for: `"choices": []`, or (from
                 // some compatible servers) no `choices` at all.
                 let usage_only = choices.is_none_or(|c| data.get(c.value).is_some_and(members::is_empty_array));
@@ -118,48 +117,12 @@ impl UsageTap {
                     return Kept::Dropped;
                 }
             }
-            Meter::OpenAiResponses => {
-                #[derive(Deserialize)]
-                struct Terminal {
-                    #[serde(rename = "type")]
-                    kind: String,
-                    response: Option<ResponseBody>,
-                }
-                #[derive(Deserialize)]
-                struct ResponseBody {
-                    usage: Option<serde_json::Value>,
-                }
-                if let Ok(t) = serde_json::from_slice::<Terminal>(&data)
-                    && matches!(t.kind.as_str(), "response.completed" | "response.incomplete" | "response.failed")
-                    && let Some(usage) = t.response.and_then(|r| r.usage)
-                {
-                    self.meter.read_usage(usage.to_string().as_bytes(), &mut self.seen);
+            StreamUsage::Events => {
+                if self.meter.read_event(name, &data, &mut self.seen) {
                     self.complete = true;
                 }
             }
-            Meter::Anthropic => {
-                #[derive(Deserialize)]
-                struct Event {
-                    #[serde(rename = "type")]
-                    kind: String,
-                    message: Option<Message>,
-                    usage: Option<AnthropicUsage>,
-                }
-                #[derive(Deserialize)]
-                struct Message {
-                    usage: Option<AnthropicUsage>,
-                }
-                if let Ok(e) = serde_json::from_slice::<Event>(&data) {
-                    let usage = e.usage.or(e.message.and_then(|m| m.usage));
-                    if let Some(u) = usage {
-                        u.merge_into(&mut self.seen);
-                    }
-                    if e.kind == "message_delta" || name == Some(&b"message_delta"[..]) {
-                        self.complete = true;
-                    }
-                }
-            }
-            Meter::Free => {}
+            StreamUsage::Unread => {}
         }
         self.events += 1;
         Kept::Same
@@ -407,6 +370,17 @@ mod tests {
             ],
         );
         assert_eq!(tap.usage(), (Some(Usage { input: 37, output: 11 }), true));
+    }
+
+    #[test]
+    fn the_prefilter_sees_every_providers_usage_key() {
+        // Events without `"usage` are passed unread, so every meter's key must start with it.
+        let meters =
+            [Meter::OpenAiCompletion, Meter::OpenAiEmbeddings, Meter::OpenAiResponses, Meter::Anthropic, Meter::Gemini];
+        for meter in meters {
+            let key = [&b"\""[..], meter.json_key()].concat();
+            assert!(USAGE.find(&key).is_some(), "{meter:?}");
+        }
     }
 
     #[test]
