@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::admin::service::ControlPlane;
 use crate::auth::keys::{KeyHasher, KeyTable};
 use crate::auth::{passwords, sessions, throttle};
 use crate::clock;
@@ -79,7 +78,6 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         usage: Arc::new(UsageBook::default()),
         started,
         store: Arc::clone(&store),
-        control: ControlPlane::new(Arc::clone(&store), &config),
         credentials: sessions::Credentials::new(
             config.management.session_secret.as_deref(),
             config.management.admin_token.as_deref(),
@@ -178,8 +176,6 @@ pub struct App {
     /// The monotonic origin of the limiter's clock.
     pub started: std::time::Instant,
     pub store: Arc<dyn Store>,
-    /// Key and account writes, with their checks (the management API's, as the CLI's).
-    pub control: ControlPlane,
     pub credentials: crate::auth::sessions::Credentials,
     /// Password checks: a bounded argon2 pool behind per-address and per-account throttles.
     pub logins: crate::auth::throttle::LoginGuard,

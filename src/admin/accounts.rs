@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::body::{RequestBody, json_body, present, present_int};
 use super::page::Page;
-use super::{ApiResult, new_hash};
+use super::{ApiResult, control, new_hash};
 use crate::app::App;
 use crate::clock::{self, rfc3339};
 use crate::store::AccountInfo;
@@ -41,9 +41,9 @@ fn account_view(a: &AccountInfo) -> Value {
 
 pub(super) async fn create_account(app: &App, body: RequestBody<'_>) -> ApiResult {
     let req: CreateAccount = json_body(body).await?;
-    let draft = app.control.check_account(&req.email, &req.password, req.plan, req.key_cap)?;
+    let draft = control(app).check_account(&req.email, &req.password, req.plan, req.key_cap)?;
     let hash = new_hash(app, req.password).await?;
-    let account = app.control.create_account(draft, hash, clock::unix_now()).await?;
+    let account = control(app).create_account(draft, hash, clock::unix_now()).await?;
     app.plans.set(&[(account.id.clone(), account.plan.clone())]);
     Ok((StatusCode::CREATED, account_view(&account)))
 }
@@ -57,7 +57,7 @@ pub(super) async fn list_accounts(app: &App, query: &str) -> ApiResult {
 
 pub(super) async fn patch_account(app: &App, id: &str, body: RequestBody<'_>) -> ApiResult {
     let req: PatchAccount = json_body(body).await?;
-    let updated = app.control.update_account(id, req.plan, req.key_cap, req.disabled).await?;
+    let updated = control(app).update_account(id, req.plan, req.key_cap, req.disabled).await?;
     app.plans.set(&[(updated.id.clone(), updated.plan.clone())]);
     if req.disabled.is_some() {
         // Disabling ends the account's access tokens (a new epoch) and its keys here at once; other

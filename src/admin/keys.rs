@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::body::{RequestBody, json_body, nullable, nullable_int, object, present, present_int};
 use super::page::Page;
 use super::service::{Actor, KeyChange, KeyRequest, LimitChanges};
-use super::{ApiError, ApiResult};
+use super::{ApiError, ApiResult, control};
 use crate::app::App;
 use crate::auth::keys::{KeyId, KeyKind, SecretKey};
 use crate::clock::{self, rfc3339};
@@ -93,7 +93,7 @@ struct Rotate {
 /// A key as the API shows it: never its secret or hash.
 fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
     let now = clock::unix_now();
-    let limits = app.control.effective_limits(&k.limits);
+    let limits = control(app).effective_limits(&k.limits);
     let last_used = app.last_used.get(&k.id).map(|t| *t).max(k.last_used_at);
     json!({
         "id": k.id.as_str(),
@@ -140,7 +140,7 @@ pub(super) async fn create_key(app: &App, account: &str, body: RequestBody<'_>) 
         expires_in_days: req.expires_in_days,
         project: req.project,
     };
-    let mut created = app.control.create_keys(account_actor(app, account), request, 1, clock::unix_now()).await?;
+    let mut created = control(app).create_keys(account_actor(app, account), request, 1, clock::unix_now()).await?;
     let (secret, info) = created.pop().ok_or_else(|| ApiError::internal("no key created"))?;
     shown_once(app, secret, info.id, None).await
 }
@@ -163,7 +163,7 @@ pub(super) async fn list_keys(app: &App, account: &str, query: &str) -> ApiResul
         .keys_page(account.to_owned(), page.after.clone(), page.limit + 1)
         .await?
         .ok_or_else(Page::unknown_cursor)?;
-    let usage = app.control.month_usage(account, clock::unix_now()).await?;
+    let usage = control(app).month_usage(account, clock::unix_now()).await?;
     let body = page.body(
         keys,
         |k| k.id.as_str().to_owned(),
@@ -173,7 +173,7 @@ pub(super) async fn list_keys(app: &App, account: &str, query: &str) -> ApiResul
 }
 
 pub(super) async fn get_key(app: &App, id: KeyId) -> ApiResult {
-    let info = app.control.key(id).await?;
+    let info = control(app).key(id).await?;
     get_key_view(app, info).await
 }
 
@@ -186,18 +186,18 @@ pub(super) async fn patch_key(app: &App, account: &str, id: KeyId, body: Request
         models: req.models,
         limits: req.limits.changes(),
     };
-    app.control.update_key(account_actor(app, account), id, change).await?;
+    control(app).update_key(account_actor(app, account), id, change).await?;
     let info = refresh_key(app, id).await?;
     get_key_view(app, info).await
 }
 
 async fn get_key_view(app: &App, info: KeyInfo) -> ApiResult {
-    let usage = app.control.month_usage(&info.account, clock::unix_now()).await?;
+    let usage = control(app).month_usage(&info.account, clock::unix_now()).await?;
     Ok((StatusCode::OK, key_view(app, &info, usage.get(&info.id).copied().unwrap_or_default())))
 }
 
 pub(super) async fn revoke_key(app: &App, id: KeyId) -> ApiResult {
-    app.control.revoke_key(id, clock::unix_now()).await?;
+    control(app).revoke_key(id, clock::unix_now()).await?;
     let info = refresh_key(app, id).await?;
     get_key_view(app, info).await
 }
@@ -206,7 +206,7 @@ pub(super) async fn rotate_key(app: &App, account: &str, id: KeyId, body: Reques
     let req: Rotate = json_body(body).await?;
     let grace = req.grace_seconds.unwrap_or(0);
     let actor = account_actor(app, account);
-    let (secret, rotated) = app.control.rotate_key(actor, id, grace, clock::unix_now()).await?;
+    let (secret, rotated) = control(app).rotate_key(actor, id, grace, clock::unix_now()).await?;
     refresh_key(app, id).await?;
     shown_once(app, secret, rotated.info.id, Some((id, rotated.old_revoked_at))).await
 }

@@ -286,6 +286,11 @@ async fn account(app: &App, headers: &http::HeaderMap) -> Result<String, ApiErro
     }
 }
 
+/// The control plane over this server's store and configuration.
+fn control(app: &App) -> service::ControlPlane<'_> {
+    service::ControlPlane::new(std::sync::Arc::clone(&app.store), &app.config)
+}
+
 /// A new password hash, made on the bounded pool (for new accounts and new passwords alike).
 async fn new_hash(app: &App, password: String) -> Result<String, ApiError> {
     app.logins.hash(password).await?.map_err(ApiError::internal)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, owned_key};
+use super::{ApiError, ApiResult, control, owned_key};
 use crate::app::App;
 use crate::clock;
 
@@ -35,7 +35,7 @@ pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
             other => return Err(ApiError::invalid(other, "is not a query parameter of this endpoint")),
         }
     }
-    let report = app.control.usage(Some(account), key, from, to, clock::unix_now()).await?;
+    let report = control(app).usage(Some(account), key, from, to, clock::unix_now()).await?;
     let (from, to, rows) = (report.from, report.to, report.rows);
     let mut groups: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for r in rows {

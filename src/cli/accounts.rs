@@ -60,7 +60,7 @@ pub async fn run(config: &Config, command: AccountsCommand) -> CliResult {
 }
 
 async fn create(
-    control: &ControlPlane,
+    control: &ControlPlane<'_>,
     email: &str,
     plan: String,
     key_cap: Option<u32>,
@@ -83,7 +83,7 @@ async fn create(
 }
 
 async fn set_disabled(
-    control: &ControlPlane,
+    control: &ControlPlane<'_>,
     config: &Config,
     id: &str,
     disabled: bool,

@@ -152,7 +152,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn create(control: &ControlPlane, request: KeyRequest, count: u32, now: i64) -> CliResult {
+async fn create(control: &ControlPlane<'_>, request: KeyRequest, count: u32, now: i64) -> CliResult {
     let name = request.name.clone();
     let created = control.create_keys(Actor::Operator, request, count, now).await.map_err(refused)?;
     let Some((secret, info)) = created.first().filter(|_| count == 1) else {
@@ -177,7 +177,7 @@ async fn create(control: &ControlPlane, request: KeyRequest, count: u32, now: i6
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(control: &ControlPlane, now: i64) -> Result<(), Box<dyn std::error::Error>> {
+async fn list(control: &ControlPlane<'_>, now: i64) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{:<12}  {:<28}  {:<7}  {:<20}  {:<20}  {:<20}  NAME",
         "ID", "KEY_PREFIX", "STATUS", "CREATED", "EXPIRES", "REVOKED"

@@ -19,7 +19,7 @@ pub fn block_on(command: impl std::future::Future<Output = CliResult>) -> CliRes
 }
 
 /// The control plane over the configured store.
-async fn control_plane(config: &Config) -> Result<ControlPlane, Box<dyn std::error::Error>> {
+async fn control_plane(config: &Config) -> Result<ControlPlane<'_>, Box<dyn std::error::Error>> {
     let store = tollgate::store::open(&config.store).await?;
     Ok(ControlPlane::new(store, config))
 }

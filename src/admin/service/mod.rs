@@ -16,7 +16,7 @@ pub use rules::{
 use crate::auth::access::KeyAccess;
 use crate::auth::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
 use crate::clock;
-use crate::config::{Config, LimitsConfig};
+use crate::config::Config;
 use crate::store::UsageRow;
 use crate::store::{AccountInfo, HashedKey, KeyIdentity, KeyInfo, NewAccount, NewKey, Rotated, Store, StoreError};
 use rules::{check_email, check_key_cap, check_list, check_name, check_scopes};
@@ -121,31 +121,26 @@ pub struct UsageReport {
     pub rows: Vec<UsageRow>,
 }
 
-/// The one place keys and accounts are changed.
-pub struct ControlPlane {
+/// The one place keys and accounts are changed. Cheap to make (the store is shared, the configuration
+/// borrowed), so each management request and each CLI command makes its own.
+pub struct ControlPlane<'c> {
     store: Arc<dyn Store>,
-    prefix: String,
+    config: &'c Config,
     hasher: KeyHasher,
-    limits: LimitsConfig,
-    plans: Vec<String>,
-    providers: Vec<String>,
 }
 
-impl ControlPlane {
-    pub fn new(store: Arc<dyn Store>, config: &Config) -> ControlPlane {
-        ControlPlane {
-            store,
-            prefix: config.keys.prefix.clone(),
-            hasher: KeyHasher::new(config.keys.hash_secret),
-            limits: config.limits.clone(),
-            plans: config.plans.keys().cloned().collect(),
-            providers: config.providers.iter().map(|p| p.name.clone()).collect(),
-        }
+impl<'c> ControlPlane<'c> {
+    pub fn new(store: Arc<dyn Store>, config: &'c Config) -> ControlPlane<'c> {
+        ControlPlane { store, config, hasher: KeyHasher::new(config.keys.hash_secret) }
+    }
+
+    fn is_provider(&self, name: &str) -> bool {
+        self.config.providers.iter().any(|p| p.name == name)
     }
 
     /// The limits a key runs under, from its own and the configured defaults.
     pub fn effective_limits(&self, own: &KeyLimits) -> EffectiveLimits {
-        EffectiveLimits::of(own, &self.limits)
+        EffectiveLimits::of(own, &self.config.limits)
     }
 
     // ------------------------------------------------------------ keys
@@ -161,7 +156,7 @@ impl ControlPlane {
     ) -> Result<Vec<(SecretKey, KeyInfo)>, ServiceError> {
         let new = self.check_new_key(actor, request, now)?;
         if let Actor::Account { .. } = actor {
-            let (secret, identity) = mint(&self.prefix, &self.hasher, new.kind)?;
+            let (secret, identity) = mint(&self.config.keys.prefix, &self.hasher, new.kind)?;
             let info = self.store.create_key_within_cap(HashedKey { identity, key: new }, now).await?;
             return Ok(vec![(secret, info)]);
         }
@@ -171,7 +166,7 @@ impl ControlPlane {
         let mut secrets = Vec::with_capacity(count as usize);
         let mut keys = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            let (secret, identity) = mint(&self.prefix, &self.hasher, new.kind)?;
+            let (secret, identity) = mint(&self.config.keys.prefix, &self.hasher, new.kind)?;
             secrets.push(secret);
             keys.push(HashedKey { identity, key: new.clone() });
         }
@@ -183,7 +178,7 @@ impl ControlPlane {
         let name = check_name("name", &r.name)?;
         let access = KeyAccess {
             scopes: check_scopes(r.scopes)?.unwrap_or_default(),
-            providers: check_list("providers", r.providers, Some(&self.providers))?,
+            providers: check_list("providers", r.providers, Some(&|p| self.is_provider(p)))?,
             models: check_list("models", r.models, None)?,
         };
         let limits = r.limits.apply(actor, KeyLimits::default())?;
@@ -214,7 +209,7 @@ impl ControlPlane {
             scopes: check_scopes(change.scopes)?.unwrap_or(current.access.scopes),
             providers: match change.providers {
                 None => current.access.providers.clone(),
-                Some(list) => check_list("providers", list, Some(&self.providers))?,
+                Some(list) => check_list("providers", list, Some(&|p| self.is_provider(p)))?,
             },
             models: match change.models {
                 None => current.access.models.clone(),
@@ -250,7 +245,7 @@ impl ControlPlane {
             });
         }
         let old = self.key(id).await?;
-        let (secret, identity) = mint(&self.prefix, &self.hasher, old.kind)?;
+        let (secret, identity) = mint(&self.config.keys.prefix, &self.hasher, old.kind)?;
         let enforce_cap = matches!(actor, Actor::Account { .. });
         // Insert and revoke are one store operation, so the cap and the one-pending-replacement rule hold.
         let rotated = self.store.rotate_key(id, identity, now, grace_seconds, enforce_cap).await?;
@@ -327,7 +322,7 @@ impl ControlPlane {
 
     fn check_plan(&self, plan: Option<String>) -> Result<Option<String>, ServiceError> {
         match plan {
-            Some(p) if !self.plans.contains(&p) => Err(ServiceError::Invalid {
+            Some(p) if !self.config.plans.contains_key(&p) => Err(ServiceError::Invalid {
                 field: "plan".into(),
                 message: format!("`{p}` is not a plan in proxy.toml"),
             }),
@@ -381,10 +376,13 @@ mod tests {
     use super::*;
     use crate::store::SqliteStore;
 
-    fn control_plane(dir: &tempfile::TempDir) -> ControlPlane {
-        let config = Config::from_toml("", |_| None).unwrap();
+    fn config() -> Config {
+        Config::from_toml("", |_| None).unwrap()
+    }
+
+    fn control_plane<'c>(dir: &tempfile::TempDir, config: &'c Config) -> ControlPlane<'c> {
         let store = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
-        ControlPlane::new(store, &config)
+        ControlPlane::new(store, config)
     }
 
     fn request(name: &str, account: &str) -> KeyRequest {
@@ -401,7 +399,7 @@ mod tests {
         }
     }
 
-    async fn account(control: &ControlPlane, key_cap: u32) -> AccountInfo {
+    async fn account(control: &ControlPlane<'_>, key_cap: u32) -> AccountInfo {
         let draft = control.check_account("Cap@Example.com", "long enough", None, Some(key_cap)).unwrap();
         assert_eq!((draft.email.as_str(), draft.plan.as_str()), ("cap@example.com", "default"));
         control.create_account(draft, "-".into(), 1).await.unwrap()
@@ -410,7 +408,8 @@ mod tests {
     #[tokio::test]
     async fn an_account_stays_under_its_cap_and_the_operator_may_go_over_it() {
         let dir = tempfile::tempdir().unwrap();
-        let control = control_plane(&dir);
+        let config = config();
+        let control = control_plane(&dir, &config);
         let acct = account(&control, 1).await;
         let actor = Actor::Account { id: &acct.id, tokens_ceiling: u64::MAX };
         let (_, first) = control.create_keys(actor, request("one", "ignored"), 1, 2).await.unwrap().remove(0);
@@ -430,7 +429,8 @@ mod tests {
     #[tokio::test]
     async fn refusals_name_their_field_or_what_is_missing() {
         let dir = tempfile::tempdir().unwrap();
-        let control = control_plane(&dir);
+        let config = config();
+        let control = control_plane(&dir, &config);
         let invalid = |e: ServiceError| match e {
             ServiceError::Invalid { field, .. } => field,
             other => panic!("{other}"),

@@ -71,23 +71,25 @@ pub fn parse_key_id(text: &str) -> Option<KeyId> {
     KeyId::parse(text.rsplit('_').next().unwrap_or_default())
 }
 
-/// A list of providers (each configured) or of model names and globs; `None` allows any.
+/// A list of providers (each one `configured`) or, without `configured`, of model names and globs;
+/// `None` allows any.
 pub fn check_list(
     field: &str,
     list: Option<Vec<String>>,
-    providers: Option<&[String]>,
+    configured: Option<&dyn Fn(&str) -> bool>,
 ) -> Result<Option<Vec<String>>, ServiceError> {
     let Some(list) = list else { return Ok(None) };
     if list.is_empty() || list.len() > MAX_LIST {
         return Err(invalid(field, format!("must hold 1-{MAX_LIST} entries, or be null for any")));
     }
     for item in &list {
-        let ok = match providers {
-            Some(configured) => configured.contains(item),
+        let ok = match configured {
+            Some(is_provider) => is_provider(item),
             None => !item.is_empty() && item.len() <= 128 && item.bytes().all(|b| b.is_ascii_graphic()),
         };
         if !ok {
-            let what = if providers.is_some() { "is not a configured provider" } else { "is not a model name or glob" };
+            let what =
+                if configured.is_some() { "is not a configured provider" } else { "is not a model name or glob" };
             return Err(invalid(field, format!("`{item}` {what}")));
         }
     }
