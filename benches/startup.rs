@@ -7,8 +7,9 @@
 
 use std::time::Instant;
 
-use tollgate::auth::keys::{KeyHasher, KeyTable};
-use tollgate::store::{NewKey, SqliteStore};
+use tollgate::admin::service::mint;
+use tollgate::auth::keys::{KeyHasher, KeyKind, KeyTable};
+use tollgate::store::{HashedKey, NewKey, SqliteStore};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -33,11 +34,16 @@ fn main() {
     {
         let store = SqliteStore::open(&path).expect("store");
         let seeding = Instant::now();
-        let batch: Vec<NewKey> = (0..10_000).map(|i| NewKey::live(&format!("key-{i}"), 1_700_000_000)).collect();
         let mut made = 0;
         while made < n {
-            let take = (n - made).min(batch.len());
-            store.create_keys("tg", &hasher, &batch[..take]).expect("seed keys");
+            let take = (n - made).min(10_000);
+            let batch: Vec<HashedKey> = (made..made + take)
+                .map(|i| {
+                    let (_, identity) = mint("tg", &hasher, KeyKind::Live).expect("random source");
+                    HashedKey { identity, key: NewKey::live(&format!("key-{i}"), 1_700_000_000) }
+                })
+                .collect();
+            store.create_keys(&batch).expect("seed keys");
             made += take;
         }
         eprintln!("seeded {n} keys in {:.1?}", seeding.elapsed());

@@ -12,7 +12,7 @@ use crate::metering::usage::{self, book::UsageBook};
 use crate::proxy::in_flight::InFlight;
 use crate::proxy::routes::Routes;
 use crate::store::sync as key_sync;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::telemetry::access_log::RequestIds;
 use crate::telemetry::metrics;
 use crate::upstream::Upstream;
@@ -50,25 +50,21 @@ pub struct Started {
 /// its background tasks (key refresh, housekeeping).
 pub async fn start(config: Config) -> Result<Started, StartError> {
     let upstream = Upstream::new(&config.upstream, &config.providers).map_err(StartError::Upstream)?;
-    let path = config.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-        .await
-        .map_err(|e| StartError::Store(StoreError::Corrupt(format!("store task failed: {e}"))))?
-        .map_err(StartError::Store)?;
+    let store = store::open(&config.store).await.map_err(StartError::Store)?;
     let keys = Arc::new(KeyTable::new(config.keys.prefix.clone(), KeyHasher::new(config.keys.hash_secret)));
     let tables = key_sync::Tables {
         keys: Arc::clone(&keys),
         plans: Arc::new(limits::Plans::new(config.plans.clone())),
         readiness: Arc::new(key_sync::Readiness::new(config.store.refresh_interval)),
     };
-    let version = key_sync::load_all(&store, &tables).await.map_err(StartError::Store)?;
+    let version = key_sync::load_all(&*store, &tables).await.map_err(StartError::Store)?;
     tracing::info!(keys = keys.len(), store = %config.store.path.display(), "key store loaded");
 
     // Reservations live at most as long as a request may; a sweep ends any left behind.
     let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
     let limiter = Limiter::new(config.limits.clone(), lease);
     let started = std::time::Instant::now();
-    carry_usage(&store, &limiter).await.map_err(StartError::Store)?;
+    carry_usage(&*store, &limiter).await.map_err(StartError::Store)?;
 
     let app = Arc::new(App {
         routes: Routes::new(&config.providers),
@@ -81,7 +77,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         limiter,
         usage: Arc::new(UsageBook::default()),
         started,
-        store: store.clone(),
+        store: Arc::clone(&store),
         credentials: sessions::Credentials::new(
             config.management.session_secret.as_deref(),
             config.management.admin_token.as_deref(),
@@ -92,9 +88,9 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         metrics: Arc::new(metrics::Metrics::new(config.providers.iter().map(|p| p.name.clone()).collect())),
         config,
     });
-    let refresher = tokio::spawn(key_sync::poll(store.clone(), tables, version, app.config.store.refresh_interval));
+    let refresher = tokio::spawn(key_sync::follow(store, tables, version, app.config.store.refresh_interval));
     let (stop_housekeeping, stopped) = tokio::sync::watch::channel(false);
-    let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), store, stopped));
+    let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), stopped));
     Ok(Started { app, background: Background { refresher, stop_housekeeping, housekeeper } })
 }
 
@@ -115,7 +111,7 @@ impl Background {
         if let Err(e) = self.housekeeper.await {
             tracing::error!(error = %e, "housekeeping task failed");
         }
-        match usage::book::flush(&app.usage, &app.store).await {
+        match usage::book::flush(&app.usage, &*app.store).await {
             Ok(rows) => tracing::info!(rows, "usage flushed"),
             Err(e) => {
                 tracing::error!(error = %e, "final usage flush failed; up to one flush interval of usage is lost")
@@ -125,36 +121,30 @@ impl Background {
 }
 
 /// Seeds today's request counts and this month's token totals from the store, so a restart keeps them.
-async fn carry_usage(store: &SqliteStore, limiter: &limits::Limiter) -> Result<(), StoreError> {
+async fn carry_usage(store: &dyn Store, limiter: &limits::Limiter) -> Result<(), StoreError> {
     let unix = clock::unix_now();
-    let reader = store.clone();
-    let totals =
-        tokio::task::spawn_blocking(move || reader.usage_totals(clock::day_of(unix), clock::month_first_day(unix)))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
+    let totals = store.usage_totals(clock::day_of(unix), clock::month_first_day(unix)).await?;
     let now = limits::Now { mono_ns: 0, unix };
-    for (key, account, carried) in totals {
-        limiter.carry(key, Arc::from(account.as_str()), carried, now);
+    for total in totals {
+        let carried = limits::Carried { day_requests: total.day_requests, month_tokens: total.month_tokens };
+        limiter.carry(total.key, Arc::from(total.account.as_str()), carried, now);
     }
     Ok(())
 }
 
 /// Writes when keys were last used (taken from the map as it is read, so no update is lost).
-async fn flush_last_used(app: &App, store: &SqliteStore) -> Result<(), StoreError> {
+async fn flush_last_used(app: &App) -> Result<(), StoreError> {
     let mut used = Vec::new();
     app.last_used.retain(|id, at| {
         used.push((*id, *at));
         false
     });
-    let writer = store.clone();
-    tokio::task::spawn_blocking(move || writer.touch_keys(&used))
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+    app.store.touch_keys(used).await
 }
 
 /// Every `store.flush_interval`: writes pending usage, ends reservations whose lease ran out and forgets
 /// the limits counters and model labels of keys that left the key table.
-async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn housekeeping(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(app.config.store.flush_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -162,10 +152,10 @@ async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::
             _ = ticks.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        if let Err(e) = usage::book::flush(&app.usage, &store).await {
+        if let Err(e) = usage::book::flush(&app.usage, &*app.store).await {
             tracing::warn!(error = %e, "usage flush failed; retrying at the next interval");
         }
-        if let Err(e) = flush_last_used(&app, &store).await {
+        if let Err(e) = flush_last_used(&app).await {
             tracing::warn!(error = %e, "last-used flush failed");
         }
         let expired = app.limiter.expire(app.now());
@@ -185,7 +175,7 @@ pub struct App {
     pub usage: Arc<UsageBook>,
     /// The monotonic origin of the limiter's clock.
     pub started: std::time::Instant,
-    pub store: crate::store::SqliteStore,
+    pub store: Arc<dyn Store>,
     pub credentials: crate::auth::sessions::Credentials,
     /// Password checks: a bounded argon2 pool behind per-address and per-account throttles.
     pub logins: crate::auth::throttle::LoginGuard,

@@ -1,4 +1,6 @@
-//! Accounts, managed with the operator token: create, list, and change plan and key cap.
+//! Accounts, managed with the operator token: create, list, and change plan, key cap and whether the
+//! account is disabled. The control plane checks and writes; this file reads the JSON and applies
+//! each change to this instance's tables at once.
 
 use http::StatusCode;
 use serde::Deserialize;
@@ -6,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::body::{RequestBody, json_body, present, present_int};
 use super::page::Page;
-use super::{ApiError, ApiResult, blocking, openapi};
+use super::{ApiResult, control, new_hash};
 use crate::app::App;
 use crate::clock::{self, rfc3339};
 use crate::store::AccountInfo;
@@ -37,81 +39,30 @@ fn account_view(a: &AccountInfo) -> Value {
     json!({"id": a.id, "email": a.email, "plan": a.plan, "key_cap": a.key_cap, "disabled": a.disabled, "created_at": rfc3339(a.created_at)})
 }
 
-/// A password: 8-256 characters.
-pub(super) fn check_password(field: &str, password: &str) -> Result<(), ApiError> {
-    if !(8..=256).contains(&password.chars().count()) {
-        return Err(ApiError::invalid(field, "must be 8-256 characters"));
-    }
-    Ok(())
-}
-
-fn check_plan(app: &App, plan: Option<String>) -> Result<Option<String>, ApiError> {
-    match plan {
-        Some(p) if !app.config.plans.contains_key(&p) => {
-            Err(ApiError::invalid("plan", format!("`{p}` is not a plan in proxy.toml")))
-        }
-        other => Ok(other),
-    }
-}
-
-fn check_key_cap(cap: Option<u32>) -> Result<Option<u32>, ApiError> {
-    match cap {
-        Some(n) if !(1..=1000).contains(&n) => Err(ApiError::invalid("key_cap", format!("{n} is outside 1..=1000"))),
-        other => Ok(other),
-    }
-}
-
 pub(super) async fn create_account(app: &App, body: RequestBody<'_>) -> ApiResult {
     let req: CreateAccount = json_body(body).await?;
-    if !openapi::is_email(&req.email) {
-        return Err(ApiError::invalid("email", "is not an email address"));
-    }
-    let email = req.email.to_ascii_lowercase();
-    check_password("password", &req.password)?;
-    let plan = check_plan(app, req.plan)?.unwrap_or_else(|| "default".to_owned());
-    let key_cap = check_key_cap(req.key_cap)?.unwrap_or(10);
-    let password = req.password;
-    let hash = super::login::new_hash(app, password).await?;
-    let now = clock::unix_now();
-    let account = blocking(app, move |s| s.create_account(&email, &hash, &plan, key_cap, now)).await?;
+    let draft = control(app).check_account(&req.email, &req.password, req.plan, req.key_cap)?;
+    let hash = new_hash(app, req.password).await?;
+    let account = control(app).create_account(draft, hash, clock::unix_now()).await?;
     app.plans.set(&[(account.id.clone(), account.plan.clone())]);
     Ok((StatusCode::CREATED, account_view(&account)))
 }
 
 pub(super) async fn list_accounts(app: &App, query: &str) -> ApiResult {
     let page = Page::from_query(query)?;
-    let (after, limit) = (page.after.clone(), page.limit + 1);
     let accounts =
-        blocking(app, move |s| s.accounts_page(after.as_deref(), limit)).await?.ok_or_else(Page::unknown_cursor)?;
+        app.store.accounts_page(page.after.clone(), page.limit + 1).await?.ok_or_else(Page::unknown_cursor)?;
     Ok((StatusCode::OK, page.body(accounts, |a| a.id.clone(), account_view)))
 }
 
 pub(super) async fn patch_account(app: &App, id: &str, body: RequestBody<'_>) -> ApiResult {
     let req: PatchAccount = json_body(body).await?;
-    let plan = check_plan(app, req.plan)?;
-    let key_cap = check_key_cap(req.key_cap)?;
-    let id = id.to_owned();
-    let lookup = id.clone();
-    let current = blocking(app, move |s| s.account(&lookup)).await?.ok_or_else(ApiError::not_found)?;
-    let updated = AccountInfo {
-        plan: plan.unwrap_or(current.plan.clone()),
-        key_cap: key_cap.unwrap_or(current.key_cap),
-        ..current
-    };
-    let (plan, cap) = (updated.plan.clone(), updated.key_cap);
-    let write_id = id.clone();
-    blocking(app, move |s| s.update_account(&write_id, &plan, cap)).await?;
+    let updated = control(app).update_account(id, req.plan, req.key_cap, req.disabled).await?;
     app.plans.set(&[(updated.id.clone(), updated.plan.clone())]);
-    let mut updated = updated;
-    if let Some(disabled) = req.disabled.filter(|d| *d != updated.disabled) {
+    if req.disabled.is_some() {
         // Disabling ends the account's access tokens (a new epoch) and its keys here at once; other
         // instances follow at their next key refresh.
-        let write_id = id.clone();
-        let epoch =
-            blocking(app, move |s| s.set_disabled(&write_id, disabled)).await?.ok_or_else(ApiError::not_found)?;
-        app.keys.set_account_disabled(&id, disabled);
-        updated.disabled = disabled;
-        updated.token_epoch = epoch;
+        app.keys.set_account_disabled(id, updated.disabled);
     }
     Ok((StatusCode::OK, account_view(&updated)))
 }

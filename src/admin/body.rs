@@ -1,5 +1,5 @@
 //! Reading management request bodies: a bounded JSON object, members that may or may not be null,
-//! integers as JSON Schema reads them, and the checks on names, lists and scopes shared by the handlers.
+//! integers as JSON Schema reads them. What the values may be is the control plane's to check.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -10,13 +10,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::ApiError;
-use crate::app::App;
-use crate::auth::access::Scopes;
 
 /// Largest management request body.
 const MAX_BODY: usize = 64 * 1024;
-const MAX_NAME: usize = 128;
-const MAX_LIST: usize = 64;
 
 /// A management request body, to be read whole by its deadline (`server.body_timeout` after the head).
 pub(super) struct RequestBody<'a> {
@@ -96,55 +92,4 @@ pub(super) fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Re
 /// Present-and-null as `Some(None)`, absent as `None`.
 pub(super) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
-}
-/// Names and project labels: 1-128 characters, none of them a control character (they are printed in
-/// terminals). The OpenAPI document states the same rule.
-pub(super) fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be 1-{MAX_NAME} characters, none of them control characters"),
-        ));
-    }
-    Ok(name.to_owned())
-}
-
-pub(super) fn check_list(
-    app: &App,
-    field: &str,
-    list: Option<Vec<String>>,
-    providers: bool,
-) -> Result<Option<Vec<String>>, ApiError> {
-    let Some(list) = list else { return Ok(None) };
-    if list.is_empty() || list.len() > MAX_LIST {
-        return Err(ApiError::invalid(field, format!("must hold 1-{MAX_LIST} entries, or be null for any")));
-    }
-    for item in &list {
-        let ok = if providers {
-            app.config.providers.iter().any(|p| &p.name == item)
-        } else {
-            !item.is_empty() && item.len() <= 128 && item.bytes().all(|b| b.is_ascii_graphic())
-        };
-        if !ok {
-            let what = if providers { "is not a configured provider" } else { "is not a model name or glob" };
-            return Err(ApiError::invalid(field, format!("`{item}` {what}")));
-        }
-    }
-    Ok(Some(list))
-}
-
-pub(super) fn check_scopes(scopes: Option<Vec<String>>) -> Result<Option<Scopes>, ApiError> {
-    scopes
-        .map(|names| {
-            if names.is_empty() {
-                return Err(ApiError::invalid("scopes", "must name at least one scope"));
-            }
-            Scopes::from_names(names.iter().map(String::as_str)).map_err(|bad| {
-                ApiError::invalid(
-                    "scopes",
-                    format!("`{bad}` is not one of chat, embeddings, models:read, count_tokens"),
-                )
-            })
-        })
-        .transpose()
 }

@@ -1,23 +1,19 @@
 //! The key lifecycle under `/v1/auth/keys`: create, list, get, change, revoke and rotate an account's
-//! keys. Every write goes to the store, then straight into this instance's key table.
-
-use std::collections::BTreeMap;
+//! keys. The control plane checks and writes; this file reads the JSON, then loads every write
+//! straight into this instance's key table and answers with the key's view.
 
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::body::{
-    RequestBody, check_list, check_name, check_scopes, json_body, nullable, nullable_int, object, present, present_int,
-};
+use super::body::{RequestBody, json_body, nullable, nullable_int, object, present, present_int};
 use super::page::Page;
-use super::{ApiError, ApiResult, blocking};
+use super::service::{Actor, KeyChange, KeyRequest, LimitChanges};
+use super::{ApiError, ApiResult, control};
 use crate::app::App;
-use crate::auth::access::KeyAccess;
-use crate::auth::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
+use crate::auth::keys::{KeyId, KeyKind, SecretKey};
 use crate::clock::{self, rfc3339};
-use crate::config::{CONCURRENCY_RANGE, RPD_RANGE, RPM_RANGE};
-use crate::store::{KeyInfo, NewKey};
+use crate::store::KeyInfo;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -33,43 +29,25 @@ struct LimitsBody {
 }
 
 impl LimitsBody {
-    /// Applies the given fields over `limits` (null: back to the default), checking ranges. A key's own
-    /// token quota may only be at most `tokens_ceiling`: an account lowers what it was given, and only
-    /// the operator (the CLI) grants a key more.
-    fn apply(&self, mut limits: KeyLimits, tokens_ceiling: u64) -> Result<KeyLimits, ApiError> {
-        fn set(field: &str, v: Option<Option<u32>>, range: (u32, u32), slot: &mut Option<u32>) -> Result<(), ApiError> {
-            crate::auth::keys::change_limit(v.map(|n| n.map(u64::from)), range, slot)
-                .map_err(|e| ApiError::invalid(field, e))
+    /// The fields given (null: back to the default).
+    fn changes(&self) -> LimitChanges {
+        let wide = |v: Option<Option<u32>>| v.map(|n| n.map(u64::from));
+        LimitChanges {
+            requests_per_minute: wide(self.requests_per_minute),
+            requests_per_day: wide(self.requests_per_day),
+            concurrent_requests: wide(self.concurrent_requests),
+            tokens_per_month: self.tokens_per_month,
         }
-        set("limits.requests_per_minute", self.requests_per_minute, RPM_RANGE, &mut limits.requests_per_minute)?;
-        set("limits.requests_per_day", self.requests_per_day, RPD_RANGE, &mut limits.requests_per_day)?;
-        set(
-            "limits.concurrent_requests",
-            self.concurrent_requests,
-            CONCURRENCY_RANGE,
-            &mut limits.concurrent_requests,
-        )?;
-        match self.tokens_per_month {
-            Some(Some(t)) if t > tokens_ceiling => {
-                return Err(ApiError::invalid(
-                    "limits.tokens_per_month",
-                    format!(
-                        "{t} is above {tokens_ceiling}, what this account's plan and the default per-key quota allow"
-                    ),
-                ));
-            }
-            Some(t) => limits.tokens_per_month = t,
-            None => {}
-        }
-        Ok(limits)
     }
 }
 
-/// The most tokens a month an account may give one of its keys: its plan's quota, and the operator's
-/// default per-key quota when one is set.
-fn tokens_ceiling(app: &App, account: &str) -> u64 {
+/// An account acting on its own keys. A key's own token quota may only be at most the account's plan
+/// quota, and the operator's default per-key quota when one is set: an account lowers what it was
+/// given, and only the operator (the CLI) grants a key more.
+fn account_actor<'a>(app: &App, account: &'a str) -> Actor<'a> {
     let plan = app.plans.quota(account);
-    app.config.limits.tokens_per_month.map_or(plan, |default| default.min(plan))
+    let tokens_ceiling = app.config.limits.tokens_per_month.map_or(plan, |default| default.min(plan));
+    Actor::Account { id: account, tokens_ceiling }
 }
 
 #[derive(Deserialize)]
@@ -115,7 +93,7 @@ struct Rotate {
 /// A key as the API shows it: never its secret or hash.
 fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
     let now = clock::unix_now();
-    let d = &app.config.limits;
+    let limits = control(app).effective_limits(&k.limits);
     let last_used = app.last_used.get(&k.id).map(|t| *t).max(k.last_used_at);
     json!({
         "id": k.id.as_str(),
@@ -127,10 +105,10 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
         "providers": k.access.providers,
         "models": k.access.models,
         "limits": {
-            "requests_per_minute": k.limits.requests_per_minute.unwrap_or(d.requests_per_minute),
-            "requests_per_day": k.limits.requests_per_day.unwrap_or(d.requests_per_day),
-            "concurrent_requests": k.limits.concurrent_requests.unwrap_or(d.concurrent_requests),
-            "tokens_per_month": k.limits.tokens_per_month.or(d.tokens_per_month),
+            "requests_per_minute": limits.requests_per_minute.value,
+            "requests_per_day": limits.requests_per_day.value,
+            "concurrent_requests": limits.concurrent_requests.value,
+            "tokens_per_month": limits.tokens_per_month.value,
         },
         "created_at": rfc3339(k.created_at),
         "expires_at": k.expires_at.map(rfc3339),
@@ -140,23 +118,9 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
     })
 }
 
-/// This month's usage of an account's keys, by key.
-pub(super) async fn month_usage(app: &App, account: &str) -> Result<BTreeMap<KeyId, (u64, u64, u64)>, ApiError> {
-    let now = clock::unix_now();
-    let account = account.to_owned();
-    let rows = blocking(app, move |s| s.account_usage(&account, None, clock::month_first_day(now), clock::day_of(now)))
-        .await?;
-    let mut by_key = BTreeMap::new();
-    for r in rows {
-        let t: &mut (u64, u64, u64) = by_key.entry(r.key).or_default();
-        *t = (t.0.saturating_add(r.requests), t.1.saturating_add(r.input_tokens), t.2.saturating_add(r.output_tokens));
-    }
-    Ok(by_key)
-}
-
 /// Loads a key into this instance's table straight after a write, so the change holds here at once.
 async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
-    let (info, record) = blocking(app, move |s| Ok((s.key_info(id)?, s.key_record(id)?))).await?;
+    let (info, record) = (app.store.key_info(id).await?, app.store.key_record(id).await?);
     if let Some(record) = record {
         app.keys.upsert(record);
     }
@@ -165,33 +129,19 @@ async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
 
 pub(super) async fn create_key(app: &App, account: &str, body: RequestBody<'_>) -> ApiResult {
     let req: CreateKey = json_body(body).await?;
-    let name = check_name("name", &req.name)?;
-    let access = KeyAccess {
-        scopes: check_scopes(req.scopes)?.unwrap_or_default(),
-        providers: check_list(app, "providers", req.providers, true)?,
-        models: check_list(app, "models", req.models, false)?,
-    };
-    let limits = req.limits.apply(KeyLimits::default(), tokens_ceiling(app, account))?;
-    let project = req.project.map(|p| check_name("project", &p)).transpose()?;
-    let now = clock::unix_now();
-    let expires_at = match req.expires_in_days {
-        Some(d) if !(1..=36_500).contains(&d) => return Err(ApiError::invalid("expires_in_days", "must be 1-36500")),
-        Some(d) => Some(now + i64::from(d) * 86_400),
-        None => None,
-    };
-    let new = NewKey {
+    let request = KeyRequest {
         kind: KeyKind::Live,
-        name,
+        name: req.name,
         account: account.to_owned(),
-        limits,
-        access,
-        project,
-        created_at: now,
-        expires_at,
+        scopes: req.scopes,
+        providers: req.providers,
+        models: req.models,
+        limits: req.limits.changes(),
+        expires_in_days: req.expires_in_days,
+        project: req.project,
     };
-    let prefix = app.config.keys.prefix.clone();
-    let hasher = KeyHasher::new(app.config.keys.hash_secret);
-    let (secret, info) = blocking(app, move |s| s.create_key_within_cap(&prefix, &hasher, &new, now)).await?;
+    let mut created = control(app).create_keys(account_actor(app, account), request, 1, clock::unix_now()).await?;
+    let (secret, info) = created.pop().ok_or_else(|| ApiError::internal("no key created"))?;
     shown_once(app, secret, info.id, None).await
 }
 
@@ -208,10 +158,12 @@ async fn shown_once(app: &App, secret: SecretKey, id: KeyId, replaces: Option<(K
 
 pub(super) async fn list_keys(app: &App, account: &str, query: &str) -> ApiResult {
     let page = Page::from_query(query)?;
-    let (owner, after, limit) = (account.to_owned(), page.after.clone(), page.limit + 1);
-    let keys =
-        blocking(app, move |s| s.keys_page(&owner, after.as_deref(), limit)).await?.ok_or_else(Page::unknown_cursor)?;
-    let usage = month_usage(app, account).await?;
+    let keys = app
+        .store
+        .keys_page(account.to_owned(), page.after.clone(), page.limit + 1)
+        .await?
+        .ok_or_else(Page::unknown_cursor)?;
+    let usage = control(app).month_usage(account, clock::unix_now()).await?;
     let body = page.body(
         keys,
         |k| k.id.as_str().to_owned(),
@@ -221,55 +173,40 @@ pub(super) async fn list_keys(app: &App, account: &str, query: &str) -> ApiResul
 }
 
 pub(super) async fn get_key(app: &App, id: KeyId) -> ApiResult {
-    let info = blocking(app, move |s| s.key_info(id)).await?.ok_or_else(ApiError::not_found)?;
-    let usage = month_usage(app, &info.account).await?;
-    Ok((StatusCode::OK, key_view(app, &info, usage.get(&id).copied().unwrap_or_default())))
+    let info = control(app).key(id).await?;
+    get_key_view(app, info).await
 }
 
-pub(super) async fn patch_key(app: &App, id: KeyId, body: RequestBody<'_>) -> ApiResult {
+pub(super) async fn patch_key(app: &App, account: &str, id: KeyId, body: RequestBody<'_>) -> ApiResult {
     let req: PatchKey = json_body(body).await?;
-    let current = blocking(app, move |s| s.key_info(id)).await?.ok_or_else(ApiError::not_found)?;
-    let name = req.name.map(|n| check_name("name", &n)).transpose()?.unwrap_or(current.name.clone());
-    let access = KeyAccess {
-        scopes: check_scopes(req.scopes)?.unwrap_or(current.access.scopes),
-        providers: match req.providers {
-            None => current.access.providers.clone(),
-            Some(list) => check_list(app, "providers", list, true)?,
-        },
-        models: match req.models {
-            None => current.access.models.clone(),
-            Some(list) => check_list(app, "models", list, false)?,
-        },
+    let change = KeyChange {
+        name: req.name,
+        scopes: req.scopes,
+        providers: req.providers,
+        models: req.models,
+        limits: req.limits.changes(),
     };
-    let limits = req.limits.apply(current.limits, tokens_ceiling(app, &current.account))?;
-    blocking(app, move |s| s.update_key(id, &name, limits, &access)).await?;
+    control(app).update_key(account_actor(app, account), id, change).await?;
     let info = refresh_key(app, id).await?;
     get_key_view(app, info).await
 }
 
 async fn get_key_view(app: &App, info: KeyInfo) -> ApiResult {
-    let usage = month_usage(app, &info.account).await?;
+    let usage = control(app).month_usage(&info.account, clock::unix_now()).await?;
     Ok((StatusCode::OK, key_view(app, &info, usage.get(&info.id).copied().unwrap_or_default())))
 }
 
 pub(super) async fn revoke_key(app: &App, id: KeyId) -> ApiResult {
-    let now = clock::unix_now();
-    blocking(app, move |s| s.revoke_key(id, now)).await?;
+    control(app).revoke_key(id, clock::unix_now()).await?;
     let info = refresh_key(app, id).await?;
     get_key_view(app, info).await
 }
 
-pub(super) async fn rotate_key(app: &App, id: KeyId, body: RequestBody<'_>) -> ApiResult {
+pub(super) async fn rotate_key(app: &App, account: &str, id: KeyId, body: RequestBody<'_>) -> ApiResult {
     let req: Rotate = json_body(body).await?;
     let grace = req.grace_seconds.unwrap_or(0);
-    if grace > 30 * 86_400 {
-        return Err(ApiError::invalid("grace_seconds", "must be at most 2592000 (30 days)"));
-    }
-    let now = clock::unix_now();
-    let prefix = app.config.keys.prefix.clone();
-    let hasher = KeyHasher::new(app.config.keys.hash_secret);
-    // Insert and revoke are one transaction, so the cap and the one-pending-replacement rule hold.
-    let rotated = blocking(app, move |s| s.rotate_key(&prefix, &hasher, id, now, grace, true)).await?;
+    let actor = account_actor(app, account);
+    let (secret, rotated) = control(app).rotate_key(actor, id, grace, clock::unix_now()).await?;
     refresh_key(app, id).await?;
-    shown_once(app, rotated.secret, rotated.info.id, Some((id, rotated.old_revoked_at))).await
+    shown_once(app, secret, rotated.info.id, Some((id, rotated.old_revoked_at))).await
 }

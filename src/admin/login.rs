@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::{RequestBody, json_body};
-use super::{ApiError, ApiResult, blocking};
+use super::service::check_password;
+use super::{ApiError, ApiResult, new_hash};
 use crate::app::App;
 use crate::auth::throttle::Throttled;
 use crate::clock::{self, rfc3339};
@@ -48,11 +49,6 @@ impl From<Throttled> for ApiError {
     }
 }
 
-/// A new password hash, made on the bounded pool.
-pub(super) async fn new_hash(app: &App, password: String) -> Result<String, ApiError> {
-    app.logins.hash(password).await?.map_err(ApiError::internal)
-}
-
 /// A fresh access token for `account` in token epoch `epoch`, as login answers it.
 fn token_answer(app: &App, account: &str, epoch: u64) -> Value {
     let ttl = app.credentials.token_ttl.as_secs() as i64;
@@ -64,8 +60,7 @@ fn token_answer(app: &App, account: &str, epoch: u64) -> Value {
 pub(super) async fn login(app: &App, client: Option<IpAddr>, body: RequestBody<'_>) -> ApiResult {
     let req: Login = json_body(body).await?;
     let email = req.email.to_ascii_lowercase();
-    let lookup = email.clone();
-    let found = blocking(app, move |s| s.account_for_login(&lookup)).await?;
+    let found = app.store.account_for_login(email.clone()).await?;
     let (account, hash) = found.map_or((None, None), |(a, h)| (Some(a), Some(h)));
     let ok = app.logins.check(client, &email, req.password, hash).await?;
     let account = account.filter(|_| ok).ok_or_else(invalid_credentials)?;
@@ -78,8 +73,7 @@ pub(super) async fn login(app: &App, client: Option<IpAddr>, body: RequestBody<'
 
 /// Ends every access token of the account, this one included.
 pub(super) async fn logout(app: &App, account: &str) -> ApiResult {
-    let id = account.to_owned();
-    blocking(app, move |s| s.end_tokens(&id)).await?.ok_or_else(ApiError::unauthorized)?;
+    app.store.end_tokens(account.to_owned()).await?.ok_or_else(ApiError::unauthorized)?;
     Ok((StatusCode::OK, json!({"account_id": account, "logged_out": true})))
 }
 
@@ -92,9 +86,8 @@ pub(super) async fn change_password(
     body: RequestBody<'_>,
 ) -> ApiResult {
     let req: ChangePassword = json_body(body).await?;
-    super::accounts::check_password("new_password", &req.new_password)?;
-    let id = account.to_owned();
-    let stored = blocking(app, move |s| s.password_hash(&id)).await?;
+    check_password("new_password", &req.new_password)?;
+    let stored = app.store.password_hash(account.to_owned()).await?;
     if !app.logins.check(client, account, req.old_password, stored).await? {
         return Err(ApiError {
             field: Some("old_password".to_owned()),
@@ -102,7 +95,6 @@ pub(super) async fn change_password(
         });
     }
     let hash = new_hash(app, req.new_password).await?;
-    let id = account.to_owned();
-    let epoch = blocking(app, move |s| s.set_password(&id, &hash)).await?.ok_or_else(ApiError::unauthorized)?;
+    let epoch = app.store.set_password(account.to_owned(), hash).await?.ok_or_else(ApiError::unauthorized)?;
     Ok((StatusCode::OK, token_answer(app, account, epoch)))
 }

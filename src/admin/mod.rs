@@ -9,6 +9,7 @@ mod keys;
 mod login;
 pub mod openapi;
 mod page;
+pub mod service;
 mod usage;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -125,6 +126,17 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<service::ServiceError> for ApiError {
+    fn from(e: service::ServiceError) -> ApiError {
+        match e {
+            service::ServiceError::Invalid { field, message } => ApiError::invalid(&field, message),
+            service::ServiceError::NotFound(_) => ApiError::not_found(),
+            service::ServiceError::Store(e) => ApiError::from(e),
+            service::ServiceError::Random(e) => ApiError::internal(e),
+        }
+    }
+}
+
 /// A store refusal as a message: its text with a capital first letter.
 fn capitalized(e: &StoreError) -> String {
     let text = e.to_string();
@@ -212,7 +224,7 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
             let id = owned_key(app, &account, id).await?;
             match method {
                 Method::GET => get_key(app, id).await,
-                Method::PATCH => patch_key(app, id, body).await,
+                Method::PATCH => patch_key(app, &account, id, body).await,
                 Method::DELETE => revoke_key(app, id).await,
                 _ => allowed("GET, PATCH, DELETE"),
             }
@@ -221,7 +233,7 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
             let account = account(app, &parts.headers).await?;
             let id = owned_key(app, &account, id).await?;
             match method {
-                Method::POST => rotate_key(app, id, body).await,
+                Method::POST => rotate_key(app, &account, id, body).await,
                 _ => allowed("POST"),
             }
         }
@@ -262,8 +274,7 @@ fn operator(app: &App, headers: &http::HeaderMap) -> Result<(), ApiError> {
 async fn account(app: &App, headers: &http::HeaderMap) -> Result<String, ApiError> {
     match caller(app, headers)? {
         Caller::Account { id, epoch } => {
-            let lookup = id.clone();
-            let current = blocking(app, move |s| s.account(&lookup)).await?;
+            let current = app.store.account(id.clone()).await?;
             match current {
                 Some(a) if a.token_epoch == epoch && !a.disabled => Ok(id),
                 _ => Err(ApiError::unauthorized()),
@@ -275,21 +286,23 @@ async fn account(app: &App, headers: &http::HeaderMap) -> Result<String, ApiErro
     }
 }
 
+/// The control plane over this server's store and configuration.
+fn control(app: &App) -> service::ControlPlane<'_> {
+    service::ControlPlane::new(std::sync::Arc::clone(&app.store), &app.config)
+}
+
+/// A new password hash, made on the bounded pool (for new accounts and new passwords alike).
+async fn new_hash(app: &App, password: String) -> Result<String, ApiError> {
+    app.logins.hash(password).await?.map_err(ApiError::internal)
+}
+
 /// A key id that exists and belongs to `account`; anything else is 404, so no account learns of
 /// another's keys.
 async fn owned_key(app: &App, account: &str, id: &str) -> Result<KeyId, ApiError> {
-    let id = KeyId::parse(id.rsplit('_').next().unwrap_or_default()).ok_or_else(ApiError::not_found)?;
-    let info = blocking(app, move |store| store.key_info(id)).await?;
+    let id = service::parse_key_id(id).ok_or_else(ApiError::not_found)?;
+    let info = app.store.key_info(id).await?;
     match info {
         Some(info) if info.account == account => Ok(id),
         _ => Err(ApiError::not_found()),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    app: &App,
-    f: impl FnOnce(crate::store::SqliteStore) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let store = app.store.clone();
-    tokio::task::spawn_blocking(move || f(store)).await.map_err(ApiError::internal)?.map_err(ApiError::from)
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, blocking, owned_key};
+use super::{ApiError, ApiResult, control, owned_key};
 use crate::app::App;
 use crate::clock;
 
@@ -35,11 +35,8 @@ pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
             other => return Err(ApiError::invalid(other, "is not a query parameter of this endpoint")),
         }
     }
-    let now = clock::unix_now();
-    let from = from.unwrap_or_else(|| clock::month_first_day(now));
-    let to = to.unwrap_or_else(|| clock::day_of(now));
-    let owner = account.to_owned();
-    let rows = blocking(app, move |s| s.account_usage(&owner, key, from, to)).await?;
+    let report = control(app).usage(Some(account), key, from, to, clock::unix_now()).await?;
+    let (from, to, rows) = (report.from, report.to, report.rows);
     let mut groups: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for r in rows {
         let label = if group_by == "day" { clock::date_of_day(r.day) } else { r.model };

@@ -12,13 +12,20 @@ mod accounts;
 pub mod key_cap;
 mod pages;
 
+mod store_impl;
+
 use key_cap::{count_active, insert_key};
 
-use super::{AccountInfo, KeyChanges, KeyInfo, NewKey, StoreError, UsageRow};
+use super::{AccountInfo, HashedKey, KeyChanges, KeyInfo, StoreError, UsageAddition, UsageRow, UsageTotal};
 use crate::auth::access::{KeyAccess, Scopes};
-use crate::auth::keys::{KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, SecretKey};
-use crate::metering::limits::Carried;
-use crate::metering::usage::book::{UsageDelta, UsageKey};
+use crate::auth::keys::{KeyId, KeyKind, KeyLimits, KeyRecord};
+
+/// SQLite's errors stay in this module: the rest of tollgate sees a backend failure as text.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Backend(e.to_string())
+    }
+}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -106,34 +113,18 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Creates a key and returns it with its info. The full key exists only in the return value.
-    pub fn create_key(
-        &self,
-        prefix: &str,
-        hasher: &KeyHasher,
-        new: &NewKey,
-    ) -> Result<(SecretKey, KeyInfo), StoreError> {
-        let mut created = self.create_keys(prefix, hasher, std::slice::from_ref(new))?;
-        created.pop().ok_or_else(|| StoreError::Corrupt("no key created".to_owned()))
-    }
-
-    /// Creates several keys in one transaction (one fsync), in order.
-    pub fn create_keys(
-        &self,
-        prefix: &str,
-        hasher: &KeyHasher,
-        news: &[NewKey],
-    ) -> Result<Vec<(SecretKey, KeyInfo)>, StoreError> {
+    /// Writes keys in one transaction (one fsync), in order.
+    pub fn create_keys(&self, keys: &[HashedKey]) -> Result<Vec<KeyInfo>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version = bump_version(&tx)?;
-        let created = news.iter().map(|new| insert_key(&tx, prefix, hasher, new, version)).collect::<Result<_, _>>()?;
+        let created = keys.iter().map(|key| insert_key(&tx, key, version)).collect::<Result<_, _>>()?;
         tx.commit()?;
         Ok(created)
     }
 
     /// Adds pending usage to the daily totals, all in one transaction.
-    pub fn add_usage(&self, rows: &HashMap<UsageKey, UsageDelta>) -> Result<(), StoreError> {
+    pub fn add_usage(&self, rows: &[UsageAddition]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -151,15 +142,15 @@ impl SqliteStore {
                      output_tokens = CASE WHEN output_tokens > 9223372036854775807 - excluded.output_tokens
                          THEN 9223372036854775807 ELSE output_tokens + excluded.output_tokens END",
             )?;
-            for (k, d) in rows {
+            for r in rows {
                 stmt.execute(params![
-                    k.key.as_str(),
-                    &*d.account,
-                    k.day,
-                    &*k.model,
-                    sql_int(d.requests),
-                    sql_int(d.input_tokens),
-                    sql_int(d.output_tokens)
+                    r.key.as_str(),
+                    &*r.account,
+                    r.day,
+                    &*r.model,
+                    sql_int(r.requests),
+                    sql_int(r.input_tokens),
+                    sql_int(r.output_tokens)
                 ])?;
             }
         }
@@ -168,7 +159,7 @@ impl SqliteStore {
     }
 
     /// Per key: its account, requests on day `today`, and tokens from day `month_start` on.
-    pub fn usage_totals(&self, today: i64, month_start: i64) -> Result<Vec<(KeyId, String, Carried)>, StoreError> {
+    pub fn usage_totals(&self, today: i64, month_start: i64) -> Result<Vec<UsageTotal>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             // TOTAL sums as a float, which cannot overflow as SUM can (an error that would stop the start);
@@ -181,13 +172,13 @@ impl SqliteStore {
         let mut rows = stmt.query(params![today, month_start])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let id = parse_id(&row.get::<_, String>(0)?)?;
-            let carried = Carried {
+            out.push(UsageTotal {
+                key: parse_id(&row.get::<_, String>(0)?)?,
+                account: row.get(1)?,
                 // A float to integer `as` saturates (and maps NaN to 0).
                 day_requests: row.get::<_, f64>(2)? as u64,
                 month_tokens: row.get::<_, f64>(3)? as u64,
-            };
-            out.push((id, row.get(1)?, carried));
+            });
         }
         Ok(out)
     }
@@ -197,18 +188,9 @@ impl SqliteStore {
         self.usage_rows(None, key, from, to)
     }
 
-    /// Usage rows of one account's keys (optionally one key) between two days (inclusive).
-    pub fn account_usage(
-        &self,
-        account: &str,
-        key: Option<KeyId>,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<UsageRow>, StoreError> {
-        self.usage_rows(Some(account), key, from, to)
-    }
-
-    fn usage_rows(
+    /// Usage rows between two days (inclusive), optionally of one account and one key, by key, day
+    /// and model.
+    pub fn usage_rows(
         &self,
         account: Option<&str>,
         key: Option<KeyId>,
@@ -509,14 +491,22 @@ fn parse_kind(kind: &str) -> Result<KeyKind, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::service::mint;
+    use crate::auth::keys::{KeyHasher, SecretKey};
+    use crate::store::NewKey;
+
+    /// Writes a key of prefix `tg`, made by the caller as every key is.
+    fn create(store: &SqliteStore, hasher: &KeyHasher, new: NewKey) -> (SecretKey, KeyInfo) {
+        let (secret, identity) = mint("tg", hasher, new.kind).unwrap();
+        (secret, store.create_keys(&[HashedKey { identity, key: new }]).unwrap().remove(0))
+    }
 
     #[test]
     fn a_quota_beyond_what_sqlite_holds_is_stored_as_its_largest_integer() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let limits = KeyLimits { tokens_per_month: Some(u64::MAX), ..KeyLimits::default() };
-        let (_, info) =
-            store.create_key("tg", &KeyHasher::new(None), &NewKey { limits, ..NewKey::live("big", 1) }).unwrap();
+        let (_, info) = create(&store, &KeyHasher::new(None), NewKey { limits, ..NewKey::live("big", 1) });
         let stored = store.key_info(info.id).unwrap().unwrap();
         assert_eq!(stored.limits.tokens_per_month, Some(i64::MAX as u64), "not wrapped to a negative quota");
     }
@@ -526,7 +516,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let hasher = KeyHasher::new(None);
-        let (k1, i1) = store.create_key("tg", &hasher, &NewKey::live("one", 10)).unwrap();
+        let (k1, i1) = create(&store, &hasher, NewKey::live("one", 10));
         let changes = |since| {
             let mut records = Vec::new();
             let c = store.key_changes(since, |r| records.push(r)).unwrap();
@@ -542,13 +532,8 @@ mod tests {
         assert!(none.is_empty());
         assert_eq!(same, version);
 
-        let (_, i2) = store
-            .create_key(
-                "tg",
-                &hasher,
-                &NewKey { kind: KeyKind::Trial, expires_at: Some(99), ..NewKey::live("two", 11) },
-            )
-            .unwrap();
+        let (_, i2) =
+            create(&store, &hasher, NewKey { kind: KeyKind::Trial, expires_at: Some(99), ..NewKey::live("two", 11) });
         assert!(store.revoke_key(i1.id, 12).unwrap());
         assert!(!store.revoke_key(i1.id, 13).unwrap(), "revoking twice reports no change");
         let (later, _) = changes(version);
@@ -569,10 +554,9 @@ mod tests {
     fn reopening_keeps_keys_and_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let hasher = KeyHasher::new(None);
         let info = {
             let store = SqliteStore::open(&path).unwrap();
-            store.create_key("tg", &hasher, &NewKey::live("kept", 1)).unwrap().1
+            create(&store, &KeyHasher::new(None), NewKey::live("kept", 1)).1
         };
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.key_info(info.id).unwrap().unwrap().name, "kept");

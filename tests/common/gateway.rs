@@ -15,6 +15,13 @@ use super::shapes::Shape;
 use super::upstream::{HeldStream, MockUpstream, send_event};
 use super::{ADMIN_TOKEN, METRICS_TOKEN, SESSION_SECRET};
 
+/// Writes a new key with prefix `tg` straight into `store`; its secret and info.
+pub fn seed_key(store: &SqliteStore, new: &NewKey) -> (tollgate::auth::keys::SecretKey, tollgate::store::KeyInfo) {
+    let (secret, identity) = tollgate::admin::service::mint("tg", &KeyHasher::new(None), new.kind).unwrap();
+    let key = tollgate::store::HashedKey { identity, key: new.clone() };
+    (secret, store.create_keys(&[key]).unwrap().remove(0))
+}
+
 /// The real server, embedded on an ephemeral port, with a fresh store holding one key.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -49,9 +56,8 @@ impl Gateway {
         };
         let config = Config::from_toml(&text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let store = SqliteStore::open(&db).unwrap();
-        let hasher = KeyHasher::new(None);
-        let (secret, _) = store.create_key("tg", &hasher, &NewKey::live("test", 0)).unwrap();
-        let keys = keys.iter().map(|k| store.create_key("tg", &hasher, k).unwrap().0.expose().to_owned()).collect();
+        let (secret, _) = seed_key(&store, &NewKey::live("test", 0));
+        let keys = keys.iter().map(|k| seed_key(&store, k).0.expose().to_owned()).collect();
         Gateway::serve(config, store, dir, secret.expose().to_owned(), keys).await
     }
 
@@ -132,7 +138,7 @@ impl Gateway {
 
     /// A new key in this gateway's store (the running server sees it within `store.refresh_interval`).
     pub fn create_key(&self, new: &NewKey) -> (String, tollgate::store::KeyInfo) {
-        let (secret, info) = self.store.create_key("tg", &KeyHasher::new(None), new).unwrap();
+        let (secret, info) = seed_key(&self.store, new);
         (secret.expose().to_owned(), info)
     }
 

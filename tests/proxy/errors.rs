@@ -25,8 +25,7 @@ async fn refusals_before_forwarding_in_every_shape() {
         // Well-formed, valid checksum, in no store.
         let other = tempfile::tempdir().unwrap();
         let store = tollgate::store::SqliteStore::open(&other.path().join("o.db")).unwrap();
-        let (k, i) =
-            store.create_key("tg", &tollgate::auth::keys::KeyHasher::new(None), &NewKey::live("o", 0)).unwrap();
+        let (k, i) = seed_key(&store, &NewKey::live("o", 0));
         (k.expose().to_owned(), i)
     };
     let mut tampered = gw.key.clone();

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Usage;
 use crate::auth::keys::KeyId;
+use crate::store::{Store, StoreError, UsageAddition};
 
 /// Longest model name kept as a label; longer ones become [`OTHER`] (the name is the caller's).
 const MAX_MODEL: usize = 128;
@@ -114,24 +115,32 @@ fn add_tokens(a: u64, b: u64) -> u64 {
 }
 
 /// Writes everything pending to the store; on failure puts it back for the next try.
-pub async fn flush(book: &UsageBook, store: &crate::store::SqliteStore) -> Result<usize, crate::store::StoreError> {
+pub async fn flush(book: &UsageBook, store: &dyn Store) -> Result<usize, StoreError> {
     let rows = book.take();
     if rows.is_empty() {
         return Ok(0);
     }
     let n = rows.len();
-    let writer = store.clone();
-    let (rows, result) = tokio::task::spawn_blocking(move || {
-        let result = writer.add_usage(&rows);
-        (rows, result)
-    })
-    .await
-    .map_err(|e| crate::store::StoreError::Corrupt(format!("usage flush task failed: {e}")))?;
-    if let Err(e) = result {
+    if let Err(e) = store.add_usage(additions(&rows)).await {
         book.restore(rows);
         return Err(e);
     }
     Ok(n)
+}
+
+/// The pending usage as the store takes it.
+pub fn additions(rows: &HashMap<UsageKey, UsageDelta>) -> Vec<UsageAddition> {
+    rows.iter()
+        .map(|(k, d)| UsageAddition {
+            key: k.key,
+            account: Arc::clone(&d.account),
+            day: k.day,
+            model: Arc::clone(&k.model),
+            requests: d.requests,
+            input_tokens: d.input_tokens,
+            output_tokens: d.output_tokens,
+        })
+        .collect()
 }
 
 /// A model name as stored: `-` when the request named none; the name itself when it is at most

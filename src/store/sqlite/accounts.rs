@@ -4,20 +4,13 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{ACCOUNT_SELECT, SqliteStore, account_from, bump_version};
-use crate::auth::keys;
-use crate::store::{AccountInfo, StoreError};
+use crate::store::{AccountInfo, NewAccount, StoreError};
 
 impl SqliteStore {
     /// Creates an account; `Conflict` if the email is taken.
-    pub fn create_account(
-        &self,
-        email: &str,
-        password_hash: &str,
-        plan: &str,
-        key_cap: u32,
-        created_at: i64,
-    ) -> Result<AccountInfo, StoreError> {
-        let id = format!("acct_{}", keys::random_id().map_err(StoreError::Random)?);
+    pub fn create_account(&self, new: &NewAccount) -> Result<AccountInfo, StoreError> {
+        let NewAccount { id, email, password_hash, plan, key_cap, created_at } = new;
+        let (key_cap, created_at) = (*key_cap, *created_at);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         bump_version(&tx)?;
@@ -33,9 +26,9 @@ impl SqliteStore {
         };
         tx.commit()?;
         Ok(AccountInfo {
-            id,
-            email: Some(email.to_owned()),
-            plan: plan.to_owned(),
+            id: id.clone(),
+            email: Some(email.clone()),
+            plan: plan.clone(),
             key_cap,
             created_at,
             token_epoch: 0,

@@ -6,50 +6,33 @@
 use rusqlite::{Connection, params};
 
 use super::{SqliteStore, bump_version, infos_in, list_json, sql_int};
-use crate::auth::keys::{self, KeyHasher, KeyId, SecretKey};
-use crate::store::{KeyInfo, NewKey, StoreError};
-
-/// The cap of an account the store does not know (only reachable from the CLI's default account).
-const DEFAULT_KEY_CAP: u32 = 10;
-
-/// The new key of a rotation, and when the old one stops working.
-pub struct Rotated {
-    pub secret: SecretKey,
-    pub info: KeyInfo,
-    pub old_revoked_at: i64,
-}
+use crate::auth::keys::KeyId;
+use crate::store::{DEFAULT_KEY_CAP, HashedKey, KeyIdentity, KeyInfo, Rotated, StoreError};
 
 impl SqliteStore {
     /// Creates `new` if its account has fewer active keys at `now` than its cap; else `KeyCapReached`.
-    pub fn create_key_within_cap(
-        &self,
-        prefix: &str,
-        hasher: &KeyHasher,
-        new: &NewKey,
-        now: i64,
-    ) -> Result<(SecretKey, KeyInfo), StoreError> {
+    pub fn create_key_within_cap(&self, key: &HashedKey, now: i64) -> Result<KeyInfo, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let active = count_active(&tx, &new.account, now)?;
-        if active >= key_cap(&tx, &new.account)? as usize {
+        let active = count_active(&tx, &key.key.account, now)?;
+        if active >= key_cap(&tx, &key.key.account)? as usize {
             return Err(StoreError::KeyCapReached(active));
         }
         let version = bump_version(&tx)?;
-        let created = insert_key(&tx, prefix, hasher, new, version)?;
+        let created = insert_key(&tx, key, version)?;
         tx.commit()?;
         Ok(created)
     }
 
-    /// Replaces key `id` with a new one of the same settings; the old one is revoked `grace_seconds`
+    /// Replaces key `id` with `replacement`, of the same settings; the old one is revoked `grace_seconds`
     /// after `now`. A key has at most one pending replacement: rotating a key already in its grace period
     /// is `RotationPending`. With a grace period both keys are active for a while, so the rotation must
     /// fit under the account's cap when `enforce_cap` (the operator's CLI may go over it); without one
     /// it is a swap and always fits.
     pub fn rotate_key(
         &self,
-        prefix: &str,
-        hasher: &KeyHasher,
         id: KeyId,
+        replacement: KeyIdentity,
         now: i64,
         grace_seconds: u64,
         enforce_cap: bool,
@@ -70,14 +53,15 @@ impl SqliteStore {
             }
         }
         let version = bump_version(&tx)?;
-        let (secret, info) = insert_key(&tx, prefix, hasher, &NewKey::replacing(&old, now), version)?;
+        let key = HashedKey { identity: replacement, key: old.replacement(now) };
+        let info = insert_key(&tx, &key, version)?;
         let old_revoked_at = now.saturating_add(i64::try_from(grace_seconds).unwrap_or(i64::MAX));
         tx.execute(
             "UPDATE service_keys SET revoked_at = ?1, version = ?2 WHERE id = ?3",
             params![old_revoked_at, version, id.as_str()],
         )?;
         tx.commit()?;
-        Ok(Rotated { secret, info, old_revoked_at })
+        Ok(Rotated { info, old_revoked_at })
     }
 }
 
@@ -88,30 +72,22 @@ fn key_cap(conn: &rusqlite::Connection, account: &str) -> Result<u32, StoreError
     Ok(cap.map_or(DEFAULT_KEY_CAP, |c| c.clamp(0, i64::from(u32::MAX)) as u32))
 }
 
-/// Inserts one new key at store `version`; the full key exists only in the return value.
-pub(super) fn insert_key(
-    tx: &rusqlite::Transaction<'_>,
-    prefix: &str,
-    hasher: &KeyHasher,
-    new: &NewKey,
-    version: i64,
-) -> Result<(SecretKey, KeyInfo), StoreError> {
+/// Inserts one new key at store `version`.
+pub(super) fn insert_key(tx: &rusqlite::Transaction<'_>, key: &HashedKey, version: i64) -> Result<KeyInfo, StoreError> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
                                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
                                    scopes, providers, models, project)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
-    let (secret, parsed) = keys::generate(prefix, new.kind).map_err(StoreError::Random)?;
-    let key_prefix = keys::key_prefix(prefix, new.kind, parsed.id);
-    let hash = hasher.hash(secret.expose());
+    let (identity, new) = (&key.identity, &key.key);
     let l = new.limits;
     stmt.execute(params![
-        parsed.id.as_str(),
-        key_prefix,
+        identity.id.as_str(),
+        identity.key_prefix,
         new.kind.as_str(),
         new.name,
-        hash.as_bytes().as_slice(),
+        identity.hash.as_bytes().as_slice(),
         new.created_at,
         new.expires_at,
         version,
@@ -125,9 +101,9 @@ pub(super) fn insert_key(
         list_json(&new.access.models),
         new.project,
     ])?;
-    let info = KeyInfo {
-        id: parsed.id,
-        key_prefix,
+    Ok(KeyInfo {
+        id: identity.id,
+        key_prefix: identity.key_prefix.clone(),
         kind: new.kind,
         name: new.name.clone(),
         account: new.account.clone(),
@@ -138,8 +114,7 @@ pub(super) fn insert_key(
         expires_at: new.expires_at,
         revoked_at: None,
         last_used_at: None,
-    };
-    Ok((secret, info))
+    })
 }
 
 /// Keys of an account neither revoked nor expired at `now`; a key in its rotation grace period counts.

@@ -1,0 +1,59 @@
+//! `tollgate usage`: tokens and requests per key, day and model, with a total per key.
+
+use std::process::ExitCode;
+
+use tollgate::clock::{self, unix_now};
+use tollgate::config::Config;
+
+use super::{CliResult, control_plane, key_id, printable, refused};
+
+pub async fn run(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str>) -> CliResult {
+    let control = control_plane(config).await?;
+    let day = |flag: &str, text: Option<&str>| match text {
+        None => Ok(None),
+        Some(t) => {
+            clock::parse_date(t).map(Some).ok_or_else(|| format!("--{flag} {t:?} is not a date like 2026-11-23"))
+        }
+    };
+    let (from, to) = (day("from", from)?, day("to", to)?);
+    let key = key.map(key_id).transpose()?;
+    let report = control.usage(None, key, from, to, unix_now()).await.map_err(refused)?;
+    println!(
+        "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",
+        "KEY", "DAY", "MODEL", "REQUESTS", "INPUT", "OUTPUT", "TOTAL"
+    );
+    let mut totals: Vec<(String, u64, u64, u64)> = Vec::new();
+    for r in &report.rows {
+        println!(
+            "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",
+            r.key_prefix,
+            clock::date_of_day(r.day),
+            printable(&r.model),
+            r.requests,
+            r.input_tokens,
+            r.output_tokens,
+            r.input_tokens.saturating_add(r.output_tokens)
+        );
+        match totals.last_mut() {
+            Some(t) if t.0 == r.key_prefix => {
+                t.1 = t.1.saturating_add(r.requests);
+                t.2 = t.2.saturating_add(r.input_tokens);
+                t.3 = t.3.saturating_add(r.output_tokens);
+            }
+            _ => totals.push((r.key_prefix.clone(), r.requests, r.input_tokens, r.output_tokens)),
+        }
+    }
+    for (prefix, requests, input, output) in totals {
+        println!(
+            "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",
+            prefix,
+            "total",
+            "",
+            requests,
+            input,
+            output,
+            input.saturating_add(output)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

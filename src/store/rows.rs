@@ -1,0 +1,172 @@
+//! The rows a store takes and returns. They carry no backend types, so the same rows serve the SQLite
+//! file today and a PostgreSQL database later.
+
+use std::sync::Arc;
+
+use crate::auth::access::KeyAccess;
+use crate::auth::keys::{KeyId, KeyKind, KeyLimits};
+
+/// What a new key is made of: its settings. Its secret, id and hash are made by the caller
+/// ([`crate::admin::service::mint`]) and travel as a [`KeyIdentity`] beside it.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub kind: KeyKind,
+    pub name: String,
+    pub account: String,
+    pub limits: KeyLimits,
+    pub access: KeyAccess,
+    pub project: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl NewKey {
+    /// A live key of the default account with default limits.
+    pub fn live(name: &str, created_at: i64) -> NewKey {
+        NewKey {
+            kind: KeyKind::Live,
+            name: name.to_owned(),
+            account: "default".to_owned(),
+            limits: KeyLimits::default(),
+            access: KeyAccess::default(),
+            project: None,
+            created_at,
+            expires_at: None,
+        }
+    }
+}
+
+/// What a store keeps of a freshly generated key: its id, the prefix it is listed under and the hash
+/// of its secret. The secret itself never reaches a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdentity {
+    pub id: KeyId,
+    pub key_prefix: String,
+    pub hash: blake3::Hash,
+}
+
+/// A key ready to be written: who it is and what it is made of.
+#[derive(Debug, Clone)]
+pub struct HashedKey {
+    pub identity: KeyIdentity,
+    pub key: NewKey,
+}
+
+/// The new key of a rotation, and when the old one stops working.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    pub info: KeyInfo,
+    pub old_revoked_at: i64,
+}
+
+/// One line of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub key: KeyId,
+    pub key_prefix: String,
+    pub day: i64,
+    pub model: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Usage to add to a key's daily totals for one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageAddition {
+    pub key: KeyId,
+    pub account: Arc<str>,
+    pub day: i64,
+    pub model: Arc<str>,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// A key's totals that survive a restart: requests today and tokens this month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageTotal {
+    pub key: KeyId,
+    pub account: String,
+    pub day_requests: u64,
+    pub month_tokens: u64,
+}
+
+/// A key as listed to an operator: everything but the hash.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub id: KeyId,
+    pub key_prefix: String,
+    pub kind: KeyKind,
+    pub name: String,
+    pub account: String,
+    pub limits: KeyLimits,
+    pub access: KeyAccess,
+    pub project: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+impl KeyInfo {
+    pub fn status_at(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some_and(|at| now >= at) {
+            "revoked"
+        } else if self.expires_at.is_some_and(|at| now >= at) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+
+    /// The settings of the key that replaces this one in a rotation: same account, name, limits,
+    /// access, project and expiry.
+    pub fn replacement(&self, created_at: i64) -> NewKey {
+        NewKey {
+            kind: self.kind,
+            name: self.name.clone(),
+            account: self.account.clone(),
+            limits: self.limits,
+            access: self.access.clone(),
+            project: self.project.clone(),
+            created_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// A new account: its id (made by the caller, as key ids are), email and password hash (the store
+/// never sees a password).
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub plan: String,
+    pub key_cap: u32,
+    pub created_at: i64,
+}
+
+/// An account as the store holds it (without its password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub id: String,
+    pub email: Option<String>,
+    pub plan: String,
+    pub key_cap: u32,
+    pub created_at: i64,
+    /// Access tokens issued in an earlier epoch are refused.
+    pub token_epoch: u64,
+    /// Refused at login, and its keys refused on the data plane.
+    pub disabled: bool,
+}
+
+/// What a key refresh returns besides the keys themselves: the plans, and the version to ask from next.
+pub struct KeyChanges {
+    /// Every account's plan, whenever anything changed.
+    pub plans: Vec<(String, String)>,
+    /// Every disabled account, whenever anything changed.
+    pub disabled: Vec<String>,
+    pub version: i64,
+}
