@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::auth::keys::{KeyHasher, KeyTable};
 use crate::auth::{passwords, sessions, throttle};
-use crate::clock;
+use crate::clock::{self, Clock, SystemClock};
 use crate::config::Config;
-use crate::metering::limits::{self, Limiter};
+use crate::metering::limits::{self, CounterBackend, Counters, MemoryCounters};
 use crate::metering::usage::{self, book::UsageBook};
 use crate::proxy::in_flight::InFlight;
 use crate::proxy::routes::Routes;
@@ -66,9 +66,9 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
 
     // Reservations live at most as long as a request may; a sweep ends any left behind.
     let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
-    let limiter = Limiter::new(config.limits.clone(), lease);
-    let started = std::time::Instant::now();
-    carry_usage(&store, &limiter).await.map_err(StartError::Store)?;
+    let counters = Counters::Memory(MemoryCounters::new(lease));
+    let clock = Box::new(SystemClock::new());
+    carry_usage(&store, &counters, clock.now()).await.map_err(StartError::Store)?;
 
     let app = Arc::new(App {
         routes: Routes::new(&config.providers),
@@ -78,9 +78,9 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         upstream,
         readiness: Arc::clone(&tables.readiness),
         plans: Arc::clone(&tables.plans),
-        limiter,
+        counters,
         usage: Arc::new(UsageBook::default()),
-        started,
+        clock,
         store: store.clone(),
         credentials: sessions::Credentials::new(
             config.management.session_secret.as_deref(),
@@ -125,16 +125,15 @@ impl Background {
 }
 
 /// Seeds today's request counts and this month's token totals from the store, so a restart keeps them.
-async fn carry_usage(store: &SqliteStore, limiter: &limits::Limiter) -> Result<(), StoreError> {
-    let unix = clock::unix_now();
+async fn carry_usage(store: &SqliteStore, counters: &Counters, now: limits::Now) -> Result<(), StoreError> {
+    let unix = now.unix;
     let reader = store.clone();
     let totals =
         tokio::task::spawn_blocking(move || reader.usage_totals(clock::day_of(unix), clock::month_first_day(unix)))
             .await
             .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
-    let now = limits::Now { mono_ns: 0, unix };
     for (key, account, carried) in totals {
-        limiter.carry(key, Arc::from(account.as_str()), carried, now);
+        counters.carry(key, &Arc::from(account.as_str()), carried, now);
     }
     Ok(())
 }
@@ -168,11 +167,11 @@ async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::
         if let Err(e) = flush_last_used(&app, &store).await {
             tracing::warn!(error = %e, "last-used flush failed");
         }
-        let expired = app.limiter.expire(app.now());
+        let expired = app.counters.sweep(app.now());
         if expired > 0 {
             tracing::warn!(expired, "token reservations ended by their lease");
         }
-        app.limiter.forget_keys(|id| app.keys.contains(id));
+        app.counters.forget(|id| app.keys.contains(id));
         app.usage.forget_keys(|id| app.keys.contains(id));
     }
 }
@@ -180,11 +179,12 @@ async fn housekeeping(app: Arc<App>, store: SqliteStore, mut stop: tokio::sync::
 /// Everything a request needs, shared by all connections.
 pub struct App {
     pub config: Config,
-    pub limiter: Limiter,
+    /// The limits' counters (see `metering::limits` for why an enum, not a trait object).
+    pub counters: Counters,
     pub plans: Arc<crate::metering::limits::Plans>,
     pub usage: Arc<UsageBook>,
-    /// The monotonic origin of the limiter's clock.
-    pub started: std::time::Instant,
+    /// The limits' clock: the system's in the server, a manual one where a test needs to move time.
+    pub clock: Box<dyn Clock>,
     pub store: crate::store::SqliteStore,
     pub credentials: crate::auth::sessions::Credentials,
     /// Password checks: a bounded argon2 pool behind per-address and per-account throttles.
@@ -201,9 +201,8 @@ pub struct App {
 }
 
 impl App {
-    /// This instant on the limiter's clocks.
+    /// This instant on the limits' clocks.
     pub fn now(&self) -> limits::Now {
-        let mono_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        limits::Now { mono_ns, unix: clock::unix_now() }
+        self.clock.now()
     }
 }

@@ -24,8 +24,7 @@ use crate::auth::keys::{KeyRecord, KeyTable, Refusal};
 use crate::clock;
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::metering::limits::{self, RateHeaders};
-use crate::metering::usage::book::model_label;
+use crate::metering::limits::{self, CounterBackend, RateHeaders, Subject};
 use crate::metering::usage::json_scan::UsageScanner;
 use crate::metering::usage::tap::UsageTap;
 use crate::metering::usage::{Meter, Usage};
@@ -98,12 +97,13 @@ async fn proxy(
     let provider_key = credentials::provider_key(&parts.headers)?;
     // The key's own limits come before anything shared is taken: its concurrency bounds how many of
     // the process-wide slots and slow bodies it can hold.
-    let permit = if app.config.limits.enabled {
-        let now = app.now();
-        Some(app.limiter.admit_request(&key, app.plans.quota(&key.account), now).map_err(|refusal| {
+    let admitted = if app.config.limits.enabled {
+        let subject = subject(app, &key);
+        let permit = app.counters.admit_request(&subject, app.now()).await.map_err(|refusal| {
             *rate = Some(refusal.headers);
             ProxyError::RateLimited(refusal)
-        })?)
+        })?;
+        Some((subject, permit))
     } else {
         None
     };
@@ -118,9 +118,9 @@ async fn proxy(
     log.streaming = facts.stream;
     let model = request_model(&route, &facts);
     authorize(&key, &route, model)?;
-    let mut metering = match permit {
-        Some(permit) => {
-            let metering = reserve(app, permit, &key, &route, &facts, body.len()).inspect_err(|e| {
+    let mut metering = match admitted {
+        Some((subject, permit)) => {
+            let metering = reserve(app, &subject, permit, &route, &facts, body.len()).await.inspect_err(|e| {
                 if let ProxyError::RateLimited(refusal) = e {
                     *rate = Some(refusal.headers);
                 }
@@ -292,10 +292,10 @@ fn authorize(key: &KeyRecord, route: &Route, model: Option<&str>) -> Result<(), 
 
 /// Phase: `input estimate + output cap` tokens reserved against the key's and its account's monthly
 /// quotas, for a request already admitted against its request limits.
-fn reserve(
+async fn reserve(
     app: &App,
-    permit: limits::Permit<'_>,
-    key: &KeyRecord,
+    subject: &Subject,
+    permit: limits::Permit,
     route: &Route,
     facts: &Inspected,
     body_len: usize,
@@ -304,18 +304,20 @@ fn reserve(
     let reservation =
         metering::reservation(meter, route.endpoint, facts, body_len, app.config.limits.default_max_output_tokens);
     let now = app.now();
-    let admission = permit.reserve(reservation.total(), now).map_err(ProxyError::RateLimited)?;
+    let ticket = app.counters.reserve(permit, reservation.total(), now).await.map_err(ProxyError::RateLimited)?;
     let model = request_model(route, facts);
-    Ok(Metering::new(
-        admission,
-        Arc::clone(&app.usage),
-        key.id,
-        Arc::clone(&key.account),
-        model_label(model),
-        clock::day_of(now.unix),
-        reservation.input_estimate,
-        reservation.output_cap,
-    ))
+    Ok(Metering::new(Arc::clone(&app.usage), subject, model, clock::day_of(now.unix), reservation, ticket))
+}
+
+/// Who the limits count a request against: the key, its account, its limits with the defaults
+/// applied, and its account's plan.
+fn subject(app: &App, key: &KeyRecord) -> Subject {
+    Subject {
+        key: key.id,
+        account: Arc::clone(&key.account),
+        limits: limits::effective(&key.limits, &app.config.limits),
+        plan_tokens: app.plans.quota(&key.account),
+    }
 }
 
 /// Phase: the upstream request. Only the configured origin, only the allowlisted path; the caller's
