@@ -49,6 +49,11 @@ pub struct Started {
 /// Opens the store, loads the keys and the usage carried over a restart, builds the [`App`] and starts
 /// its background tasks (key refresh, housekeeping).
 pub async fn start(config: Config) -> Result<Started, StartError> {
+    start_with_clock(config, Box::new(SystemClock::new())).await
+}
+
+/// [`start`], with the limits reading `clock` (a test's [`clock::ManualClock`] moves days and months).
+pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<Started, StartError> {
     let upstream = Upstream::new(&config.upstream, &config.providers).map_err(StartError::Upstream)?;
     let path = config.store.path.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
@@ -67,7 +72,6 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     // Reservations live at most as long as a request may; a sweep ends any left behind.
     let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
     let counters = Counters::Memory(MemoryCounters::new(lease));
-    let clock = Box::new(SystemClock::new());
     carry_usage(&store, &counters, clock.now()).await.map_err(StartError::Store)?;
 
     let app = Arc::new(App {

@@ -24,6 +24,13 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Now;
 }
 
+/// A shared clock: a test keeps one handle to move it and gives the server another.
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    fn now(&self) -> Now {
+        (**self).now()
+    }
+}
+
 /// The machine's clocks: monotonic nanoseconds since the clock was made, and the wall clock.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
@@ -185,6 +192,10 @@ mod tests {
         assert_eq!(rfc3339(clock.now().unix), "2026-11-24T00:00:00Z");
         clock.advance_to(0);
         assert_eq!(rfc3339(clock.now().unix), "2026-11-24T00:00:00Z");
+        let shared = std::sync::Arc::new(clock);
+        let handed_out: Box<dyn Clock> = Box::new(std::sync::Arc::clone(&shared));
+        shared.advance(Duration::from_secs(1));
+        assert_eq!(rfc3339(handed_out.now().unix), "2026-11-24T00:00:01Z");
         let system = SystemClock::new();
         let (a, b) = (system.now(), system.now());
         assert!(b.mono_ns >= a.mono_ns && b.unix >= a.unix);

@@ -193,7 +193,7 @@ pub struct Carried {
 /// Where the limits' counters live, and the chores that keep them.
 pub trait CounterBackend: Send + Sync {
     /// A request admitted against its request limits, holding one of its key's concurrency places until
-    /// it is reserved or dropped.
+    /// it is reserved or dropped (a request whose body fails drops it; the place must come back).
     type Permit: Send;
     type Ticket: ReservationTicket;
 
@@ -227,7 +227,10 @@ pub trait CounterBackend: Send + Sync {
 
 /// A token reservation with its concurrency place, ended exactly once: settled to what the request
 /// used, or released. Dropping it unsettled releases it, so no path can leak a reservation; the lease
-/// (see [`CounterBackend::sweep`]) covers a holder that never ends at all.
+/// (see [`CounterBackend::sweep`]) covers a holder that never ends at all. A ticket carries what it
+/// needs to end itself, so the response body can settle it where the stream ends without a handle on
+/// the backend; none of these may block, so a remote backend's ticket queues its settlement (or, from
+/// `Drop`, its release) for the backend's background task.
 pub trait ReservationTicket: Send + 'static {
     /// The rate-limit state after the reservation, for the response headers.
     fn headers(&self) -> &RateHeaders;
