@@ -10,7 +10,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tollgate::auth::keys::{self, KeyHasher, KeyKind, KeyLimits, KeyRecord, KeyTable};
 use tollgate::config::LimitsConfig;
-use tollgate::metering::limits::{Limiter, Now};
+use tollgate::metering::limits::{self, CounterBackend, MemoryCounters, Now, ReservationTicket, Subject};
 use tollgate::metering::usage::Meter;
 use tollgate::metering::usage::json_scan::UsageScanner;
 use tollgate::metering::usage::tap::UsageTap;
@@ -57,19 +57,35 @@ fn admission(c: &mut Criterion) {
         tokens_per_month: Some(u64::MAX / 2),
         default_max_output_tokens: 4096,
     };
-    let limiter = Limiter::new(limits, Duration::from_secs(900));
+    let counters = MemoryCounters::new(Duration::from_secs(900));
     let (table, key) = key_table(1);
     let record = table.verify(&key, 0).unwrap();
+    let subject = Subject {
+        key: record.id,
+        account: record.account.clone(),
+        limits: limits::effective(&record.limits, &limits),
+        plan_tokens: u64::MAX / 2,
+    };
     let mut now = Now { mono_ns: 1, unix: 1_795_422_645 };
     c.bench_function("admission/reserve_and_settle", |b| {
         b.iter(|| {
             // A minute of rate and nine seconds of day pass per call, so no limit ever refuses.
             now.mono_ns += 60_000_000_000;
             now.unix += 9;
-            let admission = limiter.admit(&record, u64::MAX / 2, 200, now).unwrap();
-            admission.settle(black_box(150));
+            let permit = at_once(counters.admit_request(&subject, now)).unwrap();
+            let ticket = at_once(counters.reserve(permit, 200, now)).unwrap();
+            ticket.settle(black_box(150));
         })
     });
+}
+
+/// The memory backend's futures are ready on their first poll, as the proxy finds them.
+fn at_once<T>(future: impl std::future::Future<Output = T>) -> T {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut cx) {
+        std::task::Poll::Ready(value) => value,
+        std::task::Poll::Pending => unreachable!("the memory backend never waits"),
+    }
 }
 
 fn openai_stream() -> Vec<u8> {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::auth::keys::{KeyHasher, KeyTable};
 use crate::auth::{passwords, sessions, throttle};
-use crate::clock;
+use crate::clock::{self, Clock, SystemClock};
 use crate::config::Config;
-use crate::metering::limits::{self, Limiter};
+use crate::metering::limits::{self, CounterBackend, Counters, MemoryCounters};
 use crate::metering::usage::{self, book::UsageBook};
 use crate::proxy::in_flight::InFlight;
 use crate::proxy::routes::Routes;
@@ -49,6 +49,11 @@ pub struct Started {
 /// Opens the store, loads the keys and the usage carried over a restart, builds the [`App`] and starts
 /// its background tasks (key refresh, housekeeping).
 pub async fn start(config: Config) -> Result<Started, StartError> {
+    start_with_clock(config, Box::new(SystemClock::new())).await
+}
+
+/// [`start`], with the limits reading `clock` (a test's [`clock::ManualClock`] moves days and months).
+pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<Started, StartError> {
     let upstream = Upstream::new(&config.upstream, &config.providers).map_err(StartError::Upstream)?;
     let store = store::open(&config.store).await.map_err(StartError::Store)?;
     let keys = Arc::new(KeyTable::new(config.keys.prefix.clone(), KeyHasher::new(config.keys.hash_secret)));
@@ -62,9 +67,8 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
 
     // Reservations live at most as long as a request may; a sweep ends any left behind.
     let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
-    let limiter = Limiter::new(config.limits.clone(), lease);
-    let started = std::time::Instant::now();
-    carry_usage(&*store, &limiter).await.map_err(StartError::Store)?;
+    let counters = Counters::Memory(MemoryCounters::new(lease));
+    carry_usage(&*store, &counters, clock.now()).await.map_err(StartError::Store)?;
 
     let app = Arc::new(App {
         routes: Routes::new(&config.providers),
@@ -74,9 +78,9 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         upstream,
         readiness: Arc::clone(&tables.readiness),
         plans: Arc::clone(&tables.plans),
-        limiter,
+        counters,
         usage: Arc::new(UsageBook::default()),
-        started,
+        clock,
         store: Arc::clone(&store),
         credentials: sessions::Credentials::new(
             config.management.session_secret.as_deref(),
@@ -121,13 +125,12 @@ impl Background {
 }
 
 /// Seeds today's request counts and this month's token totals from the store, so a restart keeps them.
-async fn carry_usage(store: &dyn Store, limiter: &limits::Limiter) -> Result<(), StoreError> {
-    let unix = clock::unix_now();
+async fn carry_usage(store: &dyn Store, counters: &Counters, now: limits::Now) -> Result<(), StoreError> {
+    let unix = now.unix;
     let totals = store.usage_totals(clock::day_of(unix), clock::month_first_day(unix)).await?;
-    let now = limits::Now { mono_ns: 0, unix };
     for total in totals {
         let carried = limits::Carried { day_requests: total.day_requests, month_tokens: total.month_tokens };
-        limiter.carry(total.key, Arc::from(total.account.as_str()), carried, now);
+        counters.carry(total.key, &Arc::from(total.account.as_str()), carried, now);
     }
     Ok(())
 }
@@ -158,11 +161,11 @@ async fn housekeeping(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool
         if let Err(e) = flush_last_used(&app).await {
             tracing::warn!(error = %e, "last-used flush failed");
         }
-        let expired = app.limiter.expire(app.now());
+        let expired = app.counters.sweep(app.now());
         if expired > 0 {
             tracing::warn!(expired, "token reservations ended by their lease");
         }
-        app.limiter.forget_keys(|id| app.keys.contains(id));
+        app.counters.forget(|id| app.keys.contains(id));
         app.usage.forget_keys(|id| app.keys.contains(id));
     }
 }
@@ -170,11 +173,12 @@ async fn housekeeping(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool
 /// Everything a request needs, shared by all connections.
 pub struct App {
     pub config: Config,
-    pub limiter: Limiter,
+    /// The limits' counters (see `metering::limits` for why an enum, not a trait object).
+    pub counters: Counters,
     pub plans: Arc<crate::metering::limits::Plans>,
     pub usage: Arc<UsageBook>,
-    /// The monotonic origin of the limiter's clock.
-    pub started: std::time::Instant,
+    /// The limits' clock: the system's in the server, a manual one where a test needs to move time.
+    pub clock: Box<dyn Clock>,
     pub store: Arc<dyn Store>,
     pub credentials: crate::auth::sessions::Credentials,
     /// Password checks: a bounded argon2 pool behind per-address and per-account throttles.
@@ -191,9 +195,8 @@ pub struct App {
 }
 
 impl App {
-    /// This instant on the limiter's clocks.
+    /// This instant on the limits' clocks.
     pub fn now(&self) -> limits::Now {
-        let mono_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        limits::Now { mono_ns, unix: clock::unix_now() }
+        self.clock.now()
     }
 }

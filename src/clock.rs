@@ -1,7 +1,94 @@
-//! Wall-clock time as unix seconds, and its RFC 3339 form for people (UTC, no time-zone database).
+//! Time as tollgate reads it: the [`Clock`] the limits read (monotonic for rates and leases, unix seconds
+//! for UTC days and months), behind a trait so tests can drive it by hand; and the calendar arithmetic on
+//! unix seconds, with the RFC 3339 form for people (UTC, no time-zone database).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// An instant on both clocks the limits need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic nanoseconds (rates, leases).
+    pub mono_ns: u64,
+    /// Unix seconds (UTC days and months).
+    pub unix: i64,
+}
+
+/// Where the limits read the time. The server reads [`SystemClock`]; tests hold a [`ManualClock`] and
+/// move it across minutes, days and months without waiting.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Now;
+}
+
+/// A shared clock: a test keeps one handle to move it and gives the server another.
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    fn now(&self) -> Now {
+        (**self).now()
+    }
+}
+
+/// The machine's clocks: monotonic nanoseconds since the clock was made, and the wall clock.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    origin: std::time::Instant,
+}
+
+impl SystemClock {
+    pub fn new() -> SystemClock {
+        SystemClock { origin: std::time::Instant::now() }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Now {
+        let mono_ns = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Now { mono_ns, unix: unix_now() }
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock {
+    mono_ns: AtomicU64,
+    unix: AtomicI64,
+}
+
+impl ManualClock {
+    pub fn new(start: Now) -> ManualClock {
+        ManualClock { mono_ns: AtomicU64::new(start.mono_ns), unix: AtomicI64::new(start.unix) }
+    }
+
+    /// Moves both clocks forward by `by` (whole seconds on the unix clock).
+    pub fn advance(&self, by: Duration) {
+        let ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self.mono_ns.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some(t.saturating_add(ns)));
+        let secs = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        let _ = self.unix.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some(t.saturating_add(secs)));
+    }
+
+    /// Moves both clocks forward to the unix second `unix` (never back).
+    pub fn advance_to(&self, unix: i64) {
+        let now = self.now();
+        if unix > now.unix {
+            self.advance(Duration::from_secs((unix - now.unix) as u64));
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Now {
+        Now { mono_ns: self.mono_ns.load(Ordering::Relaxed), unix: self.unix.load(Ordering::Relaxed) }
+    }
 }
 
 /// `2026-11-23T08:30:00Z`.
@@ -94,6 +181,24 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_422_645), "2026-11-23T08:30:45Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn a_manual_clock_moves_both_clocks_only_forward() {
+        let clock = ManualClock::new(Now { mono_ns: 5, unix: 1_795_422_645 });
+        clock.advance(Duration::from_millis(1500));
+        assert_eq!(clock.now(), Now { mono_ns: 1_500_000_005, unix: 1_795_422_646 });
+        clock.advance_to(next_day_start(1_795_422_645));
+        assert_eq!(rfc3339(clock.now().unix), "2026-11-24T00:00:00Z");
+        clock.advance_to(0);
+        assert_eq!(rfc3339(clock.now().unix), "2026-11-24T00:00:00Z");
+        let shared = std::sync::Arc::new(clock);
+        let handed_out: Box<dyn Clock> = Box::new(std::sync::Arc::clone(&shared));
+        shared.advance(Duration::from_secs(1));
+        assert_eq!(rfc3339(handed_out.now().unix), "2026-11-24T00:00:01Z");
+        let system = SystemClock::new();
+        let (a, b) = (system.now(), system.now());
+        assert!(b.mono_ns >= a.mono_ns && b.unix >= a.unix);
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Who is calling: service keys and the in-memory key table, scopes and allowlists, management
-//! sessions (access tokens), passwords and the login throttles.
+//! Who is calling: service keys and the in-memory key table, the principal authentication returns,
+//! scopes and allowlists, management sessions (access tokens), passwords and the login throttles.
 
 pub mod access;
 pub mod keys;
 pub mod passwords;
+pub mod principal;
 pub mod sessions;
 pub mod throttle;
+
+pub use principal::{AuthError, Principal, authenticate};
 
 /// The socket peer of the connection a request arrived on, in the request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,8 +25,8 @@ pub mod usage;
 use std::sync::Arc;
 
 use crate::auth::keys::KeyId;
-use crate::metering::limits::Admission;
-use crate::metering::usage::book::UsageBook;
+use crate::metering::limits::{RateHeaders, ReservationTicket, Subject, Ticket};
+use crate::metering::usage::book::{UsageBook, model_label};
 use crate::metering::usage::{Meter, Usage};
 use crate::providers::Endpoint;
 use crate::proxy::request_body::Inspected;
@@ -35,8 +35,10 @@ use crate::proxy::request_body::Inspected;
 /// anything, and a figure beyond every real one must not push the store's sums past what it can hold.
 pub const MAX_REPORTED_TOKENS: u64 = 1 << 40;
 
+/// A metered request from its reservation to its charge: the limits' ticket and the request's line in
+/// the usage book, ended together by [`Metering::settle`] with the figure the rules above give.
 pub struct Metering {
-    admission: Option<Admission>,
+    ticket: Option<Ticket>,
     book: Arc<UsageBook>,
     key: KeyId,
     account: Arc<str>,
@@ -47,23 +49,32 @@ pub struct Metering {
 }
 
 impl Metering {
-    #[allow(clippy::too_many_arguments)]
+    /// Counts the request in the usage book (for `subject`'s key and account, under the model it names,
+    /// on UTC day `day`) and holds `ticket`, reserved for `reservation`, until the request ends.
     pub fn new(
-        admission: Admission,
         book: Arc<UsageBook>,
-        key: KeyId,
-        account: Arc<str>,
-        model: Arc<str>,
+        subject: &Subject,
+        model: Option<&str>,
         day: i64,
-        input_estimate: u64,
-        output_cap: u64,
+        reservation: Reservation,
+        ticket: Ticket,
     ) -> Metering {
-        let model = book.request(key, &account, day, model);
-        Metering { admission: Some(admission), book, key, account, model, day, input_estimate, output_cap }
+        let model = book.request(subject.key, &subject.account, day, model_label(model));
+        Metering {
+            ticket: Some(ticket),
+            book,
+            key: subject.key,
+            account: Arc::clone(&subject.account),
+            model,
+            day,
+            input_estimate: reservation.input_estimate,
+            output_cap: reservation.output_cap,
+        }
     }
 
-    pub fn headers(&self) -> Option<&crate::metering::limits::RateHeaders> {
-        self.admission.as_ref().map(|a| &a.headers)
+    /// The rate-limit state after the reservation; `None` once settled.
+    pub fn headers(&self) -> Option<&RateHeaders> {
+        self.ticket.as_ref().map(ReservationTicket::headers)
     }
 
     /// The whole reservation, as usage.
@@ -75,9 +86,9 @@ impl Metering {
     pub fn settle(&mut self, usage: Usage) {
         let usage =
             Usage { input: usage.input.min(MAX_REPORTED_TOKENS), output: usage.output.min(MAX_REPORTED_TOKENS) };
-        if let Some(admission) = self.admission.take() {
+        if let Some(ticket) = self.ticket.take() {
             self.book.tokens(self.key, &self.account, self.day, &self.model, usage);
-            admission.settle(usage.total());
+            ticket.settle(usage.total());
         }
     }
 }

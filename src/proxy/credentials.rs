@@ -1,39 +1,25 @@
-//! The two keys a caller presents: where the service key is found (`Authorization: Bearer`, `x-api-key`
-//! or `x-goog-api-key`, the headers each SDK sends natively), and the provider key, validated before any
-//! connection and held in a type that never prints.
+//! The two keys a caller presents: the service key, whose failures (found and judged in `auth`) become
+//! the route's 401s here, and the provider key, validated before any connection and held in a type that
+//! never prints.
 
-use http::{HeaderMap, header};
+use http::HeaderMap;
 
+use crate::auth::AuthError;
 use crate::error::ProxyError;
 pub use crate::providers::key::{MAX_PROVIDER_KEY_LEN, ProviderKey};
 
 /// The header carrying the caller's own provider key.
 pub const PROVIDER_KEY_HEADER: &str = "x-provider-key";
 
-/// Finds the service key. The Anthropic and Gemini SDKs put their `api_key` in `x-api-key` /
-/// `x-goog-api-key`, and users may set both that and `Authorization`, so among the present candidates one
-/// that carries tollgate's prefix wins; otherwise the first present one is judged (and refused).
-pub fn service_key<'a>(headers: &'a HeaderMap, prefix: &str) -> Result<&'a str, ProxyError> {
-    let bearer = headers.get(header::AUTHORIZATION).map(|v| {
-        let v = v.to_str().unwrap_or_default();
-        match v.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            _ => "",
+/// A caller that did not authenticate, as the error its route answers with.
+impl From<AuthError> for ProxyError {
+    fn from(error: AuthError) -> ProxyError {
+        match error {
+            AuthError::Missing => ProxyError::MissingServiceKey,
+            AuthError::Invalid => ProxyError::InvalidServiceKey,
+            AuthError::Expired => ProxyError::ExpiredServiceKey,
         }
-    });
-    let candidates = [
-        bearer,
-        headers.get("x-api-key").map(|v| v.to_str().unwrap_or_default()),
-        headers.get("x-goog-api-key").map(|v| v.to_str().unwrap_or_default()),
-    ];
-    let is_ours = |k: &str| k.len() > prefix.len() && k.starts_with(prefix) && k.as_bytes()[prefix.len()] == b'_';
-    candidates
-        .iter()
-        .flatten()
-        .find(|k| is_ours(k))
-        .or_else(|| candidates.iter().flatten().next())
-        .copied()
-        .ok_or(ProxyError::MissingServiceKey)
+    }
 }
 
 /// Takes the caller's provider key from `X-Provider-Key`: exactly one header, printable ASCII without
@@ -61,22 +47,10 @@ mod tests {
     }
 
     #[test]
-    fn the_service_key_comes_from_any_sdk_header() {
-        let h = headers(&[("authorization", b"Bearer tg_live_x")]);
-        assert_eq!(service_key(&h, "tg"), Ok("tg_live_x"));
-        let h = headers(&[("authorization", b"bearer   tg_live_x ")]);
-        assert_eq!(service_key(&h, "tg"), Ok("tg_live_x"));
-        let h = headers(&[("x-api-key", b"tg_live_y")]);
-        assert_eq!(service_key(&h, "tg"), Ok("tg_live_y"));
-        // google-genai always sends its api_key; the Authorization header carries ours.
-        let h = headers(&[("x-goog-api-key", b"unused"), ("authorization", b"Bearer tg_live_z")]);
-        assert_eq!(service_key(&h, "tg"), Ok("tg_live_z"));
-        // An Anthropic SDK with ANTHROPIC_API_KEY in the env and auth_token set.
-        let h = headers(&[("x-api-key", b"tg_live_a"), ("authorization", b"Bearer sk-ant-real")]);
-        assert_eq!(service_key(&h, "tg"), Ok("tg_live_a"));
-        let h = headers(&[("authorization", b"Basic abc")]);
-        assert_eq!(service_key(&h, "tg"), Ok(""));
-        assert_eq!(service_key(&HeaderMap::new(), "tg"), Err(ProxyError::MissingServiceKey));
+    fn authentication_failures_are_the_401s_of_the_error_table() {
+        assert_eq!(ProxyError::from(AuthError::Missing), ProxyError::MissingServiceKey);
+        assert_eq!(ProxyError::from(AuthError::Invalid), ProxyError::InvalidServiceKey);
+        assert_eq!(ProxyError::from(AuthError::Expired), ProxyError::ExpiredServiceKey);
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! One request, phase by phase (DESIGN §1): route → check head → authenticate → take the provider key
 //! → admit against the key's request limits → take a process-wide slot → read and inspect the body →
 //! authorize → reserve tokens → build the upstream request → forward → stream back.
-//! Each phase is a function; every failure leaves through [`error_response`], in the route's shape.
+//! Each phase is a function; what a request has gathered so far lives in its [`RequestContext`]; every
+//! failure leaves through [`error_response`], in the route's shape.
 
 pub mod body;
+pub mod context;
 pub mod credentials;
 mod error_response;
 pub mod headers;
 pub mod in_flight;
 pub mod request_body;
+pub mod respond;
 pub mod routes;
 pub mod sse;
 
@@ -21,45 +24,31 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::app::App;
-use crate::auth::keys::{KeyRecord, KeyTable, Refusal};
+use crate::auth::{self, Principal};
 use crate::clock;
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::metering::limits::{self, RateHeaders};
-use crate::metering::usage::book::model_label;
-use crate::metering::usage::json_scan::UsageScanner;
-use crate::metering::usage::tap::UsageTap;
+use crate::metering::limits::{self, CounterBackend, Subject};
 use crate::metering::usage::{Meter, Usage};
 use crate::metering::{self, Metering};
 use crate::providers::RouteMiss;
 use crate::providers::key::ProviderKey;
-use crate::telemetry::access_log::{AccessLog, RequestId};
+use crate::telemetry::access_log::RequestId;
 use crate::upstream::{UpstreamRequest, UpstreamStream};
-use body::{BodyMeter, ProxyBody, StreamLimits, StreamParts, UpstreamBody};
-use in_flight::InFlightSlot;
+use body::ProxyBody;
+use context::RequestContext;
 use request_body::{Inspected, inspect_body, with_stream_usage};
+use respond::{Forwarded, respond};
 use routes::Route;
-use sse::SseFramer;
 
 pub use error_response::error_response;
 
 const X_REQUEST_ID: &str = "x-request-id";
-/// Where an upstream's own `x-request-id` goes, so support tickets with the provider still work.
-const X_UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
 
 /// Serves one request on a provider route. Never fails: errors become provider-shaped responses. The
 /// body stays with the caller, which deals with whatever of it is left unread (`server::unread`).
 pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, request_id: RequestId) -> Response<ProxyBody> {
-    let mut log = AccessLog {
-        request_id,
-        method: req.method().clone(),
-        provider: None,
-        endpoint: None,
-        metrics: Arc::clone(&app.metrics),
-        key: None,
-        streaming: false,
-        started: Instant::now(),
-    };
+    let mut ctx = RequestContext::new(request_id, req.method().clone(), Arc::clone(&app.metrics));
     let route = match app.routes.resolve(req.method(), req.uri().path()) {
         Ok(route) => route,
         Err(miss) => {
@@ -67,18 +56,18 @@ pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, request_id: Requ
                 RouteMiss::NotFound => ProxyError::NotFound,
                 RouteMiss::WrongMethod(allowed) => ProxyError::MethodNotAllowed(allowed),
             };
-            return error_response(miss.shape, &error, &log);
+            return error_response(miss.shape, &error, &ctx.access_log());
         }
     };
-    log.provider = Some((route.provider_index, Arc::from(route.provider.name.as_str())));
-    log.endpoint = Some(route.endpoint);
-    let kind = route.provider.kind;
-    let mut rate = None;
-    match proxy(&app, route, req, &mut log, &mut rate).await {
+    ctx.routed(&route);
+    match proxy(&app, &route, req, &mut ctx).await {
         Ok(response) => response,
         Err(error) => {
-            let mut response = error_response(kind, &error, &log);
-            if let Some(rate) = rate {
+            // A reservation the failure left open is charged before the line is written (`Metering`'s
+            // drop: the whole reservation).
+            drop(ctx.metering.take());
+            let mut response = error_response(route.provider.kind, &error, &ctx.access_log());
+            if let Some(rate) = ctx.rate_headers(&error) {
                 rate.write_to(response.headers_mut());
             }
             response
@@ -86,30 +75,20 @@ pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, request_id: Requ
     }
 }
 
+/// The phases of a routed request, in order, up to the response head.
 async fn proxy(
     app: &App,
-    route: Route,
+    route: &Route,
     req: Request<&mut Incoming>,
-    log: &mut AccessLog,
-    rate: &mut Option<RateHeaders>,
+    ctx: &mut RequestContext,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = req.into_parts();
     check_head(&parts, app.config.server.max_header_bytes)?;
-    let key = authenticate(&app.keys, &parts.headers)?;
-    log.key = Some(app.keys.label(&key));
-    app.last_used.insert(key.id, clock::unix_now());
+    let principal = &*ctx.principal.insert(authenticate(app, &parts.headers)?);
     let provider_key = credentials::provider_key(&parts.headers)?;
     // The key's own limits come before anything shared is taken: its concurrency bounds how many of
     // the process-wide slots and slow bodies it can hold.
-    let permit = if app.config.limits.enabled {
-        let now = app.now();
-        Some(app.limiter.admit_request(&key, app.plans.quota(&key.account), now).map_err(|refusal| {
-            *rate = Some(refusal.headers);
-            ProxyError::RateLimited(refusal)
-        })?)
-    } else {
-        None
-    };
+    let admitted = admit_request(app, principal).await?;
     let slot = app.in_flight.admit()?;
     let (body, facts) = if route.endpoint.has_json_body() {
         let body = read_body(body, &parts.headers, &app.config).await?;
@@ -118,47 +97,49 @@ async fn proxy(
     } else {
         (Bytes::new(), Inspected::default())
     };
-    log.streaming = facts.stream;
-    let model = request_model(&route, &facts);
-    authorize(&key, &route, model)?;
-    let mut metering = match permit {
-        Some(permit) => {
-            let metering = reserve(app, permit, &key, &route, &facts, body.len()).inspect_err(|e| {
-                if let ProxyError::RateLimited(refusal) = e {
-                    *rate = Some(refusal.headers);
-                }
-            })?;
-            *rate = metering.headers().copied();
-            Some(metering)
-        }
-        None => None,
-    };
-    let inject_usage = metering.is_some()
-        && Meter::of(route.provider.kind, route.endpoint).usage_on_request()
+    ctx.streaming = facts.stream;
+    authorize(principal, route, request_model(route, &facts))?;
+    if let Some(admitted) = admitted {
+        let metering = reserve(app, admitted, route, ctx.meter, &facts, body.len()).await?;
+        ctx.rate = metering.headers().copied();
+        ctx.metering = Some(metering);
+    }
+    let injected_usage = ctx.metering.is_some()
+        && ctx.meter.usage_on_request()
         && facts.stream
         && facts.include_usage != Some(true)
         && route.provider.inject_stream_usage;
-    let body = if inject_usage { with_stream_usage(body, &facts.usage_splice) } else { body };
-    let upstream_request = build_upstream_request(&route, &parts, body, &provider_key)?;
+    let body = if injected_usage { with_stream_usage(body, &facts.usage_splice) } else { body };
+    let upstream_request = build_upstream_request(route, &parts, body, &provider_key)?;
     drop(provider_key);
+    let (response, deadline) = forward(app, route, upstream_request, ctx).await?;
+    Ok(respond(app, route, Forwarded { response, deadline, slot, injected_usage }, ctx))
+}
 
+/// Phase: the request sent upstream and its response head awaited, within the total deadline. A
+/// request that fails here is charged here (see `metering`).
+async fn forward(
+    app: &App,
+    route: &Route,
+    request: UpstreamRequest,
+    ctx: &mut RequestContext,
+) -> Result<(Response<UpstreamStream>, Instant), ProxyError> {
     let sent = Instant::now();
     let deadline = sent + app.config.upstream.total_timeout;
-    let upstream_response = match app.upstream.send(upstream_request, route.provider_index, deadline).await {
+    match app.upstream.send(request, route.provider_index, deadline).await {
         Ok(response) => {
             let upstream = sent.elapsed();
             app.metrics.upstream_latency(route.provider_index, upstream);
-            app.metrics.overhead(log.started.elapsed().saturating_sub(upstream));
-            response
+            app.metrics.overhead(ctx.started.elapsed().saturating_sub(upstream));
+            Ok((response, deadline))
         }
         Err(error) => {
-            if let Some(metering) = metering.as_mut() {
+            if let Some(metering) = ctx.metering.as_mut() {
                 metering.settle(charge_before_head(&error, metering));
             }
-            return Err(error);
+            Err(error)
         }
-    };
-    Ok(respond(app, &route, upstream_response, deadline, log.clone(), slot, metering, inject_usage))
+    }
 }
 
 /// The charge when the upstream never answered (see `metering`).
@@ -169,56 +150,6 @@ fn charge_before_head(error: &ProxyError, metering: &Metering) -> Usage {
     }
 }
 
-/// Phase: the caller's response. Upstream headers cleaned; the body streamed through with its own idle
-/// and total limits, SSE framed, the in-flight slot and the log line carried until it ends.
-#[allow(clippy::too_many_arguments)]
-fn respond(
-    app: &App,
-    route: &Route,
-    upstream_response: Response<UpstreamStream>,
-    deadline: Instant,
-    log: AccessLog,
-    slot: InFlightSlot,
-    metering: Option<Metering>,
-    injected_usage: bool,
-) -> Response<ProxyBody> {
-    let (mut head, incoming) = upstream_response.into_parts();
-    let is_stream = headers::is_event_stream(&head.headers);
-    let mut response_headers = headers::caller_response_headers(&head.headers, is_stream);
-    if let Some(upstream_id) = response_headers.remove(X_REQUEST_ID) {
-        response_headers.insert(X_UPSTREAM_REQUEST_ID, upstream_id);
-    }
-    if let Some(rate) = metering.as_ref().and_then(Metering::headers) {
-        rate.write_to(&mut response_headers);
-    }
-    head.headers = response_headers;
-    head.version = http::Version::default();
-    let status = head.status.as_u16();
-    let meter = match Meter::of(route.provider.kind, route.endpoint) {
-        _ if metering.is_none() => BodyMeter::Nothing,
-        Meter::Free => BodyMeter::Nothing,
-        _ if status >= 400 => BodyMeter::Nothing,
-        meter if is_stream => BodyMeter::Events(UsageTap::new(meter, injected_usage)),
-        meter => BodyMeter::Json(meter, UsageScanner::new(meter.json_key())),
-    };
-    let parts = StreamParts {
-        provider_index: route.provider_index,
-        kind: route.provider.kind,
-        endpoint: route.endpoint,
-        limits: StreamLimits { idle: app.config.upstream.idle_timeout, deadline },
-        status,
-        log,
-        slot,
-        metering,
-        meter,
-    };
-    let request_id = parts.log.request_id;
-    let framer = is_stream.then(|| SseFramer::new(app.config.upstream.max_event_bytes));
-    let body = UpstreamBody::new(incoming, framer, parts);
-    let response = Response::from_parts(head, ProxyBody::Upstream(Box::new(body)));
-    with_request_id(response, request_id)
-}
-
 /// Phase: the head is within the size cap (hyper's own limit sits above it and answers bare).
 fn check_head(parts: &request::Parts, max: usize) -> Result<(), ProxyError> {
     if headers::head_size(&parts.uri, &parts.headers) > max {
@@ -227,13 +158,34 @@ fn check_head(parts: &request::Parts, max: usize) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Phase: the service key is present, well-formed, known, active and unexpired.
-fn authenticate(keys: &KeyTable, headers: &http::HeaderMap) -> Result<Arc<KeyRecord>, ProxyError> {
-    let presented = credentials::service_key(headers, keys.prefix())?;
-    keys.verify(presented, crate::clock::unix_now()).map_err(|refusal| match refusal {
-        Refusal::Invalid => ProxyError::InvalidServiceKey,
-        Refusal::Expired => ProxyError::ExpiredServiceKey,
-    })
+/// Phase: the service key is present, well-formed, known, active and unexpired; its use is noted for
+/// the next flush.
+fn authenticate(app: &App, headers: &http::HeaderMap) -> Result<Principal, ProxyError> {
+    let principal = auth::authenticate(&app.keys, headers, clock::unix_now())?;
+    app.last_used.insert(principal.key.id, clock::unix_now());
+    Ok(principal)
+}
+
+/// Phase (limits on): the request counted against its key's request limits, before its body is read.
+async fn admit_request(app: &App, principal: &Principal) -> Result<Option<(Subject, limits::Permit)>, ProxyError> {
+    if !app.config.limits.enabled {
+        return Ok(None);
+    }
+    let subject = subject(app, principal);
+    let permit = app.counters.admit_request(&subject, app.now()).await.map_err(ProxyError::RateLimited)?;
+    Ok(Some((subject, permit)))
+}
+
+/// Who the limits count a request against: the key, its account, its limits with the defaults
+/// applied, and its account's plan.
+fn subject(app: &App, principal: &Principal) -> Subject {
+    let key = &principal.key;
+    Subject {
+        key: key.id,
+        account: Arc::clone(&key.account),
+        limits: limits::effective(&key.limits, &app.config.limits),
+        plan_tokens: app.plans.quota(&key.account),
+    }
 }
 
 /// Phase: the request body, whole (it must be read to learn `stream`), within the size cap, with an
@@ -282,39 +234,30 @@ fn request_model<'a>(route: &'a Route, facts: &'a Inspected) -> Option<&'a str> 
 
 /// Phase: the key's scopes and allowlists cover this provider, route and model. A model name is
 /// bounded before any allowlist pattern is matched against it.
-fn authorize(key: &KeyRecord, route: &Route, model: Option<&str>) -> Result<(), ProxyError> {
+fn authorize(principal: &Principal, route: &Route, model: Option<&str>) -> Result<(), ProxyError> {
     if model.is_some_and(|m| m.len() > crate::auth::access::MAX_MODEL_BYTES) {
         return Err(ProxyError::ModelNameTooLong);
     }
-    key.access.check(&route.provider.name, route.endpoint, model).map_err(|denied| ProxyError::Forbidden(denied.0))
+    let access = &principal.key.access;
+    access.check(&route.provider.name, route.endpoint, model).map_err(|denied| ProxyError::Forbidden(denied.0))
 }
 
-/// Phase: `input estimate + output cap` tokens reserved against the key's and its account's monthly
-/// quotas, for a request already admitted against its request limits.
-fn reserve(
+/// Phase (limits on): `input estimate + output cap` tokens reserved against the key's and its account's
+/// monthly quotas, for a request already admitted against its request limits.
+async fn reserve(
     app: &App,
-    permit: limits::Permit<'_>,
-    key: &KeyRecord,
+    (subject, permit): (Subject, limits::Permit),
     route: &Route,
+    meter: Meter,
     facts: &Inspected,
     body_len: usize,
 ) -> Result<Metering, ProxyError> {
-    let meter = Meter::of(route.provider.kind, route.endpoint);
     let reservation =
         metering::reservation(meter, route.endpoint, facts, body_len, app.config.limits.default_max_output_tokens);
     let now = app.now();
-    let admission = permit.reserve(reservation.total(), now).map_err(ProxyError::RateLimited)?;
+    let ticket = app.counters.reserve(permit, reservation.total(), now).await.map_err(ProxyError::RateLimited)?;
     let model = request_model(route, facts);
-    Ok(Metering::new(
-        admission,
-        Arc::clone(&app.usage),
-        key.id,
-        Arc::clone(&key.account),
-        model_label(model),
-        clock::day_of(now.unix),
-        reservation.input_estimate,
-        reservation.output_cap,
-    ))
+    Ok(Metering::new(Arc::clone(&app.usage), &subject, model, clock::day_of(now.unix), reservation, ticket))
 }
 
 /// Phase: the upstream request. Only the configured origin, only the allowlisted path; the caller's

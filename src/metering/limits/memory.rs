@@ -1,0 +1,324 @@
+//! The in-memory counter backend: one process's counters, a `DashMap` entry per key and per account, each
+//! behind its own lock. Admission takes the key's lock then the account's (always in that order), so it
+//! is atomic across every limit without a global lock. Tickets hold their counters and settle under the
+//! same locks, at once, even from `Drop`.
+
+use std::future::{Future, ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dashmap::DashMap;
+
+use super::gcra::{Decision, Gcra};
+use super::ledger::Ledger;
+use super::{
+    Carried, CounterBackend, EffectiveLimits, LimitKind, Now, RateHeaders, Refusal, ReservationTicket, Subject,
+};
+use crate::auth::keys::KeyId;
+use crate::clock;
+
+struct KeyCounters {
+    gcra: Gcra,
+    day: i64,
+    day_requests: u64,
+    in_flight: u32,
+    month: i64,
+    tokens: Ledger,
+}
+
+impl KeyCounters {
+    fn fresh(carried: Carried, now: Now) -> KeyCounters {
+        KeyCounters {
+            gcra: Gcra::default(),
+            day: clock::day_of(now.unix),
+            day_requests: carried.day_requests,
+            in_flight: 0,
+            month: clock::month_of(now.unix),
+            tokens: Ledger::with_used(carried.month_tokens),
+        }
+    }
+}
+
+struct AccountCounters {
+    month: i64,
+    tokens: Ledger,
+}
+
+pub struct MemoryCounters {
+    /// How long a reservation may stay open before a sweep ends it.
+    lease_ns: u64,
+    keys: DashMap<KeyId, Arc<Mutex<KeyCounters>>>,
+    accounts: DashMap<Arc<str>, Arc<Mutex<AccountCounters>>>,
+    next_reservation: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Counters stay consistent under a panic elsewhere: every update completes under one lock.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemoryCounters {
+    /// `lease`: how long a reservation may stay open before [`CounterBackend::sweep`] ends it.
+    pub fn new(lease: std::time::Duration) -> MemoryCounters {
+        MemoryCounters {
+            lease_ns: u64::try_from(lease.as_nanos()).unwrap_or(u64::MAX),
+            keys: DashMap::new(),
+            accounts: DashMap::new(),
+            next_reservation: AtomicU64::new(1),
+        }
+    }
+
+    fn account(&self, account: &Arc<str>, now: Now) -> Arc<Mutex<AccountCounters>> {
+        if let Some(a) = self.accounts.get(account) {
+            return Arc::clone(a.value());
+        }
+        let fresh = AccountCounters { month: clock::month_of(now.unix), tokens: Ledger::default() };
+        Arc::clone(self.accounts.entry(Arc::clone(account)).or_insert_with(|| Arc::new(Mutex::new(fresh))).value())
+    }
+
+    fn key(&self, key: KeyId, now: Now) -> Arc<Mutex<KeyCounters>> {
+        if let Some(k) = self.keys.get(&key) {
+            return Arc::clone(k.value());
+        }
+        let fresh = KeyCounters::fresh(Carried::default(), now);
+        Arc::clone(self.keys.entry(key).or_insert_with(|| Arc::new(Mutex::new(fresh))).value())
+    }
+
+    fn admit_now(&self, subject: &Subject, now: Now) -> Result<Permit, Refusal> {
+        let limits = subject.limits;
+        let key_counters = self.key(subject.key, now);
+        let account_counters = self.account(&subject.account, now);
+        let mut k = lock(&key_counters);
+        let mut a = lock(&account_counters);
+        roll(&mut k, &mut a, now);
+
+        let refuse = |limit, retry_after_secs: u64| Refusal {
+            limit,
+            retry_after_secs: retry_after_secs.max(1),
+            headers: headers(&limits, subject.plan_tokens, &k, &a, now),
+        };
+        if k.in_flight >= limits.concurrency {
+            return Err(refuse(LimitKind::Concurrency, 1));
+        }
+        if let Decision::Wait(ns) = k.gcra.check(limits.rate, now.mono_ns) {
+            return Err(refuse(LimitKind::RequestsPerMinute, ns.div_ceil(1_000_000_000)));
+        }
+        if k.day_requests >= u64::from(limits.per_day) {
+            let wait = clock::next_day_start(now.unix).saturating_sub(now.unix);
+            return Err(refuse(LimitKind::RequestsPerDay, u64::try_from(wait).unwrap_or(0)));
+        }
+        k.gcra.record(limits.rate, now.mono_ns);
+        k.day_requests = k.day_requests.saturating_add(1);
+        k.in_flight = k.in_flight.saturating_add(1);
+        drop(a);
+        drop(k);
+        Ok(Permit {
+            slot: InFlightSlot(Arc::clone(&key_counters)),
+            key: key_counters,
+            account: account_counters,
+            limits,
+            plan_tokens: subject.plan_tokens,
+        })
+    }
+
+    fn reserve_now(&self, permit: Permit, cost: u64, now: Now) -> Result<Ticket, Refusal> {
+        let mut k = lock(&permit.key);
+        let mut a = lock(&permit.account);
+        roll(&mut k, &mut a, now);
+        let to_month_end = u64::try_from(clock::next_month_start(now.unix).saturating_sub(now.unix)).unwrap_or(0);
+        let refused = if permit.limits.key_tokens.is_some_and(|quota| !k.tokens.fits(quota, cost)) {
+            Some(LimitKind::KeyTokens)
+        } else if !a.tokens.fits(permit.plan_tokens, cost) {
+            Some(LimitKind::AccountTokens)
+        } else {
+            None
+        };
+        if let Some(limit) = refused {
+            return Err(Refusal {
+                limit,
+                retry_after_secs: to_month_end.max(1),
+                headers: headers(&permit.limits, permit.plan_tokens, &k, &a, now),
+            });
+        }
+        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+        let lease_until = now.mono_ns.saturating_add(self.lease_ns);
+        k.tokens.reserve(id, cost, lease_until);
+        a.tokens.reserve(id, cost, lease_until);
+        let headers = headers(&permit.limits, permit.plan_tokens, &k, &a, now);
+        drop(a);
+        drop(k);
+        Ok(Ticket {
+            _slot: permit.slot,
+            key: permit.key,
+            account: permit.account,
+            id,
+            reserved: cost,
+            headers,
+            ended: false,
+        })
+    }
+
+    /// Counters held, one per key seen since start (for tests).
+    pub fn tracked_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Tokens used and reserved this month by a key (for tests and reports of the live state).
+    pub fn key_tokens(&self, key: KeyId) -> Option<(u64, u64)> {
+        self.keys.get(&key).map(|k| {
+            let k = lock(k.value());
+            (k.tokens.used, k.tokens.reserved)
+        })
+    }
+
+    /// Requests in flight for a key.
+    pub fn in_flight(&self, key: KeyId) -> u32 {
+        self.keys.get(&key).map_or(0, |k| lock(k.value()).in_flight)
+    }
+}
+
+impl CounterBackend for MemoryCounters {
+    type Permit = Permit;
+    type Ticket = Ticket;
+
+    fn admit_request(&self, subject: &Subject, now: Now) -> impl Future<Output = Result<Permit, Refusal>> + Send {
+        // Answered under the locks before the future exists: it is ready on its first poll.
+        ready(self.admit_now(subject, now))
+    }
+
+    fn reserve(&self, permit: Permit, cost: u64, now: Now) -> impl Future<Output = Result<Ticket, Refusal>> + Send {
+        ready(self.reserve_now(permit, cost, now))
+    }
+
+    fn carry(&self, key: KeyId, account: &Arc<str>, carried: Carried, now: Now) {
+        self.keys.insert(key, Arc::new(Mutex::new(KeyCounters::fresh(carried, now))));
+        let account = self.account(account, now);
+        let mut account = lock(&account);
+        account.tokens.used = account.tokens.used.saturating_add(carried.month_tokens);
+    }
+
+    fn sweep(&self, now: Now) -> usize {
+        let mut ended = 0;
+        for entry in &self.keys {
+            ended += lock(entry.value()).tokens.expire(now.mono_ns).len();
+        }
+        for entry in &self.accounts {
+            lock(entry.value()).tokens.expire(now.mono_ns);
+        }
+        ended
+    }
+
+    /// Keys created and revoked in a loop cost these counters nothing once they are gone.
+    fn forget(&self, known: impl Fn(KeyId) -> bool) -> usize {
+        let mut gone = 0;
+        self.keys.retain(|id, counters| {
+            let keep = known(*id) || Arc::strong_count(counters) > 1;
+            gone += usize::from(!keep);
+            keep
+        });
+        gone
+    }
+}
+
+/// Starts a new day or month where `now` has crossed into one.
+fn roll(k: &mut KeyCounters, a: &mut AccountCounters, now: Now) {
+    let day = clock::day_of(now.unix);
+    if k.day != day {
+        k.day = day;
+        k.day_requests = 0;
+    }
+    let month = clock::month_of(now.unix);
+    if k.month != month {
+        k.month = month;
+        k.tokens.roll();
+    }
+    if a.month != month {
+        a.month = month;
+        a.tokens.roll();
+    }
+}
+
+fn headers(limits: &EffectiveLimits, plan_tokens: u64, k: &KeyCounters, a: &AccountCounters, now: Now) -> RateHeaders {
+    let account_remaining = a.tokens.remaining(plan_tokens);
+    let (limit_tokens, remaining_tokens) = match limits.key_tokens {
+        Some(quota) if k.tokens.remaining(quota) < account_remaining => (quota, k.tokens.remaining(quota)),
+        _ => (plan_tokens, account_remaining),
+    };
+    RateHeaders {
+        limit_requests: u64::from(limits.per_minute),
+        remaining_requests: k.gcra.remaining(limits.rate, now.mono_ns),
+        reset_requests_ns: k.gcra.reset_ns(now.mono_ns),
+        limit_tokens,
+        remaining_tokens,
+        reset_tokens_secs: (clock::next_month_start(now.unix) - now.unix) as u64,
+    }
+}
+
+/// A request admitted against its key's request limits, holding one of the key's concurrency places
+/// until it is reserved or dropped.
+pub struct Permit {
+    slot: InFlightSlot,
+    key: Arc<Mutex<KeyCounters>>,
+    account: Arc<Mutex<AccountCounters>>,
+    limits: EffectiveLimits,
+    plan_tokens: u64,
+}
+
+/// One of a key's concurrency places; freed when dropped.
+struct InFlightSlot(Arc<Mutex<KeyCounters>>);
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let mut k = lock(&self.0);
+        k.in_flight = k.in_flight.saturating_sub(1);
+    }
+}
+
+/// An admitted request's token reservation and concurrency place. Dropped unsettled, it charges the
+/// whole reservation, under the counters' locks, at once.
+pub struct Ticket {
+    key: Arc<Mutex<KeyCounters>>,
+    account: Arc<Mutex<AccountCounters>>,
+    /// Held for its `Drop`, which frees the place after the reservation ended.
+    _slot: InFlightSlot,
+    id: u64,
+    reserved: u64,
+    headers: RateHeaders,
+    ended: bool,
+}
+
+impl Ticket {
+    fn end(&mut self, actual: u64) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let mut k = lock(&self.key);
+        let mut a = lock(&self.account);
+        k.tokens.settle(self.id, actual);
+        a.tokens.settle(self.id, actual);
+    }
+}
+
+impl ReservationTicket for Ticket {
+    fn headers(&self) -> &RateHeaders {
+        &self.headers
+    }
+
+    fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    fn settle(mut self, actual: u64) {
+        self.end(actual);
+    }
+
+    fn release(mut self) {
+        self.end(self.reserved);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.end(self.reserved);
+    }
+}
