@@ -29,7 +29,6 @@ use crate::metering::limits::{RateHeaders, ReservationTicket, Subject, Ticket};
 use crate::metering::usage::book::{UsageBook, model_label};
 use crate::metering::usage::{Meter, Usage};
 use crate::providers::Endpoint;
-use crate::proxy::request_body::Inspected;
 
 /// The most tokens one figure of one request is charged (2^40, about 1.1 trillion): an upstream may report
 /// anything, and a figure beyond every real one must not push the store's sums past what it can hold.
@@ -120,11 +119,20 @@ impl Reservation {
     }
 }
 
+/// What a request's body asks for that its reservation depends on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// Its own output cap (`max_tokens` and the like), if it names one.
+    pub max_output: Option<u64>,
+    /// How many choices or candidates it asks for (0 or 1: one).
+    pub choices: u64,
+}
+
 /// The reservation of a request on a route metered by `meter`, from what its body asks for.
 pub fn reservation(
     meter: Meter,
     endpoint: Endpoint,
-    facts: &Inspected,
+    asked: Asked,
     body_len: usize,
     default_max_output: u64,
 ) -> Reservation {
@@ -132,7 +140,7 @@ pub fn reservation(
     let output_cap = match (meter, endpoint) {
         (Meter::Free, _) => return Reservation { input_estimate: 0, output_cap: 0 },
         (Meter::OpenAiEmbeddings, _) | (_, Endpoint::EmbedContent) => 0,
-        _ => facts.max_output.unwrap_or(default_max_output).saturating_mul(facts.choices.max(1)),
+        _ => asked.max_output.unwrap_or(default_max_output).saturating_mul(asked.choices.max(1)),
     };
     Reservation { input_estimate, output_cap }
 }
@@ -244,7 +252,7 @@ mod tests {
             let reserve = |f: &Fields| {
                 let text = body(f);
                 inspect_body(kind, endpoint, text.as_bytes())
-                    .map(|facts| (reservation(meter, endpoint, &facts, text.len(), default), text.len()))
+                    .map(|facts| (reservation(meter, endpoint, facts.asked(), text.len(), default), text.len()))
             };
             let valid = fields.iter().flatten().all(|n| n.int().is_some());
             let Ok((r, len)) = reserve(&fields) else {
@@ -268,7 +276,7 @@ mod tests {
     #[test]
     fn choices_multiply_the_default_cap_too() {
         let facts = inspect_body(ProviderKind::OpenAi, Endpoint::ChatCompletions, br#"{"n":128}"#).unwrap();
-        let r = reservation(Meter::OpenAiCompletion, Endpoint::ChatCompletions, &facts, 10, 4096);
+        let r = reservation(Meter::OpenAiCompletion, Endpoint::ChatCompletions, facts.asked(), 10, 4096);
         assert_eq!(r, Reservation { input_estimate: 3, output_cap: 128 * 4096 });
         let facts = inspect_body(
             ProviderKind::Gemini,
@@ -276,10 +284,10 @@ mod tests {
             br#"{"generationConfig":{"candidateCount":4}}"#,
         )
         .unwrap();
-        let r = reservation(Meter::Gemini, Endpoint::GenerateContent, &facts, 0, 100);
+        let r = reservation(Meter::Gemini, Endpoint::GenerateContent, facts.asked(), 0, 100);
         assert_eq!(r.output_cap, 400);
         let facts = inspect_body(ProviderKind::OpenAi, Endpoint::Completions, br#"{"n":2,"best_of":6}"#).unwrap();
-        let r = reservation(Meter::OpenAiCompletion, Endpoint::Completions, &facts, 0, 100);
+        let r = reservation(Meter::OpenAiCompletion, Endpoint::Completions, facts.asked(), 0, 100);
         assert_eq!(r.output_cap, 600);
     }
 }

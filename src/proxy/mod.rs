@@ -252,8 +252,13 @@ async fn reserve(
     facts: &Inspected,
     body_len: usize,
 ) -> Result<Metering, ProxyError> {
-    let reservation =
-        metering::reservation(meter, route.endpoint, facts, body_len, app.config.limits.default_max_output_tokens);
+    let reservation = metering::reservation(
+        meter,
+        route.endpoint,
+        facts.asked(),
+        body_len,
+        app.config.limits.default_max_output_tokens,
+    );
     let now = app.now();
     let ticket = app.counters.reserve(permit, reservation.total(), now).await.map_err(ProxyError::RateLimited)?;
     let model = request_model(route, facts);

@@ -96,6 +96,13 @@ pub struct Inspected {
     pub usage_splice: Splice,
 }
 
+impl Inspected {
+    /// What the body asks for that its token reservation depends on.
+    pub fn asked(&self) -> crate::metering::Asked {
+        crate::metering::Asked { max_output: self.max_output, choices: self.choices }
+    }
+}
+
 /// Phase: the body is a JSON object (the upstream never sees malformed JSON); what it asks for, read
 /// as the provider's table for this endpoint says. An endpoint the provider does not serve never
 /// routes, and is refused here too.

@@ -4,7 +4,6 @@
 
 mod rows;
 pub mod sqlite;
-pub mod sync;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -307,7 +307,7 @@ async fn model_names_are_bounded_and_printed_safely() {
     let key_id = tollgate::auth::keys::KeyId::parse(&id).unwrap();
     let old = tollgate::metering::usage::book::UsageBook::default();
     old.request(key_id, &std::sync::Arc::from("default"), 0, std::sync::Arc::from("\u{1b}]0;pwned\u{7}"));
-    store.add_usage(&tollgate::metering::usage::book::additions(&old.take())).unwrap();
+    store.add_usage(&tollgate::app::flush::additions(&old.take())).unwrap();
 
     let out = setup.cli(&["usage", "--key", &id, "--from", "1970-01-01"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -1,13 +1,13 @@
 //! Usage waiting to be written: per key, UTC day and model, requests (counted at admission) and tokens
-//! (counted when a request settles). The flusher takes it all every `store.flush_interval` and on
-//! shutdown and adds it to the store in one transaction; a crash loses at most one interval.
+//! (counted when a request settles). The background task (`app::flush`) takes it all every
+//! `store.flush_interval` and on shutdown and adds it to the store in one transaction; a crash loses at
+//! most one interval.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::Usage;
 use crate::auth::keys::KeyId;
-use crate::store::{Store, StoreError, UsageAddition};
 
 /// Longest model name kept as a label; longer ones become [`OTHER`] (the name is the caller's).
 const MAX_MODEL: usize = 128;
@@ -112,35 +112,6 @@ impl UsageBook {
 /// Token figures come from upstream reports; they saturate at what the store's `INTEGER` holds.
 fn add_tokens(a: u64, b: u64) -> u64 {
     a.saturating_add(b).min(i64::MAX as u64)
-}
-
-/// Writes everything pending to the store; on failure puts it back for the next try.
-pub async fn flush(book: &UsageBook, store: &dyn Store) -> Result<usize, StoreError> {
-    let rows = book.take();
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let n = rows.len();
-    if let Err(e) = store.add_usage(additions(&rows)).await {
-        book.restore(rows);
-        return Err(e);
-    }
-    Ok(n)
-}
-
-/// The pending usage as the store takes it.
-pub fn additions(rows: &HashMap<UsageKey, UsageDelta>) -> Vec<UsageAddition> {
-    rows.iter()
-        .map(|(k, d)| UsageAddition {
-            key: k.key,
-            account: Arc::clone(&d.account),
-            day: k.day,
-            model: Arc::clone(&k.model),
-            requests: d.requests,
-            input_tokens: d.input_tokens,
-            output_tokens: d.output_tokens,
-        })
-        .collect()
 }
 
 /// A model name as stored: `-` when the request named none; the name itself when it is at most

@@ -1,6 +1,9 @@
 //! The `App`: everything a request needs, built once from the configuration, and the background tasks
 //! around it (key refresh, usage and last-used flushes, lease sweeps).
 
+pub mod flush;
+pub mod sync;
+
 use std::sync::Arc;
 
 use crate::auth::keys::{KeyHasher, KeyTable};
@@ -8,14 +11,14 @@ use crate::auth::{passwords, sessions, throttle};
 use crate::clock::{self, Clock, SystemClock};
 use crate::config::Config;
 use crate::metering::limits::{self, CounterBackend, Counters, MemoryCounters};
-use crate::metering::usage::{self, book::UsageBook};
+use crate::metering::usage::book::UsageBook;
 use crate::proxy::in_flight::InFlight;
 use crate::proxy::routes::Routes;
-use crate::store::sync as key_sync;
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::access_log::RequestIds;
 use crate::telemetry::metrics;
 use crate::upstream::Upstream;
+use sync as key_sync;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -115,7 +118,7 @@ impl Background {
         if let Err(e) = self.housekeeper.await {
             tracing::error!(error = %e, "housekeeping task failed");
         }
-        match usage::book::flush(&app.usage, &*app.store).await {
+        match flush::flush_usage(&app.usage, &*app.store).await {
             Ok(rows) => tracing::info!(rows, "usage flushed"),
             Err(e) => {
                 tracing::error!(error = %e, "final usage flush failed; up to one flush interval of usage is lost")
@@ -135,16 +138,6 @@ async fn carry_usage(store: &dyn Store, counters: &Counters, now: limits::Now) -
     Ok(())
 }
 
-/// Writes when keys were last used (taken from the map as it is read, so no update is lost).
-async fn flush_last_used(app: &App) -> Result<(), StoreError> {
-    let mut used = Vec::new();
-    app.last_used.retain(|id, at| {
-        used.push((*id, *at));
-        false
-    });
-    app.store.touch_keys(used).await
-}
-
 /// Every `store.flush_interval`: writes pending usage, ends reservations whose lease ran out and forgets
 /// the limits counters and model labels of keys that left the key table.
 async fn housekeeping(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -155,10 +148,10 @@ async fn housekeeping(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool
             _ = ticks.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        if let Err(e) = usage::book::flush(&app.usage, &*app.store).await {
+        if let Err(e) = flush::flush_usage(&app.usage, &*app.store).await {
             tracing::warn!(error = %e, "usage flush failed; retrying at the next interval");
         }
-        if let Err(e) = flush_last_used(&app).await {
+        if let Err(e) = flush::flush_last_used(&app).await {
             tracing::warn!(error = %e, "last-used flush failed");
         }
         let expired = app.counters.sweep(app.now());
@@ -191,7 +184,7 @@ pub struct App {
     pub upstream: Upstream,
     pub in_flight: InFlight,
     pub request_ids: RequestIds,
-    pub readiness: Arc<crate::store::sync::Readiness>,
+    pub readiness: Arc<crate::app::sync::Readiness>,
 }
 
 impl App {
