@@ -18,7 +18,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tollgate::config::Config;
-use tollgate::proxy::routes::Routes;
+use tollgate::providers::routes::Routes;
 
 const ENV: [(&str, &str); 4] = [
     ("TOLLGATE_KEY_HASH_SECRET", "0123456789abcdef-hash"),

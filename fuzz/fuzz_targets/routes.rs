@@ -22,7 +22,7 @@ use http::Method;
 use libfuzzer_sys::fuzz_target;
 use tollgate::config::{Config, ProviderConfig};
 use tollgate::providers::RouteMiss;
-use tollgate::proxy::routes::{Miss, Routes};
+use tollgate::providers::routes::{Miss, Routes};
 
 const CONFIG: &str = r#"
 [providers.openai]

@@ -2,6 +2,7 @@
 //! around it (key refresh, usage and last-used flushes, lease sweeps).
 
 pub mod flush;
+pub mod in_flight;
 pub mod sync;
 
 use std::sync::Arc;
@@ -12,12 +13,12 @@ use crate::clock::{self, Clock, SystemClock};
 use crate::config::Config;
 use crate::metering::limits::{self, CounterBackend, Counters, MemoryCounters};
 use crate::metering::usage::book::UsageBook;
-use crate::proxy::in_flight::InFlight;
-use crate::proxy::routes::Routes;
+use crate::providers::routes::Routes;
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::access_log::RequestIds;
 use crate::telemetry::metrics;
 use crate::upstream::Upstream;
+use in_flight::InFlight;
 use sync as key_sync;
 
 /// Why the server could not start.

@@ -9,6 +9,7 @@ pub mod gemini;
 pub mod key;
 pub mod meter;
 pub mod openai;
+pub mod routes;
 
 pub use meter::{Meter, StreamUsage, Usage};
 

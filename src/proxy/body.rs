@@ -11,13 +11,13 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::app::in_flight::InFlightSlot;
 use crate::error::{LogLevel, ProxyError};
 use crate::metering::Metering;
 use crate::metering::usage::json_scan::UsageScanner;
 use crate::metering::usage::tap::UsageTap;
 use crate::metering::usage::{Meter, Usage};
 use crate::providers::{Endpoint, ProviderKind};
-use crate::proxy::in_flight::InFlightSlot;
 use crate::proxy::sse::SseFramer;
 use crate::telemetry::access_log::AccessLog;
 use crate::upstream::UpstreamStream;

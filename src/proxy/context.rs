@@ -12,8 +12,8 @@ use crate::error::ProxyError;
 use crate::metering::Metering;
 use crate::metering::limits::RateHeaders;
 use crate::metering::usage::Meter;
+use crate::providers::routes::Route;
 use crate::providers::{Endpoint, ProviderKind};
-use crate::proxy::routes::Route;
 use crate::telemetry::access_log::{AccessLog, RequestId};
 use crate::telemetry::metrics::Metrics;
 

@@ -9,10 +9,8 @@ pub mod context;
 pub mod credentials;
 mod error_response;
 pub mod headers;
-pub mod in_flight;
 pub mod request_body;
 pub mod respond;
-pub mod routes;
 pub mod sse;
 
 use std::sync::Arc;
@@ -33,13 +31,13 @@ use crate::metering::usage::{Meter, Usage};
 use crate::metering::{self, Metering};
 use crate::providers::RouteMiss;
 use crate::providers::key::ProviderKey;
+use crate::providers::routes::Route;
 use crate::telemetry::access_log::RequestId;
 use crate::upstream::{UpstreamRequest, UpstreamStream};
 use body::ProxyBody;
 use context::RequestContext;
 use request_body::{Inspected, inspect_body, with_stream_usage};
 use respond::{Forwarded, respond};
-use routes::Route;
 
 pub use error_response::error_response;
 

@@ -6,15 +6,15 @@ use http::Response;
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::app::in_flight::InFlightSlot;
 use crate::metering::Metering;
 use crate::metering::usage::Meter;
 use crate::metering::usage::json_scan::UsageScanner;
 use crate::metering::usage::tap::UsageTap;
+use crate::providers::routes::Route;
 use crate::proxy::body::{BodyMeter, ProxyBody, StreamLimits, StreamParts, UpstreamBody};
 use crate::proxy::context::RequestContext;
 use crate::proxy::headers;
-use crate::proxy::in_flight::InFlightSlot;
-use crate::proxy::routes::Route;
 use crate::proxy::sse::SseFramer;
 use crate::proxy::{X_REQUEST_ID, with_request_id};
 use crate::upstream::UpstreamStream;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::ProviderConfig;
-use crate::providers::{Endpoint, ModelAt, ProviderKind, RouteMiss};
+use super::{Endpoint, ModelAt, ProviderConfig, ProviderKind, RouteMiss};
 
 /// Longest path that can match any route (base paths are not counted: they come from the config).
 const MAX_PATH_LEN: usize = 512;
