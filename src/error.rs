@@ -29,7 +29,7 @@ pub enum ProxyError {
     /// The key's scopes or allowlists do not cover the request; the text names what is missing.
     Forbidden(String),
     Overloaded,
-    /// A limit of the key or its account (§3): 429 with its retry time.
+    /// A limit of the key or its account (docs/ARCHITECTURE.md, Limits and charges): 429 with its retry time.
     RateLimited(Refusal),
     UpstreamUnreachable,
     UpstreamRedirect,
@@ -349,7 +349,7 @@ mod tests {
         out
     }
 
-    /// The §4 table, pinned.
+    /// The error table of docs/ARCHITECTURE.md, pinned.
     #[test]
     fn statuses_and_messages_follow_the_design_table() {
         let table = [

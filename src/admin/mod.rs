@@ -1,7 +1,7 @@
-//! The management API (DESIGN §5): accounts (operator token), login (account access tokens), the key
-//! lifecycle under `/v1/auth/keys`, usage under `/v1/usage`, and the OpenAPI document. Every error has
-//! one shape, `{"error": {"code", "message", "field"}}`. Writes go to the store first and then straight
-//! into this instance's key table, so a revocation holds on the next request here.
+//! The management API (docs/ARCHITECTURE.md, Management): accounts (operator token), login (account access tokens), the
+//! key lifecycle under `/v1/auth/keys`, usage under `/v1/usage`, and the OpenAPI document. Every error has one shape,
+//! `{"error": {"code", "message", "field"}}`. Writes go to the store first and then straight into this instance's key
+//! table, so a revocation holds on the next request here.
 
 mod accounts;
 mod body;

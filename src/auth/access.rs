@@ -1,6 +1,6 @@
-//! What a key may do (DESIGN §5): its scopes (`chat`, `embeddings`, `models:read`, `count_tokens`) and
-//! optional allowlists of providers and models (globs such as `claude-*`). Checked on the data plane
-//! before anything is sent upstream.
+//! What a key may do (docs/ARCHITECTURE.md, Management): its scopes (`chat`, `embeddings`, `models:read`,
+//! `count_tokens`) and optional allowlists of providers and models (globs such as `claude-*`). Checked on the data
+//! plane before anything is sent upstream.
 
 use crate::providers::Endpoint;
 

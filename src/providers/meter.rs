@@ -1,5 +1,5 @@
-//! How each provider reports the tokens a request used (DESIGN §3.2): the meters, and one dispatch per
-//! question the usage taps and the JSON scanner ask. The field names and merge rules are in each
+//! How each provider reports the tokens a request used (docs/ARCHITECTURE.md, Usage counting): the meters, and one
+//! dispatch per question the usage taps and the JSON scanner ask. The field names and merge rules are in each
 //! provider's own file; the machinery that finds usage in a stream or a body is in `metering::usage`.
 
 use super::{Endpoint, ProviderKind, anthropic, gemini, openai};
@@ -60,6 +60,7 @@ impl Meter {
     }
 
     /// The top-level key holding usage in a JSON body.
+    #[inline]
     pub fn json_key(self) -> &'static [u8] {
         match self {
             Meter::OpenAiCompletion | Meter::OpenAiEmbeddings | Meter::OpenAiResponses | Meter::Free => {
@@ -73,6 +74,7 @@ impl Meter {
     /// Reads a usage object (the value of [`Meter::json_key`]), merging into `seen` the way the provider
     /// means it: Anthropic's fields overwrite one by one, Gemini's never lower what was seen; everything
     /// else replaces the whole.
+    #[inline]
     pub fn read_usage(self, value: &[u8], seen: &mut Option<Usage>) {
         match self {
             Meter::OpenAiCompletion | Meter::OpenAiEmbeddings => openai::read_completion_usage(value, seen),
@@ -84,6 +86,7 @@ impl Meter {
     }
 
     /// Where a stream on this route carries its usage.
+    #[inline]
     pub fn stream_usage(self) -> StreamUsage {
         match self {
             Meter::OpenAiCompletion | Meter::OpenAiEmbeddings => StreamUsage::Member { final_figure: true },
@@ -95,6 +98,7 @@ impl Meter {
 
     /// Reads the usage of one stream event (its `event:` name and joined data) for meters whose
     /// usage comes in events ([`StreamUsage::Events`]); true when the figure is now final.
+    #[inline]
     pub fn read_event(self, name: Option<&[u8]>, data: &[u8], seen: &mut Option<Usage>) -> bool {
         match self {
             Meter::OpenAiResponses => openai::read_responses_event(data, seen),

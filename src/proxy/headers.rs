@@ -50,7 +50,7 @@ const RESPONSE_KEPT: &[&str] = &[
     // Request ids the SDKs expose on results and errors.
     "x-request-id",
     "request-id",
-    // Retry advice the SDKs obey (PROTOCOLS §1.8).
+    // Retry advice the SDKs obey (the OpenAI and Anthropic SDKs read all three).
     "retry-after",
     "retry-after-ms",
     "x-should-retry",

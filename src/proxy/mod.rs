@@ -1,8 +1,8 @@
-//! One request, phase by phase (DESIGN §1): route → check head → authenticate → take the provider key
-//! → admit against the key's request limits → take a process-wide slot → read and inspect the body →
-//! authorize → reserve tokens → build the upstream request → forward → stream back.
-//! Each phase is a function; what a request has gathered so far lives in its [`RequestContext`]; every
-//! failure leaves through [`error_response`], in the route's shape.
+//! One request, phase by phase (docs/ARCHITECTURE.md, One request): route → check head → authenticate → take the
+//! provider key → admit against the key's request limits → take a process-wide slot → read and inspect the body →
+//! authorize → reserve tokens → build the upstream request → forward → stream back. Each phase is a function; what a
+//! request has gathered so far lives in its [`RequestContext`]; every failure leaves through [`error_response`], in the
+//! route's shape.
 
 pub mod body;
 pub mod context;

@@ -1,7 +1,7 @@
-//! Prometheus metrics (DESIGN §9), kept in atomics and rendered as text at `/metrics`. Every label is
-//! bounded: the configured provider names, the route enum, the status class, the token direction, the
-//! refusal reason, and for management requests the operation's path template and a known method. No key
-//! material and no per-request value ever becomes a label.
+//! Prometheus metrics (docs/ARCHITECTURE.md, Observability), kept in atomics and rendered as text at `/metrics`. Every
+//! label is bounded: the configured provider names, the route enum, the status class, the token direction, the refusal
+//! reason, and for management requests the operation's path template and a known method. No key material and no
+//! per-request value ever becomes a label.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -1,5 +1,5 @@
-//! The DESIGN §4 table, for each provider shape: tollgate's own errors carry the route's shape, status and
-//! message, and the upstream receives nothing for any error tollgate decides before forwarding.
+//! The error table (docs/ARCHITECTURE.md, Errors), for each provider shape: tollgate's own errors carry the route's
+//! shape, status and message, and the upstream receives nothing for any error tollgate decides before forwarding.
 
 use crate::common::*;
 

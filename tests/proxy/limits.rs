@@ -1,5 +1,5 @@
-//! Limits on the real server (DESIGN §3): token quotas that hold under concurrency, per-minute, per-day
-//! and concurrency limits with their 429s and headers, and totals that survive a restart.
+//! Limits on the real server (docs/ARCHITECTURE.md, Limits and charges): token quotas that hold under concurrency,
+//! per-minute, per-day and concurrency limits with their 429s and headers, and totals that survive a restart.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -1,6 +1,6 @@
-//! The management API over HTTP (DESIGN §5): the key lifecycle, cross-account isolation, key caps,
-//! scopes and allowlists on the data plane, the separation of credential kinds, bad input, and no secret
-//! ever shown twice or stored.
+//! The management API over HTTP (docs/ARCHITECTURE.md, Management): the key lifecycle, cross-account isolation, key
+//! caps, scopes and allowlists on the data plane, the separation of credential kinds, bad input, and no secret ever
+//! shown twice or stored.
 
 use serde_json::{Value, json};
 

@@ -1,6 +1,6 @@
-//! Usage metering for every route of DESIGN §3.2, streamed and not: tokens charged equal what the mock
-//! upstream reported; an OpenAI stream whose caller did not ask for usage arrives byte for byte without
-//! the injected usage; early ends are charged the documented estimate and free their reservation.
+//! Usage metering for every route of docs/ARCHITECTURE.md, Usage counting, streamed and not: tokens charged equal what
+//! the mock upstream reported; an OpenAI stream whose caller did not ask for usage arrives byte for byte without the
+//! injected usage; early ends are charged the documented estimate and free their reservation.
 
 use std::time::Duration;
 

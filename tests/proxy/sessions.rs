@@ -1,6 +1,6 @@
-//! Ending access tokens (DESIGN §5): logout, a password change and the operator disabling an account
-//! each end every earlier token of that account at once; a disabled account's keys stop working on the
-//! provider routes too; tokens outlive a restart (the session secret is shared, not per process).
+//! Ending access tokens (docs/ARCHITECTURE.md, Management): logout, a password change and the operator disabling an
+//! account each end every earlier token of that account at once; a disabled account's keys stop working on the provider
+//! routes too; tokens outlive a restart (the session secret is shared, not per process).
 
 use serde_json::json;
 

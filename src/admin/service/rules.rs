@@ -7,6 +7,7 @@ use crate::auth::access::Scopes;
 use crate::auth::keys::{KeyId, KeyLimits};
 use crate::config::{CONCURRENCY_RANGE, LimitsConfig, RPD_RANGE, RPM_RANGE};
 use crate::config::{OPERATOR_CONCURRENCY_RANGE, OPERATOR_RPD_RANGE, OPERATOR_RPM_RANGE};
+use crate::metering::limits;
 
 const MAX_NAME: usize = 128;
 const MAX_LIST: usize = 64;
@@ -166,18 +167,14 @@ pub struct EffectiveLimits {
 }
 
 impl EffectiveLimits {
+    /// The limits admission applies ([`limits::effective`]), each marked where the key sets its own.
     pub fn of(own: &KeyLimits, defaults: &LimitsConfig) -> EffectiveLimits {
-        fn pick<T>(own: Option<T>, default: T) -> Effective<T> {
-            Effective { own: own.is_some(), value: own.unwrap_or(default) }
-        }
+        let applied = limits::effective(own, defaults);
         EffectiveLimits {
-            requests_per_minute: pick(own.requests_per_minute, defaults.requests_per_minute),
-            requests_per_day: pick(own.requests_per_day, defaults.requests_per_day),
-            concurrent_requests: pick(own.concurrent_requests, defaults.concurrent_requests),
-            tokens_per_month: Effective {
-                own: own.tokens_per_month.is_some(),
-                value: own.tokens_per_month.or(defaults.tokens_per_month),
-            },
+            requests_per_minute: Effective { own: own.requests_per_minute.is_some(), value: applied.per_minute },
+            requests_per_day: Effective { own: own.requests_per_day.is_some(), value: applied.per_day },
+            concurrent_requests: Effective { own: own.concurrent_requests.is_some(), value: applied.concurrency },
+            tokens_per_month: Effective { own: own.tokens_per_month.is_some(), value: applied.key_tokens },
         }
     }
 }

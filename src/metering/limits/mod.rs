@@ -1,9 +1,9 @@
-//! Admission against every limit of a key and its account (DESIGN §3): requests per minute (GCRA),
-//! requests per UTC day, concurrent requests, the key's optional monthly token quota and the account
-//! plan's monthly token quota. Admission has two steps: [`CounterBackend::admit_request`] checks the
-//! request limits as soon as the key is known, before the body is read; [`CounterBackend::reserve`] then
-//! reserves the request's tokens all or nothing. The [`Ticket`] it returns holds the reservation and the
-//! concurrency place until the data plane settles or releases it.
+//! Admission against every limit of a key and its account (docs/ARCHITECTURE.md, Limits and charges): requests per
+//! minute (GCRA), requests per UTC day, concurrent requests, the key's optional monthly token quota and the account
+//! plan's monthly token quota. Admission has two steps: [`CounterBackend::admit_request`] checks the request limits as
+//! soon as the key is known, before the body is read; [`CounterBackend::reserve`] then reserves the request's tokens
+//! all or nothing. The [`Ticket`] it returns holds the reservation and the concurrency place until the data plane
+//! settles or releases it.
 //!
 //! Who is limited arrives as a [`Subject`] (key, account, effective limits, plan quota), built by the
 //! caller from the principal, so the counters know nothing of key records or how a caller proved who it
