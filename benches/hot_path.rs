@@ -32,6 +32,7 @@ fn key_table(n: usize) -> (KeyTable, String) {
             expires_at: None,
             revoked_at: None,
             access: Default::default(),
+            policy: Default::default(),
         });
         last = secret.expose().to_owned();
     }

@@ -16,6 +16,8 @@ pub enum ProxyError {
     MissingServiceKey,
     InvalidServiceKey,
     ExpiredServiceKey,
+    /// The key's owner switched it off (reversibly).
+    KeyDisabled,
     MissingProviderKey,
     InvalidProviderKey,
     BodyTooLarge,
@@ -170,6 +172,9 @@ impl ProxyError {
             ProxyError::MissingServiceKey => S::caller(C::UNAUTHORIZED, "missing_api_key", "Missing API key"),
             ProxyError::InvalidServiceKey => S::caller(C::UNAUTHORIZED, "invalid_api_key", "Invalid API key"),
             ProxyError::ExpiredServiceKey => S::caller(C::UNAUTHORIZED, "expired_api_key", "API key expired"),
+            ProxyError::KeyDisabled => {
+                S { openai_type: "permission_error", ..S::caller(C::FORBIDDEN, "api_key_disabled", "API key disabled") }
+            }
             ProxyError::MissingProviderKey => {
                 S::caller(C::BAD_REQUEST, "missing_provider_key", "Missing X-Provider-Key header")
             }
@@ -305,9 +310,10 @@ mod tests {
                 ProxyError::UpstreamIdleTimeout => 21,
                 ProxyError::UpstreamTotalTimeout => 22,
                 ProxyError::UpstreamEventTooLarge => 23,
+                ProxyError::KeyDisabled => 24,
             }
         }
-        const VARIANTS: usize = 24;
+        const VARIANTS: usize = 25;
         let all = vec![
             ProxyError::NotFound,
             ProxyError::MethodNotAllowed(Method::POST),
@@ -333,6 +339,7 @@ mod tests {
             ProxyError::UpstreamIdleTimeout,
             ProxyError::UpstreamTotalTimeout,
             ProxyError::UpstreamEventTooLarge,
+            ProxyError::KeyDisabled,
         ];
         let mut places: Vec<usize> = all.iter().map(place).collect();
         places.sort_unstable();
@@ -356,6 +363,7 @@ mod tests {
             (ProxyError::MissingServiceKey, 401, "Missing API key"),
             (ProxyError::InvalidServiceKey, 401, "Invalid API key"),
             (ProxyError::ExpiredServiceKey, 401, "API key expired"),
+            (ProxyError::KeyDisabled, 403, "API key disabled"),
             (ProxyError::MissingProviderKey, 400, "Missing X-Provider-Key header"),
             (ProxyError::InvalidProviderKey, 400, "Invalid X-Provider-Key header"),
             (ProxyError::UpstreamUnreachable, 502, "Upstream provider unreachable"),
@@ -409,6 +417,7 @@ mod tests {
             (504, "server_error", "upstream_timeout", "upstream_idle_timeout", Warn, &[]),
             (504, "server_error", "upstream_timeout", "upstream_total_timeout", Warn, &[]),
             (502, "server_error", "upstream_event_too_large", "upstream_event_too_large", Warn, &[]),
+            (403, "permission_error", "api_key_disabled", "api_key_disabled", Info, &[]),
         ];
         let all = one_of_each();
         assert_eq!(all.len(), rows.len());

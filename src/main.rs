@@ -29,7 +29,7 @@ enum Command {
     CheckConfig,
     /// Manage service keys in the configured store
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(Box<KeysCommand>),
     /// Manage accounts in the configured store
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::CheckConfig => check_config(&config, &path),
-        Command::Keys(command) => block_on(cli::keys::run(&config, command)),
+        Command::Keys(command) => block_on(cli::keys::run(&config, *command)),
         Command::Accounts(command) => block_on(cli::accounts::run(&config, command)),
         Command::Usage { key, from, to } => {
             block_on(cli::usage::run(&config, key.as_deref(), from.as_deref(), to.as_deref()))

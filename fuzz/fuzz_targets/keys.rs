@@ -43,6 +43,7 @@ static TABLE: LazyLock<(KeyTable, SecretKey)> = LazyLock::new(|| {
         expires_at: None,
         revoked_at: None,
         access: KeyAccess::default(),
+        policy: Default::default(),
     });
     (table, key)
 });

@@ -6,40 +6,15 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::body::{RequestBody, json_body, nullable, nullable_int, object, present, present_int};
+use super::body::{RequestBody, json_body, present_int};
+use super::key_body::KeyBody;
 use super::page::Page;
-use super::service::{Actor, KeyChange, KeyRequest, LimitChanges};
+use super::service::Actor;
 use super::{ApiError, ApiResult, control};
 use crate::app::App;
 use crate::auth::keys::{KeyId, KeyKind, SecretKey};
 use crate::clock::{self, rfc3339};
 use crate::store::KeyInfo;
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct LimitsBody {
-    #[serde(default, deserialize_with = "nullable_int")]
-    requests_per_minute: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "nullable_int")]
-    requests_per_day: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "nullable_int")]
-    concurrent_requests: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "nullable_int")]
-    tokens_per_month: Option<Option<u64>>,
-}
-
-impl LimitsBody {
-    /// The fields given (null: back to the default).
-    fn changes(&self) -> LimitChanges {
-        let wide = |v: Option<Option<u32>>| v.map(|n| n.map(u64::from));
-        LimitChanges {
-            requests_per_minute: wide(self.requests_per_minute),
-            requests_per_day: wide(self.requests_per_day),
-            concurrent_requests: wide(self.concurrent_requests),
-            tokens_per_month: self.tokens_per_month,
-        }
-    }
-}
 
 /// An account acting on its own keys. A key's own token quota may only be at most the account's plan
 /// quota, and the operator's default per-key quota when one is set: an account lowers what it was
@@ -48,39 +23,6 @@ fn account_actor<'a>(app: &App, account: &'a str) -> Actor<'a> {
     let plan = app.plans.quota(account);
     let tokens_ceiling = app.config.limits.tokens_per_month.map_or(plan, |default| default.min(plan));
     Actor::Account { id: account, tokens_ceiling }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateKey {
-    name: String,
-    #[serde(default, deserialize_with = "present")]
-    scopes: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
-    providers: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
-    models: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "object")]
-    limits: LimitsBody,
-    #[serde(default, deserialize_with = "present_int")]
-    expires_in_days: Option<u32>,
-    #[serde(default, deserialize_with = "present")]
-    project: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PatchKey {
-    #[serde(default, deserialize_with = "present")]
-    name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    scopes: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    providers: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "nullable")]
-    models: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "object")]
-    limits: LimitsBody,
 }
 
 #[derive(Deserialize, Default)]
@@ -98,9 +40,13 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
     json!({
         "id": k.id.as_str(),
         "key_prefix": k.key_prefix,
+        "kind": kind_name(k.kind),
         "name": k.name,
-        "project": k.project,
+        "description": k.description,
+        "metadata": k.metadata,
+        "project_id": k.project,
         "status": k.status_at(now),
+        "enabled": !k.policy.disabled,
         "scopes": k.access.scopes.names(),
         "providers": k.access.providers,
         "models": k.access.models,
@@ -110,12 +56,28 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
             "concurrent_requests": limits.concurrent_requests.value,
             "tokens_per_month": limits.tokens_per_month.value,
         },
+        "ip_allowlist": k.policy.ip_allowlist.as_ref().map(|nets| nets.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        "allowed_origins": k.policy.allowed_origins,
+        "allow_browser": k.policy.allow_browser,
+        "provider_credential": k.policy.provider_credential.as_str(),
+        "require_identity": k.policy.require_identity,
+        "end_user_limits": k.policy.end_user_limits,
+        "max_output_tokens": k.policy.max_output_tokens,
         "created_at": rfc3339(k.created_at),
         "expires_at": k.expires_at.map(rfc3339),
         "revoked_at": k.revoked_at.map(rfc3339),
         "last_used_at": last_used.map(rfc3339),
         "usage_this_month": {"requests": usage.0, "input_tokens": usage.1, "output_tokens": usage.2},
     })
+}
+
+/// How the API names a kind of key.
+pub(super) fn kind_name(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::Live => "live",
+        KeyKind::Publishable => "publishable",
+        KeyKind::Trial => "trial",
+    }
 }
 
 /// Loads a key into this instance's table straight after a write, so the change holds here at once.
@@ -128,18 +90,7 @@ async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
 }
 
 pub(super) async fn create_key(app: &App, account: &str, body: RequestBody<'_>) -> ApiResult {
-    let req: CreateKey = json_body(body).await?;
-    let request = KeyRequest {
-        kind: KeyKind::Live,
-        name: req.name,
-        account: account.to_owned(),
-        scopes: req.scopes,
-        providers: req.providers,
-        models: req.models,
-        limits: req.limits.changes(),
-        expires_in_days: req.expires_in_days,
-        project: req.project,
-    };
+    let request = json_body::<KeyBody>(body).await?.into_request(account)?;
     let mut created = control(app).create_keys(account_actor(app, account), request, 1, clock::unix_now()).await?;
     let (secret, info) = created.pop().ok_or_else(|| ApiError::internal("no key created"))?;
     shown_once(app, secret, info.id, None).await
@@ -178,14 +129,7 @@ pub(super) async fn get_key(app: &App, id: KeyId) -> ApiResult {
 }
 
 pub(super) async fn patch_key(app: &App, account: &str, id: KeyId, body: RequestBody<'_>) -> ApiResult {
-    let req: PatchKey = json_body(body).await?;
-    let change = KeyChange {
-        name: req.name,
-        scopes: req.scopes,
-        providers: req.providers,
-        models: req.models,
-        limits: req.limits.changes(),
-    };
+    let change = json_body::<KeyBody>(body).await?.into_change()?;
     control(app).update_key(account_actor(app, account), id, change).await?;
     let info = refresh_key(app, id).await?;
     get_key_view(app, info).await

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod body;
+mod key_body;
 mod keys;
 mod login;
 pub mod openapi;

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use dashmap::DashMap;
 
 use crate::auth::access::KeyAccess;
+use crate::auth::policy::KeyPolicy;
 
 /// Public id: safe to show and log; the store's primary key.
 pub const ID_LEN: usize = 12;
@@ -246,6 +247,7 @@ pub struct KeyRecord {
     /// Revoked from this instant on (a rotation with a grace period sets it in the future).
     pub revoked_at: Option<i64>,
     pub access: KeyAccess,
+    pub policy: KeyPolicy,
 }
 
 /// Why a presented key was refused.
@@ -254,6 +256,8 @@ pub enum Refusal {
     /// Malformed, unknown, wrong secret or revoked: callers cannot tell these apart.
     Invalid,
     Expired,
+    /// Switched off by its owner; enabled again, it works again.
+    Disabled,
 }
 
 /// Every known key by public id, read on each request.
@@ -350,6 +354,9 @@ impl KeyTable {
         if record.expires_at.is_some_and(|at| now >= at) {
             return Err(Refusal::Expired);
         }
+        if record.policy.disabled {
+            return Err(Refusal::Disabled);
+        }
         Ok(record)
     }
 }
@@ -369,6 +376,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             access: KeyAccess::default(),
+            policy: KeyPolicy::default(),
         }
     }
 
@@ -450,6 +458,11 @@ mod tests {
         table.upsert(later);
         assert!(table.verify(key.expose(), 99).is_ok(), "revoked only from its revocation time");
         assert_eq!(table.verify(key.expose(), i64::MAX).unwrap_err(), Refusal::Invalid);
+
+        let mut disabled = record(&key, parsed, &hasher);
+        disabled.policy.disabled = true;
+        table.upsert(disabled);
+        assert_eq!(table.verify(key.expose(), 0).unwrap_err(), Refusal::Disabled);
 
         expiring.revoked_at = Some(0);
         table.upsert(expiring);

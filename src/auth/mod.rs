@@ -4,6 +4,7 @@
 pub mod access;
 pub mod keys;
 pub mod passwords;
+pub mod policy;
 pub mod principal;
 pub mod sessions;
 pub mod throttle;

@@ -32,6 +32,7 @@ pub enum AuthError {
     /// apart.
     Invalid,
     Expired,
+    Disabled,
 }
 
 /// Authenticates a request by its headers at unix time `now`.
@@ -40,6 +41,7 @@ pub fn authenticate(keys: &KeyTable, headers: &HeaderMap, now: i64) -> Result<Pr
     let key = keys.verify(presented, now).map_err(|refusal| match refusal {
         Refusal::Invalid => AuthError::Invalid,
         Refusal::Expired => AuthError::Expired,
+        Refusal::Disabled => AuthError::Disabled,
     })?;
     Ok(Principal { label: keys.label(&key), key, end_user: None, origin: None })
 }
@@ -119,6 +121,7 @@ mod tests {
                 expires_at,
                 revoked_at: None,
                 access: Default::default(),
+                policy: Default::default(),
             });
             (secret, parsed.id)
         };

@@ -1,14 +1,15 @@
-//! `tollgate keys create|set-limits|list|revoke|rotate`.
+//! `tollgate keys create|set-limits|set|disable|enable|list|revoke|rotate`.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use tollgate::admin::service::{Actor, ControlPlane, KeyChange, KeyRequest, LimitChanges, Revocation};
+use tollgate::admin::service::{Actor, ControlPlane, KeyChange, KeyRequest, LimitChanges, PolicyChanges, Revocation};
 use tollgate::auth::keys::KeyKind;
 use tollgate::clock::{rfc3339, unix_now};
 use tollgate::config::Config;
 
+use super::key_args::PolicyArgs;
 use super::{CliResult, control_plane, key_id, printable, refused};
 
 /// Limit overrides on the command line; each takes a number or `default`.
@@ -71,17 +72,25 @@ pub enum KeysCommand {
         /// Days until the key expires [default: never]
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
         expires_in: Option<u32>,
-        /// live or trial
-        #[arg(long, default_value = "live", value_parser = ["live", "trial"])]
+        /// live (secret, for servers) or publishable (for browsers; needs --allowed-origin)
+        #[arg(long, default_value = "live", value_parser = ["live", "publishable"])]
         kind: String,
         /// The account that owns the key
         #[arg(long, default_value = "default")]
         account: String,
+        /// A project of the account, by id
+        #[arg(long, value_name = "ID")]
+        project: Option<String>,
+        /// What the key is for
+        #[arg(long)]
+        description: Option<String>,
         /// Create this many keys alike, in one transaction, printed one per line
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         count: u32,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Change a key's limits; flags not given stay as they are, `default` returns one to proxy.toml's
     SetLimits {
@@ -89,6 +98,19 @@ pub enum KeysCommand {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Change a key's policy (origins, addresses, credential, end-user limits); flags not given stay
+    Set {
+        id: String,
+        /// What the key is for
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Switch a key off until it is enabled again (requests with it get 403)
+    Disable { id: String },
+    /// Switch a disabled key back on
+    Enable { id: String },
     /// List keys: id, prefix, name, created, expiry, status (never a secret)
     List,
     /// Revoke a key by its id or key prefix
@@ -105,9 +127,9 @@ pub async fn run(config: &Config, command: KeysCommand) -> CliResult {
     let control = control_plane(config).await?;
     let now = unix_now();
     match command {
-        KeysCommand::Create { name, expires_in, kind, account, count, limits } => {
+        KeysCommand::Create { name, expires_in, kind, account, project, description, count, limits, policy } => {
             let request = KeyRequest {
-                kind: KeyKind::parse(&kind).ok_or("--kind must be live or trial")?,
+                kind: if kind == "publishable" { KeyKind::Publishable } else { KeyKind::Live },
                 name: name.trim().to_owned(),
                 account,
                 scopes: None,
@@ -115,7 +137,10 @@ pub async fn run(config: &Config, command: KeysCommand) -> CliResult {
                 models: None,
                 limits: limits.changes(),
                 expires_in_days: expires_in,
-                project: None,
+                project,
+                description,
+                metadata: None,
+                policy: policy.changes(),
             };
             create(&control, request, count, now).await?;
         }
@@ -129,6 +154,19 @@ pub async fn run(config: &Config, command: KeysCommand) -> CliResult {
                 control.effective_limits(&info.limits),
                 config.store.refresh_interval.as_millis()
             );
+        }
+        KeysCommand::Set { id, description, policy } => {
+            let id = key_id(&id)?;
+            let change =
+                KeyChange { description: description.map(Some), policy: policy.changes(), ..KeyChange::default() };
+            control.update_key(Actor::Operator, id, change).await.map_err(refused)?;
+            println!("{id} changed; running servers apply it within {}ms", config.store.refresh_interval.as_millis());
+        }
+        KeysCommand::Disable { id } => {
+            set_enabled(&control, config, &id, false).await?;
+        }
+        KeysCommand::Enable { id } => {
+            set_enabled(&control, config, &id, true).await?;
         }
         KeysCommand::Rotate { id, grace_seconds } => {
             let id = key_id(&id)?;
@@ -149,6 +187,15 @@ pub async fn run(config: &Config, command: KeysCommand) -> CliResult {
             println!("revoked {id}; running servers refuse it within {}ms", config.store.refresh_interval.as_millis());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_enabled(control: &ControlPlane<'_>, config: &Config, id: &str, enabled: bool) -> CliResult {
+    let id = key_id(id)?;
+    let policy = PolicyChanges { enabled: Some(enabled), ..PolicyChanges::default() };
+    control.update_key(Actor::Operator, id, KeyChange { policy, ..KeyChange::default() }).await.map_err(refused)?;
+    let done = if enabled { "enabled" } else { "disabled" };
+    println!("{done} {id}; running servers apply it within {}ms", config.store.refresh_interval.as_millis());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,7 @@
 //! Secrets go to standard output, once; everything else to standard error or as a table.
 
 pub mod accounts;
+mod key_args;
 pub mod keys;
 pub mod usage;
 

@@ -18,6 +18,7 @@ impl From<AuthError> for ProxyError {
             AuthError::Missing => ProxyError::MissingServiceKey,
             AuthError::Invalid => ProxyError::InvalidServiceKey,
             AuthError::Expired => ProxyError::ExpiredServiceKey,
+            AuthError::Disabled => ProxyError::KeyDisabled,
         }
     }
 }
@@ -51,6 +52,7 @@ mod tests {
         assert_eq!(ProxyError::from(AuthError::Missing), ProxyError::MissingServiceKey);
         assert_eq!(ProxyError::from(AuthError::Invalid), ProxyError::InvalidServiceKey);
         assert_eq!(ProxyError::from(AuthError::Expired), ProxyError::ExpiredServiceKey);
+        assert_eq!(ProxyError::from(AuthError::Disabled), ProxyError::KeyDisabled);
     }
 
     #[test]

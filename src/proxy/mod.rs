@@ -82,7 +82,7 @@ async fn proxy(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = req.into_parts();
     check_head(&parts, app.config.server.max_header_bytes)?;
-    let principal = &*ctx.principal.insert(authenticate(app, &parts.headers)?);
+    let principal = &*ctx.principal.insert(authenticate(app, &parts)?);
     let provider_key = credentials::provider_key(&parts.headers)?;
     // The key's own limits come before anything shared is taken: its concurrency bounds how many of
     // the process-wide slots and slow bodies it can hold.
@@ -156,10 +156,14 @@ fn check_head(parts: &request::Parts, max: usize) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Phase: the service key is present, well-formed, known, active and unexpired; its use is noted for
-/// the next flush.
-fn authenticate(app: &App, headers: &http::HeaderMap) -> Result<Principal, ProxyError> {
-    let principal = auth::authenticate(&app.keys, headers, clock::unix_now())?;
+/// Phase: the service key is present, well-formed, known, active, enabled and unexpired, and used from
+/// an address its IP allowlist names; its use is noted for the next flush.
+fn authenticate(app: &App, parts: &request::Parts) -> Result<Principal, ProxyError> {
+    let principal = auth::authenticate(&app.keys, &parts.headers, clock::unix_now())?;
+    let client = parts.extensions.get::<auth::ClientAddr>().map(|a| a.0.ip());
+    if principal.key.policy.ip_allowlist.is_some() && !client.is_some_and(|ip| principal.key.policy.allows_ip(ip)) {
+        return Err(ProxyError::Forbidden("This API key may not be used from this address".into()));
+    }
     app.last_used.insert(principal.key.id, clock::unix_now());
     Ok(principal)
 }

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use rows::{
-    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, NewAccount, NewKey, Rotated, UsageAddition, UsageRow,
-    UsageTotal,
+    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, Rotated, UsageAddition,
+    UsageRow, UsageTotal,
 };
 pub use sqlite::SqliteStore;
 
-use crate::auth::access::KeyAccess;
-use crate::auth::keys::{KeyId, KeyLimits, KeyRecord};
+use crate::auth::keys::{KeyId, KeyRecord};
 use crate::config::StoreConfig;
 
 /// The key cap of an account the store does not know (only the CLI reaches one: the `default`
@@ -56,14 +55,8 @@ pub trait Store: Send + Sync {
     /// Revokes a key at `at`; `false` if no such key or it was already revoked.
     async fn revoke_key(&self, id: KeyId, at: i64) -> Result<bool, StoreError>;
 
-    /// Replaces a key's name, limits and access; `false` if no such key.
-    async fn update_key(
-        &self,
-        id: KeyId,
-        name: String,
-        limits: KeyLimits,
-        access: KeyAccess,
-    ) -> Result<bool, StoreError>;
+    /// Replaces what a key's owner may change; `false` if no such key.
+    async fn update_key(&self, id: KeyId, update: KeyUpdate) -> Result<bool, StoreError>;
 
     /// Records when keys were last used; servers need not see it, so it is no change to follow.
     async fn touch_keys(&self, used: Vec<(KeyId, i64)>) -> Result<(), StoreError>;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::auth::access::KeyAccess;
 use crate::auth::keys::{KeyId, KeyKind, KeyLimits};
+use crate::auth::policy::KeyPolicy;
 
 /// What a new key is made of: its settings. Its secret, id and hash are made by the caller
 /// ([`crate::admin::service::mint`]) and travel as a [`KeyIdentity`] beside it.
@@ -15,7 +16,11 @@ pub struct NewKey {
     pub account: String,
     pub limits: KeyLimits,
     pub access: KeyAccess,
+    pub policy: KeyPolicy,
     pub project: Option<String>,
+    pub description: Option<String>,
+    /// A small JSON object of the owner's, stored and shown as given.
+    pub metadata: Option<serde_json::Value>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
 }
@@ -29,7 +34,10 @@ impl NewKey {
             account: "default".to_owned(),
             limits: KeyLimits::default(),
             access: KeyAccess::default(),
+            policy: KeyPolicy::default(),
             project: None,
+            description: None,
+            metadata: None,
             created_at,
             expires_at: None,
         }
@@ -50,6 +58,18 @@ pub struct KeyIdentity {
 pub struct HashedKey {
     pub identity: KeyIdentity,
     pub key: NewKey,
+}
+
+/// What a key's owner may change after creation: everything a [`KeyInfo`] shows that is not its
+/// identity, owner, project or lifetime.
+#[derive(Debug, Clone)]
+pub struct KeyUpdate {
+    pub name: String,
+    pub limits: KeyLimits,
+    pub access: KeyAccess,
+    pub policy: KeyPolicy,
+    pub description: Option<String>,
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// The new key of a rotation, and when the old one stops working.
@@ -102,7 +122,10 @@ pub struct KeyInfo {
     pub account: String,
     pub limits: KeyLimits,
     pub access: KeyAccess,
+    pub policy: KeyPolicy,
     pub project: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<serde_json::Value>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
@@ -115,13 +138,15 @@ impl KeyInfo {
             "revoked"
         } else if self.expires_at.is_some_and(|at| now >= at) {
             "expired"
+        } else if self.policy.disabled {
+            "disabled"
         } else {
             "active"
         }
     }
 
     /// The settings of the key that replaces this one in a rotation: same account, name, limits,
-    /// access, project and expiry.
+    /// access, policy, project, description, metadata and expiry.
     pub fn replacement(&self, created_at: i64) -> NewKey {
         NewKey {
             kind: self.kind,
@@ -129,7 +154,10 @@ impl KeyInfo {
             account: self.account.clone(),
             limits: self.limits,
             access: self.access.clone(),
+            policy: self.policy.clone(),
             project: self.project.clone(),
+            description: self.description.clone(),
+            metadata: self.metadata.clone(),
             created_at,
             expires_at: self.expires_at,
         }

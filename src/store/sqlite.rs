@@ -11,14 +11,16 @@ use std::collections::HashMap;
 mod accounts;
 pub mod key_cap;
 mod pages;
+mod schema;
 
 mod store_impl;
 
 use key_cap::{count_active, insert_key};
 
-use super::{AccountInfo, HashedKey, KeyChanges, KeyInfo, StoreError, UsageAddition, UsageRow, UsageTotal};
+use super::{AccountInfo, HashedKey, KeyChanges, KeyInfo, KeyUpdate, StoreError, UsageAddition, UsageRow, UsageTotal};
 use crate::auth::access::{KeyAccess, Scopes};
 use crate::auth::keys::{KeyId, KeyKind, KeyLimits, KeyRecord};
+use crate::auth::policy::KeyPolicy;
 
 /// SQLite's errors stay in this module: the rest of tollgate sees a backend failure as text.
 impl From<rusqlite::Error> for StoreError {
@@ -26,70 +28,6 @@ impl From<rusqlite::Error> for StoreError {
         StoreError::Backend(e.to_string())
     }
 }
-
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    "
-    CREATE TABLE service_keys (
-        id          TEXT PRIMARY KEY,
-        key_prefix  TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        name        TEXT NOT NULL,
-        hash        BLOB NOT NULL,
-        created_at  INTEGER NOT NULL,
-        expires_at  INTEGER,
-        revoked_at  INTEGER,
-        version     INTEGER NOT NULL
-    );
-    CREATE INDEX service_keys_by_version ON service_keys(version);
-    CREATE TABLE store_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT INTO store_meta (name, value) VALUES ('version', 0);
-",
-    "
-    CREATE TABLE accounts (
-        id          TEXT PRIMARY KEY,
-        plan        TEXT NOT NULL,
-        created_at  INTEGER NOT NULL
-    );
-    INSERT INTO accounts (id, plan, created_at) VALUES ('default', 'default', 0);
-    ALTER TABLE service_keys ADD COLUMN account_id TEXT NOT NULL DEFAULT 'default' REFERENCES accounts(id);
-    ALTER TABLE service_keys ADD COLUMN requests_per_minute INTEGER;
-    ALTER TABLE service_keys ADD COLUMN requests_per_day INTEGER;
-    ALTER TABLE service_keys ADD COLUMN concurrent_requests INTEGER;
-    ALTER TABLE service_keys ADD COLUMN tokens_per_month INTEGER;
-    -- Usage per key, UTC day and model; requests counted at admission, tokens when settled.
-    CREATE TABLE usage_daily (
-        key_id        TEXT NOT NULL,
-        account_id    TEXT NOT NULL,
-        day           INTEGER NOT NULL,
-        model         TEXT NOT NULL,
-        requests      INTEGER NOT NULL DEFAULT 0,
-        input_tokens  INTEGER NOT NULL DEFAULT 0,
-        output_tokens INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (key_id, day, model)
-    );
-    CREATE INDEX usage_daily_by_day ON usage_daily(day);
-",
-    "
-    ALTER TABLE accounts ADD COLUMN email TEXT;
-    ALTER TABLE accounts ADD COLUMN password_hash TEXT;
-    ALTER TABLE accounts ADD COLUMN key_cap INTEGER NOT NULL DEFAULT 10;
-    CREATE UNIQUE INDEX accounts_by_email ON accounts(email) WHERE email IS NOT NULL;
-    ALTER TABLE service_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'chat,embeddings,models:read,count_tokens';
-    -- JSON arrays of provider names and model globs; NULL allows any.
-    ALTER TABLE service_keys ADD COLUMN providers TEXT;
-    ALTER TABLE service_keys ADD COLUMN models TEXT;
-    ALTER TABLE service_keys ADD COLUMN project TEXT;
-    ALTER TABLE service_keys ADD COLUMN last_used_at INTEGER;
-    CREATE INDEX service_keys_by_account ON service_keys(account_id);
-",
-    "
-    -- Access tokens carry the epoch they were issued in; bumping it (logout, new password, disable)
-    -- ends every token issued before. A disabled account cannot log in and its keys are refused.
-    ALTER TABLE accounts ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
-",
-];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -104,7 +42,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn)?;
+        schema::migrate(&mut conn)?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -220,17 +158,19 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Replaces a key's name, limits and access; `false` if no such key.
-    pub fn update_key(&self, id: KeyId, name: &str, limits: KeyLimits, access: &KeyAccess) -> Result<bool, StoreError> {
+    /// Replaces what a key's owner may change; `false` if no such key.
+    pub fn update_key(&self, id: KeyId, update: &KeyUpdate) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version = bump_version(&tx)?;
+        let (limits, access) = (update.limits, &update.access);
         let n = tx.execute(
             "UPDATE service_keys SET name = ?1, requests_per_minute = ?2, requests_per_day = ?3, concurrent_requests = ?4,
-                                     tokens_per_month = ?5, scopes = ?6, providers = ?7, models = ?8, version = ?9
-             WHERE id = ?10",
+                                     tokens_per_month = ?5, scopes = ?6, providers = ?7, models = ?8, version = ?9,
+                                     policy = ?10, description = ?11, metadata = ?12
+             WHERE id = ?13",
             params![
-                name,
+                update.name,
                 limits.requests_per_minute,
                 limits.requests_per_day,
                 limits.concurrent_requests,
@@ -239,6 +179,9 @@ impl SqliteStore {
                 list_json(&access.providers),
                 list_json(&access.models),
                 version,
+                update.policy.to_stored(),
+                update.description,
+                update.metadata.as_ref().map(|m| m.to_string()),
                 id.as_str()
             ],
         )?;
@@ -309,7 +252,7 @@ fn infos_in<P: rusqlite::Params>(conn: &Connection, tail: &str, params: P) -> Re
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at, account_id,
                 requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                scopes, providers, models, project, last_used_at
+                scopes, providers, models, project, last_used_at, policy, description, metadata
          FROM service_keys {tail}"
     ))?;
     let mut rows = stmt.query(params)?;
@@ -328,6 +271,15 @@ fn infos_in<P: rusqlite::Params>(conn: &Connection, tail: &str, params: P) -> Re
             access: access_from(row, 12)?,
             project: row.get(15)?,
             last_used_at: row.get(16)?,
+            policy: policy_from(row, 17)?,
+            description: row.get(18)?,
+            metadata: row
+                .get_ref(19)?
+                .as_str_or_null()
+                .map_err(rusqlite::Error::from)?
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?,
         });
     }
     Ok(out)
@@ -381,20 +333,10 @@ fn bump_version(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
     })?)
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
 /// The columns of a [`KeyRecord`], as [`record_from`] reads them.
 const RECORD_SELECT: &str = "SELECT id, NULL, kind, NULL, hash, created_at, expires_at, revoked_at, account_id,
-        requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month, scopes, providers, models
+        requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month, scopes, providers, models,
+        policy
     FROM service_keys";
 
 /// Shares one `Arc` per account among the records read in one go (most keys share a few accounts).
@@ -431,7 +373,13 @@ fn record_from(row: &rusqlite::Row<'_>, accounts: &mut Accounts) -> Result<KeyRe
         account: accounts.intern(row.get_ref(8)?.as_str().map_err(rusqlite::Error::from)?),
         limits: limits_from(row, 9)?,
         access: access_from(row, 13)?,
+        policy: policy_from(row, 16)?,
     })
+}
+
+fn policy_from(row: &rusqlite::Row<'_>, at: usize) -> Result<KeyPolicy, StoreError> {
+    let text = row.get_ref(at)?.as_str_or_null().map_err(rusqlite::Error::from)?;
+    KeyPolicy::from_stored(text).map_err(|e| StoreError::Corrupt(format!("key policy: {e}")))
 }
 
 /// The columns of an [`AccountInfo`], as [`account_from`] reads them.

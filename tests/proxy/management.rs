@@ -50,9 +50,14 @@ async fn the_whole_key_lifecycle_over_http() {
     let gw = Gateway::start(&mock.base_url(), "").await;
     let (_, token) = new_account(&gw, "ada@example.com", 10).await;
 
-    let (status, created) =
-        api(&gw, http::Method::POST, "/v1/auth/keys", Some(&token), Some(json!({"name": "app", "project": "alpha"})))
-            .await;
+    let (status, created) = api(
+        &gw,
+        http::Method::POST,
+        "/v1/auth/keys",
+        Some(&token),
+        Some(json!({"name": "app", "description": "the app"})),
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
     let raw = created["raw_key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -272,7 +277,7 @@ async fn bad_input_names_the_field() {
         (json!({"name": "x", "scopes": ["admin"]}), "scopes"),
         (json!({"name": "x", "providers": ["bedrock"]}), "providers"),
         (json!({"name": "x", "expires_in_days": 0}), "expires_in_days"),
-        (json!({}), "."),
+        (json!({}), "name"),
     ];
     for (body, field) in cases {
         let (status, v) = api(&gw, http::Method::POST, "/v1/auth/keys", Some(&token), Some(body.clone())).await;

@@ -2,12 +2,14 @@
 //! management API and the CLI. Callers parse their own input (JSON, flags) and shape their own
 //! output; what is allowed and what is written is decided here.
 
+mod policy;
 mod rules;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use crate::store::DEFAULT_KEY_CAP;
+pub use policy::{EndUserLimitChanges, PolicyChanges};
 pub use rules::{
     Actor, EXPIRES_IN_DAYS_RANGE, Effective, EffectiveLimits, KEY_CAP_RANGE, LimitChanges, MAX_GRACE_SECONDS,
     check_password, parse_key_id,
@@ -18,8 +20,12 @@ use crate::auth::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
 use crate::clock;
 use crate::config::Config;
 use crate::store::UsageRow;
-use crate::store::{AccountInfo, HashedKey, KeyIdentity, KeyInfo, NewAccount, NewKey, Rotated, Store, StoreError};
+use crate::store::{
+    AccountInfo, HashedKey, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, Rotated, Store, StoreError,
+};
+use policy::{check_description, check_metadata};
 use rules::{check_email, check_key_cap, check_list, check_name, check_scopes};
+use serde_json::Value;
 
 /// Why a control-plane operation was refused or failed.
 #[derive(Debug)]
@@ -86,6 +92,9 @@ pub struct KeyRequest {
     pub limits: LimitChanges,
     pub expires_in_days: Option<u32>,
     pub project: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<Value>,
+    pub policy: PolicyChanges,
 }
 
 /// Changes to a key: `None` leaves a setting as it is; `Some(None)` allows any provider or model.
@@ -96,6 +105,11 @@ pub struct KeyChange {
     pub providers: Option<Option<Vec<String>>>,
     pub models: Option<Option<Vec<String>>>,
     pub limits: LimitChanges,
+    /// `Some(None)` clears it.
+    pub description: Option<Option<String>>,
+    /// `Some(None)` clears it.
+    pub metadata: Option<Option<Value>>,
+    pub policy: PolicyChanges,
 }
 
 /// An account to create, checked; the caller hashes the password (on its own pool) and then calls
@@ -198,7 +212,19 @@ impl<'c> ControlPlane<'c> {
             Actor::Account { id, .. } => id.to_owned(),
             Actor::Operator => r.account,
         };
-        Ok(NewKey { kind: r.kind, name, account, limits, access, project, created_at: now, expires_at })
+        Ok(NewKey {
+            kind: r.kind,
+            name,
+            account,
+            limits,
+            access,
+            policy: r.policy.apply(actor, r.kind, Default::default())?,
+            project,
+            description: check_description(r.description)?,
+            metadata: check_metadata(r.metadata)?,
+            created_at: now,
+            expires_at,
+        })
     }
 
     /// Changes a key's name, access and limits; the key as it is now.
@@ -216,8 +242,21 @@ impl<'c> ControlPlane<'c> {
                 Some(list) => check_list("models", list, None)?,
             },
         };
-        let limits = change.limits.apply(actor, current.limits)?;
-        self.store.update_key(id, name, limits, access).await?;
+        let update = KeyUpdate {
+            name,
+            limits: change.limits.apply(actor, current.limits)?,
+            access,
+            policy: change.policy.apply(actor, current.kind, current.policy.clone())?,
+            description: match change.description {
+                None => current.description.clone(),
+                Some(text) => check_description(text)?,
+            },
+            metadata: match change.metadata {
+                None => current.metadata.clone(),
+                Some(value) => check_metadata(value)?,
+            },
+        };
+        self.store.update_key(id, update).await?;
         self.key(id).await
     }
 
@@ -396,6 +435,9 @@ mod tests {
             limits: LimitChanges::default(),
             expires_in_days: None,
             project: None,
+            description: None,
+            metadata: None,
+            policy: PolicyChanges::default(),
         }
     }
 

@@ -40,7 +40,7 @@ impl SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let old = infos_in(&tx, "WHERE id = ?1", [id.as_str()])?.into_iter().next().ok_or(StoreError::KeyNotActive)?;
-        if old.status_at(now) != "active" {
+        if !matches!(old.status_at(now), "active" | "disabled") {
             return Err(StoreError::KeyNotActive);
         }
         if let Some(at) = old.revoked_at {
@@ -77,8 +77,8 @@ pub(super) fn insert_key(tx: &rusqlite::Transaction<'_>, key: &HashedKey, versio
     let mut stmt = tx.prepare_cached(
         "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
                                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                                   scopes, providers, models, project)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                                   scopes, providers, models, project, policy, description, metadata)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?;
     let (identity, new) = (&key.identity, &key.key);
     let l = new.limits;
@@ -100,6 +100,9 @@ pub(super) fn insert_key(tx: &rusqlite::Transaction<'_>, key: &HashedKey, versio
         list_json(&new.access.providers),
         list_json(&new.access.models),
         new.project,
+        new.policy.to_stored(),
+        new.description,
+        new.metadata.as_ref().map(|m| m.to_string()),
     ])?;
     Ok(KeyInfo {
         id: identity.id,
@@ -109,7 +112,10 @@ pub(super) fn insert_key(tx: &rusqlite::Transaction<'_>, key: &HashedKey, versio
         account: new.account.clone(),
         limits: l,
         access: new.access.clone(),
+        policy: new.policy.clone(),
         project: new.project.clone(),
+        description: new.description.clone(),
+        metadata: new.metadata.clone(),
         created_at: new.created_at,
         expires_at: new.expires_at,
         revoked_at: None,

@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use super::SqliteStore;
-use crate::auth::access::KeyAccess;
-use crate::auth::keys::{KeyId, KeyLimits, KeyRecord};
+use crate::auth::keys::{KeyId, KeyRecord};
 use crate::store::{
-    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, NewAccount, Rotated, Store, StoreError,
-    UsageAddition, UsageRow, UsageTotal,
+    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, Rotated, Store,
+    StoreError, UsageAddition, UsageRow, UsageTotal,
 };
 
 impl SqliteStore {
@@ -49,14 +48,8 @@ impl Store for SqliteStore {
         self.blocking(move |s| s.revoke_key(id, at)).await
     }
 
-    async fn update_key(
-        &self,
-        id: KeyId,
-        name: String,
-        limits: KeyLimits,
-        access: KeyAccess,
-    ) -> Result<bool, StoreError> {
-        self.blocking(move |s| s.update_key(id, &name, limits, &access)).await
+    async fn update_key(&self, id: KeyId, update: KeyUpdate) -> Result<bool, StoreError> {
+        self.blocking(move |s| s.update_key(id, &update)).await
     }
 
     async fn touch_keys(&self, used: Vec<(KeyId, i64)>) -> Result<(), StoreError> {

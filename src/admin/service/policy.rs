@@ -1,0 +1,240 @@
+//! The checks of a key's policy, its description and its metadata, whoever asks (the management API or
+//! the CLI). A change is applied over the key's current policy (or the default, at creation), field by
+//! field: absent keeps a setting, `null` clears it.
+
+use serde_json::Value;
+
+use super::ServiceError;
+use super::rules::Actor;
+use crate::auth::keys::{KeyKind, change_limit};
+use crate::auth::policy::{KeyPolicy, ProviderCredential};
+use crate::config::{OPERATOR_RPD_RANGE, OPERATOR_RPM_RANGE, RPD_RANGE, RPM_RANGE};
+
+/// The longest description, in characters.
+pub const MAX_DESCRIPTION: usize = 1024;
+/// The largest metadata object, as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// The most entries of an IP allowlist or of a list of origins.
+pub const MAX_NETWORKS: usize = 64;
+
+fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid { field: field.to_owned(), message: message.into() }
+}
+
+/// Changes to a key's policy: per field, absent (`None`), cleared (`Some(None)`) or a value.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyChanges {
+    pub enabled: Option<bool>,
+    pub ip_allowlist: Option<Option<Vec<String>>>,
+    pub allowed_origins: Option<Option<Vec<String>>>,
+    pub allow_browser: Option<bool>,
+    pub provider_credential: Option<String>,
+    pub require_identity: Option<bool>,
+    pub end_user_limits: EndUserLimitChanges,
+    pub max_output_tokens: Option<Option<u64>>,
+}
+
+/// Changes to a key's per-end-user limits, as [`super::LimitChanges`] are to its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndUserLimitChanges {
+    pub requests_per_minute: Option<Option<u64>>,
+    pub requests_per_day: Option<Option<u64>>,
+    pub tokens_per_month: Option<Option<u64>>,
+}
+
+impl PolicyChanges {
+    /// Applies the changes over `policy` for a key of `kind`.
+    pub fn apply(&self, actor: Actor<'_>, kind: KeyKind, mut policy: KeyPolicy) -> Result<KeyPolicy, ServiceError> {
+        if let Some(enabled) = self.enabled {
+            policy.disabled = !enabled;
+        }
+        if let Some(list) = &self.ip_allowlist {
+            policy.ip_allowlist = list.as_deref().map(check_networks).transpose()?;
+        }
+        if let Some(list) = &self.allowed_origins {
+            policy.allowed_origins = list.as_deref().map(check_origins).transpose()?;
+        }
+        if let Some(allow) = self.allow_browser {
+            policy.allow_browser = allow;
+        }
+        if let Some(credential) = &self.provider_credential {
+            policy.provider_credential = ProviderCredential::parse(credential)
+                .ok_or_else(|| invalid("provider_credential", "must be \"caller\" or \"server\""))?;
+        }
+        if let Some(require) = self.require_identity {
+            policy.require_identity = require;
+        }
+        self.end_user_limits.apply(actor, &mut policy)?;
+        change_limit(self.max_output_tokens, (1, 10_000_000), &mut policy.max_output_tokens)
+            .map_err(|e| invalid("max_output_tokens", e))?;
+        check_kind(kind, &policy)?;
+        Ok(policy)
+    }
+}
+
+impl EndUserLimitChanges {
+    fn apply(&self, actor: Actor<'_>, policy: &mut KeyPolicy) -> Result<(), ServiceError> {
+        let (rpm, rpd) = match actor {
+            Actor::Operator => (OPERATOR_RPM_RANGE, OPERATOR_RPD_RANGE),
+            Actor::Account { .. } => (RPM_RANGE, RPD_RANGE),
+        };
+        let limits = &mut policy.end_user_limits;
+        change_limit(self.requests_per_minute, rpm, &mut limits.requests_per_minute)
+            .map_err(|e| invalid("end_user_limits.requests_per_minute", e))?;
+        change_limit(self.requests_per_day, rpd, &mut limits.requests_per_day)
+            .map_err(|e| invalid("end_user_limits.requests_per_day", e))?;
+        match self.tokens_per_month {
+            Some(Some(0)) => return Err(invalid("end_user_limits.tokens_per_month", "must be at least 1")),
+            Some(t) => limits.tokens_per_month = t,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// What each kind of key requires of its policy.
+fn check_kind(kind: KeyKind, policy: &KeyPolicy) -> Result<(), ServiceError> {
+    match kind {
+        KeyKind::Publishable if policy.allowed_origins.is_none() => {
+            Err(invalid("allowed_origins", "is required for a publishable key"))
+        }
+        KeyKind::Publishable if policy.allow_browser => {
+            Err(invalid("allow_browser", "applies to secret keys; a publishable key is for browsers already"))
+        }
+        KeyKind::Live | KeyKind::Trial if policy.allowed_origins.is_some() => {
+            Err(invalid("allowed_origins", "applies to publishable keys only"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An IP allowlist: CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or single addresses.
+pub fn check_networks(list: &[String]) -> Result<Vec<ipnet::IpNet>, ServiceError> {
+    if list.is_empty() || list.len() > MAX_NETWORKS {
+        return Err(invalid("ip_allowlist", format!("must hold 1-{MAX_NETWORKS} entries, or be null for any")));
+    }
+    list.iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| invalid("ip_allowlist", format!("`{text}` is not an IP network (CIDR) or address")))
+        })
+        .collect()
+}
+
+/// Allowed browser origins: exact origins, or one leading wildcard label.
+pub fn check_origins(list: &[String]) -> Result<Vec<String>, ServiceError> {
+    if list.is_empty() || list.len() > MAX_NETWORKS {
+        return Err(invalid("allowed_origins", format!("must hold 1-{MAX_NETWORKS} origins")));
+    }
+    for origin in list {
+        if origin.is_empty() || origin.len() > 253 || !origin.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid("allowed_origins", format!("`{origin}` is not an origin")));
+        }
+    }
+    Ok(list.to_vec())
+}
+
+/// A key's description: free text up to [`MAX_DESCRIPTION`] characters (line breaks allowed).
+pub fn check_description(text: Option<String>) -> Result<Option<String>, ServiceError> {
+    let Some(text) = text else { return Ok(None) };
+    let bad_control = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if text.chars().count() > MAX_DESCRIPTION || text.chars().any(bad_control) {
+        return Err(invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION} characters, without control characters but tab and newline"),
+        ));
+    }
+    Ok(Some(text).filter(|t| !t.is_empty()))
+}
+
+/// A key's metadata: a JSON object of at most [`MAX_METADATA_BYTES`] bytes.
+pub fn check_metadata(value: Option<Value>) -> Result<Option<Value>, ServiceError> {
+    let Some(value) = value else { return Ok(None) };
+    if !value.is_object() {
+        return Err(invalid("metadata", "must be a JSON object"));
+    }
+    if value.to_string().len() > MAX_METADATA_BYTES {
+        return Err(invalid("metadata", format!("must be at most {MAX_METADATA_BYTES} bytes as JSON")));
+    }
+    Ok(Some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(e: ServiceError) -> String {
+        match e {
+            ServiceError::Invalid { field, .. } => field,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn changes_apply_field_by_field_and_null_clears() {
+        let set = PolicyChanges {
+            enabled: Some(false),
+            ip_allowlist: Some(Some(vec!["10.1.2.3/16".into(), "::1".into()])),
+            provider_credential: Some("server".into()),
+            end_user_limits: EndUserLimitChanges { tokens_per_month: Some(Some(500)), ..Default::default() },
+            ..PolicyChanges::default()
+        };
+        let policy = set.apply(Actor::Operator, KeyKind::Live, KeyPolicy::default()).unwrap();
+        assert!(policy.disabled);
+        let nets: Vec<String> = policy.ip_allowlist.iter().flatten().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.1.0.0/16", "::1/128"]);
+        assert_eq!(policy.provider_credential, ProviderCredential::Server);
+        assert_eq!(policy.end_user_limits.tokens_per_month, Some(500));
+
+        let clear = PolicyChanges { enabled: Some(true), ip_allowlist: Some(None), ..PolicyChanges::default() };
+        let policy = clear.apply(Actor::Operator, KeyKind::Live, policy).unwrap();
+        assert!(!policy.disabled && policy.ip_allowlist.is_none());
+        assert_eq!(policy.provider_credential, ProviderCredential::Server, "untouched fields stay");
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (
+                PolicyChanges { ip_allowlist: Some(Some(vec!["10.0.0.0/33".into()])), ..Default::default() },
+                "ip_allowlist",
+            ),
+            (PolicyChanges { ip_allowlist: Some(Some(vec![])), ..Default::default() }, "ip_allowlist"),
+            (PolicyChanges { provider_credential: Some("both".into()), ..Default::default() }, "provider_credential"),
+            (PolicyChanges { max_output_tokens: Some(Some(0)), ..Default::default() }, "max_output_tokens"),
+            (
+                PolicyChanges {
+                    end_user_limits: EndUserLimitChanges { requests_per_minute: Some(Some(0)), ..Default::default() },
+                    ..Default::default()
+                },
+                "end_user_limits.requests_per_minute",
+            ),
+            (
+                PolicyChanges { allowed_origins: Some(Some(vec!["https://a.example".into()])), ..Default::default() },
+                "allowed_origins",
+            ),
+        ];
+        for (change, expected) in cases {
+            let refused = change.apply(Actor::Operator, KeyKind::Live, KeyPolicy::default()).unwrap_err();
+            assert_eq!(field(refused), expected);
+        }
+        let refused = PolicyChanges::default().apply(Actor::Operator, KeyKind::Publishable, KeyPolicy::default());
+        assert_eq!(field(refused.unwrap_err()), "allowed_origins", "a publishable key needs its origins");
+    }
+
+    #[test]
+    fn descriptions_and_metadata_are_bounded() {
+        assert_eq!(
+            check_description(Some("line one\nline two".into())).unwrap().as_deref(),
+            Some("line one\nline two")
+        );
+        assert_eq!(field(check_description(Some("x".repeat(1025))).unwrap_err()), "description");
+        assert_eq!(field(check_description(Some("bell\u{7}".into())).unwrap_err()), "description");
+        assert!(check_metadata(Some(serde_json::json!({"team": "web"}))).unwrap().is_some());
+        assert_eq!(field(check_metadata(Some(serde_json::json!([1]))).unwrap_err()), "metadata");
+        let big = serde_json::json!({"x": "y".repeat(MAX_METADATA_BYTES)});
+        assert_eq!(field(check_metadata(Some(big)).unwrap_err()), "metadata");
+    }
+}

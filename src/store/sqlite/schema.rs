@@ -1,0 +1,103 @@
+//! The SQLite schema: migrations applied in order at open, `PRAGMA user_version` counting those that ran.
+
+use rusqlite::Connection;
+
+use crate::store::StoreError;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    "
+    CREATE TABLE service_keys (
+        id          TEXT PRIMARY KEY,
+        key_prefix  TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        hash        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        revoked_at  INTEGER,
+        version     INTEGER NOT NULL
+    );
+    CREATE INDEX service_keys_by_version ON service_keys(version);
+    CREATE TABLE store_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO store_meta (name, value) VALUES ('version', 0);
+",
+    "
+    CREATE TABLE accounts (
+        id          TEXT PRIMARY KEY,
+        plan        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    INSERT INTO accounts (id, plan, created_at) VALUES ('default', 'default', 0);
+    ALTER TABLE service_keys ADD COLUMN account_id TEXT NOT NULL DEFAULT 'default' REFERENCES accounts(id);
+    ALTER TABLE service_keys ADD COLUMN requests_per_minute INTEGER;
+    ALTER TABLE service_keys ADD COLUMN requests_per_day INTEGER;
+    ALTER TABLE service_keys ADD COLUMN concurrent_requests INTEGER;
+    ALTER TABLE service_keys ADD COLUMN tokens_per_month INTEGER;
+    -- Usage per key, UTC day and model; requests counted at admission, tokens when settled.
+    CREATE TABLE usage_daily (
+        key_id        TEXT NOT NULL,
+        account_id    TEXT NOT NULL,
+        day           INTEGER NOT NULL,
+        model         TEXT NOT NULL,
+        requests      INTEGER NOT NULL DEFAULT 0,
+        input_tokens  INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_id, day, model)
+    );
+    CREATE INDEX usage_daily_by_day ON usage_daily(day);
+",
+    "
+    ALTER TABLE accounts ADD COLUMN email TEXT;
+    ALTER TABLE accounts ADD COLUMN password_hash TEXT;
+    ALTER TABLE accounts ADD COLUMN key_cap INTEGER NOT NULL DEFAULT 10;
+    CREATE UNIQUE INDEX accounts_by_email ON accounts(email) WHERE email IS NOT NULL;
+    ALTER TABLE service_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'chat,embeddings,models:read,count_tokens';
+    -- JSON arrays of provider names and model globs; NULL allows any.
+    ALTER TABLE service_keys ADD COLUMN providers TEXT;
+    ALTER TABLE service_keys ADD COLUMN models TEXT;
+    ALTER TABLE service_keys ADD COLUMN project TEXT;
+    ALTER TABLE service_keys ADD COLUMN last_used_at INTEGER;
+    CREATE INDEX service_keys_by_account ON service_keys(account_id);
+",
+    "
+    -- Access tokens carry the epoch they were issued in; bumping it (logout, new password, disable)
+    -- ends every token issued before. A disabled account cannot log in and its keys are refused.
+    ALTER TABLE accounts ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+",
+    "
+    -- A key's policy (auth::policy::KeyPolicy) as JSON, NULL for the default; its owner's notes.
+    ALTER TABLE service_keys ADD COLUMN policy TEXT;
+    ALTER TABLE service_keys ADD COLUMN description TEXT;
+    ALTER TABLE service_keys ADD COLUMN metadata TEXT;
+    -- Projects group an account's keys under a cap of their own; service_keys.project holds a
+    -- project's id. Earlier free-form project labels become projects of their account.
+    CREATE TABLE projects (
+        id          TEXT PRIMARY KEY,
+        account_id  TEXT NOT NULL REFERENCES accounts(id),
+        name        TEXT NOT NULL,
+        key_cap     INTEGER NOT NULL DEFAULT 5,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX projects_by_name ON projects(account_id, name);
+    INSERT INTO projects (id, account_id, name, created_at)
+        SELECT 'prj_' || hex(randomblob(6)), account_id, project, MIN(created_at)
+        FROM service_keys WHERE project IS NOT NULL GROUP BY account_id, project;
+    UPDATE service_keys SET project = (SELECT p.id FROM projects p
+        WHERE p.account_id = service_keys.account_id AND p.name = service_keys.project)
+    WHERE project IS NOT NULL;
+    CREATE INDEX service_keys_by_project ON service_keys(project) WHERE project IS NOT NULL;
+",
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
