@@ -4,6 +4,9 @@
 //!
 //! [`run`] serves on a listener the caller bound, so tests embed the real server on port 0.
 
+// The OpenAPI document is one `serde_json::json!` literal per part, deeper than the default limit.
+#![recursion_limit = "256"]
+
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cli::{CliResult, accounts::AccountsCommand, block_on, keys::KeysCommand};
+use cli::{CliResult, accounts::AccountsCommand, block_on, keys::KeysCommand, projects::ProjectsCommand};
 use tollgate::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -33,6 +33,9 @@ enum Command {
     /// Manage accounts in the configured store
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Manage an account's projects in the configured store
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
     /// Tokens and requests per key, day and model (default: this month so far)
     Usage {
         /// Only this key (id or key prefix)
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&config, &path),
         Command::Keys(command) => block_on(cli::keys::run(&config, *command)),
         Command::Accounts(command) => block_on(cli::accounts::run(&config, command)),
+        Command::Projects(command) => block_on(cli::projects::run(&config, command)),
         Command::Usage { key, from, to } => {
             block_on(cli::usage::run(&config, key.as_deref(), from.as_deref(), to.as_deref()))
         }

@@ -120,7 +120,12 @@ impl KeyBody {
             Some(_) => return Err(ApiError::invalid("kind", "must be \"live\" or \"publishable\"")),
         };
         let name = self.name.ok_or_else(|| ApiError::invalid("name", "missing field `name`"))?;
-        let (providers, models) = (self.providers.flatten(), self.models.flatten());
+        // On creation a missing list already allows any; null is a change's way to say so.
+        let list = |field: &str, list: Option<Option<Vec<String>>>| match list {
+            Some(None) => Err(ApiError::invalid(field, "must be a list; leave it out to allow any")),
+            other => Ok(other.flatten()),
+        };
+        let (providers, models) = (list("providers", self.providers)?, list("models", self.models)?);
         Ok(KeyRequest {
             kind,
             name,

@@ -10,6 +10,7 @@ mod keys;
 mod login;
 pub mod openapi;
 mod page;
+mod projects;
 pub mod service;
 mod usage;
 
@@ -27,6 +28,7 @@ use accounts::{create_account, list_accounts, patch_account};
 use body::RequestBody;
 use keys::{create_key, get_key, list_keys, patch_key, revoke_key, rotate_key};
 use login::{change_password, login, logout};
+use projects::{create_project, delete_project, get_project, list_projects, patch_project};
 use usage::usage;
 
 /// Every operation, as the OpenAPI document names it: (method, path template).
@@ -43,6 +45,11 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("patch", "/v1/auth/keys/{id}"),
     ("delete", "/v1/auth/keys/{id}"),
     ("post", "/v1/auth/keys/{id}/rotate"),
+    ("post", "/v1/projects"),
+    ("get", "/v1/projects"),
+    ("get", "/v1/projects/{id}"),
+    ("patch", "/v1/projects/{id}"),
+    ("delete", "/v1/projects/{id}"),
     ("get", "/v1/usage"),
     ("get", "/openapi.json"),
 ];
@@ -52,6 +59,8 @@ pub fn is_management(path: &str) -> bool {
     path == "/openapi.json"
         || path == "/v1/usage"
         || path == "/v1/accounts"
+        || path == "/v1/projects"
+        || path.starts_with("/v1/projects/")
         || path.starts_with("/v1/accounts/")
         || path == "/v1/auth/login"
         || path == "/v1/auth/logout"
@@ -99,6 +108,13 @@ impl ApiError {
         ApiError { field: Some(field.to_owned()), ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message) }
     }
 
+    fn method_not_allowed(methods: &str) -> ApiError {
+        ApiError {
+            allow: Some(methods.to_owned()),
+            ..ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("Allowed: {methods}"))
+        }
+    }
+
     fn not_found() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such resource")
     }
@@ -120,6 +136,14 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
             }
             StoreError::KeyCapReached(_) => ApiError::new(StatusCode::CONFLICT, "key_cap_reached", capitalized(&e)),
+            StoreError::ProjectKeyCapReached(_) => {
+                ApiError::new(StatusCode::CONFLICT, "project_key_cap_reached", capitalized(&e))
+            }
+            StoreError::ProjectHasKeys(_) => ApiError::new(StatusCode::CONFLICT, "project_has_keys", capitalized(&e)),
+            StoreError::UnknownProject => ApiError {
+                field: Some("project_id".to_owned()),
+                ..ApiError::new(StatusCode::NOT_FOUND, "not_found", capitalized(&e))
+            },
             StoreError::KeyNotActive => ApiError::new(StatusCode::CONFLICT, "not_active", capitalized(&e)),
             StoreError::RotationPending(_) => ApiError::new(StatusCode::CONFLICT, "rotation_pending", capitalized(&e)),
             other => ApiError::internal(other),
@@ -180,12 +204,7 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = parts.method.clone();
     let query = parts.uri.query().unwrap_or("").to_owned();
-    let allowed = |methods: &str| {
-        Err(ApiError {
-            allow: Some(methods.to_owned()),
-            ..ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("Allowed: {methods}"))
-        })
-    };
+    let allowed = |methods: &str| Err(ApiError::method_not_allowed(methods));
     match segments.as_slice() {
         ["openapi.json"] if method == Method::GET => Ok((StatusCode::OK, openapi::document(&app.config))),
         ["v1", "auth", "login"] if method == Method::POST => login(app, client, body).await,
@@ -212,38 +231,61 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
                 _ => allowed("PATCH"),
             }
         }
-        ["v1", "auth", "keys"] => {
+        ["v1", "usage"] if method != Method::GET => allowed("GET"),
+        ["v1", "auth", "keys", ..] | ["v1", "projects", ..] | ["v1", "usage"] => {
             let account = account(app, &parts.headers).await?;
-            match method {
-                Method::POST => create_key(app, &account, body).await,
-                Method::GET => list_keys(app, &account, &query).await,
-                _ => allowed("GET, POST"),
-            }
+            account_route(app, &account, &segments, &method, &query, body).await
         }
+        ["openapi.json"] => allowed("GET"),
+        ["v1", "auth", "login" | "logout" | "password"] => allowed("POST"),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// The routes of an account's own keys, projects and usage, for the account `account` speaks for.
+async fn account_route(
+    app: &App,
+    account: &str,
+    segments: &[&str],
+    method: &Method,
+    query: &str,
+    body: RequestBody<'_>,
+) -> ApiResult {
+    let allowed = |methods: &str| Err(ApiError::method_not_allowed(methods));
+    match segments {
+        ["v1", "auth", "keys"] => match *method {
+            Method::POST => create_key(app, account, body).await,
+            Method::GET => list_keys(app, account, query).await,
+            _ => allowed("GET, POST"),
+        },
         ["v1", "auth", "keys", id] => {
-            let account = account(app, &parts.headers).await?;
-            let id = owned_key(app, &account, id).await?;
-            match method {
+            let id = owned_key(app, account, id).await?;
+            match *method {
                 Method::GET => get_key(app, id).await,
-                Method::PATCH => patch_key(app, &account, id, body).await,
+                Method::PATCH => patch_key(app, account, id, body).await,
                 Method::DELETE => revoke_key(app, id).await,
                 _ => allowed("GET, PATCH, DELETE"),
             }
         }
         ["v1", "auth", "keys", id, "rotate"] => {
-            let account = account(app, &parts.headers).await?;
-            let id = owned_key(app, &account, id).await?;
-            match method {
-                Method::POST => rotate_key(app, &account, id, body).await,
+            let id = owned_key(app, account, id).await?;
+            match *method {
+                Method::POST => rotate_key(app, account, id, body).await,
                 _ => allowed("POST"),
             }
         }
-        ["v1", "usage"] if method == Method::GET => {
-            let account = account(app, &parts.headers).await?;
-            usage(app, &account, &query).await
-        }
-        ["v1", "usage"] | ["openapi.json"] => allowed("GET"),
-        ["v1", "auth", "login" | "logout" | "password"] => allowed("POST"),
+        ["v1", "projects"] => match *method {
+            Method::POST => create_project(app, account, body).await,
+            Method::GET => list_projects(app, account).await,
+            _ => allowed("GET, POST"),
+        },
+        ["v1", "projects", id] => match *method {
+            Method::GET => get_project(app, account, id).await,
+            Method::PATCH => patch_project(app, account, id, body).await,
+            Method::DELETE => delete_project(app, account, id).await,
+            _ => allowed("GET, PATCH, DELETE"),
+        },
+        ["v1", "usage"] => usage(app, account, query).await,
         _ => Err(ApiError::not_found()),
     }
 }

@@ -57,6 +57,13 @@ fn list_of(item: &str) -> Value {
     })
 }
 
+fn project_param() -> Value {
+    json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The project's id (prj_…)"}])
+}
+
+/// What a usage report may be grouped by.
+const USAGE_GROUPS: [&str; 4] = ["day", "model", "key", "project"];
+
 fn id_param() -> Value {
     json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The key's id (or key prefix)"}])
 }
@@ -78,6 +85,10 @@ const EMAIL_PATTERN: &str = "^[^@\\s]+@[^\\s]+$";
 const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 /// Model names and globs: printable ASCII without space.
 const MODEL_PATTERN: &str = "^[!-~]{1,128}$";
+/// Descriptions: no control characters but tab and line feed.
+const DESCRIPTION_PATTERN: &str = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$";
+/// An IPv4 address with an optional prefix length.
+const IPV4_NETWORK_PATTERN: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?$";
 /// The largest token count JSON carries exactly.
 const MAX_TOKENS: u64 = 9_007_199_254_740_991;
 
@@ -136,7 +147,7 @@ pub fn document(config: &crate::config::Config) -> Value {
                 "post": {
                     "operationId": "createKey", "summary": "Create a service key (its secret is returned only here)", "security": account_token,
                     "requestBody": body("CreateKey"),
-                    "responses": responses(("201", ok("The key and its secret", "KeyCreated")), &[("409", "The account's key cap is reached")])
+                    "responses": responses(("201", ok("The key and its secret", "KeyCreated")), &[("404", "project_id names no project of this account"), ("409", "The account's or the project's key cap is reached")])
                 },
                 "get": {
                     "operationId": "listKeys", "summary": "List the account's keys (never a secret), oldest first, a page at a time", "security": account_token,
@@ -167,16 +178,43 @@ pub fn document(config: &crate::config::Config) -> Value {
                     "responses": responses(("201", ok("The new key and its secret", "KeyCreated")), &[("404", "No such key in this account"), ("409", "The key is not active, already has a pending replacement, or a grace period would exceed the key cap")])
                 }
             },
+            "/v1/projects": {
+                "post": {
+                    "operationId": "createProject", "summary": "Create a project: a group of keys under a key cap of its own (default 5) beside the account's", "security": account_token,
+                    "requestBody": body("CreateProject"),
+                    "responses": responses(("201", ok("The project", "Project")), &[("409", "The account has a project of that name")])
+                },
+                "get": {
+                    "operationId": "listProjects", "summary": "The account's projects, oldest first, with their active keys", "security": account_token,
+                    "responses": responses(("200", ok("The projects", "ProjectList")), &[])
+                }
+            },
+            "/v1/projects/{id}": {
+                "get": {
+                    "operationId": "getProject", "summary": "One project", "security": account_token, "parameters": project_param(),
+                    "responses": responses(("200", ok("The project", "Project")), &[("404", "No such project in this account")])
+                },
+                "patch": {
+                    "operationId": "updateProject", "summary": "Rename a project or change its key cap (a cap below its active keys only stops new ones)", "security": account_token,
+                    "parameters": project_param(), "requestBody": body("PatchProject"),
+                    "responses": responses(("200", ok("The project", "Project")), &[("404", "No such project in this account"), ("409", "The account has a project of that name")])
+                },
+                "delete": {
+                    "operationId": "deleteProject", "summary": "Delete a project that holds no active key", "security": account_token, "parameters": project_param(),
+                    "responses": responses(("200", ok("Deleted", "ProjectDeleted")), &[("404", "No such project in this account"), ("409", "The project still has active keys (project_has_keys)")])
+                }
+            },
             "/v1/usage": {
                 "get": {
-                    "operationId": "getUsage", "summary": "The account's usage by day or by model", "security": account_token,
+                    "operationId": "getUsage", "summary": "The account's usage by day, model, key or project", "security": account_token,
                     "parameters": [
                         {"name": "key_id", "in": "query", "schema": {"type": "string"}},
+                        {"name": "project_id", "in": "query", "schema": {"type": "string"}},
                         {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
                         {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
-                        {"name": "group_by", "in": "query", "schema": {"type": "string", "enum": ["day", "model"]}}
+                        {"name": "group_by", "in": "query", "schema": {"type": "string", "enum": USAGE_GROUPS}}
                     ],
-                    "responses": responses(("200", ok("Usage", "Usage")), &[("404", "No such key in this account")])
+                    "responses": responses(("200", ok("Usage", "Usage")), &[("404", "No such key or project in this account")])
                 }
             },
             "/openapi.json": {
@@ -212,13 +250,36 @@ fn schemas(config: &crate::config::Config) -> Value {
     let timestamp = json!({"type": "string", "format": "date-time"});
     let nullable_timestamp = json!({"type": ["string", "null"], "format": "date-time"});
     let strings = json!({"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1, "maxItems": 64});
+    let description = json!({"type": ["string", "null"], "maxLength": 1024, "pattern": DESCRIPTION_PATTERN});
+    let metadata = json!({
+        "type": ["object", "null"], "maxProperties": 32, "propertyNames": {"minLength": 1, "maxLength": 40},
+        "additionalProperties": {"type": "string", "maxLength": 500},
+        "description": "The owner's own labels: up to 32 string values; shown as given"
+    });
+    let ip_allowlist = json!({
+        "type": ["array", "null"], "minItems": 1, "maxItems": 64,
+        "items": {"anyOf": [{"type": "string", "pattern": IPV4_NETWORK_PATTERN}, {"type": "string", "format": "ipv6"}]},
+        "description": "Networks (CIDR, IPv4 or IPv6) or addresses the key may be used from; null: anywhere"
+    });
+    let output_cap = json!({"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000});
     let scopes = json!({"type": "array", "items": {"type": "string", "enum": ["chat", "embeddings", "models:read", "count_tokens"]}, "minItems": 1});
     let key_properties = json!({
         "id": {"type": "string"},
         "key_prefix": {"type": "string"},
+        "kind": {"type": "string", "enum": ["live", "publishable", "trial"]},
         "name": {"type": "string"},
-        "project": {"type": ["string", "null"]},
-        "status": {"type": "string", "enum": ["active", "revoked", "expired"]},
+        "description": {"type": ["string", "null"]},
+        "metadata": {"type": ["object", "null"]},
+        "project_id": {"type": ["string", "null"]},
+        "status": {"type": "string", "enum": ["active", "disabled", "revoked", "expired"]},
+        "enabled": {"type": "boolean"},
+        "ip_allowlist": {"type": ["array", "null"], "items": {"type": "string"}},
+        "allowed_origins": {"type": ["array", "null"], "items": {"type": "string"}},
+        "allow_browser": {"type": "boolean"},
+        "provider_credential": {"type": "string", "enum": ["caller", "server"]},
+        "require_identity": {"type": "boolean"},
+        "end_user_limits": {"type": "object"},
+        "max_output_tokens": {"type": ["integer", "null"]},
         "scopes": scopes,
         "providers": strings,
         "models": strings,
@@ -254,7 +315,7 @@ fn schemas(config: &crate::config::Config) -> Value {
             "created_at": timestamp
         }
     });
-    json!({
+    let mut schemas = json!({
         "Error": {
             "type": "object",
             "required": ["error"],
@@ -333,7 +394,13 @@ fn schemas(config: &crate::config::Config) -> Value {
                 "models": model_list,
                 "limits": {"$ref": "#/components/schemas/LimitsInput"},
                 "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 36500},
-                "project": name
+                "project_id": {"type": "string", "description": "A project of the account (prj_…): the key counts against its key cap too"},
+                "description": description,
+                "metadata": metadata,
+                "enabled": {"type": "boolean", "description": "false creates the key switched off (403 api_key_disabled until enabled)"},
+                "ip_allowlist": ip_allowlist,
+                "end_user_limits": {"$ref": "#/components/schemas/EndUserLimitsInput"},
+                "max_output_tokens": output_cap
             }
         },
         "PatchKey": {
@@ -343,7 +410,13 @@ fn schemas(config: &crate::config::Config) -> Value {
                 "scopes": scopes,
                 "providers": {"oneOf": [provider_list, {"type": "null"}]},
                 "models": {"oneOf": [model_list, {"type": "null"}]},
-                "limits": {"$ref": "#/components/schemas/LimitsInput"}
+                "limits": {"$ref": "#/components/schemas/LimitsInput"},
+                "description": description,
+                "metadata": metadata,
+                "enabled": {"type": "boolean", "description": "false switches the key off (403 api_key_disabled), true on again; revocation stays final"},
+                "ip_allowlist": ip_allowlist,
+                "end_user_limits": {"$ref": "#/components/schemas/EndUserLimitsInput"},
+                "max_output_tokens": output_cap
             }
         },
         "Rotate": {
@@ -359,17 +432,61 @@ fn schemas(config: &crate::config::Config) -> Value {
                 "object": {"type": "string"},
                 "from": {"type": "string", "format": "date"},
                 "to": {"type": "string", "format": "date"},
-                "group_by": {"type": "string", "enum": ["day", "model"]},
+                "group_by": {"type": "string", "enum": USAGE_GROUPS},
                 "data": {"type": "array", "items": {
                     "type": "object",
                     "required": ["requests", "input_tokens", "output_tokens", "total_tokens"],
                     "properties": {
-                        "day": {"type": "string"}, "model": {"type": "string"},
+                        "day": {"type": "string"}, "model": {"type": "string"}, "key": {"type": "string"},
+                        "project": {"type": ["string", "null"]},
                         "requests": {"type": "integer"}, "input_tokens": {"type": "integer"},
                         "output_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}
                     }
                 }}
             }
+        }
+    });
+    if let (Some(all), Value::Object(more)) = (schemas.as_object_mut(), project_schemas(&name, &limit)) {
+        all.extend(more);
+    }
+    schemas
+}
+
+/// Projects and the per-end-user limits of a key.
+fn project_schemas(name: &Value, limit: &dyn Fn(u64, u64) -> Value) -> Value {
+    let timestamp = json!({"type": "string", "format": "date-time"});
+    json!({
+        "EndUserLimitsInput": {
+            "type": "object", "additionalProperties": false,
+            "description": "Limits each end user of the key runs under (identity tokens, X-Tollgate-End-User); null removes one.",
+            "properties": {
+                "requests_per_minute": limit(1, 1000),
+                "requests_per_day": limit(1, 10000),
+                "tokens_per_month": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKENS}
+            }
+        },
+        "Project": {
+            "type": "object", "required": ["id", "name", "key_cap", "active_keys", "created_at"],
+            "properties": {
+                "id": {"type": "string"}, "object": {"type": "string"}, "name": {"type": "string"},
+                "key_cap": {"type": "integer"}, "active_keys": {"type": "integer"}, "created_at": timestamp
+            }
+        },
+        "ProjectList": {
+            "type": "object", "required": ["object", "data"],
+            "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Project"}}}
+        },
+        "ProjectDeleted": {
+            "type": "object", "required": ["id", "deleted"],
+            "properties": {"id": {"type": "string"}, "object": {"type": "string"}, "deleted": {"type": "boolean"}}
+        },
+        "CreateProject": {
+            "type": "object", "additionalProperties": false, "required": ["name"],
+            "properties": {"name": name, "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}}
+        },
+        "PatchProject": {
+            "type": "object", "additionalProperties": false,
+            "properties": {"name": name, "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}}
         }
     })
 }

@@ -1,4 +1,5 @@
-//! Usage of an account's keys under `/v1/usage`, by day or by model.
+//! Usage of an account's keys under `/v1/usage`, by day, model, key or project, optionally of one key or
+//! one project.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +10,12 @@ use super::{ApiError, ApiResult, control, owned_key};
 use crate::app::App;
 use crate::clock;
 
+/// What a report may be grouped by.
+const GROUPS: [&str; 4] = ["day", "model", "key", "project"];
+
 pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
     let mut key = None;
+    let mut project = None;
     let mut from = None;
     let mut to = None;
     let mut group_by = "day".to_owned();
@@ -18,6 +23,9 @@ pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
             "key_id" => key = Some(owned_key(app, account, value).await?),
+            "project_id" => {
+                project = Some(control(app).project(account, value, clock::unix_now()).await?.id);
+            }
             "from" => {
                 from = Some(
                     clock::parse_date(value)
@@ -30,16 +38,21 @@ pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
                         .ok_or_else(|| ApiError::invalid("to", "must be a date like 2026-11-30"))?,
                 )
             }
-            "group_by" if value == "day" || value == "model" => group_by = value.to_owned(),
-            "group_by" => return Err(ApiError::invalid("group_by", "must be day or model")),
+            "group_by" if GROUPS.contains(&value) => group_by = value.to_owned(),
+            "group_by" => return Err(ApiError::invalid("group_by", "must be one of day, model, key, project")),
             other => return Err(ApiError::invalid(other, "is not a query parameter of this endpoint")),
         }
     }
     let report = control(app).usage(Some(account), key, from, to, clock::unix_now()).await?;
     let (from, to, rows) = (report.from, report.to, report.rows);
-    let mut groups: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    for r in rows {
-        let label = if group_by == "day" { clock::date_of_day(r.day) } else { r.model };
+    let mut groups: BTreeMap<Option<String>, (u64, u64, u64)> = BTreeMap::new();
+    for r in rows.into_iter().filter(|r| project.is_none() || r.project == project) {
+        let label = match group_by.as_str() {
+            "day" => Some(clock::date_of_day(r.day)),
+            "model" => Some(r.model),
+            "key" => Some(r.key_prefix),
+            _ => r.project,
+        };
         let t = groups.entry(label).or_default();
         *t = (t.0.saturating_add(r.requests), t.1.saturating_add(r.input_tokens), t.2.saturating_add(r.output_tokens));
     }

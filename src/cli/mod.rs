@@ -1,10 +1,11 @@
-//! The operator's commands against the configured store: keys, accounts and usage. Each parses its
+//! The operator's commands against the configured store: keys, accounts, projects and usage. Each parses its
 //! flags, asks the control plane (the same checks as the management API, as the operator) and prints.
 //! Secrets go to standard output, once; everything else to standard error or as a table.
 
 pub mod accounts;
 mod key_args;
 pub mod keys;
+pub mod projects;
 pub mod usage;
 
 use std::process::ExitCode;

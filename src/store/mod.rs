@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use rows::{
-    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, Rotated, UsageAddition,
-    UsageRow, UsageTotal,
+    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, NewProject, ProjectInfo,
+    Rotated, UsageAddition, UsageRow, UsageTotal,
 };
 pub use sqlite::SqliteStore;
 
@@ -107,6 +107,22 @@ pub trait Store: Send + Sync {
     /// Disables (ending its access tokens) or enables an account; the new epoch.
     async fn set_disabled(&self, id: String, disabled: bool) -> Result<Option<u64>, StoreError>;
 
+    // ------------------------------------------------------------ projects
+
+    /// Creates a project; `Conflict` if its account has one of that name.
+    async fn create_project(&self, project: NewProject) -> Result<ProjectInfo, StoreError>;
+
+    /// An account's projects, oldest first, with their active keys at `now`.
+    async fn projects(&self, account: String, now: i64) -> Result<Vec<ProjectInfo>, StoreError>;
+
+    async fn project(&self, id: String, now: i64) -> Result<Option<ProjectInfo>, StoreError>;
+
+    /// Renames a project and sets its key cap; `false` if no such project.
+    async fn update_project(&self, id: String, name: String, key_cap: u32) -> Result<bool, StoreError>;
+
+    /// Deletes a project with no active key (`ProjectHasKeys` otherwise); `false` if no such project.
+    async fn delete_project(&self, id: String, now: i64) -> Result<bool, StoreError>;
+
     // ------------------------------------------------------------ usage
 
     /// Adds usage to the daily totals, all in one transaction.
@@ -159,6 +175,12 @@ pub enum StoreError {
     Conflict(String),
     /// The account already has this many active keys, its cap.
     KeyCapReached(usize),
+    /// The key's project already has this many active keys, its cap.
+    ProjectKeyCapReached(usize),
+    /// The project named is not one of the key's account.
+    UnknownProject,
+    /// The project still has this many active keys.
+    ProjectHasKeys(usize),
     /// The key is revoked or expired, so it cannot be rotated.
     KeyNotActive,
     /// The key was rotated already and is in its grace period until this instant.
@@ -174,6 +196,13 @@ impl std::fmt::Display for StoreError {
             StoreError::Conflict(what) => write!(f, "{what} already exists"),
             StoreError::KeyCapReached(active) => {
                 write!(f, "the account already has {active} active keys, its cap; revoke one first")
+            }
+            StoreError::ProjectKeyCapReached(active) => {
+                write!(f, "the project already has {active} active keys, its cap; revoke one first")
+            }
+            StoreError::UnknownProject => write!(f, "no such project in this account"),
+            StoreError::ProjectHasKeys(active) => {
+                write!(f, "the project has {active} active keys; revoke them or wait for them to expire first")
             }
             StoreError::KeyNotActive => write!(f, "only an active key can be rotated"),
             StoreError::RotationPending(at) => {

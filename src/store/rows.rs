@@ -84,6 +84,8 @@ pub struct Rotated {
 pub struct UsageRow {
     pub key: KeyId,
     pub key_prefix: String,
+    /// The project of the key, if it is in one.
+    pub project: Option<String>,
     pub day: i64,
     pub model: String,
     pub requests: u64,
@@ -197,4 +199,26 @@ pub struct KeyChanges {
     /// Every disabled account, whenever anything changed.
     pub disabled: Vec<String>,
     pub version: i64,
+}
+
+/// A new project: its id (made by the caller), owner, name and key cap.
+#[derive(Debug, Clone)]
+pub struct NewProject {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    pub key_cap: u32,
+    pub created_at: i64,
+}
+
+/// A project as the store holds it, with the keys in it that are active now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectInfo {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    pub key_cap: u32,
+    pub created_at: i64,
+    /// Keys neither revoked nor expired (a disabled key counts: it can be enabled again).
+    pub active_keys: usize,
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 mod accounts;
 pub mod key_cap;
 mod pages;
+mod projects;
 mod schema;
 
 mod store_impl;
@@ -137,7 +138,8 @@ impl SqliteStore {
     ) -> Result<Vec<UsageRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT u.key_id, COALESCE(k.key_prefix, u.key_id), u.day, u.model, u.requests, u.input_tokens, u.output_tokens
+            "SELECT u.key_id, COALESCE(k.key_prefix, u.key_id), u.day, u.model, u.requests, u.input_tokens, u.output_tokens,
+                    k.project
              FROM usage_daily u LEFT JOIN service_keys k ON k.id = u.key_id
              WHERE u.day BETWEEN ?1 AND ?2 AND (?3 IS NULL OR u.key_id = ?3) AND (?4 IS NULL OR u.account_id = ?4)
              ORDER BY u.key_id, u.day, u.model",
@@ -153,6 +155,7 @@ impl SqliteStore {
                 requests: row.get::<_, i64>(4)?.max(0) as u64,
                 input_tokens: row.get::<_, i64>(5)?.max(0) as u64,
                 output_tokens: row.get::<_, i64>(6)?.max(0) as u64,
+                project: row.get(7)?,
             });
         }
         Ok(out)

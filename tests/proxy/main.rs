@@ -16,6 +16,7 @@ mod management_telemetry;
 mod metering;
 mod metrics;
 mod paths;
+mod projects;
 mod reservations;
 mod serving;
 mod sessions;

@@ -276,6 +276,10 @@ async fn bad_input_names_the_field() {
         (json!({"name": "x", "limits": {"burst": 1}}), "limits.burst"),
         (json!({"name": "x", "scopes": ["admin"]}), "scopes"),
         (json!({"name": "x", "providers": ["bedrock"]}), "providers"),
+        (json!({"name": "x", "models": null}), "models"),
+        (json!({"name": "x", "metadata": {"tier": 2}}), "metadata"),
+        (json!({"name": "x", "kind": "trial"}), "kind"),
+        (json!({"name": "x", "end_user_limits": {"concurrent_requests": 2}}), "end_user_limits.concurrent_requests"),
         (json!({"name": "x", "expires_in_days": 0}), "expires_in_days"),
         (json!({}), "name"),
     ];

@@ -3,6 +3,7 @@
 //! output; what is allowed and what is written is decided here.
 
 mod policy;
+mod projects;
 mod rules;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 pub use crate::store::DEFAULT_KEY_CAP;
 pub use policy::{EndUserLimitChanges, PolicyChanges};
+pub use projects::{DEFAULT_PROJECT_KEY_CAP, PROJECT_KEY_CAP_RANGE, is_project_id};
 pub use rules::{
     Actor, EXPIRES_IN_DAYS_RANGE, Effective, EffectiveLimits, KEY_CAP_RANGE, LimitChanges, MAX_GRACE_SECONDS,
     check_password, parse_key_id,
@@ -196,7 +198,10 @@ impl<'c> ControlPlane<'c> {
             models: check_list("models", r.models, None)?,
         };
         let limits = r.limits.apply(actor, KeyLimits::default())?;
-        let project = r.project.map(|p| check_name("project", &p)).transpose()?;
+        let project = match r.project {
+            Some(p) if !projects::is_project_id(&p) => return Err(ServiceError::Store(StoreError::UnknownProject)),
+            other => other,
+        };
         let (min, max) = EXPIRES_IN_DAYS_RANGE;
         let expires_at = match r.expires_in_days {
             Some(d) if !(min..=max).contains(&d) => {

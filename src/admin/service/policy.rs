@@ -12,8 +12,12 @@ use crate::config::{OPERATOR_RPD_RANGE, OPERATOR_RPM_RANGE, RPD_RANGE, RPM_RANGE
 
 /// The longest description, in characters.
 pub const MAX_DESCRIPTION: usize = 1024;
-/// The largest metadata object, as compact JSON.
-pub const MAX_METADATA_BYTES: usize = 4096;
+/// The most members of a key's metadata.
+pub const MAX_METADATA_MEMBERS: usize = 32;
+/// The longest metadata member name, in characters.
+pub const MAX_METADATA_NAME: usize = 40;
+/// The longest metadata value, in characters.
+pub const MAX_METADATA_VALUE: usize = 500;
 /// The most entries of an IP allowlist or of a list of origins.
 pub const MAX_NETWORKS: usize = 64;
 
@@ -149,14 +153,26 @@ pub fn check_description(text: Option<String>) -> Result<Option<String>, Service
     Ok(Some(text).filter(|t| !t.is_empty()))
 }
 
-/// A key's metadata: a JSON object of at most [`MAX_METADATA_BYTES`] bytes.
+/// A key's metadata: a JSON object of at most [`MAX_METADATA_MEMBERS`] string values, as Stripe keeps
+/// it: names of 1-[`MAX_METADATA_NAME`] characters, values of at most [`MAX_METADATA_VALUE`].
 pub fn check_metadata(value: Option<Value>) -> Result<Option<Value>, ServiceError> {
     let Some(value) = value else { return Ok(None) };
-    if !value.is_object() {
+    let Some(members) = value.as_object() else {
         return Err(invalid("metadata", "must be a JSON object"));
+    };
+    if members.len() > MAX_METADATA_MEMBERS {
+        return Err(invalid("metadata", format!("must have at most {MAX_METADATA_MEMBERS} members")));
     }
-    if value.to_string().len() > MAX_METADATA_BYTES {
-        return Err(invalid("metadata", format!("must be at most {MAX_METADATA_BYTES} bytes as JSON")));
+    for (name, v) in members {
+        if name.is_empty() || name.chars().count() > MAX_METADATA_NAME {
+            return Err(invalid("metadata", format!("member names must be 1-{MAX_METADATA_NAME} characters")));
+        }
+        if v.as_str().is_none_or(|text| text.chars().count() > MAX_METADATA_VALUE) {
+            return Err(invalid(
+                "metadata",
+                format!("member `{name}` must be a string of at most {MAX_METADATA_VALUE} characters"),
+            ));
+        }
     }
     Ok(Some(value))
 }
@@ -232,9 +248,16 @@ mod tests {
         );
         assert_eq!(field(check_description(Some("x".repeat(1025))).unwrap_err()), "description");
         assert_eq!(field(check_description(Some("bell\u{7}".into())).unwrap_err()), "description");
-        assert!(check_metadata(Some(serde_json::json!({"team": "web"}))).unwrap().is_some());
-        assert_eq!(field(check_metadata(Some(serde_json::json!([1]))).unwrap_err()), "metadata");
-        let big = serde_json::json!({"x": "y".repeat(MAX_METADATA_BYTES)});
-        assert_eq!(field(check_metadata(Some(big)).unwrap_err()), "metadata");
+        assert!(check_metadata(Some(serde_json::json!({"team": "web", "é".repeat(40): "ü".repeat(500)}))).is_ok());
+        for bad in [
+            serde_json::json!([1]),
+            serde_json::json!({"tier": 2}),
+            serde_json::json!({"": "x"}),
+            serde_json::json!({"x".repeat(41): "x"}),
+            serde_json::json!({"x": "y".repeat(501)}),
+            Value::Object((0..33).map(|i| (i.to_string(), Value::from("v"))).collect()),
+        ] {
+            assert_eq!(field(check_metadata(Some(bad.clone())).unwrap_err()), "metadata", "{bad}");
+        }
     }
 }

@@ -1,10 +1,12 @@
-//! Writing keys: the insert every creation goes through, and the writes an account's key cap bounds,
-//! creating a key and rotating one. Each of those counts the account's active keys and writes in one
-//! `BEGIN IMMEDIATE` transaction, so parallel requests cannot all pass the count before any of them
-//! inserts. A key in its rotation grace period is still active and counts.
+//! Writing keys: the insert every creation goes through, and the writes the key caps bound (the
+//! account's, and the project's when the key is in one), creating a key and rotating one. Each of those
+//! counts the active keys and writes in one `BEGIN IMMEDIATE` transaction, so parallel requests cannot
+//! all pass the count before any of them inserts. A key in its rotation grace period is still active and
+//! counts; so does a disabled one.
 
 use rusqlite::{Connection, params};
 
+use super::projects::project_cap;
 use super::{SqliteStore, bump_version, infos_in, list_json, sql_int};
 use crate::auth::keys::KeyId;
 use crate::store::{DEFAULT_KEY_CAP, HashedKey, KeyIdentity, KeyInfo, Rotated, StoreError};
@@ -14,10 +16,7 @@ impl SqliteStore {
     pub fn create_key_within_cap(&self, key: &HashedKey, now: i64) -> Result<KeyInfo, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let active = count_active(&tx, &key.key.account, now)?;
-        if active >= key_cap(&tx, &key.key.account)? as usize {
-            return Err(StoreError::KeyCapReached(active));
-        }
+        within_caps(&tx, &key.key.account, key.key.project.as_deref(), now)?;
         let version = bump_version(&tx)?;
         let created = insert_key(&tx, key, version)?;
         tx.commit()?;
@@ -47,10 +46,7 @@ impl SqliteStore {
             return Err(StoreError::RotationPending(at));
         }
         if grace_seconds > 0 && enforce_cap {
-            let active = count_active(&tx, &old.account, now)?;
-            if active >= key_cap(&tx, &old.account)? as usize {
-                return Err(StoreError::KeyCapReached(active));
-            }
+            within_caps(&tx, &old.account, old.project.as_deref(), now)?;
         }
         let version = bump_version(&tx)?;
         let key = HashedKey { identity: replacement, key: old.replacement(now) };
@@ -65,6 +61,28 @@ impl SqliteStore {
     }
 }
 
+/// Whether one more active key fits under the account's cap and its project's (which must be one of
+/// the account's).
+fn within_caps(conn: &Connection, account: &str, project: Option<&str>, now: i64) -> Result<(), StoreError> {
+    let active = count_active(conn, account, now)?;
+    if active >= key_cap(conn, account)? as usize {
+        return Err(StoreError::KeyCapReached(active));
+    }
+    if let Some(project) = project {
+        let cap = project_cap(conn, account, project)?;
+        let active: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM service_keys WHERE project = ?1
+               AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
+            params![project, now],
+            |r| r.get(0),
+        )?;
+        if active.max(0) as usize >= cap as usize {
+            return Err(StoreError::ProjectKeyCapReached(active.max(0) as usize));
+        }
+    }
+    Ok(())
+}
+
 fn key_cap(conn: &rusqlite::Connection, account: &str) -> Result<u32, StoreError> {
     use rusqlite::OptionalExtension;
     let cap: Option<i64> =
@@ -72,8 +90,11 @@ fn key_cap(conn: &rusqlite::Connection, account: &str) -> Result<u32, StoreError
     Ok(cap.map_or(DEFAULT_KEY_CAP, |c| c.clamp(0, i64::from(u32::MAX)) as u32))
 }
 
-/// Inserts one new key at store `version`.
+/// Inserts one new key at store `version`; its project, if it names one, must be its account's.
 pub(super) fn insert_key(tx: &rusqlite::Transaction<'_>, key: &HashedKey, version: i64) -> Result<KeyInfo, StoreError> {
+    if let Some(project) = &key.key.project {
+        project_cap(tx, &key.key.account, project)?;
+    }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
                                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,

@@ -101,3 +101,45 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    /// A file written before projects existed: its free-form project labels become projects of their
+    /// accounts, and the keys point at them.
+    #[test]
+    fn project_labels_become_projects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..4].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", i + 1).unwrap();
+            }
+            let tx = conn.transaction().unwrap();
+            for (id, project) in
+                [("AAAAAAAAAAAA", Some("alpha")), ("BBBBBBBBBBBB", Some("alpha")), ("CCCCCCCCCCCC", None)]
+            {
+                tx.execute(
+                    "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, version, project)
+                     VALUES (?1, 'tg_live_' || ?1, 'live', 'k', x'00', 7, 1, ?2)",
+                    rusqlite::params![id, project],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let projects = store.projects("default", 10).unwrap();
+        assert_eq!(projects.len(), 1);
+        let alpha = &projects[0];
+        assert_eq!((alpha.name.as_str(), alpha.key_cap, alpha.active_keys, alpha.created_at), ("alpha", 5, 2, 7));
+        assert!(crate::admin::service::is_project_id(&alpha.id), "{}", alpha.id);
+        let keys = store.list_keys().unwrap();
+        let in_alpha = keys.iter().filter(|k| k.project.as_deref() == Some(alpha.id.as_str())).count();
+        assert_eq!((in_alpha, keys.iter().filter(|k| k.project.is_none()).count()), (2, 1));
+    }
+}

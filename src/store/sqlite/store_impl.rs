@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::SqliteStore;
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::store::{
-    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, Rotated, Store,
-    StoreError, UsageAddition, UsageRow, UsageTotal,
+    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, NewProject, ProjectInfo,
+    Rotated, Store, StoreError, UsageAddition, UsageRow, UsageTotal,
 };
 
 impl SqliteStore {
@@ -118,6 +118,26 @@ impl Store for SqliteStore {
 
     async fn set_disabled(&self, id: String, disabled: bool) -> Result<Option<u64>, StoreError> {
         self.blocking(move |s| s.set_disabled(&id, disabled)).await
+    }
+
+    async fn create_project(&self, project: NewProject) -> Result<ProjectInfo, StoreError> {
+        self.blocking(move |s| s.create_project(&project)).await
+    }
+
+    async fn projects(&self, account: String, now: i64) -> Result<Vec<ProjectInfo>, StoreError> {
+        self.blocking(move |s| s.projects(&account, now)).await
+    }
+
+    async fn project(&self, id: String, now: i64) -> Result<Option<ProjectInfo>, StoreError> {
+        self.blocking(move |s| s.project(&id, now)).await
+    }
+
+    async fn update_project(&self, id: String, name: String, key_cap: u32) -> Result<bool, StoreError> {
+        self.blocking(move |s| s.update_project(&id, &name, key_cap)).await
+    }
+
+    async fn delete_project(&self, id: String, now: i64) -> Result<bool, StoreError> {
+        self.blocking(move |s| s.delete_project(&id, now)).await
     }
 
     async fn add_usage(&self, rows: Vec<UsageAddition>) -> Result<(), StoreError> {
