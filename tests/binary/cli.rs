@@ -320,3 +320,55 @@ async fn model_names_are_bounded_and_printed_safely() {
     assert_eq!(other.split_whitespace().nth(3), Some("69"), "{report}");
     assert_eq!(rows.len(), 32 + 1 + 1, "{report}");
 }
+
+/// Projects and a key's switch from the command line: a key in a project, the project's cap, deletion refused
+/// while it holds an active key, and a disabled key refused by a running server until enabled.
+#[tokio::test(flavor = "multi_thread")]
+async fn projects_and_disabled_keys_from_the_cli() {
+    let mock = MockUpstream::start().await;
+    let setup = Setup::new(&mock.base_url(), "");
+    let out = setup.cli(&["projects", "create", "--name", "mobile", "--key-cap", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let project = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(project.starts_with("prj_"), "{project}");
+    assert!(!setup.cli(&["projects", "create", "--name", "mobile"]).status.success(), "names are unique");
+
+    let out = setup.cli(&["keys", "create", "--name", "app", "--project", &project, "--description", "the iOS app"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // The operator goes past a project's cap as past an account's (an account over the API cannot).
+    let second = setup.cli(&["keys", "create", "--name", "second", "--project", &project]);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    let second = String::from_utf8(second.stdout).unwrap().trim().to_owned();
+    let listing = String::from_utf8(setup.cli(&["projects", "list"]).stdout).unwrap();
+    let row = listing.lines().find(|l| l.starts_with(&project)).unwrap_or_default();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cols.get(1), cols.get(2), cols.last()), (Some(&"2"), Some(&"1"), Some(&"mobile")), "{listing}");
+    let refused = setup.cli(&["projects", "delete", &project]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("2 active keys"));
+    assert!(setup.cli(&["keys", "revoke", key_id(&second).as_str()]).status.success());
+
+    let server = Server::spawn(&setup.config, &[]);
+    let status = |key: String| {
+        let url = server.url("/v1/chat/completions");
+        async move { post(&url, &Keys::new(&key).headers(), Shape::OpenAi.body()).await.status }
+    };
+    assert_eq!(status(key.clone()).await, 200);
+    assert!(setup.cli(&["keys", "disable", key_id(&key).as_str()]).status.success());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while status(key.clone()).await != 403 {
+        assert!(tokio::time::Instant::now() < deadline, "disable not applied within 2s");
+        tokio::task::yield_now().await;
+    }
+    assert!(setup.cli(&["keys", "enable", key_id(&key).as_str()]).status.success());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while status(key.clone()).await != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "enable not applied within 2s");
+        tokio::task::yield_now().await;
+    }
+    assert!(setup.cli(&["keys", "revoke", key_id(&key).as_str()]).status.success());
+    let out = setup.cli(&["projects", "delete", &project]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (exit, _) = server.stop();
+    assert!(exit.success());
+}
