@@ -12,7 +12,7 @@ use super::page::Page;
 use super::service::Actor;
 use super::{ApiError, ApiResult, control};
 use crate::app::App;
-use crate::auth::keys::{KeyId, KeyKind, SecretKey};
+use crate::auth::keys::{KeyId, SecretKey};
 use crate::clock::{self, rfc3339};
 use crate::store::KeyInfo;
 
@@ -40,7 +40,7 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
     json!({
         "id": k.id.as_str(),
         "key_prefix": k.key_prefix,
-        "kind": kind_name(k.kind),
+        "kind": k.kind.name(),
         "name": k.name,
         "description": k.description,
         "metadata": k.metadata,
@@ -69,15 +69,6 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
         "last_used_at": last_used.map(rfc3339),
         "usage_this_month": {"requests": usage.0, "input_tokens": usage.1, "output_tokens": usage.2},
     })
-}
-
-/// How the API names a kind of key.
-pub(super) fn kind_name(kind: KeyKind) -> &'static str {
-    match kind {
-        KeyKind::Live => "live",
-        KeyKind::Publishable => "publishable",
-        KeyKind::Trial => "trial",
-    }
 }
 
 /// Loads a key into this instance's table straight after a write, so the change holds here at once.

@@ -37,6 +37,15 @@ impl KeyKind {
         }
     }
 
+    /// How the management API, logs and metrics name the kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyKind::Live => "live",
+            KeyKind::Trial => "trial",
+            KeyKind::Publishable => "publishable",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<KeyKind> {
         match s {
             "live" => Some(KeyKind::Live),
@@ -136,6 +145,12 @@ pub struct KeyLabel {
     prefix: Arc<str>,
     kind: KeyKind,
     id: KeyId,
+}
+
+impl KeyLabel {
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
 }
 
 impl std::fmt::Display for KeyLabel {

@@ -91,6 +91,8 @@ impl AccessLog {
     /// Writes the line. `outcome` is a bounded label (`ok`, `client_closed`, an error label).
     pub fn emit(&self, status: u16, outcome: &str, bytes: u64, level: LogLevel) {
         self.metrics.request(self.provider.as_ref().map(|p| p.0), self.endpoint, status);
+        let key_kind = self.key.as_ref().map_or("none", |label| label.kind().name());
+        self.metrics.key_kind(key_kind);
         let duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
         let provider = self.provider.as_ref().map_or("-", |p| &*p.1);
         let key: &dyn std::fmt::Display = match &self.key {
@@ -111,6 +113,7 @@ impl AccessLog {
                     bytes,
                     streaming = self.streaming,
                     key = %key,
+                    key_kind,
                     "request"
                 )
             };

@@ -13,6 +13,9 @@ use crate::providers::Endpoint;
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Refusal reasons: the limit kinds, then the process-wide overload.
+/// The kinds of key a provider request is counted under: [`crate::auth::keys::KeyKind::name`], or none.
+pub const KEY_KINDS: [&str; 4] = ["live", "publishable", "trial", "none"];
+
 pub const REFUSALS: [&str; 6] = [
     "requests_per_minute",
     "requests_per_day",
@@ -78,6 +81,8 @@ pub struct Metrics {
     /// [provider][input, output]
     tokens: Vec<[AtomicU64; 2]>,
     refusals: [AtomicU64; REFUSALS.len()],
+    /// Provider requests by the kind of key they were authenticated with ([`KEY_KINDS`]).
+    by_key_kind: [AtomicU64; KEY_KINDS.len()],
     open_streams: AtomicI64,
     /// Management requests are few (people and scripts, not the data plane), so a lock is cheap here.
     /// Labels are `&'static str` from fixed lists, which keeps the set bounded by construction.
@@ -121,6 +126,7 @@ impl Metrics {
             overhead: Histogram::new(),
             tokens: (0..n).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect(),
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            by_key_kind: std::array::from_fn(|_| AtomicU64::new(0)),
             open_streams: AtomicI64::new(0),
             management: Mutex::default(),
             providers,
@@ -161,6 +167,14 @@ impl Metrics {
         if let Some([i, o]) = self.tokens.get(provider) {
             i.fetch_add(input, Ordering::Relaxed);
             o.fetch_add(output, Ordering::Relaxed);
+        }
+    }
+
+    /// One provider request by the kind of key it came with: `live`, `publishable`, `trial`, or `none`
+    /// when no key was authenticated.
+    pub fn key_kind(&self, kind: &str) {
+        if let Some(i) = KEY_KINDS.iter().position(|k| *k == kind) {
+            self.by_key_kind[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -248,6 +262,14 @@ impl Metrics {
         out.push_str("# TYPE tollgate_refusals_total counter\n");
         for (reason, n) in REFUSALS.iter().zip(&self.refusals) {
             let _ = writeln!(out, "tollgate_refusals_total{{reason=\"{reason}\"}} {}", n.load(Ordering::Relaxed));
+        }
+        out.push_str(
+            "# HELP tollgate_requests_by_key_kind_total Provider requests by the kind of key they came with.\n",
+        );
+        out.push_str("# TYPE tollgate_requests_by_key_kind_total counter\n");
+        for (kind, n) in KEY_KINDS.iter().zip(&self.by_key_kind) {
+            let _ =
+                writeln!(out, "tollgate_requests_by_key_kind_total{{kind=\"{kind}\"}} {}", n.load(Ordering::Relaxed));
         }
         out.push_str("# HELP tollgate_open_streams Server-sent event streams being relayed.\n");
         out.push_str("# TYPE tollgate_open_streams gauge\n");

@@ -49,8 +49,19 @@ async fn each_management_request_is_logged_by_operation_without_secrets() {
     assert_eq!(call(&server, http::Method::GET, &path, Some(&token), Value::Null).await.0, 405);
     assert_eq!(call(&server, http::Method::GET, "/v1/accounts/x/y", Some(ADMIN), Value::Null).await.0, 404);
     assert_eq!(call(&server, http::Method::GET, "/v1/auth/keys", Some(WRONG), Value::Null).await.0, 401);
+    // A provider call with the key (the upstream is unreachable): its line names the key's kind.
+    let reply =
+        crate::common::post(&server.url("/v1/chat/completions"), &Keys::new(&raw).headers(), Shape::OpenAi.body())
+            .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
 
     let (status, logs) = server.stop();
+    let provider_line: Value = logs
+        .iter()
+        .find(|l| l.contains("\"message\":\"request\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("the provider request's line");
+    assert_eq!((provider_line["key_kind"].as_str(), provider_line["status"].as_u64()), (Some("live"), Some(502)));
     assert!(status.success(), "{status:?}");
     let lines: Vec<Value> = logs
         .iter()

@@ -55,6 +55,9 @@ async fn metrics_count_what_happened_and_carry_no_keys() {
     assert_eq!(value(&text, "tollgate_time_to_first_byte_seconds_count{provider=\"anthropic\"}"), 1.0);
     assert_eq!(value(&text, "tollgate_overhead_seconds_count"), 4.0);
     assert_eq!(value(&text, "tollgate_open_streams"), 0.0);
+    assert_eq!(value(&text, "tollgate_requests_by_key_kind_total{kind=\"live\"}"), 5.0);
+    assert_eq!(value(&text, "tollgate_requests_by_key_kind_total{kind=\"none\"}"), 1.0, "the unrouted request");
+    assert_eq!(value(&text, "tollgate_requests_by_key_kind_total{kind=\"publishable\"}"), 0.0);
     for secret in [&gw.key[..], &gw.keys[0][..], PROVIDER_KEY, "tg_live_"] {
         assert!(!text.contains(secret), "key material in /metrics");
     }
