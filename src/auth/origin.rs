@@ -1,4 +1,4 @@
-//! Browser origins (docs/ARCHITECTURE.md, Key kinds): the patterns a publishable key allows, parsed and
+//! Browser origins (docs/ARCHITECTURE.md, Browser callers): the patterns a publishable key allows, parsed and
 //! checked once when a key is written, and the `Origin` header of a request matched against them.
 //!
 //! A pattern is an exact origin, `scheme://host[:port]` (`http` or `https`, an ASCII host in lowercase,

@@ -1,4 +1,4 @@
-//! Browser callers (docs/ARCHITECTURE.md, Key kinds): the `Origin` a publishable key must come from,
+//! Browser callers (docs/ARCHITECTURE.md, Browser callers): the `Origin` a publishable key must come from,
 //! the refusal of a secret key sent from a browser, and CORS: preflights answered before
 //! authentication, and the headers a real response carries to an accepted origin.
 //!

@@ -131,6 +131,15 @@ async fn bad_origin_patterns_are_refused_at_creation() {
     let body = json!({"name": "srv", "provider_credential": "server"});
     let (status, refused) = create(&gw, &token, body).await;
     assert_eq!((status, &refused["error"]["field"]), (400, &json!("provider_credential")), "{refused}");
+
+    let (_, doc) = api(&gw, Method::GET, "/openapi.json", None, None).await;
+    let schemas = &doc["components"]["schemas"];
+    for member in ["kind", "allowed_origins", "allow_browser", "provider_credential", "max_output_tokens"] {
+        assert!(schemas["CreateKey"]["properties"].get(member).is_some(), "CreateKey.{member}");
+        assert!(schemas["Key"]["properties"].get(member).is_some(), "Key.{member}");
+    }
+    assert!(schemas["PatchKey"]["properties"].get("allowed_origins").is_some());
+    assert!(schemas["Key"]["properties"].get("key").is_some());
 }
 
 #[tokio::test]

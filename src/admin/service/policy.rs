@@ -233,6 +233,26 @@ mod tests {
     }
 
     #[test]
+    fn origins_are_checked_and_kept_canonical() {
+        let list = [
+            "https://App.example.com:443".to_owned(),
+            "https://app.example.com".into(),
+            "https://*.example.org".into(),
+        ];
+        assert_eq!(check_origins(&list).unwrap(), ["https://app.example.com", "https://*.example.org"]);
+        for bad in ["https://app.example.com/", "https://*.com", "https://a.*.example.com", "https://*.co.uk"] {
+            match check_origins(&[bad.to_owned()]).unwrap_err() {
+                ServiceError::Invalid { field, message } => {
+                    assert_eq!(field, "allowed_origins");
+                    assert!(message.contains(bad), "{message}");
+                }
+                other => panic!("{other}"),
+            }
+        }
+        assert!(check_origins(&[]).is_err());
+    }
+
+    #[test]
     fn descriptions_and_metadata_are_bounded() {
         assert_eq!(
             check_description(Some("line one\nline two".into())).unwrap().as_deref(),
