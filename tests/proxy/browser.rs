@@ -95,6 +95,13 @@ async fn publishable_keys_are_accepted_only_from_their_origins() {
     assert_eq!(list["data"][0]["key"], key.as_str(), "{list}");
     let (status, _) = api(&gw, Method::GET, "/v1/auth/keys", Some(&key), None).await;
     assert_eq!(status, 401, "a publishable key manages nothing");
+    let (status, rotated) =
+        api(&gw, Method::POST, &format!("/v1/auth/keys/{id}/rotate"), Some(&token), Some(json!({}))).await;
+    assert_eq!(status, 201, "{rotated}");
+    let new_key = rotated["raw_key"].as_str().unwrap();
+    assert!(new_key.starts_with("tg_pub_") && new_key != key);
+    assert_eq!(rotated["key"], new_key, "{rotated}");
+    assert_eq!(rotated["allowed_origins"], origins);
     let (_, live) = create(&gw, &token, json!({"name": "server"})).await;
     let live_id = live["id"].as_str().unwrap();
     let (_, live) = api(&gw, Method::GET, &format!("/v1/auth/keys/{live_id}"), Some(&token), None).await;
