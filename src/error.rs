@@ -46,6 +46,16 @@ pub enum ProxyError {
     /// The request's total deadline passed, before the head or while the body streamed.
     UpstreamTotalTimeout,
     UpstreamEventTooLarge,
+    /// A publishable key's request without an `Origin` its allowed origins match; the text names the
+    /// origin.
+    OriginNotAllowed(String),
+    /// A secret key sent with an `Origin` header, from a key that does not allow browsers.
+    SecretKeyInBrowser,
+    /// A key using the server's provider credential called a provider that holds none; the text names it.
+    NoServerCredential(String),
+    /// The request asks for more output than its key's `max_output_tokens`; the text names the member
+    /// and the cap.
+    OutputCapExceeded(String),
 }
 
 /// The level of a request's log line.
@@ -219,6 +229,19 @@ impl ProxyError {
             ProxyError::UpstreamEventTooLarge => {
                 S::server(C::BAD_GATEWAY, "upstream_event_too_large", "Upstream stream event exceeded the size limit")
             }
+            ProxyError::OriginNotAllowed(why) => {
+                S { openai_type: "permission_error", ..S::caller(C::FORBIDDEN, "origin_not_allowed", why) }
+            }
+            ProxyError::SecretKeyInBrowser => S {
+                openai_type: "permission_error",
+                ..S::caller(
+                    C::FORBIDDEN,
+                    "secret_key_in_browser",
+                    "secret key used from a browser; use a publishable key",
+                )
+            },
+            ProxyError::NoServerCredential(why) => S::caller(C::BAD_REQUEST, "no_server_credential", why),
+            ProxyError::OutputCapExceeded(why) => S::caller(C::BAD_REQUEST, "output_cap_exceeded", why),
         }
     }
 
@@ -311,9 +334,13 @@ mod tests {
                 ProxyError::UpstreamTotalTimeout => 22,
                 ProxyError::UpstreamEventTooLarge => 23,
                 ProxyError::KeyDisabled => 24,
+                ProxyError::OriginNotAllowed(_) => 25,
+                ProxyError::SecretKeyInBrowser => 26,
+                ProxyError::NoServerCredential(_) => 27,
+                ProxyError::OutputCapExceeded(_) => 28,
             }
         }
-        const VARIANTS: usize = 25;
+        const VARIANTS: usize = 29;
         let all = vec![
             ProxyError::NotFound,
             ProxyError::MethodNotAllowed(Method::POST),
@@ -340,6 +367,10 @@ mod tests {
             ProxyError::UpstreamTotalTimeout,
             ProxyError::UpstreamEventTooLarge,
             ProxyError::KeyDisabled,
+            ProxyError::OriginNotAllowed("Origin `null` is not allowed for this key".into()),
+            ProxyError::SecretKeyInBrowser,
+            ProxyError::NoServerCredential("provider `x` holds no server credential".into()),
+            ProxyError::OutputCapExceeded("`max_tokens` is over this key's cap".into()),
         ];
         let mut places: Vec<usize> = all.iter().map(place).collect();
         places.sort_unstable();
@@ -364,6 +395,7 @@ mod tests {
             (ProxyError::InvalidServiceKey, 401, "Invalid API key"),
             (ProxyError::ExpiredServiceKey, 401, "API key expired"),
             (ProxyError::KeyDisabled, 403, "API key disabled"),
+            (ProxyError::SecretKeyInBrowser, 403, "secret key used from a browser; use a publishable key"),
             (ProxyError::MissingProviderKey, 400, "Missing X-Provider-Key header"),
             (ProxyError::InvalidProviderKey, 400, "Invalid X-Provider-Key header"),
             (ProxyError::UpstreamUnreachable, 502, "Upstream provider unreachable"),
@@ -418,6 +450,10 @@ mod tests {
             (504, "server_error", "upstream_timeout", "upstream_total_timeout", Warn, &[]),
             (502, "server_error", "upstream_event_too_large", "upstream_event_too_large", Warn, &[]),
             (403, "permission_error", "api_key_disabled", "api_key_disabled", Info, &[]),
+            (403, "permission_error", "origin_not_allowed", "origin_not_allowed", Info, &[]),
+            (403, "permission_error", "secret_key_in_browser", "secret_key_in_browser", Info, &[]),
+            (400, client, "no_server_credential", "no_server_credential", Info, &[]),
+            (400, client, "output_cap_exceeded", "output_cap_exceeded", Info, &[]),
         ];
         let all = one_of_each();
         assert_eq!(all.len(), rows.len());

@@ -12,7 +12,7 @@ use super::page::Page;
 use super::service::Actor;
 use super::{ApiError, ApiResult, control};
 use crate::app::App;
-use crate::auth::keys::{KeyId, SecretKey};
+use crate::auth::keys::{KeyId, KeyKind, SecretKey};
 use crate::clock::{self, rfc3339};
 use crate::store::KeyInfo;
 
@@ -37,7 +37,7 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
     let now = clock::unix_now();
     let limits = control(app).effective_limits(&k.limits);
     let last_used = app.last_used.get(&k.id).map(|t| *t).max(k.last_used_at);
-    json!({
+    let mut view = json!({
         "id": k.id.as_str(),
         "key_prefix": k.key_prefix,
         "kind": k.kind.name(),
@@ -68,7 +68,12 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
         "revoked_at": k.revoked_at.map(rfc3339),
         "last_used_at": last_used.map(rfc3339),
         "usage_this_month": {"requests": usage.0, "input_tokens": usage.1, "output_tokens": usage.2},
-    })
+    });
+    // A publishable key is not secret: its whole text is shown on every view, for browser code.
+    if let Some(public) = k.public_key.as_deref().filter(|_| k.kind == KeyKind::Publishable) {
+        view["key"] = Value::String(public.to_owned());
+    }
+    view
 }
 
 /// Loads a key into this instance's table straight after a write, so the change holds here at once.

@@ -449,6 +449,7 @@ fn schemas(config: &crate::config::Config) -> Value {
     if let (Some(all), Value::Object(more)) = (schemas.as_object_mut(), project_schemas(&name, &limit)) {
         all.extend(more);
     }
+    browser_key_members(&mut schemas, config);
     schemas
 }
 
@@ -489,6 +490,54 @@ fn project_schemas(name: &Value, limit: &dyn Fn(u64, u64) -> Value) -> Value {
             "properties": {"name": name, "key_cap": {"type": "integer", "minimum": 1, "maximum": 1000}}
         }
     })
+}
+
+/// The members of publishable keys and browser use (docs/ARCHITECTURE.md, Browser callers): the key's kind
+/// and allowed origins, browser use of a secret key, the server's provider credential, the output cap,
+/// and the publishable key's own text on every view.
+fn browser_key_members(schemas: &mut Value, config: &crate::config::Config) {
+    let holders: Vec<&str> = config.providers.iter().filter(|p| p.key_env.is_some()).map(|p| p.name.as_str()).collect();
+    let origins = json!({
+        "type": "array", "minItems": 1, "maxItems": 64,
+        "items": {"type": "string", "examples": ["https://app.example.com", "https://*.example.com", "http://localhost:3000"]},
+        "description": "Browser origins a publishable key is accepted from: scheme://host[:port], or one leading wildcard label (https://*.example.com: any subdomain, never the apex). No paths, no other `*`, no wildcard over a public suffix (https://*.com, https://*.github.io). Required for, and only for, publishable keys."
+    });
+    let members = [
+        (
+            "allow_browser",
+            json!({"type": "boolean", "description": "Let a secret (live) key be used with an Origin header; otherwise such requests are refused 403 secret_key_in_browser."}),
+        ),
+        (
+            "provider_credential",
+            json!({
+                "type": "string", "enum": ["caller", "server"],
+                "description": format!("server: call without X-Provider-Key, with the credential a provider holds (key_env in proxy.toml); a caller's X-Provider-Key still wins. Providers holding one: {holders:?}.")
+            }),
+        ),
+        (
+            "max_output_tokens",
+            json!({"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000, "description": "The most output tokens one request may ask for (max_tokens and the like); a request asking for more is refused 400 output_cap_exceeded, one naming none is reserved at this cap."}),
+        ),
+    ];
+    let mut patch_origins = origins.clone();
+    patch_origins["type"] = json!(["array", "null"]);
+    let kind = json!({"type": "string", "enum": ["live", "publishable"], "description": "live (tg_live_, secret, the default) or publishable (tg_pub_, for browser code: not secret, needs allowed_origins, scopes default to chat)."});
+    for (schema, origins) in
+        [("CreateKey", &origins), ("PatchKey", &patch_origins), ("Key", &patch_origins), ("KeyCreated", &patch_origins)]
+    {
+        let properties = &mut schemas[schema]["properties"];
+        properties["allowed_origins"] = origins.clone();
+        for (name, member) in &members {
+            properties[*name] = member.clone();
+        }
+    }
+    schemas["CreateKey"]["properties"]["kind"] = kind.clone();
+    let kinds = json!({"type": "string", "enum": ["live", "publishable", "trial"]});
+    schemas["Key"]["properties"]["kind"] = kinds.clone();
+    schemas["KeyCreated"]["properties"]["kind"] = kinds;
+    let key = json!({"type": "string", "description": "A publishable key's whole text (tg_pub_…): not secret, shown on every view of a publishable key and absent for every other kind."});
+    schemas["Key"]["properties"]["key"] = key.clone();
+    schemas["KeyCreated"]["properties"]["key"] = key;
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod keys;
+pub mod origin;
 pub mod passwords;
 pub mod policy;
 pub mod principal;

@@ -219,7 +219,14 @@ async fn create(control: &ControlPlane<'_>, request: KeyRequest, count: u32, now
     eprintln!("  key_prefix  {}", info.key_prefix);
     eprintln!("  expires     {}", info.expires_at.map_or("never".to_owned(), rfc3339));
     eprintln!("  limits      {}", control.effective_limits(&info.limits));
-    eprintln!("the key below is shown once and cannot be recovered; store it now:");
+    if info.kind == KeyKind::Publishable {
+        eprintln!(
+            "a publishable key is not secret (it goes into browser code); GET /v1/auth/keys/{} shows it",
+            info.id
+        );
+    } else {
+        eprintln!("the key below is shown once and cannot be recovered; store it now:");
+    }
     println!("{}", secret.expose());
     Ok(ExitCode::SUCCESS)
 }

@@ -300,6 +300,7 @@ impl Config {
             ));
         }
         let mut config = validate(raw, hash_secret)?;
+        validate::server_keys(&mut config.providers, &env)?;
         config.management.admin_token = admin_token;
         config.management.session_secret = session_secret;
         if config.metrics.enabled && config.metrics.main_listener_token.is_some() {

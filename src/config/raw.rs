@@ -160,6 +160,8 @@ pub(super) struct RawProvider {
     pub(super) anthropic_version: Option<String>,
     pub(super) inject_stream_usage: Option<bool>,
     pub(super) ca_file: Option<PathBuf>,
+    /// The environment variable holding the server's own credential for this provider.
+    pub(super) key_env: Option<String>,
 }
 
 pub(super) fn toml_error(e: &toml::de::Error) -> String {

@@ -210,6 +210,7 @@ fn default_providers(shared_roots: &ExtraRoots) -> Result<Vec<ProviderConfig>, C
             anthropic_version: None,
             inject_stream_usage: None,
             ca_file: None,
+            key_env: None,
         };
         provider(name.to_owned(), raw, shared_roots)
     })
@@ -264,6 +265,9 @@ fn provider(name: String, p: RawProvider, shared_roots: &ExtraRoots) -> Result<P
             return Err(invalid(&field("inject_stream_usage"), "only applies to openai providers"));
         }
     };
+    if let Some(name) = &p.key_env {
+        env_name(&field("key_env"), name)?;
+    }
     let mut extra_roots = shared_roots.clone();
     if let Some(path) = &p.ca_file {
         extra_roots.certs.extend(ca_certs(&field("ca_file"), path)?);
@@ -279,7 +283,50 @@ fn provider(name: String, p: RawProvider, shared_roots: &ExtraRoots) -> Result<P
         anthropic_version,
         inject_stream_usage,
         extra_roots,
+        key_env: p.key_env,
+        server_key: None,
     })
+}
+
+/// The name of an environment variable: letters, digits and `_`, not starting with a digit.
+fn env_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = name.len() <= 128
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return Err(invalid(field, format!("`{name}` is not an environment variable name (A-Z, 0-9, _)")));
+    }
+    Ok(())
+}
+
+/// Reads each provider's `key_env` credential from `env`, once, at start. A missing or malformed
+/// value is an error naming the field and the variable, never the value.
+pub(super) fn server_keys(
+    providers: &mut [ProviderConfig],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for provider in providers {
+        let Some(name) = &provider.key_env else { continue };
+        let field = format!("providers.{}.key_env", provider.name);
+        let value = env(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+            invalid(&field, format!("the environment variable {name} is not set (it holds the provider credential)"))
+        })?;
+        let key = http::HeaderValue::from_str(&value)
+            .ok()
+            .and_then(|v| crate::providers::key::ProviderKey::parse(&v))
+            .ok_or_else(|| {
+                invalid(
+                    &field,
+                    format!(
+                        "the value of {name} is not a provider key (printable ASCII without space, &, #, %, ? or /, \
+                         at most {} bytes)",
+                        crate::providers::key::MAX_PROVIDER_KEY_LEN
+                    ),
+                )
+            })?;
+        provider.server_key = Some(std::sync::Arc::new(key));
+    }
+    Ok(())
 }
 
 fn provider_name(name: &str) -> Result<(), ConfigError> {

@@ -7,6 +7,7 @@ pub const MAX_PROVIDER_KEY_LEN: usize = 512;
 
 /// The caller's provider key. Its `Debug` and `Display` print `[redacted]`; the value is only ever
 /// written into the upstream request, marked sensitive.
+#[derive(Clone)]
 pub struct ProviderKey(HeaderValue);
 
 impl ProviderKey {

@@ -44,6 +44,11 @@ pub struct ProviderConfig {
     /// CA certificates trusted for this provider besides the webpki roots: those of `[upstream] ca_file`
     /// and of its own `ca_file`, read and checked at start.
     pub extra_roots: ExtraRoots,
+    /// The environment variable naming the server's own credential for this provider (`key_env`).
+    pub key_env: Option<String>,
+    /// That credential, read at start; keys allowed the server's credential call without
+    /// `X-Provider-Key`. Prints as `[redacted]`.
+    pub server_key: Option<std::sync::Arc<key::ProviderKey>>,
 }
 
 /// Extra trust roots: the files they came from (which tell one trust configuration from another) and
@@ -167,6 +172,21 @@ pub enum BodyMember {
     GenerationMaxOutputTokens,
     /// `generationConfig.candidateCount`.
     GenerationCandidateCount,
+}
+
+impl BodyMember {
+    /// The member as a request body spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyMember::MaxTokens => "max_tokens",
+            BodyMember::MaxCompletionTokens => "max_completion_tokens",
+            BodyMember::MaxOutputTokens => "max_output_tokens",
+            BodyMember::N => "n",
+            BodyMember::BestOf => "best_of",
+            BodyMember::GenerationMaxOutputTokens => "generationConfig.maxOutputTokens",
+            BodyMember::GenerationCandidateCount => "generationConfig.candidateCount",
+        }
+    }
 }
 
 /// What a provider says about one endpoint it serves.

@@ -4,8 +4,10 @@
 
 use http::HeaderMap;
 
-use crate::auth::AuthError;
+use crate::auth::policy::ProviderCredential;
+use crate::auth::{AuthError, Principal};
 use crate::error::ProxyError;
+use crate::providers::ProviderConfig;
 pub use crate::providers::key::{MAX_PROVIDER_KEY_LEN, ProviderKey};
 
 /// The header carrying the caller's own provider key.
@@ -32,6 +34,33 @@ pub fn provider_key(headers: &HeaderMap) -> Result<ProviderKey, ProxyError> {
         return Err(ProxyError::InvalidProviderKey);
     }
     ProviderKey::parse(value).ok_or(ProxyError::InvalidProviderKey)
+}
+
+/// Phase: the provider key for a request of `principal` to `provider`. The caller's `X-Provider-Key`
+/// when it sends one, even for a key allowed the server's credential: the caller then pays its own
+/// provider. Without one, a key allowed the server's credential (`provider_credential: server`) uses
+/// the provider's `key_env` credential, and a provider without one is a 400 naming it; any other key
+/// without one is the 400 it always was.
+pub fn provider_key_for(
+    principal: &Principal,
+    provider: &ProviderConfig,
+    headers: &HeaderMap,
+) -> Result<ProviderKey, ProxyError> {
+    match provider_key(headers) {
+        Err(ProxyError::MissingProviderKey)
+            if principal.key.policy.provider_credential == ProviderCredential::Server =>
+        {
+            let key = provider.server_key.as_deref().ok_or_else(|| {
+                ProxyError::NoServerCredential(format!(
+                    "This key uses the server's provider credential, but provider `{}` holds none (key_env in \
+                     proxy.toml); send X-Provider-Key",
+                    provider.name
+                ))
+            })?;
+            Ok(key.clone())
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]

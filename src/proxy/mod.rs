@@ -5,10 +5,12 @@
 //! route's shape.
 
 pub mod body;
+pub mod browser;
 pub mod context;
 pub mod credentials;
 mod error_response;
 pub mod headers;
+pub mod output_cap;
 pub mod request_body;
 pub mod respond;
 pub mod sse;
@@ -46,6 +48,9 @@ const X_REQUEST_ID: &str = "x-request-id";
 /// Serves one request on a provider route. Never fails: errors become provider-shaped responses. The
 /// body stays with the caller, which deals with whatever of it is left unread (`server::unread`).
 pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, request_id: RequestId) -> Response<ProxyBody> {
+    if let Some(response) = browser::preflight(&app, &req, request_id) {
+        return response;
+    }
     let mut ctx = RequestContext::new(request_id, req.method().clone(), Arc::clone(&app.metrics));
     let route = match app.routes.resolve(req.method(), req.uri().path()) {
         Ok(route) => route,
@@ -58,7 +63,7 @@ pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, request_id: Requ
         }
     };
     ctx.routed(&route);
-    match proxy(&app, &route, req, &mut ctx).await {
+    let mut response = match proxy(&app, &route, req, &mut ctx).await {
         Ok(response) => response,
         Err(error) => {
             // A reservation the failure left open is charged before the line is written (`Metering`'s
@@ -70,7 +75,9 @@ pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, request_id: Requ
             }
             response
         }
-    }
+    };
+    browser::allow_origin(ctx.principal.as_ref(), response.headers_mut());
+    response
 }
 
 /// The phases of a routed request, in order, up to the response head.
@@ -83,7 +90,7 @@ async fn proxy(
     let (parts, body) = req.into_parts();
     check_head(&parts, app.config.server.max_header_bytes)?;
     let principal = &*ctx.principal.insert(authenticate(app, &parts)?);
-    let provider_key = credentials::provider_key(&parts.headers)?;
+    let provider_key = credentials::provider_key_for(principal, &route.provider, &parts.headers)?;
     // The key's own limits come before anything shared is taken: its concurrency bounds how many of
     // the process-wide slots and slow bodies it can hold.
     let admitted = admit_request(app, principal).await?;
@@ -97,8 +104,10 @@ async fn proxy(
     };
     ctx.streaming = facts.stream;
     authorize(principal, route, request_model(route, &facts))?;
+    output_cap::check(principal, &facts)?;
     if let Some(admitted) = admitted {
-        let metering = reserve(app, admitted, route, ctx.meter, &facts, body.len()).await?;
+        let default_output = output_cap::default_for(principal, app.config.limits.default_max_output_tokens);
+        let metering = reserve(app, admitted, route, (ctx.meter, default_output), &facts, body.len()).await?;
         ctx.rate = metering.headers().copied();
         ctx.metering = Some(metering);
     }
@@ -156,14 +165,16 @@ fn check_head(parts: &request::Parts, max: usize) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Phase: the service key is present, well-formed, known, active, enabled and unexpired, and used from
-/// an address its IP allowlist names; its use is noted for the next flush.
+/// Phase: the service key is present, well-formed, known, active, enabled and unexpired, used from
+/// an address its IP allowlist names and from a browser origin it allows; its use is noted for the
+/// next flush.
 fn authenticate(app: &App, parts: &request::Parts) -> Result<Principal, ProxyError> {
-    let principal = auth::authenticate(&app.keys, &parts.headers, clock::unix_now())?;
+    let mut principal = auth::authenticate(&app.keys, &parts.headers, clock::unix_now())?;
     let client = parts.extensions.get::<auth::ClientAddr>().map(|a| a.0.ip());
     if principal.key.policy.ip_allowlist.is_some() && !client.is_some_and(|ip| principal.key.policy.allows_ip(ip)) {
         return Err(ProxyError::Forbidden("This API key may not be used from this address".into()));
     }
+    browser::check_origin(&mut principal, &parts.headers)?;
     app.last_used.insert(principal.key.id, clock::unix_now());
     Ok(principal)
 }
@@ -250,17 +261,11 @@ async fn reserve(
     app: &App,
     (subject, permit): (Subject, limits::Permit),
     route: &Route,
-    meter: Meter,
+    (meter, default_output): (Meter, u64),
     facts: &Inspected,
     body_len: usize,
 ) -> Result<Metering, ProxyError> {
-    let reservation = metering::reservation(
-        meter,
-        route.endpoint,
-        facts.asked(),
-        body_len,
-        app.config.limits.default_max_output_tokens,
-    );
+    let reservation = metering::reservation(meter, route.endpoint, facts.asked(), body_len, default_output);
     let now = app.now();
     let ticket = app.counters.reserve(permit, reservation.total(), now).await.map_err(ProxyError::RateLimited)?;
     let model = request_model(route, facts);

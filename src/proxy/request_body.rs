@@ -89,6 +89,8 @@ pub struct Inspected {
     pub model: Option<String>,
     /// The most output one choice may produce, if the request says.
     pub max_output: Option<u64>,
+    /// The member that said it.
+    pub max_output_member: Option<BodyMember>,
     /// How many choices (completions, candidates) the request asks for; at least 1.
     pub choices: u64,
     pub include_usage: Option<bool>,
@@ -123,13 +125,15 @@ pub fn inspect_body(kind: ProviderKind, endpoint: Endpoint, body: &[u8]) -> Resu
         };
         ProxyError::InvalidJson(format!("Request body {what} (line {}, column {})", e.line(), e.column()))
     })?;
-    let max_output = spec.output_cap.iter().find_map(|m| facts.member(*m));
+    let max_output_member = spec.output_cap.iter().copied().find(|m| facts.member(*m).is_some());
+    let max_output = max_output_member.and_then(|m| facts.member(m));
     let choices = spec.choices.iter().filter_map(|m| facts.member(*m)).max();
     let (include_usage, usage_splice) = usage_splice(body, open, facts.stream_options)?;
     Ok(Inspected {
         stream: spec.always_streams || facts.stream == Some(true),
         model: facts.model.map(|m| m.into_owned()),
         max_output,
+        max_output_member,
         choices: choices.unwrap_or(1).max(1),
         include_usage,
         usage_splice,

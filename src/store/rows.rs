@@ -51,6 +51,9 @@ pub struct KeyIdentity {
     pub id: KeyId,
     pub key_prefix: String,
     pub hash: blake3::Hash,
+    /// The whole key text of a publishable key, which is not secret (shown on every view of it);
+    /// `None` for every other kind.
+    pub public_key: Option<String>,
 }
 
 /// A key ready to be written: who it is and what it is made of.
@@ -119,6 +122,8 @@ pub struct UsageTotal {
 pub struct KeyInfo {
     pub id: KeyId,
     pub key_prefix: String,
+    /// A publishable key's whole text (see [`KeyIdentity::public_key`]).
+    pub public_key: Option<String>,
     pub kind: KeyKind,
     pub name: String,
     pub account: String,

@@ -255,7 +255,7 @@ fn infos_in<P: rusqlite::Params>(conn: &Connection, tail: &str, params: P) -> Re
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, key_prefix, kind, name, created_at, expires_at, revoked_at, account_id,
                 requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                scopes, providers, models, project, last_used_at, policy, description, metadata
+                scopes, providers, models, project, last_used_at, policy, description, metadata, public_key
          FROM service_keys {tail}"
     ))?;
     let mut rows = stmt.query(params)?;
@@ -283,6 +283,7 @@ fn infos_in<P: rusqlite::Params>(conn: &Connection, tail: &str, params: P) -> Re
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?,
+            public_key: row.get(20)?,
         });
     }
     Ok(out)

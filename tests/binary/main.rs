@@ -13,4 +13,5 @@ mod exhaustion;
 mod login;
 mod management_log;
 mod process;
+mod server_credential;
 mod soak;

@@ -45,6 +45,11 @@ impl Gateway {
     /// Like [`Gateway::start`], with `keys` also in the store before the server starts (their secrets,
     /// in order, in `keys`).
     pub async fn start_with(upstream: &str, extra: &str, keys: &[NewKey]) -> Gateway {
+        Gateway::start_with_env(upstream, extra, keys, &[]).await
+    }
+
+    /// Like [`Gateway::start_with`], with `vars` also in the environment the config is read with.
+    pub async fn start_with_env(upstream: &str, extra: &str, keys: &[NewKey], vars: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("tollgate.db");
         let text = config_text(upstream, &db, extra);
@@ -52,7 +57,7 @@ impl Gateway {
             "TOLLGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
             "TOLLGATE_METRICS_TOKEN" => Some(METRICS_TOKEN.to_owned()),
             "TOLLGATE_SESSION_SECRET" => Some(SESSION_SECRET.to_owned()),
-            _ => None,
+            _ => vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()),
         };
         let config = Config::from_toml(&text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let store = SqliteStore::open(&db).unwrap();

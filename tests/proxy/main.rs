@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod browser;
 mod connections;
 mod errors;
 mod forwarding;

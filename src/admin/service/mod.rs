@@ -17,8 +17,9 @@ pub use rules::{
     check_password, parse_key_id,
 };
 
-use crate::auth::access::KeyAccess;
+use crate::auth::access::{KeyAccess, Scopes};
 use crate::auth::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
+use crate::auth::policy::{KeyPolicy, ProviderCredential};
 use crate::clock;
 use crate::config::Config;
 use crate::store::UsageRow;
@@ -77,8 +78,19 @@ pub fn mint(prefix: &str, hasher: &KeyHasher, kind: KeyKind) -> Result<(SecretKe
         id: parsed.id,
         key_prefix: keys::key_prefix(prefix, kind, parsed.id),
         hash: hasher.hash(secret.expose()),
+        // A publishable key is not secret: it sits in browser code, and its owner reads it back.
+        public_key: (kind == KeyKind::Publishable).then(|| secret.expose().to_owned()),
     };
     Ok((secret, identity))
+}
+
+/// The scopes a key of `kind` gets when its request names none: a publishable key, which sits in
+/// browser code, only `chat`; every other kind all of them.
+fn default_scopes(kind: KeyKind) -> Scopes {
+    match kind {
+        KeyKind::Publishable => Scopes::from_names(["chat"]).unwrap_or_default(),
+        KeyKind::Live | KeyKind::Trial => Scopes::default(),
+    }
 }
 
 /// A key to create, as asked for: checked by [`ControlPlane::create_keys`].
@@ -193,7 +205,7 @@ impl<'c> ControlPlane<'c> {
     fn check_new_key(&self, actor: Actor<'_>, r: KeyRequest, now: i64) -> Result<NewKey, ServiceError> {
         let name = check_name("name", &r.name)?;
         let access = KeyAccess {
-            scopes: check_scopes(r.scopes)?.unwrap_or_default(),
+            scopes: check_scopes(r.scopes)?.unwrap_or_else(|| default_scopes(r.kind)),
             providers: check_list("providers", r.providers, Some(&|p| self.is_provider(p)))?,
             models: check_list("models", r.models, None)?,
         };
@@ -223,13 +235,25 @@ impl<'c> ControlPlane<'c> {
             account,
             limits,
             access,
-            policy: r.policy.apply(actor, r.kind, Default::default())?,
+            policy: self.check_server_credential(&r.policy, r.policy.apply(actor, r.kind, Default::default())?)?,
             project,
             description: check_description(r.description)?,
             metadata: check_metadata(r.metadata)?,
             created_at: now,
             expires_at,
         })
+    }
+
+    /// A key newly set to use the server's provider credential needs a provider that holds one.
+    fn check_server_credential(&self, change: &PolicyChanges, policy: KeyPolicy) -> Result<KeyPolicy, ServiceError> {
+        let asks = change.provider_credential.is_some() && policy.provider_credential == ProviderCredential::Server;
+        if asks && !self.config.providers.iter().any(|p| p.server_key.is_some()) {
+            return Err(ServiceError::Invalid {
+                field: "provider_credential".into(),
+                message: "no provider holds a server credential (set key_env on a provider in proxy.toml)".into(),
+            });
+        }
+        Ok(policy)
     }
 
     /// Changes a key's name, access and limits; the key as it is now.
@@ -251,7 +275,10 @@ impl<'c> ControlPlane<'c> {
             name,
             limits: change.limits.apply(actor, current.limits)?,
             access,
-            policy: change.policy.apply(actor, current.kind, current.policy.clone())?,
+            policy: self.check_server_credential(
+                &change.policy,
+                change.policy.apply(actor, current.kind, current.policy.clone())?,
+            )?,
             description: match change.description {
                 None => current.description.clone(),
                 Some(text) => check_description(text)?,

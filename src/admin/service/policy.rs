@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::ServiceError;
 use super::rules::Actor;
 use crate::auth::keys::{KeyKind, change_limit};
+use crate::auth::origin::{MAX_ORIGIN_LEN, OriginPattern};
 use crate::auth::policy::{KeyPolicy, ProviderCredential};
 use crate::config::{OPERATOR_RPD_RANGE, OPERATOR_RPM_RANGE, RPD_RANGE, RPM_RANGE};
 
@@ -127,17 +128,24 @@ pub fn check_networks(list: &[String]) -> Result<Vec<ipnet::IpNet>, ServiceError
         .collect()
 }
 
-/// Allowed browser origins: exact origins, or one leading wildcard label.
+/// Allowed browser origins: exact origins, or one leading wildcard label (`crate::auth::origin`), kept
+/// in their canonical form (lowercase, the default port left out) without duplicates.
 pub fn check_origins(list: &[String]) -> Result<Vec<String>, ServiceError> {
     if list.is_empty() || list.len() > MAX_NETWORKS {
         return Err(invalid("allowed_origins", format!("must hold 1-{MAX_NETWORKS} origins")));
     }
-    for origin in list {
-        if origin.is_empty() || origin.len() > 253 || !origin.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid("allowed_origins", format!("`{origin}` is not an origin")));
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for text in list {
+        let pattern = OriginPattern::parse(text).map_err(|why| {
+            let shown: String = text.chars().take(MAX_ORIGIN_LEN).collect();
+            invalid("allowed_origins", format!("`{}` {why}", shown.escape_debug()))
+        })?;
+        let canonical = pattern.to_string();
+        if !out.contains(&canonical) {
+            out.push(canonical);
         }
     }
-    Ok(list.to_vec())
+    Ok(out)
 }
 
 /// A key's description: free text up to [`MAX_DESCRIPTION`] characters (line breaks allowed).
@@ -238,6 +246,26 @@ mod tests {
         }
         let refused = PolicyChanges::default().apply(Actor::Operator, KeyKind::Publishable, KeyPolicy::default());
         assert_eq!(field(refused.unwrap_err()), "allowed_origins", "a publishable key needs its origins");
+    }
+
+    #[test]
+    fn origins_are_checked_and_kept_canonical() {
+        let list = [
+            "https://App.example.com:443".to_owned(),
+            "https://app.example.com".into(),
+            "https://*.example.org".into(),
+        ];
+        assert_eq!(check_origins(&list).unwrap(), ["https://app.example.com", "https://*.example.org"]);
+        for bad in ["https://app.example.com/", "https://*.com", "https://a.*.example.com", "https://*.co.uk"] {
+            match check_origins(&[bad.to_owned()]).unwrap_err() {
+                ServiceError::Invalid { field, message } => {
+                    assert_eq!(field, "allowed_origins");
+                    assert!(message.contains(bad), "{message}");
+                }
+                other => panic!("{other}"),
+            }
+        }
+        assert!(check_origins(&[]).is_err());
     }
 
     #[test]

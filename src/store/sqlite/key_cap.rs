@@ -98,8 +98,8 @@ pub(super) fn insert_key(tx: &rusqlite::Transaction<'_>, key: &HashedKey, versio
     let mut stmt = tx.prepare_cached(
         "INSERT INTO service_keys (id, key_prefix, kind, name, hash, created_at, expires_at, version, account_id,
                                    requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month,
-                                   scopes, providers, models, project, policy, description, metadata)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                                   scopes, providers, models, project, policy, description, metadata, public_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     )?;
     let (identity, new) = (&key.identity, &key.key);
     let l = new.limits;
@@ -124,10 +124,12 @@ pub(super) fn insert_key(tx: &rusqlite::Transaction<'_>, key: &HashedKey, versio
         new.policy.to_stored(),
         new.description,
         new.metadata.as_ref().map(|m| m.to_string()),
+        identity.public_key,
     ])?;
     Ok(KeyInfo {
         id: identity.id,
         key_prefix: identity.key_prefix.clone(),
+        public_key: identity.public_key.clone(),
         kind: new.kind,
         name: new.name.clone(),
         account: new.account.clone(),

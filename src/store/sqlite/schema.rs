@@ -89,6 +89,11 @@ const MIGRATIONS: &[&str] = &[
     WHERE project IS NOT NULL;
     CREATE INDEX service_keys_by_project ON service_keys(project) WHERE project IS NOT NULL;
 ",
+    "
+    -- A publishable key's whole text: it is not secret (it sits in browser code) and is shown on every
+    -- view of the key. NULL for every other kind, whose secret is never stored.
+    ALTER TABLE service_keys ADD COLUMN public_key TEXT;
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
