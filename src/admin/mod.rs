@@ -155,6 +155,9 @@ impl From<service::ServiceError> for ApiError {
     fn from(e: service::ServiceError) -> ApiError {
         match e {
             service::ServiceError::Invalid { field, message } => ApiError::invalid(&field, message),
+            service::ServiceError::Conflict { field, message } => {
+                ApiError { field: Some(field), ..ApiError::new(StatusCode::CONFLICT, "kind_mismatch", message) }
+            }
             service::ServiceError::NotFound(_) => ApiError::not_found(),
             service::ServiceError::Store(e) => ApiError::from(e),
             service::ServiceError::Random(e) => ApiError::internal(e),

@@ -89,6 +89,10 @@ const MODEL_PATTERN: &str = "^[!-~]{1,128}$";
 const DESCRIPTION_PATTERN: &str = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$";
 /// An IPv4 address with an optional prefix length.
 const IPV4_NETWORK_PATTERN: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?$";
+/// An exact origin as the document promises it is taken: http(s), a DNS name of up to four labels, an
+/// optional port up to 9999. The server also takes longer names, IP literals, other ports and one leading
+/// `*.` label (see the member's description).
+const ORIGIN_PATTERN: &str = "^https?://[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?){0,3}(:[1-9][0-9]{0,3})?$";
 /// The largest token count JSON carries exactly.
 const MAX_TOKENS: u64 = 9_007_199_254_740_991;
 
@@ -492,6 +496,28 @@ fn project_schemas(name: &Value, limit: &dyn Fn(u64, u64) -> Value) -> Value {
     })
 }
 
+/// `CreateKey` as one of two shapes, so that every body the document allows is one the server takes: a
+/// live key (no origins) or a publishable key (origins required, no browser switch).
+fn split_create_key(schemas: &mut Value, kind: Value) {
+    let mut live = schemas["CreateKey"].clone();
+    let mut publishable = live.clone();
+    live["properties"]["kind"] = json!({"type": "string", "enum": ["live"], "description": kind["description"]});
+    if let Some(p) = live["properties"].as_object_mut() {
+        p.remove("allowed_origins");
+    }
+    publishable["properties"]["kind"] = json!({"type": "string", "enum": ["publishable"]});
+    if let Some(p) = publishable["properties"].as_object_mut() {
+        p.remove("allow_browser");
+    }
+    publishable["required"] = json!(["name", "kind", "allowed_origins"]);
+    schemas["CreateLiveKey"] = live;
+    schemas["CreatePublishableKey"] = publishable;
+    schemas["CreateKey"] = json!({"oneOf": [
+        {"$ref": "#/components/schemas/CreateLiveKey"},
+        {"$ref": "#/components/schemas/CreatePublishableKey"}
+    ]});
+}
+
 /// The members of publishable keys and browser use (docs/ARCHITECTURE.md, Browser callers): the key's kind
 /// and allowed origins, browser use of a secret key, the server's provider credential, the output cap,
 /// and the publishable key's own text on every view.
@@ -499,7 +525,7 @@ fn browser_key_members(schemas: &mut Value, config: &crate::config::Config) {
     let holders: Vec<&str> = config.providers.iter().filter(|p| p.key_env.is_some()).map(|p| p.name.as_str()).collect();
     let origins = json!({
         "type": "array", "minItems": 1, "maxItems": 64,
-        "items": {"type": "string", "examples": ["https://app.example.com", "https://*.example.com", "http://localhost:3000"]},
+        "items": {"type": "string", "pattern": ORIGIN_PATTERN, "examples": ["https://app.example.com", "http://localhost:3000"]},
         "description": "Browser origins a publishable key is accepted from: scheme://host[:port], or one leading wildcard label (https://*.example.com: any subdomain, never the apex). No paths, no other `*`, no wildcard over a public suffix (https://*.com, https://*.github.io). Required for, and only for, publishable keys."
     });
     let members = [
@@ -510,7 +536,7 @@ fn browser_key_members(schemas: &mut Value, config: &crate::config::Config) {
         (
             "provider_credential",
             json!({
-                "type": "string", "enum": ["caller", "server"],
+                "type": "string", "enum": if holders.is_empty() { json!(["caller"]) } else { json!(["caller", "server"]) },
                 "description": format!("server: call without X-Provider-Key, with the credential a provider holds (key_env in proxy.toml); a caller's X-Provider-Key still wins. Providers holding one: {holders:?}.")
             }),
         ),
@@ -531,7 +557,7 @@ fn browser_key_members(schemas: &mut Value, config: &crate::config::Config) {
             properties[*name] = member.clone();
         }
     }
-    schemas["CreateKey"]["properties"]["kind"] = kind.clone();
+    split_create_key(schemas, kind);
     let kinds = json!({"type": "string", "enum": ["live", "publishable", "trial"]});
     schemas["Key"]["properties"]["kind"] = kinds.clone();
     schemas["KeyCreated"]["properties"]["kind"] = kinds;

@@ -142,9 +142,18 @@ async fn bad_origin_patterns_are_refused_at_creation() {
     let (_, doc) = api(&gw, Method::GET, "/openapi.json", None, None).await;
     let schemas = &doc["components"]["schemas"];
     for member in ["kind", "allowed_origins", "allow_browser", "provider_credential", "max_output_tokens"] {
-        assert!(schemas["CreateKey"]["properties"].get(member).is_some(), "CreateKey.{member}");
         assert!(schemas["Key"]["properties"].get(member).is_some(), "Key.{member}");
     }
+    // Creation is one of two shapes: a live key without origins, a publishable key with them.
+    let (live, publishable) = (&schemas["CreateLiveKey"], &schemas["CreatePublishableKey"]);
+    assert_eq!(schemas["CreateKey"]["oneOf"].as_array().map(Vec::len), Some(2));
+    assert!(live["properties"].get("allowed_origins").is_none() && live["properties"].get("allow_browser").is_some());
+    assert_eq!(publishable["required"], json!(["name", "kind", "allowed_origins"]));
+    assert_eq!(
+        publishable["properties"]["provider_credential"]["enum"],
+        json!(["caller"]),
+        "no provider holds one here"
+    );
     assert!(schemas["PatchKey"]["properties"].get("allowed_origins").is_some());
     assert!(schemas["Key"]["properties"].get("key").is_some());
 }

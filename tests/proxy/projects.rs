@@ -187,4 +187,12 @@ async fn a_disabled_key_is_refused_until_enabled_and_the_ip_allowlist_holds() {
         let (status, v) = api(&gw, http::Method::PATCH, &path, Some(&token), Some(body.clone())).await;
         assert_eq!((status, v["error"]["field"].as_str()), (400, Some(field)), "{body}: {v}");
     }
+    // A member of another kind of key conflicts with this one as it is.
+    let origins = json!({"allowed_origins": ["https://app.example.com"]});
+    let (status, v) = api(&gw, http::Method::PATCH, &path, Some(&token), Some(origins)).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+        (409, Some("kind_mismatch"), Some("allowed_origins")),
+        "{v}"
+    );
 }

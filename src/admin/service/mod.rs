@@ -40,6 +40,12 @@ pub enum ServiceError {
     },
     /// The key or account named does not exist (`what`: `key <id>`, `account <id>`).
     NotFound(String),
+    /// A change that does not suit the key as it is (a member of another kind of key); `field` as the
+    /// management API names it.
+    Conflict {
+        field: String,
+        message: String,
+    },
     Store(StoreError),
     /// The system's random source failed, so no key or account id could be made.
     Random(getrandom::Error),
@@ -48,7 +54,9 @@ pub enum ServiceError {
 impl std::fmt::Display for ServiceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ServiceError::Invalid { field, message } => write!(f, "{field} {message}"),
+            ServiceError::Invalid { field, message } | ServiceError::Conflict { field, message } => {
+                write!(f, "{field} {message}")
+            }
             ServiceError::NotFound(what) => write!(f, "{what} does not exist"),
             ServiceError::Store(e) => e.fmt(f),
             ServiceError::Random(e) => write!(f, "random source failed: {e}"),
@@ -57,6 +65,16 @@ impl std::fmt::Display for ServiceError {
 }
 
 impl std::error::Error for ServiceError {}
+
+impl ServiceError {
+    /// An invalid field as a conflict with the key it would change.
+    fn into_conflict(self) -> ServiceError {
+        match self {
+            ServiceError::Invalid { field, message } => ServiceError::Conflict { field, message },
+            other => other,
+        }
+    }
+}
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> ServiceError {
@@ -235,7 +253,7 @@ impl<'c> ControlPlane<'c> {
             account,
             limits,
             access,
-            policy: self.check_server_credential(&r.policy, r.policy.apply(actor, r.kind, Default::default())?)?,
+            policy: self.check_policy(r.kind, &r.policy, r.policy.apply(actor, Default::default())?)?,
             project,
             description: check_description(r.description)?,
             metadata: check_metadata(r.metadata)?,
@@ -244,8 +262,15 @@ impl<'c> ControlPlane<'c> {
         })
     }
 
-    /// A key newly set to use the server's provider credential needs a provider that holds one.
-    fn check_server_credential(&self, change: &PolicyChanges, policy: KeyPolicy) -> Result<KeyPolicy, ServiceError> {
+    /// A policy as it suits a key of `kind`; a key newly set to use the server's provider credential
+    /// needs a provider that holds one.
+    fn check_policy(
+        &self,
+        kind: KeyKind,
+        change: &PolicyChanges,
+        policy: KeyPolicy,
+    ) -> Result<KeyPolicy, ServiceError> {
+        policy::check_kind(kind, &policy)?;
         let asks = change.provider_credential.is_some() && policy.provider_credential == ProviderCredential::Server;
         if asks && !self.config.providers.iter().any(|p| p.server_key.is_some()) {
             return Err(ServiceError::Invalid {
@@ -275,10 +300,11 @@ impl<'c> ControlPlane<'c> {
             name,
             limits: change.limits.apply(actor, current.limits)?,
             access,
-            policy: self.check_server_credential(
-                &change.policy,
-                change.policy.apply(actor, current.kind, current.policy.clone())?,
-            )?,
+            // What does not suit the key's kind conflicts with the key as it is (409), where the same
+            // request could suit another key.
+            policy: self
+                .check_policy(current.kind, &change.policy, change.policy.apply(actor, current.policy.clone())?)
+                .map_err(ServiceError::into_conflict)?,
             description: match change.description {
                 None => current.description.clone(),
                 Some(text) => check_description(text)?,

@@ -48,8 +48,8 @@ pub struct EndUserLimitChanges {
 }
 
 impl PolicyChanges {
-    /// Applies the changes over `policy` for a key of `kind`.
-    pub fn apply(&self, actor: Actor<'_>, kind: KeyKind, mut policy: KeyPolicy) -> Result<KeyPolicy, ServiceError> {
+    /// Applies the changes over `policy`; [`check_kind`] then says whether the result suits the key.
+    pub fn apply(&self, actor: Actor<'_>, mut policy: KeyPolicy) -> Result<KeyPolicy, ServiceError> {
         if let Some(enabled) = self.enabled {
             policy.disabled = !enabled;
         }
@@ -72,7 +72,6 @@ impl PolicyChanges {
         self.end_user_limits.apply(actor, &mut policy)?;
         change_limit(self.max_output_tokens, (1, 10_000_000), &mut policy.max_output_tokens)
             .map_err(|e| invalid("max_output_tokens", e))?;
-        check_kind(kind, &policy)?;
         Ok(policy)
     }
 }
@@ -98,7 +97,7 @@ impl EndUserLimitChanges {
 }
 
 /// What each kind of key requires of its policy.
-fn check_kind(kind: KeyKind, policy: &KeyPolicy) -> Result<(), ServiceError> {
+pub fn check_kind(kind: KeyKind, policy: &KeyPolicy) -> Result<(), ServiceError> {
     match kind {
         KeyKind::Publishable if policy.allowed_origins.is_none() => {
             Err(invalid("allowed_origins", "is required for a publishable key"))
@@ -205,7 +204,7 @@ mod tests {
             end_user_limits: EndUserLimitChanges { tokens_per_month: Some(Some(500)), ..Default::default() },
             ..PolicyChanges::default()
         };
-        let policy = set.apply(Actor::Operator, KeyKind::Live, KeyPolicy::default()).unwrap();
+        let policy = set.apply(Actor::Operator, KeyPolicy::default()).unwrap();
         assert!(policy.disabled);
         let nets: Vec<String> = policy.ip_allowlist.iter().flatten().map(ToString::to_string).collect();
         assert_eq!(nets, ["10.1.0.0/16", "::1/128"]);
@@ -213,7 +212,7 @@ mod tests {
         assert_eq!(policy.end_user_limits.tokens_per_month, Some(500));
 
         let clear = PolicyChanges { enabled: Some(true), ip_allowlist: Some(None), ..PolicyChanges::default() };
-        let policy = clear.apply(Actor::Operator, KeyKind::Live, policy).unwrap();
+        let policy = clear.apply(Actor::Operator, policy).unwrap();
         assert!(!policy.disabled && policy.ip_allowlist.is_none());
         assert_eq!(policy.provider_credential, ProviderCredential::Server, "untouched fields stay");
     }
@@ -235,17 +234,19 @@ mod tests {
                 },
                 "end_user_limits.requests_per_minute",
             ),
-            (
-                PolicyChanges { allowed_origins: Some(Some(vec!["https://a.example".into()])), ..Default::default() },
-                "allowed_origins",
-            ),
         ];
         for (change, expected) in cases {
-            let refused = change.apply(Actor::Operator, KeyKind::Live, KeyPolicy::default()).unwrap_err();
+            let refused = change.apply(Actor::Operator, KeyPolicy::default()).unwrap_err();
             assert_eq!(field(refused), expected);
         }
-        let refused = PolicyChanges::default().apply(Actor::Operator, KeyKind::Publishable, KeyPolicy::default());
+        let refused = check_kind(KeyKind::Publishable, &KeyPolicy::default());
         assert_eq!(field(refused.unwrap_err()), "allowed_origins", "a publishable key needs its origins");
+        let origins = KeyPolicy { allowed_origins: Some(vec!["https://a.example".into()]), ..KeyPolicy::default() };
+        assert_eq!(
+            field(check_kind(KeyKind::Live, &origins).unwrap_err()),
+            "allowed_origins",
+            "only for publishable keys"
+        );
     }
 
     #[test]
