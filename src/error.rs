@@ -46,6 +46,13 @@ pub enum ProxyError {
     /// The request's total deadline passed, before the head or while the body streamed.
     UpstreamTotalTimeout,
     UpstreamEventTooLarge,
+    /// The identity token's `exp` (plus the leeway) has passed: the app should mint a new one.
+    IdentityTokenExpired,
+    /// The identity token is missing where required, malformed, wrongly signed, of another key or
+    /// algorithm, or its claims are missing or out of bounds; the text says which without echoing it.
+    InvalidIdentityToken(&'static str),
+    /// `X-Tollgate-End-User` is not 1-128 printable characters.
+    InvalidEndUser,
 }
 
 /// The level of a request's log line.
@@ -134,6 +141,9 @@ impl<'a> ErrorSpec<'a> {
             LimitKind::Concurrency => "rate limit exceeded: concurrent requests for this key",
             LimitKind::KeyTokens => "token quota exceeded: this key's monthly token quota",
             LimitKind::AccountTokens => "token quota exceeded: the account's monthly token quota",
+            LimitKind::EndUserRequestsPerMinute => "rate limit exceeded: requests per minute for this end user",
+            LimitKind::EndUserRequestsPerDay => "rate limit exceeded: requests per day for this end user",
+            LimitKind::EndUserTokens => "token quota exceeded: this end user's monthly token quota",
         };
         let (openai_type, code) = if refusal.limit.is_tokens() {
             ("insufficient_quota", "insufficient_quota")
@@ -218,6 +228,15 @@ impl ProxyError {
             ProxyError::UpstreamTotalTimeout => S::timeout("upstream_total_timeout"),
             ProxyError::UpstreamEventTooLarge => {
                 S::server(C::BAD_GATEWAY, "upstream_event_too_large", "Upstream stream event exceeded the size limit")
+            }
+            ProxyError::IdentityTokenExpired => S::caller(
+                C::UNAUTHORIZED,
+                "identity_token_expired",
+                "Identity token expired: mint a new one on your server and retry",
+            ),
+            ProxyError::InvalidIdentityToken(why) => S::caller(C::UNAUTHORIZED, "invalid_identity_token", why),
+            ProxyError::InvalidEndUser => {
+                S::caller(C::BAD_REQUEST, "invalid_end_user", "X-Tollgate-End-User must be 1-128 printable characters")
             }
         }
     }
@@ -311,9 +330,12 @@ mod tests {
                 ProxyError::UpstreamTotalTimeout => 22,
                 ProxyError::UpstreamEventTooLarge => 23,
                 ProxyError::KeyDisabled => 24,
+                ProxyError::IdentityTokenExpired => 25,
+                ProxyError::InvalidIdentityToken(_) => 26,
+                ProxyError::InvalidEndUser => 27,
             }
         }
-        const VARIANTS: usize = 25;
+        const VARIANTS: usize = 28;
         let all = vec![
             ProxyError::NotFound,
             ProxyError::MethodNotAllowed(Method::POST),
@@ -340,6 +362,9 @@ mod tests {
             ProxyError::UpstreamTotalTimeout,
             ProxyError::UpstreamEventTooLarge,
             ProxyError::KeyDisabled,
+            ProxyError::IdentityTokenExpired,
+            ProxyError::InvalidIdentityToken("Invalid identity token"),
+            ProxyError::InvalidEndUser,
         ];
         let mut places: Vec<usize> = all.iter().map(place).collect();
         places.sort_unstable();
@@ -418,6 +443,9 @@ mod tests {
             (504, "server_error", "upstream_timeout", "upstream_total_timeout", Warn, &[]),
             (502, "server_error", "upstream_event_too_large", "upstream_event_too_large", Warn, &[]),
             (403, "permission_error", "api_key_disabled", "api_key_disabled", Info, &[]),
+            (401, client, "identity_token_expired", "identity_token_expired", Info, &[]),
+            (401, client, "invalid_identity_token", "invalid_identity_token", Info, &[]),
+            (400, client, "invalid_end_user", "invalid_end_user", Info, &[]),
         ];
         let all = one_of_each();
         assert_eq!(all.len(), rows.len());
@@ -444,6 +472,14 @@ mod tests {
             (LimitKind::Concurrency, "concurrent requests", "rate_limit_exceeded", false),
             (LimitKind::KeyTokens, "this key's monthly token quota", "insufficient_quota", true),
             (LimitKind::AccountTokens, "the account's monthly token quota", "insufficient_quota", true),
+            (
+                LimitKind::EndUserRequestsPerMinute,
+                "requests per minute for this end user",
+                "rate_limit_exceeded",
+                false,
+            ),
+            (LimitKind::EndUserRequestsPerDay, "requests per day for this end user", "rate_limit_exceeded", true),
+            (LimitKind::EndUserTokens, "this end user's monthly token quota", "insufficient_quota", true),
         ];
         for (limit, message, code, no_retry) in rows {
             let e = ProxyError::RateLimited(refusal(limit, 30));

@@ -5,6 +5,7 @@
 use http::HeaderMap;
 
 use crate::auth::AuthError;
+use crate::auth::identity::IdentityError;
 use crate::error::ProxyError;
 pub use crate::providers::key::{MAX_PROVIDER_KEY_LEN, ProviderKey};
 
@@ -19,6 +20,22 @@ impl From<AuthError> for ProxyError {
             AuthError::Invalid => ProxyError::InvalidServiceKey,
             AuthError::Expired => ProxyError::ExpiredServiceKey,
             AuthError::Disabled => ProxyError::KeyDisabled,
+        }
+    }
+}
+
+/// A request whose end user could not be named, as the error its route answers with.
+impl From<IdentityError> for ProxyError {
+    fn from(error: IdentityError) -> ProxyError {
+        match error {
+            IdentityError::Expired => ProxyError::IdentityTokenExpired,
+            IdentityError::Invalid(why) => ProxyError::InvalidIdentityToken(why),
+            IdentityError::BadEndUser => ProxyError::InvalidEndUser,
+            IdentityError::EndUserHeaderNotAllowed => ProxyError::Forbidden(
+                "X-Tollgate-End-User is for secret keys; a publishable key names its end user with an identity \
+                 token in X-Tollgate-Identity"
+                    .into(),
+            ),
         }
     }
 }

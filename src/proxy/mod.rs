@@ -157,13 +157,15 @@ fn check_head(parts: &request::Parts, max: usize) -> Result<(), ProxyError> {
 }
 
 /// Phase: the service key is present, well-formed, known, active, enabled and unexpired, and used from
-/// an address its IP allowlist names; its use is noted for the next flush.
+/// an address its IP allowlist names; the end user it acts for is named (`auth::identity`); its use is
+/// noted for the next flush.
 fn authenticate(app: &App, parts: &request::Parts) -> Result<Principal, ProxyError> {
-    let principal = auth::authenticate(&app.keys, &parts.headers, clock::unix_now())?;
+    let mut principal = auth::authenticate(&app.keys, &parts.headers, clock::unix_now())?;
     let client = parts.extensions.get::<auth::ClientAddr>().map(|a| a.0.ip());
     if principal.key.policy.ip_allowlist.is_some() && !client.is_some_and(|ip| principal.key.policy.allows_ip(ip)) {
         return Err(ProxyError::Forbidden("This API key may not be used from this address".into()));
     }
+    auth::identity::identify(&mut principal, &parts.headers, clock::unix_now())?;
     app.last_used.insert(principal.key.id, clock::unix_now());
     Ok(principal)
 }
@@ -187,6 +189,10 @@ fn subject(app: &App, principal: &Principal) -> Subject {
         account: Arc::clone(&key.account),
         limits: limits::effective(&key.limits, &app.config.limits),
         plan_tokens: app.plans.quota(&key.account),
+        end_user: principal
+            .end_user
+            .as_ref()
+            .map(|id| limits::EndUser { id: Arc::clone(id), limits: principal.end_user_limits }),
     }
 }
 

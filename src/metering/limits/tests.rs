@@ -29,7 +29,13 @@ fn key(limits: KeyLimits) -> Key {
 }
 
 fn subject(k: &Key, plan_tokens: u64) -> Subject {
-    Subject { key: k.id, account: "acct".into(), limits: effective(&k.limits, &defaults()), plan_tokens }
+    Subject {
+        key: k.id,
+        account: "acct".into(),
+        limits: effective(&k.limits, &defaults()),
+        plan_tokens,
+        end_user: None,
+    }
 }
 
 /// The memory backend's futures are ready on their first poll; this drives one without a runtime.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::SqliteStore;
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::store::{
-    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, Rotated, Store,
-    StoreError, UsageAddition, UsageRow, UsageTotal,
+    AccountInfo, EndUserAddition, EndUserTotal, EndUserUsageRow, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink,
+    KeyUpdate, NewAccount, Rotated, Store, StoreError, UsageAddition, UsageRow, UsageTotal,
 };
 
 impl SqliteStore {
@@ -139,6 +139,31 @@ impl Store for SqliteStore {
         to: i64,
     ) -> Result<Vec<UsageRow>, StoreError> {
         self.blocking(move |s| s.usage_rows(account.as_deref(), key, from, to)).await
+    }
+
+    async fn add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |s| s.add_end_user_usage(&rows)).await
+    }
+
+    async fn end_user_totals(&self, today: i64, month_start: i64) -> Result<Vec<EndUserTotal>, StoreError> {
+        self.blocking(move |s| s.end_user_totals(today, month_start)).await
+    }
+
+    async fn end_user_report(
+        &self,
+        account: Option<String>,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<EndUserUsageRow>, StoreError> {
+        self.blocking(move |s| s.end_user_rows(account.as_deref(), key, from, to)).await
+    }
+
+    async fn set_signing_secret(&self, id: KeyId, sealed: Vec<u8>, now: i64) -> Result<bool, StoreError> {
+        self.blocking(move |s| s.set_signing_secret(id, &sealed, now)).await
     }
 
     async fn key_changes(&self, since: i64, each: KeySink) -> Result<KeyChanges, StoreError> {
