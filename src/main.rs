@@ -33,7 +33,7 @@ enum Command {
     /// Manage accounts in the configured store
     #[command(subcommand)]
     Accounts(AccountsCommand),
-    /// Tokens and requests per key, day and model (default: this month so far)
+    /// Tokens and requests per key, day and model, or per end user (default: this month so far)
     Usage {
         /// Only this key (id or key prefix)
         #[arg(long)]
@@ -44,6 +44,9 @@ enum Command {
         /// Last day, YYYY-MM-DD (UTC)
         #[arg(long)]
         to: Option<String>,
+        /// Rows per key, day and model (the default), or per key, end user and day
+        #[arg(long, default_value = "model", value_parser = ["model", "end-user"])]
+        by: String,
     },
 }
 
@@ -67,8 +70,9 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&config, &path),
         Command::Keys(command) => block_on(cli::keys::run(&config, *command)),
         Command::Accounts(command) => block_on(cli::accounts::run(&config, command)),
-        Command::Usage { key, from, to } => {
-            block_on(cli::usage::run(&config, key.as_deref(), from.as_deref(), to.as_deref()))
+        Command::Usage { key, from, to, by } => {
+            let by_end_user = by == "end-user";
+            block_on(cli::usage::run(&config, key.as_deref(), from.as_deref(), to.as_deref(), by_end_user))
         }
     };
     match result {

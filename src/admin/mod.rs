@@ -25,7 +25,7 @@ use crate::proxy::body::ProxyBody;
 use crate::store::StoreError;
 use accounts::{create_account, list_accounts, patch_account};
 use body::RequestBody;
-use keys::{create_key, get_key, list_keys, patch_key, revoke_key, rotate_key};
+use keys::{create_key, get_key, list_keys, patch_key, revoke_key, rotate_key, rotate_signing_secret};
 use login::{change_password, login, logout};
 use usage::usage;
 
@@ -43,6 +43,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("patch", "/v1/auth/keys/{id}"),
     ("delete", "/v1/auth/keys/{id}"),
     ("post", "/v1/auth/keys/{id}/rotate"),
+    ("post", "/v1/auth/keys/{id}/signing-secret"),
     ("get", "/v1/usage"),
     ("get", "/openapi.json"),
 ];
@@ -235,6 +236,14 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
             let id = owned_key(app, &account, id).await?;
             match method {
                 Method::POST => rotate_key(app, &account, id, body).await,
+                _ => allowed("POST"),
+            }
+        }
+        ["v1", "auth", "keys", id, "signing-secret"] => {
+            let account = account(app, &parts.headers).await?;
+            let id = owned_key(app, &account, id).await?;
+            match method {
+                Method::POST => rotate_signing_secret(app, id).await,
                 _ => allowed("POST"),
             }
         }

@@ -4,12 +4,14 @@
 
 mod policy;
 mod rules;
+mod signing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use crate::store::DEFAULT_KEY_CAP;
 pub use policy::{EndUserLimitChanges, PolicyChanges};
+pub use signing::NO_SEALING_KEY;
 pub use rules::{
     Actor, EXPIRES_IN_DAYS_RANGE, Effective, EffectiveLimits, KEY_CAP_RANGE, LimitChanges, MAX_GRACE_SECONDS,
     check_password, parse_key_id,
@@ -19,7 +21,7 @@ use crate::auth::access::KeyAccess;
 use crate::auth::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
 use crate::clock;
 use crate::config::Config;
-use crate::store::UsageRow;
+use crate::store::{EndUserUsageRow, UsageRow};
 use crate::store::{
     AccountInfo, HashedKey, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, Rotated, Store, StoreError,
 };
@@ -212,13 +214,15 @@ impl<'c> ControlPlane<'c> {
             Actor::Account { id, .. } => id.to_owned(),
             Actor::Operator => r.account,
         };
+        let policy = r.policy.apply(actor, r.kind, Default::default())?;
+        self.check_identity(r.kind, &policy)?;
         Ok(NewKey {
             kind: r.kind,
             name,
             account,
             limits,
             access,
-            policy: r.policy.apply(actor, r.kind, Default::default())?,
+            policy,
             project,
             description: check_description(r.description)?,
             metadata: check_metadata(r.metadata)?,
@@ -242,11 +246,13 @@ impl<'c> ControlPlane<'c> {
                 Some(list) => check_list("models", list, None)?,
             },
         };
+        let policy = change.policy.apply(actor, current.kind, current.policy.clone())?;
+        self.check_identity(current.kind, &policy)?;
         let update = KeyUpdate {
             name,
             limits: change.limits.apply(actor, current.limits)?,
             access,
-            policy: change.policy.apply(actor, current.kind, current.policy.clone())?,
+            policy,
             description: match change.description {
                 None => current.description.clone(),
                 Some(text) => check_description(text)?,
@@ -328,6 +334,22 @@ impl<'c> ControlPlane<'c> {
         let to = to.unwrap_or_else(|| clock::day_of(now));
         let rows = self.store.usage_report(account.map(str::to_owned), key, from, to).await?;
         Ok(UsageReport { from, to, rows })
+    }
+
+    /// End-user usage between two days (default: this month so far), optionally of one account and one
+    /// key: the days and the rows by key, end user and day.
+    pub async fn end_user_usage(
+        &self,
+        account: Option<&str>,
+        key: Option<KeyId>,
+        from: Option<i64>,
+        to: Option<i64>,
+        now: i64,
+    ) -> Result<(i64, i64, Vec<EndUserUsageRow>), ServiceError> {
+        let from = from.unwrap_or_else(|| clock::month_first_day(now));
+        let to = to.unwrap_or_else(|| clock::day_of(now));
+        let rows = self.store.end_user_report(account.map(str::to_owned), key, from, to).await?;
+        Ok((from, to, rows))
     }
 
     // ------------------------------------------------------------ accounts
