@@ -239,14 +239,7 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
                 _ => allowed("POST"),
             }
         }
-        ["v1", "auth", "keys", id, "signing-secret"] => {
-            let account = account(app, &parts.headers).await?;
-            let id = owned_key(app, &account, id).await?;
-            match method {
-                Method::POST => rotate_signing_secret(app, id).await,
-                _ => allowed("POST"),
-            }
-        }
+        ["v1", "auth", "keys", id, "signing-secret"] => signing_secret(app, &parts, id).await,
         ["v1", "usage"] if method == Method::GET => {
             let account = account(app, &parts.headers).await?;
             usage(app, &account, &query).await
@@ -255,6 +248,20 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
         ["v1", "auth", "login" | "logout" | "password"] => allowed("POST"),
         _ => Err(ApiError::not_found()),
     }
+}
+
+/// `/v1/auth/keys/{id}/signing-secret`: a publishable key's new signing secret.
+async fn signing_secret(app: &App, parts: &http::request::Parts, id: &str) -> ApiResult {
+    let account = account(app, &parts.headers).await?;
+    let id = owned_key(app, &account, id).await?;
+    if parts.method != Method::POST {
+        let message = "Allowed: POST";
+        return Err(ApiError {
+            allow: Some("POST".to_owned()),
+            ..ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
+        });
+    }
+    rotate_signing_secret(app, id).await
 }
 
 // ---------------------------------------------------------------- callers

@@ -11,20 +11,20 @@ use std::sync::Arc;
 
 pub use crate::store::DEFAULT_KEY_CAP;
 pub use policy::{EndUserLimitChanges, PolicyChanges};
-pub use signing::NO_SEALING_KEY;
 pub use rules::{
     Actor, EXPIRES_IN_DAYS_RANGE, Effective, EffectiveLimits, KEY_CAP_RANGE, LimitChanges, MAX_GRACE_SECONDS,
     check_password, parse_key_id,
 };
+pub use signing::NO_SEALING_KEY;
 
 use crate::auth::access::KeyAccess;
 use crate::auth::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
 use crate::clock;
 use crate::config::Config;
-use crate::store::{EndUserUsageRow, UsageRow};
 use crate::store::{
     AccountInfo, HashedKey, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, Rotated, Store, StoreError,
 };
+use crate::store::{EndUserUsageRow, UsageRow};
 use policy::{check_description, check_metadata};
 use rules::{check_email, check_key_cap, check_list, check_name, check_scopes};
 use serde_json::Value;

@@ -102,3 +102,140 @@ pub(super) fn limited(end_user: Option<&EndUser>) -> Option<&EndUser> {
 
 /// A state shared by the requests of one end user.
 pub(super) type Shared = Arc<Mutex<EndUserCounters>>;
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::super::{CounterBackend, EffectiveLimits, MemoryCounters, ReservationTicket, Subject, memory::Ticket};
+    use super::*;
+    use crate::auth::keys::KeyId;
+
+    const T0: Now = Now { mono_ns: 10_000_000_000, unix: 1_795_422_645 };
+    const MINUTE: u64 = 60_000_000_000;
+
+    fn at_once<T>(future: impl Future<Output = T>) -> T {
+        match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(value) => value,
+            Poll::Pending => panic!("the memory backend never waits"),
+        }
+    }
+
+    fn subject(key_tokens: Option<u64>, end_user: &str, limits: EndUserLimits) -> Subject {
+        Subject {
+            key: KeyId::parse("AAAAAAAAAAAA").unwrap(),
+            account: "acct".into(),
+            limits: EffectiveLimits {
+                rate: Rate::per_minute(1000),
+                per_minute: 1000,
+                per_day: 3,
+                concurrency: 100,
+                key_tokens,
+            },
+            plan_tokens: 1_000_000,
+            end_user: Some(EndUser { id: end_user.into(), limits }),
+        }
+    }
+
+    fn admit(l: &MemoryCounters, s: &Subject, cost: u64, now: Now) -> Result<Ticket, LimitKind> {
+        let permit = at_once(l.admit_request(s, now)).map_err(|r| r.limit)?;
+        at_once(l.reserve(permit, cost, now)).map_err(|r| r.limit)
+    }
+
+    fn tokens(n: u64) -> EndUserLimits {
+        EndUserLimits { tokens_per_month: Some(n), ..EndUserLimits::default() }
+    }
+
+    /// A refusal by either side charges neither: an end user refused leaves the key's budget, a key
+    /// refused leaves the end user's.
+    #[test]
+    fn the_key_and_its_end_users_are_charged_all_or_nothing() {
+        let l = MemoryCounters::new(std::time::Duration::from_secs(60));
+        let (ann, bob) = (subject(Some(150), "ann", tokens(100)), subject(Some(150), "bob", tokens(100)));
+        let key = ann.key;
+        let held = admit(&l, &ann, 80, T0).unwrap();
+        assert_eq!(admit(&l, &ann, 30, T0).err(), Some(LimitKind::EndUserTokens));
+        assert_eq!(l.key_tokens(key), Some((0, 80)), "the end user's refusal reserved nothing of the key's");
+        let bobs = admit(&l, &bob, 70, T0).unwrap();
+        assert_eq!(admit(&l, &bob, 1, T0).err(), Some(LimitKind::RequestsPerDay), "the key's third request today");
+        assert_eq!(l.end_user_tokens(key, "bob"), Some((0, 70)), "the key's refusal charged bob nothing");
+        held.settle(50);
+        bobs.release();
+        assert_eq!((l.end_user_tokens(key, "ann"), l.end_user_tokens(key, "bob")), (Some((50, 0)), Some((70, 0))));
+        assert_eq!(l.key_tokens(key), Some((120, 0)));
+        // A per-minute refusal of an end user counts no request of the key's.
+        let l = MemoryCounters::new(std::time::Duration::from_secs(60));
+        let one = EndUserLimits { requests_per_minute: Some(1), ..EndUserLimits::default() };
+        let cy = subject(None, "cy", one);
+        admit(&l, &cy, 0, T0).unwrap().settle(0);
+        assert_eq!(admit(&l, &cy, 0, T0).err(), Some(LimitKind::EndUserRequestsPerMinute));
+        assert_eq!(admit(&l, &cy, 0, T0).err(), Some(LimitKind::EndUserRequestsPerMinute));
+        admit(&l, &subject(None, "di", one), 0, T0).unwrap().settle(0);
+        admit(&l, &subject(None, "ed", one), 0, T0).unwrap().settle(0);
+        assert_eq!(admit(&l, &subject(None, "fy", one), 0, T0).err(), Some(LimitKind::RequestsPerDay));
+    }
+
+    /// Threads racing the first requests of one new end user share one state and one budget.
+    #[test]
+    fn concurrent_first_requests_share_one_state() {
+        let l = MemoryCounters::new(std::time::Duration::from_secs(60));
+        let mut s = subject(None, "new", tokens(1000));
+        s.limits.per_day = u32::MAX;
+        let admitted = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..50 {
+                        if let Ok(ticket) = admit(&l, &s, 30, T0) {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            ticket.settle(30);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(l.tracked_end_users(), 1);
+        assert_eq!(admitted.into_inner(), 1000 / 30);
+        assert_eq!(l.end_user_tokens(s.key, "new"), Some((990, 0)));
+    }
+
+    /// A flood of distinct end users leaves only those with something still counting.
+    #[test]
+    fn idle_end_users_are_swept() {
+        let l = MemoryCounters::new(std::time::Duration::from_secs(60));
+        let rate = EndUserLimits { requests_per_minute: Some(10), ..EndUserLimits::default() };
+        for i in 0..1000 {
+            let mut s = subject(None, &format!("u{i}"), rate);
+            s.limits.per_day = u32::MAX;
+            admit(&l, &s, 0, T0).unwrap().settle(0);
+        }
+        assert_eq!(l.tracked_end_users(), 1000);
+        l.sweep(T0);
+        assert_eq!(l.tracked_end_users(), 1000, "their minute is not over");
+        l.sweep(Now { mono_ns: T0.mono_ns + MINUTE, unix: T0.unix + 60 });
+        assert_eq!(l.tracked_end_users(), 0);
+
+        // Tokens used this month keep a state (its quota must not start again); a held one stays too.
+        let t1 = Now { mono_ns: T0.mono_ns + 2 * MINUTE, unix: T0.unix + 120 };
+        let mut quota = subject(None, "spender", tokens(100));
+        quota.limits.per_day = u32::MAX;
+        admit(&l, &quota, 10, t1).unwrap().settle(10);
+        let mut holder = subject(None, "holder", rate);
+        holder.limits.per_day = u32::MAX;
+        let held = admit(&l, &holder, 5, t1).unwrap();
+        let later = Now { mono_ns: t1.mono_ns + 2 * MINUTE, unix: t1.unix + 120 };
+        l.sweep(later);
+        assert_eq!(l.tracked_end_users(), 2);
+        drop(held);
+        l.sweep(later);
+        assert_eq!(l.tracked_end_users(), 1, "the holder went once it ended");
+        let next_month = Now { mono_ns: later.mono_ns, unix: clock::next_month_start(later.unix) };
+        l.sweep(next_month);
+        assert_eq!(l.tracked_end_users(), 0);
+        // Keys without end-user limits make no state at all.
+        admit(&l, &subject(None, "free", EndUserLimits::default()), 1, next_month).unwrap().settle(1);
+        assert_eq!(l.tracked_end_users(), 0);
+    }
+}

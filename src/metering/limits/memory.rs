@@ -269,13 +269,10 @@ impl CounterBackend for MemoryCounters {
             ended += lock(entry.value()).tokens.expire(now.mono_ns).len();
         }
         self.end_users.retain(|_, state| {
-            if Arc::strong_count(state) > 1 {
-                return true;
-            }
             let mut u = lock(state);
             u.tokens.expire(now.mono_ns);
             u.roll(now);
-            !u.is_idle(now)
+            Arc::strong_count(state) > 1 || !u.is_idle(now)
         });
         for entry in &self.accounts {
             lock(entry.value()).tokens.expire(now.mono_ns);
