@@ -214,9 +214,9 @@ fn end_users(doc: &mut Value, account_token: &Value) {
         "type": "object", "additionalProperties": false,
         "description": "Limits each end user of the key runs under, counted per (key, end user); an identity token's `limits` claim may only narrow them.",
         "properties": {
-            "requests_per_minute": {"type": ["integer", "null"], "minimum": 1},
-            "requests_per_day": {"type": ["integer", "null"], "minimum": 1},
-            "tokens_per_month": {"type": ["integer", "null"], "minimum": 1}
+            "requests_per_minute": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::config::RPM_RANGE.1},
+            "requests_per_day": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::config::RPD_RANGE.1},
+            "tokens_per_month": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKENS}
         }
     });
     let require_identity = json!({"type": "boolean", "description": "Every request must name its end user: an identity token (X-Tollgate-Identity) for a publishable key, X-Tollgate-End-User for a secret key; else 401 invalid_identity_token."});
