@@ -33,7 +33,7 @@ enum Command {
     /// Manage accounts in the configured store
     #[command(subcommand)]
     Accounts(AccountsCommand),
-    /// Tokens and requests per key, day and model, or per end user (default: this month so far)
+    /// Tokens and requests per key, day and model (default: this month so far)
     Usage {
         /// Only this key (id or key prefix)
         #[arg(long)]

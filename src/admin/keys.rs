@@ -13,7 +13,6 @@ use super::service::Actor;
 use super::{ApiError, ApiResult, control};
 use crate::app::App;
 use crate::auth::keys::{KeyId, KeyKind, SecretKey};
-use crate::auth::signing::SigningSecret;
 use crate::clock::{self, rfc3339};
 use crate::store::KeyInfo;
 
@@ -104,14 +103,14 @@ pub(super) async fn create_key(app: &App, account: &str, body: RequestBody<'_>) 
 async fn shown_once(
     app: &App,
     secret: SecretKey,
-    signing: Option<SigningSecret>,
+    signing: Option<crate::auth::signing::SigningSecret>,
     id: KeyId,
     replaces: Option<(KeyId, i64)>,
 ) -> ApiResult {
     let info = refresh_key(app, id).await?;
     let mut view = key_view(app, &info, (0, 0, 0));
     view["raw_key"] = Value::String(secret.expose().to_owned());
-    if info.kind == KeyKind::Publishable {
+    if info.kind == crate::auth::keys::KeyKind::Publishable {
         view["signing_secret"] = signing.map_or(Value::Null, |s| Value::String(s.expose().to_owned()));
     }
     if let Some((old, at)) = replaces {

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod body;
+mod end_user_usage;
 mod key_body;
 mod keys;
 mod login;
@@ -42,8 +43,8 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/auth/keys/{id}"),
     ("patch", "/v1/auth/keys/{id}"),
     ("delete", "/v1/auth/keys/{id}"),
-    ("post", "/v1/auth/keys/{id}/rotate"),
     ("post", "/v1/auth/keys/{id}/signing-secret"),
+    ("post", "/v1/auth/keys/{id}/rotate"),
     ("get", "/v1/usage"),
     ("get", "/openapi.json"),
 ];

@@ -1,4 +1,4 @@
-//! Usage of an account's keys under `/v1/usage`, by day, by model or by end user.
+//! Usage of an account's keys under `/v1/usage`, by day or by model.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +10,9 @@ use crate::app::App;
 use crate::clock;
 
 pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
+    if query.split('&').any(|pair| pair == "group_by=end_user") {
+        return super::end_user_usage::usage_by_end_user(app, account, query).await;
+    }
     let mut key = None;
     let mut from = None;
     let mut to = None;
@@ -30,30 +33,19 @@ pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
                         .ok_or_else(|| ApiError::invalid("to", "must be a date like 2026-11-30"))?,
                 )
             }
-            "group_by" if matches!(value, "day" | "model" | "end_user") => group_by = value.to_owned(),
-            "group_by" => return Err(ApiError::invalid("group_by", "must be day, model or end_user")),
+            "group_by" if value == "day" || value == "model" => group_by = value.to_owned(),
+            "group_by" => return Err(ApiError::invalid("group_by", "must be day or model")),
             other => return Err(ApiError::invalid(other, "is not a query parameter of this endpoint")),
         }
     }
+    let report = control(app).usage(Some(account), key, from, to, clock::unix_now()).await?;
+    let (from, to, rows) = (report.from, report.to, report.rows);
     let mut groups: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    let mut add = |label: String, figures: (u64, u64, u64)| {
+    for r in rows {
+        let label = if group_by == "day" { clock::date_of_day(r.day) } else { r.model };
         let t = groups.entry(label).or_default();
-        *t = (t.0.saturating_add(figures.0), t.1.saturating_add(figures.1), t.2.saturating_add(figures.2));
-    };
-    let (from, to) = if group_by == "end_user" {
-        let (from, to, rows) = control(app).end_user_usage(Some(account), key, from, to, clock::unix_now()).await?;
-        for r in rows {
-            add(r.end_user, (r.requests, r.input_tokens, r.output_tokens));
-        }
-        (from, to)
-    } else {
-        let report = control(app).usage(Some(account), key, from, to, clock::unix_now()).await?;
-        for r in report.rows {
-            let label = if group_by == "day" { clock::date_of_day(r.day) } else { r.model };
-            add(label, (r.requests, r.input_tokens, r.output_tokens));
-        }
-        (report.from, report.to)
-    };
+        *t = (t.0.saturating_add(r.requests), t.1.saturating_add(r.input_tokens), t.2.saturating_add(r.output_tokens));
+    }
     let data: Vec<Value> = groups
         .into_iter()
         .map(|(label, (requests, input, output))| {

@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use rows::{
-    AccountInfo, EndUserAddition, EndUserTotal, EndUserUsageRow, HashedKey, KeyChanges, KeyIdentity, KeyInfo,
-    KeyUpdate, NewAccount, NewKey, Rotated, UsageAddition, UsageRow, UsageTotal,
+    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, Rotated, UsageAddition,
+    UsageRow, UsageTotal,
 };
 pub use sqlite::SqliteStore;
+
+mod end_user_rows;
+pub use end_user_rows::{EndUserAddition, EndUserTotal, EndUserUsageRow};
 
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::config::StoreConfig;

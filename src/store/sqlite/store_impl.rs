@@ -6,9 +6,10 @@ use std::time::Duration;
 use super::SqliteStore;
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::store::{
-    AccountInfo, EndUserAddition, EndUserTotal, EndUserUsageRow, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink,
-    KeyUpdate, NewAccount, Rotated, Store, StoreError, UsageAddition, UsageRow, UsageTotal,
+    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, Rotated, Store,
+    StoreError, UsageAddition, UsageRow, UsageTotal,
 };
+use crate::store::{EndUserAddition, EndUserTotal, EndUserUsageRow};
 
 impl SqliteStore {
     /// Runs `f` on the blocking pool with a handle to this store.
