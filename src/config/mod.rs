@@ -307,9 +307,9 @@ impl Config {
         }
         let signing_key = signing_key(&env)?;
         let mut config = validate(raw, hash_secret)?;
-        config.keys.signing_key = signing_key;
         config.management.admin_token = admin_token;
         config.management.session_secret = session_secret;
+        config.keys.signing_key = signing_key;
         if config.metrics.enabled && config.metrics.main_listener_token.is_some() {
             let token = metrics_token.ok_or_else(|| {
                 invalid("metrics.on_main_listener", format!("needs a bearer token in {ENV_METRICS_TOKEN}"))

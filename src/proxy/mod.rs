@@ -157,8 +157,7 @@ fn check_head(parts: &request::Parts, max: usize) -> Result<(), ProxyError> {
 }
 
 /// Phase: the service key is present, well-formed, known, active, enabled and unexpired, and used from
-/// an address its IP allowlist names; the end user it acts for is named (`auth::identity`); its use is
-/// noted for the next flush.
+/// an address its IP allowlist names; its use is noted for the next flush.
 fn authenticate(app: &App, parts: &request::Parts) -> Result<Principal, ProxyError> {
     let mut principal = auth::authenticate(&app.keys, &parts.headers, clock::unix_now())?;
     let client = parts.extensions.get::<auth::ClientAddr>().map(|a| a.0.ip());

@@ -21,10 +21,11 @@ use crate::auth::access::KeyAccess;
 use crate::auth::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
 use crate::clock;
 use crate::config::Config;
+use crate::store::EndUserUsageRow;
+use crate::store::UsageRow;
 use crate::store::{
     AccountInfo, HashedKey, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, Rotated, Store, StoreError,
 };
-use crate::store::{EndUserUsageRow, UsageRow};
 use policy::{check_description, check_metadata};
 use rules::{check_email, check_key_cap, check_list, check_name, check_scopes};
 use serde_json::Value;
@@ -171,6 +172,7 @@ impl<'c> ControlPlane<'c> {
         now: i64,
     ) -> Result<Vec<(SecretKey, KeyInfo)>, ServiceError> {
         let new = self.check_new_key(actor, request, now)?;
+        self.check_identity(new.kind, &new.policy)?;
         if let Actor::Account { .. } = actor {
             let (secret, identity) = mint(&self.config.keys.prefix, &self.hasher, new.kind)?;
             let info = self.store.create_key_within_cap(HashedKey { identity, key: new }, now).await?;
@@ -214,15 +216,13 @@ impl<'c> ControlPlane<'c> {
             Actor::Account { id, .. } => id.to_owned(),
             Actor::Operator => r.account,
         };
-        let policy = r.policy.apply(actor, r.kind, Default::default())?;
-        self.check_identity(r.kind, &policy)?;
         Ok(NewKey {
             kind: r.kind,
             name,
             account,
             limits,
             access,
-            policy,
+            policy: r.policy.apply(actor, r.kind, Default::default())?,
             project,
             description: check_description(r.description)?,
             metadata: check_metadata(r.metadata)?,
@@ -246,13 +246,11 @@ impl<'c> ControlPlane<'c> {
                 Some(list) => check_list("models", list, None)?,
             },
         };
-        let policy = change.policy.apply(actor, current.kind, current.policy.clone())?;
-        self.check_identity(current.kind, &policy)?;
         let update = KeyUpdate {
             name,
             limits: change.limits.apply(actor, current.limits)?,
             access,
-            policy,
+            policy: change.policy.apply(actor, current.kind, current.policy.clone())?,
             description: match change.description {
                 None => current.description.clone(),
                 Some(text) => check_description(text)?,
@@ -262,6 +260,7 @@ impl<'c> ControlPlane<'c> {
                 Some(value) => check_metadata(value)?,
             },
         };
+        self.check_identity(current.kind, &update.policy)?;
         self.store.update_key(id, update).await?;
         self.key(id).await
     }
