@@ -13,13 +13,16 @@ use crate::providers::Endpoint;
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Refusal reasons: the limit kinds, then the process-wide overload.
-pub const REFUSALS: [&str; 6] = [
+pub const REFUSALS: [&str; 9] = [
     "requests_per_minute",
     "requests_per_day",
     "concurrency",
     "key_tokens_per_month",
     "account_tokens_per_month",
     "overloaded",
+    "end_user_requests_per_minute",
+    "end_user_requests_per_day",
+    "end_user_tokens_per_month",
 ];
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 18] = [

@@ -392,6 +392,8 @@ async fn the_signing_secret_and_tokens_appear_nowhere_else() {
         assert!(!text.contains(&signature), "an identity token in {text}");
     }
     assert!(!metrics.text().contains(canary_user), "an end user as a metrics label");
+    let refused = "tollgate_refusals_total{reason=\"end_user_requests_per_minute\"} 2";
+    assert!(metrics.text().contains(refused), "the end user's refusals are counted under a bounded reason");
     assert!(mock.recorded().iter().all(|r| !format!("{:?}", r.headers).contains(&signature)));
     let mut gw = gw;
     gw.begin_shutdown().await.unwrap();

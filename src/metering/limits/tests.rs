@@ -243,3 +243,22 @@ fn durations_in_openai_style() {
     assert_eq!(go_duration(360_000_000_000), "6m0s");
     assert_eq!(go_duration(3_723_000_000_000), "1h2m3s");
 }
+
+/// Every limit's label is one of the bounded refusal reasons the metrics count.
+#[test]
+fn every_limit_is_a_counted_refusal_reason() {
+    use LimitKind::*;
+    let all = [
+        RequestsPerMinute,
+        RequestsPerDay,
+        Concurrency,
+        KeyTokens,
+        AccountTokens,
+        EndUserRequestsPerMinute,
+        EndUserRequestsPerDay,
+        EndUserTokens,
+    ];
+    for limit in all {
+        assert!(crate::telemetry::metrics::REFUSALS.contains(&limit.label()), "{limit:?}");
+    }
+}
