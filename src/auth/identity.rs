@@ -78,6 +78,10 @@ pub fn identify(principal: &mut Principal, headers: &HeaderMap, now: i64) -> Res
             return Err(IdentityError::EndUserHeaderNotAllowed);
         }
         (end_user_id(named.as_bytes()).ok_or(IdentityError::BadEndUser)?, limits)
+    } else if key.policy.require_identity && key.kind == KeyKind::Live {
+        return Err(IdentityError::Invalid(
+            "Identity required: this key's requests must name their end user in X-Tollgate-End-User",
+        ));
     } else if key.policy.require_identity {
         return Err(IdentityError::Invalid("Identity token required: send X-Tollgate-Identity"));
     } else {

@@ -63,6 +63,7 @@ impl Sealer {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce)?;
         let mut sealed = secret.0.as_bytes().to_vec();
+        // ring refuses only an input beyond its length limit (about 256 GiB); a secret is 50 bytes.
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(id.as_str()), &mut sealed)
             .map_err(|_| getrandom::Error::UNSUPPORTED)?;

@@ -202,8 +202,11 @@ fn require_identity_and_the_end_user_header() {
     let mut live = principal(KeyKind::Live, limited(), None);
     identify(&mut live, &with(END_USER_HEADER, "customer 7 ü"), NOW).unwrap();
     assert_eq!((live.end_user.as_deref(), live.end_user_limits), (Some("customer 7 ü"), limited().end_user_limits));
-    let mut live = principal(KeyKind::Live, required, None);
+    let mut live = principal(KeyKind::Live, required.clone(), None);
     assert_eq!(identify(&mut live, &with(END_USER_HEADER, "u"), NOW), Ok(()), "naming one satisfies require_identity");
+    let mut live = principal(KeyKind::Live, required, None);
+    let refused = identify(&mut live, &HeaderMap::new(), NOW);
+    assert!(matches!(refused, Err(IdentityError::Invalid(m)) if m.contains("X-Tollgate-End-User")), "{refused:?}");
     for bad in ["", &"x".repeat(129), "a\tb"] {
         let mut live = principal(KeyKind::Live, limited(), None);
         assert_eq!(identify(&mut live, &with(END_USER_HEADER, bad), NOW), Err(IdentityError::BadEndUser), "{bad:?}");
