@@ -329,7 +329,10 @@ fn signing_key(env: &impl Fn(&str) -> Option<String>) -> Result<Option<[u8; 32]>
         return Ok(derived.map(|s| blake3::derive_key("tollgate signing secret seal v1", s.as_bytes())));
     };
     let text = text.trim();
-    let hex = |pair: &[u8]| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok();
+    let hex = |pair: &[u8]| {
+        let digits = pair.iter().all(u8::is_ascii_hexdigit);
+        digits.then(|| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).flatten()
+    };
     let bytes: Option<Vec<u8>> = if text.len() == 64 {
         text.as_bytes().chunks(2).map(hex).collect()
     } else {
@@ -358,7 +361,8 @@ mod tests {
         assert!(!format!("{config:?}").contains("0011"), "the key printed");
         let b64 = "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8=";
         assert_eq!(Config::from_toml("", with(ENV_SIGNING_KEY, b64)).unwrap().keys.signing_key, Some(key));
-        for bad in ["short", "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"] {
+        let signed = "+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f";
+        for bad in ["short", "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", signed] {
             let refused = Config::from_toml("", with(ENV_SIGNING_KEY, bad)).unwrap_err();
             assert!(refused.0.starts_with(ENV_SIGNING_KEY), "{bad}");
         }
