@@ -33,6 +33,7 @@ fn key_table(n: usize) -> (KeyTable, String) {
             revoked_at: None,
             access: Default::default(),
             policy: Default::default(),
+            signing: Default::default(),
         });
         last = secret.expose().to_owned();
     }
@@ -66,6 +67,7 @@ fn admission(c: &mut Criterion) {
         account: record.account.clone(),
         limits: limits::effective(&record.limits, &limits),
         plan_tokens: u64::MAX / 2,
+        end_user: None,
     };
     let mut now = Now { mono_ns: 1, unix: 1_795_422_645 };
     c.bench_function("admission/reserve_and_settle", |b| {

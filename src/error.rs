@@ -56,6 +56,13 @@ pub enum ProxyError {
     /// The request asks for more output than its key's `max_output_tokens`; the text names the member
     /// and the cap.
     OutputCapExceeded(String),
+    /// The identity token's `exp` (plus the leeway) has passed: the app should mint a new one.
+    IdentityTokenExpired,
+    /// The identity token is missing where required, malformed, wrongly signed, of another key or
+    /// algorithm, or its claims are missing or out of bounds; the text says which without echoing it.
+    InvalidIdentityToken(&'static str),
+    /// `X-Tollgate-End-User` is not 1-128 printable characters.
+    InvalidEndUser,
 }
 
 /// The level of a request's log line.
@@ -144,6 +151,9 @@ impl<'a> ErrorSpec<'a> {
             LimitKind::Concurrency => "rate limit exceeded: concurrent requests for this key",
             LimitKind::KeyTokens => "token quota exceeded: this key's monthly token quota",
             LimitKind::AccountTokens => "token quota exceeded: the account's monthly token quota",
+            LimitKind::EndUserRequestsPerMinute => "rate limit exceeded: requests per minute for this end user",
+            LimitKind::EndUserRequestsPerDay => "rate limit exceeded: requests per day for this end user",
+            LimitKind::EndUserTokens => "token quota exceeded: this end user's monthly token quota",
         };
         let (openai_type, code) = if refusal.limit.is_tokens() {
             ("insufficient_quota", "insufficient_quota")
@@ -242,6 +252,15 @@ impl ProxyError {
             },
             ProxyError::NoServerCredential(why) => S::caller(C::BAD_REQUEST, "no_server_credential", why),
             ProxyError::OutputCapExceeded(why) => S::caller(C::BAD_REQUEST, "output_cap_exceeded", why),
+            ProxyError::IdentityTokenExpired => S::caller(
+                C::UNAUTHORIZED,
+                "identity_token_expired",
+                "Identity token expired: mint a new one on your server and retry",
+            ),
+            ProxyError::InvalidIdentityToken(why) => S::caller(C::UNAUTHORIZED, "invalid_identity_token", why),
+            ProxyError::InvalidEndUser => {
+                S::caller(C::BAD_REQUEST, "invalid_end_user", "X-Tollgate-End-User must be 1-128 printable characters")
+            }
         }
     }
 
@@ -338,9 +357,12 @@ mod tests {
                 ProxyError::SecretKeyInBrowser => 26,
                 ProxyError::NoServerCredential(_) => 27,
                 ProxyError::OutputCapExceeded(_) => 28,
+                ProxyError::IdentityTokenExpired => 29,
+                ProxyError::InvalidIdentityToken(_) => 30,
+                ProxyError::InvalidEndUser => 31,
             }
         }
-        const VARIANTS: usize = 29;
+        const VARIANTS: usize = 32;
         let all = vec![
             ProxyError::NotFound,
             ProxyError::MethodNotAllowed(Method::POST),
@@ -371,6 +393,9 @@ mod tests {
             ProxyError::SecretKeyInBrowser,
             ProxyError::NoServerCredential("provider `x` holds no server credential".into()),
             ProxyError::OutputCapExceeded("`max_tokens` is over this key's cap".into()),
+            ProxyError::IdentityTokenExpired,
+            ProxyError::InvalidIdentityToken("Invalid identity token"),
+            ProxyError::InvalidEndUser,
         ];
         let mut places: Vec<usize> = all.iter().map(place).collect();
         places.sort_unstable();
@@ -454,6 +479,9 @@ mod tests {
             (403, "permission_error", "secret_key_in_browser", "secret_key_in_browser", Info, &[]),
             (400, client, "no_server_credential", "no_server_credential", Info, &[]),
             (400, client, "output_cap_exceeded", "output_cap_exceeded", Info, &[]),
+            (401, client, "identity_token_expired", "identity_token_expired", Info, &[]),
+            (401, client, "invalid_identity_token", "invalid_identity_token", Info, &[]),
+            (400, client, "invalid_end_user", "invalid_end_user", Info, &[]),
         ];
         let all = one_of_each();
         assert_eq!(all.len(), rows.len());
@@ -480,6 +508,14 @@ mod tests {
             (LimitKind::Concurrency, "concurrent requests", "rate_limit_exceeded", false),
             (LimitKind::KeyTokens, "this key's monthly token quota", "insufficient_quota", true),
             (LimitKind::AccountTokens, "the account's monthly token quota", "insufficient_quota", true),
+            (
+                LimitKind::EndUserRequestsPerMinute,
+                "requests per minute for this end user",
+                "rate_limit_exceeded",
+                false,
+            ),
+            (LimitKind::EndUserRequestsPerDay, "requests per day for this end user", "rate_limit_exceeded", true),
+            (LimitKind::EndUserTokens, "this end user's monthly token quota", "insufficient_quota", true),
         ];
         for (limit, message, code, no_retry) in rows {
             let e = ProxyError::RateLimited(refusal(limit, 30));

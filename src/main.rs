@@ -47,6 +47,9 @@ enum Command {
         /// Last day, YYYY-MM-DD (UTC)
         #[arg(long)]
         to: Option<String>,
+        /// Rows per key, day and model (the default), or per key, end user and day
+        #[arg(long, default_value = "model", value_parser = ["model", "end-user"])]
+        by: String,
     },
 }
 
@@ -71,8 +74,9 @@ fn main() -> ExitCode {
         Command::Keys(command) => block_on(cli::keys::run(&config, *command)),
         Command::Accounts(command) => block_on(cli::accounts::run(&config, command)),
         Command::Projects(command) => block_on(cli::projects::run(&config, command)),
-        Command::Usage { key, from, to } => {
-            block_on(cli::usage::run(&config, key.as_deref(), from.as_deref(), to.as_deref()))
+        Command::Usage { key, from, to, by } => {
+            let by_end_user = by == "end-user";
+            block_on(cli::usage::run(&config, key.as_deref(), from.as_deref(), to.as_deref(), by_end_user))
         }
     };
     match result {

@@ -87,16 +87,28 @@ async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
 
 pub(super) async fn create_key(app: &App, account: &str, body: RequestBody<'_>) -> ApiResult {
     let request = json_body::<KeyBody>(body).await?.into_request(account)?;
-    let mut created = control(app).create_keys(account_actor(app, account), request, 1, clock::unix_now()).await?;
+    let now = clock::unix_now();
+    let mut created = control(app).create_keys(account_actor(app, account), request, 1, now).await?;
     let (secret, info) = created.pop().ok_or_else(|| ApiError::internal("no key created"))?;
-    shown_once(app, secret, info.id, None).await
+    let signing = control(app).signing_for_new(&info, now).await?;
+    shown_once(app, secret, signing, info.id, None).await
 }
 
-/// Answers with a key just written, with its secret shown this once (and the key it replaces).
-async fn shown_once(app: &App, secret: SecretKey, id: KeyId, replaces: Option<(KeyId, i64)>) -> ApiResult {
+/// Answers with a key just written, with its secret (and a publishable key's signing secret) shown this
+/// once, and the key it replaces.
+async fn shown_once(
+    app: &App,
+    secret: SecretKey,
+    signing: Option<crate::auth::signing::SigningSecret>,
+    id: KeyId,
+    replaces: Option<(KeyId, i64)>,
+) -> ApiResult {
     let info = refresh_key(app, id).await?;
     let mut view = key_view(app, &info, (0, 0, 0));
     view["raw_key"] = Value::String(secret.expose().to_owned());
+    if info.kind == crate::auth::keys::KeyKind::Publishable {
+        view["signing_secret"] = signing.map_or(Value::Null, |s| Value::String(s.expose().to_owned()));
+    }
     if let Some((old, at)) = replaces {
         view["replaces"] = json!({"id": old.as_str(), "revoked_at": rfc3339(at)});
     }
@@ -146,7 +158,18 @@ pub(super) async fn rotate_key(app: &App, account: &str, id: KeyId, body: Reques
     let req: Rotate = json_body(body).await?;
     let grace = req.grace_seconds.unwrap_or(0);
     let actor = account_actor(app, account);
-    let (secret, rotated) = control(app).rotate_key(actor, id, grace, clock::unix_now()).await?;
+    let now = clock::unix_now();
+    let (secret, rotated) = control(app).rotate_key(actor, id, grace, now).await?;
     refresh_key(app, id).await?;
-    shown_once(app, secret, rotated.info.id, Some((id, rotated.old_revoked_at))).await
+    let signing = control(app).signing_for_new(&rotated.info, now).await?;
+    shown_once(app, secret, signing, rotated.info.id, Some((id, rotated.old_revoked_at))).await
+}
+
+/// A publishable key's new signing secret, shown this once; the old one stops verifying here at once
+/// and on every other server within one key refresh.
+pub(super) async fn rotate_signing_secret(app: &App, id: KeyId) -> ApiResult {
+    let now = clock::unix_now();
+    let secret = control(app).issue_signing_secret(id, now).await?;
+    refresh_key(app, id).await?;
+    Ok((StatusCode::OK, json!({"id": id.as_str(), "signing_secret": secret.expose(), "created_at": rfc3339(now)})))
 }

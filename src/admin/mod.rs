@@ -5,6 +5,7 @@
 
 mod accounts;
 mod body;
+mod end_user_usage;
 mod key_body;
 mod keys;
 mod login;
@@ -26,7 +27,7 @@ use crate::proxy::body::ProxyBody;
 use crate::store::StoreError;
 use accounts::{create_account, list_accounts, patch_account};
 use body::RequestBody;
-use keys::{create_key, get_key, list_keys, patch_key, revoke_key, rotate_key};
+use keys::{create_key, get_key, list_keys, patch_key, revoke_key, rotate_key, rotate_signing_secret};
 use login::{change_password, login, logout};
 use projects::{create_project, delete_project, get_project, list_projects, patch_project};
 use usage::usage;
@@ -44,6 +45,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/auth/keys/{id}"),
     ("patch", "/v1/auth/keys/{id}"),
     ("delete", "/v1/auth/keys/{id}"),
+    ("post", "/v1/auth/keys/{id}/signing-secret"),
     ("post", "/v1/auth/keys/{id}/rotate"),
     ("post", "/v1/projects"),
     ("get", "/v1/projects"),
@@ -288,6 +290,13 @@ async fn account_route(
             Method::DELETE => delete_project(app, account, id).await,
             _ => allowed("GET, PATCH, DELETE"),
         },
+        ["v1", "auth", "keys", id, "signing-secret"] => {
+            let id = owned_key(app, account, id).await?;
+            match *method {
+                Method::POST => rotate_signing_secret(app, id).await,
+                _ => allowed("POST"),
+            }
+        }
         ["v1", "usage"] => usage(app, account, query).await,
         _ => Err(ApiError::not_found()),
     }

@@ -99,7 +99,7 @@ const MAX_TOKENS: u64 = 9_007_199_254_740_991;
 pub fn document(config: &crate::config::Config) -> Value {
     let account_token = json!([{"accessToken": []}]);
     let operator = json!([{"operatorToken": []}]);
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "tollgate management API",
@@ -235,7 +235,56 @@ pub fn document(config: &crate::config::Config) -> Value {
             },
             "schemas": schemas(config)
         }
-    })
+    });
+    end_users(&mut doc, &account_token);
+    doc
+}
+
+/// End users and identity tokens: the signing-secret rotation, `signing_secret` on a created publishable
+/// key, `require_identity` and `end_user_limits` on keys, and usage grouped by end user.
+fn end_users(doc: &mut Value, account_token: &Value) {
+    doc["paths"]["/v1/auth/keys/{id}/signing-secret"] = json!({
+        "post": {
+            "operationId": "rotateSigningSecret",
+            "summary": "Give a publishable key a new signing secret for its identity tokens (returned only here)",
+            "description": "The old secret stops verifying at once on this server and within one key refresh on the others; tokens it signed are refused 401 invalid_identity_token. 400 when the key is not publishable or the server has no sealing key (TOLLGATE_SIGNING_KEY).",
+            "security": account_token, "parameters": id_param(),
+            "responses": responses(("200", ok("The new signing secret", "SigningSecret")), &[("404", "No such active key in this account")])
+        }
+    });
+    let end_user_limits = json!({
+        "type": "object", "additionalProperties": false,
+        "description": "Limits each end user of the key runs under, counted per (key, end user); an identity token's `limits` claim may only narrow them.",
+        "properties": {
+            "requests_per_minute": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::config::RPM_RANGE.1},
+            "requests_per_day": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::config::RPD_RANGE.1},
+            "tokens_per_month": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKENS}
+        }
+    });
+    let require_identity = json!({"type": "boolean", "description": "Every request must name its end user: an identity token (X-Tollgate-Identity) for a publishable key, X-Tollgate-End-User for a secret key; else 401 invalid_identity_token."});
+    let schemas = &mut doc["components"]["schemas"];
+    for schema in ["CreateKey", "PatchKey", "Key", "KeyCreated"] {
+        schemas[schema]["properties"]["end_user_limits"] = end_user_limits.clone();
+        schemas[schema]["properties"]["require_identity"] = require_identity.clone();
+    }
+    schemas["KeyCreated"]["properties"]["signing_secret"] = json!({
+        "type": ["string", "null"],
+        "description": "A publishable key's signing secret (`tg_sig_…`), for the app's server to sign identity tokens with (JWT HS256, header kid = the key's id). Shown only here; null when the server has no sealing key."
+    });
+    schemas["SigningSecret"] = json!({
+        "type": "object", "required": ["id", "signing_secret", "created_at"],
+        "properties": {"id": {"type": "string"}, "signing_secret": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}
+    });
+    let group_by = json!({"type": "string", "enum": ["day", "model", "end_user"]});
+    schemas["Usage"]["properties"]["group_by"] = group_by.clone();
+    schemas["Usage"]["properties"]["data"]["items"]["properties"]["end_user"] = json!({"type": "string"});
+    let usage = &mut doc["paths"]["/v1/usage"]["get"];
+    usage["summary"] = json!("The account's usage by day, by model or by end user");
+    if let Some(params) = usage["parameters"].as_array_mut() {
+        for param in params.iter_mut().filter(|p| p["name"] == "group_by") {
+            param["schema"] = group_by.clone();
+        }
+    }
 }
 
 fn schemas(config: &crate::config::Config) -> Value {

@@ -14,6 +14,9 @@ use crate::clock;
 const GROUPS: [&str; 4] = ["day", "model", "key", "project"];
 
 pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
+    if query.split('&').any(|pair| pair == "group_by=end_user") {
+        return super::end_user_usage::usage_by_end_user(app, account, query).await;
+    }
     let mut key = None;
     let mut project = None;
     let mut from = None;

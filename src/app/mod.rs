@@ -8,6 +8,7 @@ pub mod sync;
 use std::sync::Arc;
 
 use crate::auth::keys::{KeyHasher, KeyTable};
+use crate::auth::signing::Sealer;
 use crate::auth::{passwords, sessions, throttle};
 use crate::clock::{self, Clock, SystemClock};
 use crate::config::Config;
@@ -60,7 +61,10 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
 pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<Started, StartError> {
     let upstream = Upstream::new(&config.upstream, &config.providers).map_err(StartError::Upstream)?;
     let store = store::open(&config.store).await.map_err(StartError::Store)?;
-    let keys = Arc::new(KeyTable::new(config.keys.prefix.clone(), KeyHasher::new(config.keys.hash_secret)));
+    let keys = Arc::new(
+        KeyTable::new(config.keys.prefix.clone(), KeyHasher::new(config.keys.hash_secret))
+            .with_sealer(config.keys.signing_key.as_ref().map(|k| Arc::new(Sealer::new(k)))),
+    );
     let tables = key_sync::Tables {
         keys: Arc::clone(&keys),
         plans: Arc::new(limits::Plans::new(config.plans.clone())),
@@ -135,6 +139,10 @@ async fn carry_usage(store: &dyn Store, counters: &Counters, now: limits::Now) -
     for total in totals {
         let carried = limits::Carried { day_requests: total.day_requests, month_tokens: total.month_tokens };
         counters.carry(total.key, &Arc::from(total.account.as_str()), carried, now);
+    }
+    for total in store.end_user_totals(clock::day_of(unix), clock::month_first_day(unix)).await? {
+        let carried = limits::Carried { day_requests: total.day_requests, month_tokens: total.month_tokens };
+        counters.carry_end_user(total.key, &total.end_user, carried, now);
     }
     Ok(())
 }

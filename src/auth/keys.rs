@@ -10,6 +10,7 @@ use dashmap::DashMap;
 
 use crate::auth::access::KeyAccess;
 use crate::auth::policy::KeyPolicy;
+use crate::auth::signing::{Sealer, Signing};
 
 /// Public id: safe to show and log; the store's primary key.
 pub const ID_LEN: usize = 12;
@@ -181,7 +182,7 @@ pub fn random_id() -> Result<String, getrandom::Error> {
 }
 
 /// Uniform base62 characters by rejection sampling (bytes ≥ 248 are dropped so `% 62` has no bias).
-fn random_base62<const N: usize>() -> Result<[u8; N], getrandom::Error> {
+pub(crate) fn random_base62<const N: usize>() -> Result<[u8; N], getrandom::Error> {
     let mut out = [0u8; N];
     let mut filled = 0;
     let mut pool = [0u8; 64];
@@ -263,6 +264,8 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     pub access: KeyAccess,
     pub policy: KeyPolicy,
+    /// A publishable key's signing secret, for its identity tokens (sealed as read, opened on load).
+    pub signing: Signing,
 }
 
 /// Why a presented key was refused.
@@ -284,6 +287,8 @@ pub struct KeyTable {
     /// only `any_disabled`.
     disabled_accounts: RwLock<HashSet<Arc<str>>>,
     any_disabled: AtomicBool,
+    /// Opens the signing secrets of loaded keys; `None`: no sealing key configured.
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl KeyTable {
@@ -294,7 +299,14 @@ impl KeyTable {
             by_id: DashMap::new(),
             disabled_accounts: RwLock::default(),
             any_disabled: AtomicBool::new(false),
+            sealer: None,
         }
+    }
+
+    /// The table, opening each loaded key's signing secret with `sealer`.
+    pub fn with_sealer(mut self, sealer: Option<Arc<Sealer>>) -> KeyTable {
+        self.sealer = sealer;
+        self
     }
 
     pub fn prefix(&self) -> &str {
@@ -310,11 +322,12 @@ impl KeyTable {
     /// Adds or replaces a key; a key already revoked leaves the table instead (it answers as unknown
     /// does), so keys created and revoked in a loop cost the table nothing. A key revoked later, at the
     /// end of a rotation's grace period, stays until then and is refused from that moment.
-    pub fn upsert(&self, record: KeyRecord) {
+    pub fn upsert(&self, mut record: KeyRecord) {
         if record.revoked_at.is_some_and(|at| crate::clock::unix_now() >= at) {
             self.by_id.remove(&record.id);
             return;
         }
+        record.signing = std::mem::take(&mut record.signing).opened(record.id, self.sealer.as_deref());
         self.by_id.insert(record.id, Arc::new(record));
     }
 
@@ -392,6 +405,7 @@ mod tests {
             revoked_at: None,
             access: KeyAccess::default(),
             policy: KeyPolicy::default(),
+            signing: Signing::None,
         }
     }
 

@@ -2,12 +2,14 @@
 //! scopes and allowlists, management sessions (access tokens), passwords and the login throttles.
 
 pub mod access;
+pub mod identity;
 pub mod keys;
 pub mod origin;
 pub mod passwords;
 pub mod policy;
 pub mod principal;
 pub mod sessions;
+pub mod signing;
 pub mod throttle;
 
 pub use principal::{AuthError, Principal, authenticate};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, header};
 
 use crate::auth::keys::{KeyLabel, KeyRecord, KeyTable, Refusal};
+use crate::auth::policy::EndUserLimits;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -16,9 +17,10 @@ pub struct Principal {
     pub key: Arc<KeyRecord>,
     /// How the key is named in logs.
     pub label: KeyLabel,
-    /// The end user the request acts for (identity tokens, `X-Tollgate-End-User`); `None` until those
-    /// land.
+    /// The end user the request acts for (identity tokens, `X-Tollgate-End-User`; `auth::identity`).
     pub end_user: Option<Arc<str>>,
+    /// The limits that end user runs under: the key's `end_user_limits`, narrowed by its token.
+    pub end_user_limits: EndUserLimits,
     /// The browser origin a publishable key was accepted from; `None` until those land.
     pub origin: Option<Arc<str>>,
 }
@@ -43,7 +45,13 @@ pub fn authenticate(keys: &KeyTable, headers: &HeaderMap, now: i64) -> Result<Pr
         Refusal::Expired => AuthError::Expired,
         Refusal::Disabled => AuthError::Disabled,
     })?;
-    Ok(Principal { label: keys.label(&key), key, end_user: None, origin: None })
+    Ok(Principal {
+        label: keys.label(&key),
+        key,
+        end_user: None,
+        end_user_limits: EndUserLimits::default(),
+        origin: None,
+    })
 }
 
 /// Finds the service key. The Anthropic and Gemini SDKs put their `api_key` in `x-api-key` /
@@ -122,6 +130,7 @@ mod tests {
                 revoked_at: None,
                 access: Default::default(),
                 policy: Default::default(),
+                signing: Default::default(),
             });
             (secret, parsed.id)
         };

@@ -1,4 +1,4 @@
-//! `tollgate keys create|set-limits|set|disable|enable|list|revoke|rotate`.
+//! `tollgate keys create|set-limits|set|disable|enable|list|revoke|rotate|signing-secret`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -121,6 +121,9 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
         grace_seconds: u64,
     },
+    /// Give a publishable key a new signing secret for its identity tokens, printed once; the old one
+    /// stops verifying within one key refresh of the running servers
+    SigningSecret { id: String },
 }
 
 pub async fn run(config: &Config, command: KeysCommand) -> CliResult {
@@ -179,6 +182,16 @@ pub async fn run(config: &Config, command: KeysCommand) -> CliResult {
             eprintln!("the key below is shown once and cannot be recovered; store it now:");
             println!("{}", secret.expose());
         }
+        KeysCommand::SigningSecret { id } => {
+            let id = key_id(&id)?;
+            let secret = control.issue_signing_secret(id, now).await.map_err(refused)?;
+            eprintln!(
+                "new signing secret of {id}; the old one stops verifying within {}ms",
+                config.store.refresh_interval.as_millis()
+            );
+            eprintln!("the signing secret below is shown once and cannot be recovered; store it on your server:");
+            println!("{}", secret.expose());
+        }
         KeysCommand::Revoke { id } => {
             let id = key_id(&id)?;
             if control.revoke_key(id, now).await.map_err(refused)? == Revocation::AlreadyRevoked {
@@ -228,6 +241,15 @@ async fn create(control: &ControlPlane<'_>, request: KeyRequest, count: u32, now
         eprintln!("the key below is shown once and cannot be recovered; store it now:");
     }
     println!("{}", secret.expose());
+    if info.kind == KeyKind::Publishable {
+        match control.signing_for_new(info, now).await.map_err(refused)? {
+            Some(signing) => {
+                eprintln!("its signing secret, for identity tokens (shown once, keep it on your server):");
+                println!("{}", signing.expose());
+            }
+            None => eprintln!("no signing secret: one {}", tollgate::admin::service::NO_SEALING_KEY),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,4 +1,5 @@
-//! `tollgate usage`: tokens and requests per key, day and model, with a total per key.
+//! `tollgate usage`: tokens and requests per key, day and model, with a total per key; or, with
+//! `--by end-user`, per key, end user and day.
 
 use std::process::ExitCode;
 
@@ -7,7 +8,13 @@ use tollgate::config::Config;
 
 use super::{CliResult, control_plane, key_id, printable, refused};
 
-pub async fn run(config: &Config, key: Option<&str>, from: Option<&str>, to: Option<&str>) -> CliResult {
+pub async fn run(
+    config: &Config,
+    key: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+    by_end_user: bool,
+) -> CliResult {
     let control = control_plane(config).await?;
     let day = |flag: &str, text: Option<&str>| match text {
         None => Ok(None),
@@ -17,6 +24,26 @@ pub async fn run(config: &Config, key: Option<&str>, from: Option<&str>, to: Opt
     };
     let (from, to) = (day("from", from)?, day("to", to)?);
     let key = key.map(key_id).transpose()?;
+    if by_end_user {
+        let (_, _, rows) = control.end_user_usage(None, key, from, to, unix_now()).await.map_err(refused)?;
+        println!(
+            "{:<28}  {:<32}  {:<10}  {:>9}  {:>12}  {:>12}  {:>12}",
+            "KEY", "END_USER", "DAY", "REQUESTS", "INPUT", "OUTPUT", "TOTAL"
+        );
+        for r in &rows {
+            println!(
+                "{:<28}  {:<32}  {:<10}  {:>9}  {:>12}  {:>12}  {:>12}",
+                r.key_prefix,
+                printable(&r.end_user),
+                clock::date_of_day(r.day),
+                r.requests,
+                r.input_tokens,
+                r.output_tokens,
+                r.input_tokens.saturating_add(r.output_tokens)
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = control.usage(None, key, from, to, unix_now()).await.map_err(refused)?;
     println!(
         "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",

@@ -22,6 +22,8 @@ const ENV_LOG: &str = "TOLLGATE_LOG";
 const ENV_LOG_FORMAT: &str = "TOLLGATE_LOG_FORMAT";
 /// Secret used to key the blake3 hashes of service keys. Never read from the file.
 pub const ENV_KEY_HASH_SECRET: &str = "TOLLGATE_KEY_HASH_SECRET";
+/// 32 bytes (64 hex digits, or base64) sealing publishable keys' signing secrets in the store.
+pub const ENV_SIGNING_KEY: &str = "TOLLGATE_SIGNING_KEY";
 /// The operator token of the management API. Never read from the file.
 pub const ENV_ADMIN_TOKEN: &str = "TOLLGATE_ADMIN_TOKEN";
 /// Signs account access tokens; without it they last only as long as the process.
@@ -202,6 +204,9 @@ pub struct KeysConfig {
     pub prefix: String,
     /// From [`ENV_KEY_HASH_SECRET`], derived into a blake3 key.
     pub hash_secret: Option<[u8; 32]>,
+    /// Seals signing secrets (`auth::signing`): from [`ENV_SIGNING_KEY`], else derived from
+    /// [`ENV_KEY_HASH_SECRET`]; `None` when neither is set (publishable keys then get no signing secret).
+    pub signing_key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for KeysConfig {
@@ -209,6 +214,7 @@ impl std::fmt::Debug for KeysConfig {
         f.debug_struct("KeysConfig")
             .field("prefix", &self.prefix)
             .field("hash_secret", &self.hash_secret.map(|_| "[redacted]"))
+            .field("signing_key", &self.signing_key.map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -299,10 +305,12 @@ impl Config {
                  so access tokens outlive a restart and hold on every instance",
             ));
         }
+        let signing_key = signing_key(&env)?;
         let mut config = validate(raw, hash_secret)?;
         validate::server_keys(&mut config.providers, &env)?;
         config.management.admin_token = admin_token;
         config.management.session_secret = session_secret;
+        config.keys.signing_key = signing_key;
         if config.metrics.enabled && config.metrics.main_listener_token.is_some() {
             let token = metrics_token.ok_or_else(|| {
                 invalid("metrics.on_main_listener", format!("needs a bearer token in {ENV_METRICS_TOKEN}"))
@@ -313,9 +321,58 @@ impl Config {
     }
 }
 
+/// The key sealing signing secrets: [`ENV_SIGNING_KEY`] (32 bytes as 64 hex digits or base64), else one
+/// derived from [`ENV_KEY_HASH_SECRET`] under a context of its own, else none.
+fn signing_key(env: &impl Fn(&str) -> Option<String>) -> Result<Option<[u8; 32]>, ConfigError> {
+    use base64::Engine;
+    let Some(text) = env(ENV_SIGNING_KEY) else {
+        let derived = env(ENV_KEY_HASH_SECRET).filter(|s| s.len() >= 16);
+        return Ok(derived.map(|s| blake3::derive_key("tollgate signing secret seal v1", s.as_bytes())));
+    };
+    let text = text.trim();
+    let hex = |pair: &[u8]| {
+        let digits = pair.iter().all(u8::is_ascii_hexdigit);
+        digits.then(|| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).flatten()
+    };
+    let bytes: Option<Vec<u8>> = if text.len() == 64 {
+        text.as_bytes().chunks(2).map(hex).collect()
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(text).ok()
+    };
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(Some)
+        .ok_or_else(|| invalid(ENV_SIGNING_KEY, "must be 32 bytes, as 64 hex digits or base64"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signing_key_is_hex_or_base64_or_derived() {
+        let with = |name: &'static str, value: &str| {
+            let value = value.to_owned();
+            move |asked: &str| (asked == name).then(|| value.clone())
+        };
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let config = Config::from_toml("", with(ENV_SIGNING_KEY, hex)).unwrap();
+        let key = config.keys.signing_key.unwrap();
+        assert_eq!((key[1], key[31]), (0x11, 0xff));
+        assert!(!format!("{config:?}").contains("0011"), "the key printed");
+        let b64 = "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8=";
+        assert_eq!(Config::from_toml("", with(ENV_SIGNING_KEY, b64)).unwrap().keys.signing_key, Some(key));
+        let signed = "+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f";
+        for bad in ["short", "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", signed] {
+            let refused = Config::from_toml("", with(ENV_SIGNING_KEY, bad)).unwrap_err();
+            assert!(refused.0.starts_with(ENV_SIGNING_KEY), "{bad}");
+        }
+        let hash_secret = "a long enough hash secret";
+        let derived = Config::from_toml("", with(ENV_KEY_HASH_SECRET, hash_secret)).unwrap().keys.signing_key;
+        let derived = derived.unwrap();
+        assert_ne!(derived, blake3::derive_key("tollgate service key hash v1", hash_secret.as_bytes()));
+        assert_eq!(Config::from_toml("", no_env).unwrap().keys.signing_key, None);
+    }
 
     fn no_env(_: &str) -> Option<String> {
         None

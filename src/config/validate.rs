@@ -91,7 +91,7 @@ fn keys(raw: RawKeys, hash_secret: Option<[u8; 32]>) -> Result<KeysConfig, Confi
     if prefix.is_empty() || prefix.len() > 16 || !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
         return Err(invalid("keys.prefix", "must be 1-16 characters of a-z and 0-9"));
     }
-    Ok(KeysConfig { prefix, hash_secret })
+    Ok(KeysConfig { prefix, hash_secret, signing_key: None })
 }
 
 /// The upstream section, and the trust roots its `ca_file` adds for every provider.

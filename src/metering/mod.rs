@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::auth::keys::KeyId;
 use crate::metering::limits::{RateHeaders, ReservationTicket, Subject, Ticket};
-use crate::metering::usage::book::{UsageBook, model_label};
+use crate::metering::usage::book::{EndUserKey, UsageBook, model_label};
 use crate::metering::usage::{Meter, Usage};
 use crate::providers::Endpoint;
 
@@ -43,6 +43,8 @@ pub struct Metering {
     account: Arc<str>,
     model: Arc<str>,
     day: i64,
+    /// Where the request's end user's usage is counted, when it acts for one.
+    end_user: Option<EndUserKey>,
     pub input_estimate: u64,
     pub output_cap: u64,
 }
@@ -59,6 +61,11 @@ impl Metering {
         ticket: Ticket,
     ) -> Metering {
         let model = book.request(subject.key, &subject.account, day, model_label(model));
+        let end_user =
+            subject.end_user.as_ref().map(|e| EndUserKey { key: subject.key, end_user: Arc::clone(&e.id), day });
+        if let Some(at) = &end_user {
+            book.end_user_request(at, &subject.account);
+        }
         Metering {
             ticket: Some(ticket),
             book,
@@ -66,6 +73,7 @@ impl Metering {
             account: Arc::clone(&subject.account),
             model,
             day,
+            end_user,
             input_estimate: reservation.input_estimate,
             output_cap: reservation.output_cap,
         }
@@ -87,6 +95,9 @@ impl Metering {
             Usage { input: usage.input.min(MAX_REPORTED_TOKENS), output: usage.output.min(MAX_REPORTED_TOKENS) };
         if let Some(ticket) = self.ticket.take() {
             self.book.tokens(self.key, &self.account, self.day, &self.model, usage);
+            if let Some(at) = &self.end_user {
+                self.book.end_user_tokens(at, &self.account, usage);
+            }
             ticket.settle(usage.total());
         }
     }

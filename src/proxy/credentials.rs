@@ -4,6 +4,7 @@
 
 use http::HeaderMap;
 
+use crate::auth::identity::IdentityError;
 use crate::auth::policy::ProviderCredential;
 use crate::auth::{AuthError, Principal};
 use crate::error::ProxyError;
@@ -21,6 +22,22 @@ impl From<AuthError> for ProxyError {
             AuthError::Invalid => ProxyError::InvalidServiceKey,
             AuthError::Expired => ProxyError::ExpiredServiceKey,
             AuthError::Disabled => ProxyError::KeyDisabled,
+        }
+    }
+}
+
+/// A request whose end user could not be named, as the error its route answers with.
+impl From<IdentityError> for ProxyError {
+    fn from(error: IdentityError) -> ProxyError {
+        match error {
+            IdentityError::Expired => ProxyError::IdentityTokenExpired,
+            IdentityError::Invalid(why) => ProxyError::InvalidIdentityToken(why),
+            IdentityError::BadEndUser => ProxyError::InvalidEndUser,
+            IdentityError::EndUserHeaderNotAllowed => ProxyError::Forbidden(
+                "X-Tollgate-End-User is for secret keys; a publishable key names its end user with an identity \
+                 token in X-Tollgate-Identity"
+                    .into(),
+            ),
         }
     }
 }

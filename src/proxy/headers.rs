@@ -14,6 +14,9 @@ const REQUEST_DROPPED: &[&str] = &[
     "api-key",
     "x-provider-key",
     "cookie",
+    // An identity token is a secret, and an end user's id is the app's own: neither goes upstream.
+    "x-tollgate-identity",
+    "x-tollgate-end-user",
     // Hop-by-hop (RFC 9110 §7.6.1 and the legacy names it says intermediaries should remove).
     "connection",
     "keep-alive",

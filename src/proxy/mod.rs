@@ -175,6 +175,7 @@ fn authenticate(app: &App, parts: &request::Parts) -> Result<Principal, ProxyErr
         return Err(ProxyError::Forbidden("This API key may not be used from this address".into()));
     }
     browser::check_origin(&mut principal, &parts.headers)?;
+    auth::identity::identify(&mut principal, &parts.headers, clock::unix_now())?;
     app.last_used.insert(principal.key.id, clock::unix_now());
     Ok(principal)
 }
@@ -198,6 +199,10 @@ fn subject(app: &App, principal: &Principal) -> Subject {
         account: Arc::clone(&key.account),
         limits: limits::effective(&key.limits, &app.config.limits),
         plan_tokens: app.plans.quota(&key.account),
+        end_user: principal
+            .end_user
+            .as_ref()
+            .map(|id| limits::EndUser { id: Arc::clone(id), limits: principal.end_user_limits }),
     }
 }
 

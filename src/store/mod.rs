@@ -14,6 +14,9 @@ pub use rows::{
 };
 pub use sqlite::SqliteStore;
 
+mod end_user_rows;
+pub use end_user_rows::{EndUserAddition, EndUserTotal, EndUserUsageRow};
+
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::config::StoreConfig;
 
@@ -140,6 +143,24 @@ pub trait Store: Send + Sync {
         from: i64,
         to: i64,
     ) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// Adds end-user usage to the daily totals, all in one transaction.
+    async fn add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError>;
+
+    /// Per key and end user: requests on day `today`, and tokens from day `month_start` on.
+    async fn end_user_totals(&self, today: i64, month_start: i64) -> Result<Vec<EndUserTotal>, StoreError>;
+
+    /// End-user usage rows between two days (inclusive), optionally of one account and of one key.
+    async fn end_user_report(
+        &self,
+        account: Option<String>,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<EndUserUsageRow>, StoreError>;
+
+    /// Replaces a key's sealed signing secret (a change servers follow); `false` if no such active key.
+    async fn set_signing_secret(&self, id: KeyId, sealed: Vec<u8>, now: i64) -> Result<bool, StoreError>;
 
     // ------------------------------------------------------------ changes
 

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 
 mod accounts;
+mod end_users;
 pub mod key_cap;
 mod pages;
 mod projects;
@@ -340,7 +341,7 @@ fn bump_version(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
 /// The columns of a [`KeyRecord`], as [`record_from`] reads them.
 const RECORD_SELECT: &str = "SELECT id, NULL, kind, NULL, hash, created_at, expires_at, revoked_at, account_id,
         requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month, scopes, providers, models,
-        policy
+        policy, signing_secret
     FROM service_keys";
 
 /// Shares one `Arc` per account among the records read in one go (most keys share a few accounts).
@@ -378,6 +379,10 @@ fn record_from(row: &rusqlite::Row<'_>, accounts: &mut Accounts) -> Result<KeyRe
         limits: limits_from(row, 9)?,
         access: access_from(row, 13)?,
         policy: policy_from(row, 16)?,
+        signing: match row.get_ref(17)?.as_blob_or_null().map_err(rusqlite::Error::from)? {
+            Some(sealed) => crate::auth::signing::Signing::Sealed(std::sync::Arc::from(sealed)),
+            None => crate::auth::signing::Signing::None,
+        },
     })
 }
 

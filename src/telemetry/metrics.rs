@@ -16,13 +16,16 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// The kinds of key a provider request is counted under: [`crate::auth::keys::KeyKind::name`], or none.
 pub const KEY_KINDS: [&str; 4] = ["live", "publishable", "trial", "none"];
 
-pub const REFUSALS: [&str; 6] = [
+pub const REFUSALS: [&str; 9] = [
     "requests_per_minute",
     "requests_per_day",
     "concurrency",
     "key_tokens_per_month",
     "account_tokens_per_month",
     "overloaded",
+    "end_user_requests_per_minute",
+    "end_user_requests_per_day",
+    "end_user_tokens_per_month",
 ];
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 18] = [

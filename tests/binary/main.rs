@@ -10,6 +10,7 @@ mod clients;
 mod connections;
 mod crash;
 mod exhaustion;
+mod identity_canary;
 mod login;
 mod management_log;
 mod process;

@@ -25,3 +25,5 @@ pub const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
 /// The session secret every test gateway is given (as `TOLLGATE_SESSION_SECRET`, required beside the
 /// operator token).
 pub const SESSION_SECRET: &str = "session-secret-for-tests-0123456789";
+/// The key sealing signing secrets every test gateway is given (as `TOLLGATE_SIGNING_KEY`, 32 bytes in hex).
+pub const SIGNING_KEY: &str = "5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11";

@@ -9,6 +9,7 @@ mod errors;
 mod forwarding;
 mod fuzz_regressions;
 mod https;
+mod identity;
 mod isolation;
 mod limits;
 mod management;

@@ -5,6 +5,7 @@
 mod policy;
 mod projects;
 mod rules;
+mod signing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,12 +17,14 @@ pub use rules::{
     Actor, EXPIRES_IN_DAYS_RANGE, Effective, EffectiveLimits, KEY_CAP_RANGE, LimitChanges, MAX_GRACE_SECONDS,
     check_password, parse_key_id,
 };
+pub use signing::NO_SEALING_KEY;
 
 use crate::auth::access::{KeyAccess, Scopes};
 use crate::auth::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, SecretKey};
 use crate::auth::policy::{KeyPolicy, ProviderCredential};
 use crate::clock;
 use crate::config::Config;
+use crate::store::EndUserUsageRow;
 use crate::store::UsageRow;
 use crate::store::{
     AccountInfo, HashedKey, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, Rotated, Store, StoreError,
@@ -201,6 +204,7 @@ impl<'c> ControlPlane<'c> {
         now: i64,
     ) -> Result<Vec<(SecretKey, KeyInfo)>, ServiceError> {
         let new = self.check_new_key(actor, request, now)?;
+        self.check_identity(new.kind, &new.policy)?;
         if let Actor::Account { .. } = actor {
             let (secret, identity) = mint(&self.config.keys.prefix, &self.hasher, new.kind)?;
             let info = self.store.create_key_within_cap(HashedKey { identity, key: new }, now).await?;
@@ -314,6 +318,7 @@ impl<'c> ControlPlane<'c> {
                 Some(value) => check_metadata(value)?,
             },
         };
+        self.check_identity(current.kind, &update.policy)?;
         self.store.update_key(id, update).await?;
         self.key(id).await
     }
@@ -386,6 +391,22 @@ impl<'c> ControlPlane<'c> {
         let to = to.unwrap_or_else(|| clock::day_of(now));
         let rows = self.store.usage_report(account.map(str::to_owned), key, from, to).await?;
         Ok(UsageReport { from, to, rows })
+    }
+
+    /// End-user usage between two days (default: this month so far), optionally of one account and one
+    /// key: the days and the rows by key, end user and day.
+    pub async fn end_user_usage(
+        &self,
+        account: Option<&str>,
+        key: Option<KeyId>,
+        from: Option<i64>,
+        to: Option<i64>,
+        now: i64,
+    ) -> Result<(i64, i64, Vec<EndUserUsageRow>), ServiceError> {
+        let from = from.unwrap_or_else(|| clock::month_first_day(now));
+        let to = to.unwrap_or_else(|| clock::day_of(now));
+        let rows = self.store.end_user_report(account.map(str::to_owned), key, from, to).await?;
+        Ok((from, to, rows))
     }
 
     // ------------------------------------------------------------ accounts

@@ -1,6 +1,6 @@
-//! The in-memory counter backend: one process's counters, a `DashMap` entry per key and per account, each
-//! behind its own lock. Admission takes the key's lock then the account's (always in that order), so it
-//! is atomic across every limit without a global lock. Tickets hold their counters and settle under the
+//! The in-memory counter backend: one process's counters, a `DashMap` entry per key, per (key, end user) and
+//! per account, each behind its own lock. Admission takes the key's lock, then the end user's, then the
+//! account's (always in that order), so it is atomic across every limit without a global lock. Tickets hold their counters and settle under the
 //! same locks, at once, even from `Drop`.
 
 use std::future::{Future, ready};
@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 
+use super::end_users::{self, EndUserCounters, Shared};
 use super::gcra::{Decision, Gcra};
 use super::ledger::Ledger;
 use super::{
-    Carried, CounterBackend, EffectiveLimits, LimitKind, Now, RateHeaders, Refusal, ReservationTicket, Subject,
+    Carried, CounterBackend, EffectiveLimits, EndUser, LimitKind, Now, RateHeaders, Refusal, ReservationTicket, Subject,
 };
 use crate::auth::keys::KeyId;
 use crate::clock;
@@ -49,6 +50,8 @@ pub struct MemoryCounters {
     lease_ns: u64,
     keys: DashMap<KeyId, Arc<Mutex<KeyCounters>>>,
     accounts: DashMap<Arc<str>, Arc<Mutex<AccountCounters>>>,
+    /// Per (key, end user), for keys that limit their end users; idle ones are swept.
+    end_users: DashMap<(KeyId, Arc<str>), Shared>,
     next_reservation: AtomicU64,
 }
 
@@ -64,6 +67,7 @@ impl MemoryCounters {
             lease_ns: u64::try_from(lease.as_nanos()).unwrap_or(u64::MAX),
             keys: DashMap::new(),
             accounts: DashMap::new(),
+            end_users: DashMap::new(),
             next_reservation: AtomicU64::new(1),
         }
     }
@@ -84,13 +88,29 @@ impl MemoryCounters {
         Arc::clone(self.keys.entry(key).or_insert_with(|| Arc::new(Mutex::new(fresh))).value())
     }
 
+    /// The state of an end user of `key`, made at its first admission: the map's entry is taken under
+    /// its shard's lock, so concurrent first requests all get the one state.
+    fn end_user(&self, key: KeyId, end_user: &EndUser, now: Now) -> Shared {
+        let id = (key, Arc::clone(&end_user.id));
+        if let Some(u) = self.end_users.get(&id) {
+            return Arc::clone(u.value());
+        }
+        let fresh = || Arc::new(Mutex::new(EndUserCounters::fresh(Carried::default(), now)));
+        Arc::clone(self.end_users.entry(id).or_insert_with(fresh).value())
+    }
+
     fn admit_now(&self, subject: &Subject, now: Now) -> Result<Permit, Refusal> {
         let limits = subject.limits;
         let key_counters = self.key(subject.key, now);
+        let end_user = end_users::limited(subject.end_user.as_ref()).map(|e| (self.end_user(subject.key, e, now), e));
         let account_counters = self.account(&subject.account, now);
         let mut k = lock(&key_counters);
+        let mut u = end_user.as_ref().map(|(state, _)| lock(state));
         let mut a = lock(&account_counters);
         roll(&mut k, &mut a, now);
+        if let Some(u) = u.as_mut() {
+            u.roll(now);
+        }
 
         let refuse = |limit, retry_after_secs: u64| Refusal {
             limit,
@@ -107,14 +127,24 @@ impl MemoryCounters {
             let wait = clock::next_day_start(now.unix).saturating_sub(now.unix);
             return Err(refuse(LimitKind::RequestsPerDay, u64::try_from(wait).unwrap_or(0)));
         }
+        if let (Some(u), Some((_, e))) = (u.as_mut(), end_user.as_ref()) {
+            if let Err((limit, wait)) = u.check(&e.limits, now) {
+                return Err(refuse(limit, wait));
+            }
+            u.record(&e.limits, now);
+        }
         k.gcra.record(limits.rate, now.mono_ns);
         k.day_requests = k.day_requests.saturating_add(1);
         k.in_flight = k.in_flight.saturating_add(1);
         drop(a);
+        drop(u);
         drop(k);
+        let end_user_tokens = end_user.as_ref().and_then(|(_, e)| e.limits.tokens_per_month);
         Ok(Permit {
             slot: InFlightSlot(Arc::clone(&key_counters)),
             key: key_counters,
+            end_user: end_user.map(|(state, _)| state),
+            end_user_tokens,
             account: account_counters,
             limits,
             plan_tokens: subject.plan_tokens,
@@ -123,11 +153,21 @@ impl MemoryCounters {
 
     fn reserve_now(&self, permit: Permit, cost: u64, now: Now) -> Result<Ticket, Refusal> {
         let mut k = lock(&permit.key);
+        let mut u = permit.end_user.as_ref().map(|state| lock(state));
         let mut a = lock(&permit.account);
         roll(&mut k, &mut a, now);
+        if let Some(u) = u.as_mut() {
+            u.roll(now);
+        }
         let to_month_end = u64::try_from(clock::next_month_start(now.unix).saturating_sub(now.unix)).unwrap_or(0);
+        let end_user_short = match (u.as_ref(), permit.end_user_tokens) {
+            (Some(u), Some(quota)) => !u.tokens.fits(quota, cost),
+            _ => false,
+        };
         let refused = if permit.limits.key_tokens.is_some_and(|quota| !k.tokens.fits(quota, cost)) {
             Some(LimitKind::KeyTokens)
+        } else if end_user_short {
+            Some(LimitKind::EndUserTokens)
         } else if !a.tokens.fits(permit.plan_tokens, cost) {
             Some(LimitKind::AccountTokens)
         } else {
@@ -143,13 +183,18 @@ impl MemoryCounters {
         let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
         let lease_until = now.mono_ns.saturating_add(self.lease_ns);
         k.tokens.reserve(id, cost, lease_until);
+        if let Some(u) = u.as_mut() {
+            u.tokens.reserve(id, cost, lease_until);
+        }
         a.tokens.reserve(id, cost, lease_until);
         let headers = headers(&permit.limits, permit.plan_tokens, &k, &a, now);
         drop(a);
+        drop(u);
         drop(k);
         Ok(Ticket {
             _slot: permit.slot,
             key: permit.key,
+            end_user: permit.end_user,
             account: permit.account,
             id,
             reserved: cost,
@@ -168,6 +213,19 @@ impl MemoryCounters {
         self.keys.get(&key).map(|k| {
             let k = lock(k.value());
             (k.tokens.used, k.tokens.reserved)
+        })
+    }
+
+    /// End-user states held (for tests of the bound).
+    pub fn tracked_end_users(&self) -> usize {
+        self.end_users.len()
+    }
+
+    /// Tokens used and reserved this month by an end user of a key.
+    pub fn end_user_tokens(&self, key: KeyId, end_user: &str) -> Option<(u64, u64)> {
+        self.end_users.get(&(key, Arc::from(end_user))).map(|u| {
+            let u = lock(u.value());
+            (u.tokens.used, u.tokens.reserved)
         })
     }
 
@@ -197,11 +255,25 @@ impl CounterBackend for MemoryCounters {
         account.tokens.used = account.tokens.used.saturating_add(carried.month_tokens);
     }
 
+    fn carry_end_user(&self, key: KeyId, end_user: &str, carried: Carried, now: Now) {
+        let state = Arc::new(Mutex::new(EndUserCounters::fresh(carried, now)));
+        self.end_users.insert((key, Arc::from(end_user)), state);
+    }
+
+    /// Also forgets idle end-user states (`end_users` says what idle means and what that bounds). A state
+    /// is removed under its shard's write lock only when nothing else holds it, so no admission can be
+    /// taking it at that moment.
     fn sweep(&self, now: Now) -> usize {
         let mut ended = 0;
         for entry in &self.keys {
             ended += lock(entry.value()).tokens.expire(now.mono_ns).len();
         }
+        self.end_users.retain(|_, state| {
+            let mut u = lock(state);
+            u.tokens.expire(now.mono_ns);
+            u.roll(now);
+            Arc::strong_count(state) > 1 || !u.is_idle(now)
+        });
         for entry in &self.accounts {
             lock(entry.value()).tokens.expire(now.mono_ns);
         }
@@ -216,6 +288,7 @@ impl CounterBackend for MemoryCounters {
             gone += usize::from(!keep);
             keep
         });
+        self.end_users.retain(|(id, _), state| known(*id) || Arc::strong_count(state) > 1);
         gone
     }
 }
@@ -259,6 +332,9 @@ fn headers(limits: &EffectiveLimits, plan_tokens: u64, k: &KeyCounters, a: &Acco
 pub struct Permit {
     slot: InFlightSlot,
     key: Arc<Mutex<KeyCounters>>,
+    end_user: Option<Shared>,
+    /// The end user's monthly token quota, when it has one.
+    end_user_tokens: Option<u64>,
     account: Arc<Mutex<AccountCounters>>,
     limits: EffectiveLimits,
     plan_tokens: u64,
@@ -278,6 +354,7 @@ impl Drop for InFlightSlot {
 /// whole reservation, under the counters' locks, at once.
 pub struct Ticket {
     key: Arc<Mutex<KeyCounters>>,
+    end_user: Option<Shared>,
     account: Arc<Mutex<AccountCounters>>,
     /// Held for its `Drop`, which frees the place after the reservation ended.
     _slot: InFlightSlot,
@@ -293,8 +370,12 @@ impl Ticket {
             return;
         }
         let mut k = lock(&self.key);
+        let mut u = self.end_user.as_ref().map(|state| lock(state));
         let mut a = lock(&self.account);
         k.tokens.settle(self.id, actual);
+        if let Some(u) = u.as_mut() {
+            u.tokens.settle(self.id, actual);
+        }
         a.tokens.settle(self.id, actual);
     }
 }

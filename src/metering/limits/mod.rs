@@ -18,6 +18,7 @@
 //! backend answers admission over the network but queues settlements and releases (a dropped ticket
 //! included) for its own background task.
 
+mod end_users;
 pub mod gcra;
 pub mod ledger;
 pub mod memory;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::auth::keys::{KeyId, KeyLimits};
+pub use crate::auth::policy::EndUserLimits;
 pub use crate::clock::Now;
 use crate::config::LimitsConfig;
 use gcra::Rate;
@@ -42,6 +44,10 @@ pub enum LimitKind {
     Concurrency,
     KeyTokens,
     AccountTokens,
+    /// The key's per-end-user limits, held per (key, end user).
+    EndUserRequestsPerMinute,
+    EndUserRequestsPerDay,
+    EndUserTokens,
 }
 
 impl LimitKind {
@@ -53,16 +59,26 @@ impl LimitKind {
             LimitKind::Concurrency => "concurrency",
             LimitKind::KeyTokens => "key_tokens_per_month",
             LimitKind::AccountTokens => "account_tokens_per_month",
+            LimitKind::EndUserRequestsPerMinute => "end_user_requests_per_minute",
+            LimitKind::EndUserRequestsPerDay => "end_user_requests_per_day",
+            LimitKind::EndUserTokens => "end_user_tokens_per_month",
         }
     }
 
     /// Whether retrying soon cannot help (the SDKs are told not to retry).
     pub fn is_exhaustion(self) -> bool {
-        matches!(self, LimitKind::RequestsPerDay | LimitKind::KeyTokens | LimitKind::AccountTokens)
+        matches!(
+            self,
+            LimitKind::RequestsPerDay
+                | LimitKind::KeyTokens
+                | LimitKind::AccountTokens
+                | LimitKind::EndUserRequestsPerDay
+                | LimitKind::EndUserTokens
+        )
     }
 
     pub fn is_tokens(self) -> bool {
-        matches!(self, LimitKind::KeyTokens | LimitKind::AccountTokens)
+        matches!(self, LimitKind::KeyTokens | LimitKind::AccountTokens | LimitKind::EndUserTokens)
     }
 }
 
@@ -181,6 +197,16 @@ pub struct Subject {
     pub limits: EffectiveLimits,
     /// The monthly token quota of the account's plan.
     pub plan_tokens: u64,
+    /// The end user the request acts for, when the key limits its end users.
+    pub end_user: Option<EndUser>,
+}
+
+/// An end user of a key and the limits it runs under (the key's `end_user_limits`, narrowed by its
+/// identity token), counted per (key, end user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndUser {
+    pub id: Arc<str>,
+    pub limits: EndUserLimits,
 }
 
 /// Totals carried over a restart, from the store.
@@ -216,8 +242,11 @@ pub trait CounterBackend: Send + Sync {
     /// from the store). A backend whose counters outlive the process has nothing to seed.
     fn carry(&self, key: KeyId, account: &Arc<str>, carried: Carried, now: Now);
 
+    /// Seeds an end user's day requests and month tokens under a key (at start, from the store).
+    fn carry_end_user(&self, key: KeyId, end_user: &str, carried: Carried, now: Now);
+
     /// Ends reservations whose lease ran out (their holders vanished), charging each its whole amount;
-    /// returns how many.
+    /// returns how many. Also forgets idle end users (see the backend for what idle means).
     fn sweep(&self, now: Now) -> usize;
 
     /// Forgets the counters of keys that `known` no longer lists (revoked or deleted), except those a
@@ -277,6 +306,12 @@ impl CounterBackend for Counters {
     fn carry(&self, key: KeyId, account: &Arc<str>, carried: Carried, now: Now) {
         match self {
             Counters::Memory(m) => m.carry(key, account, carried, now),
+        }
+    }
+
+    fn carry_end_user(&self, key: KeyId, end_user: &str, carried: Carried, now: Now) {
+        match self {
+            Counters::Memory(m) => m.carry_end_user(key, end_user, carried, now),
         }
     }
 

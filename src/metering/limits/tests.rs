@@ -29,7 +29,13 @@ fn key(limits: KeyLimits) -> Key {
 }
 
 fn subject(k: &Key, plan_tokens: u64) -> Subject {
-    Subject { key: k.id, account: "acct".into(), limits: effective(&k.limits, &defaults()), plan_tokens }
+    Subject {
+        key: k.id,
+        account: "acct".into(),
+        limits: effective(&k.limits, &defaults()),
+        plan_tokens,
+        end_user: None,
+    }
 }
 
 /// The memory backend's futures are ready on their first poll; this drives one without a runtime.
@@ -236,4 +242,23 @@ fn durations_in_openai_style() {
     assert_eq!(go_duration(10_250_000_000), "10.25s");
     assert_eq!(go_duration(360_000_000_000), "6m0s");
     assert_eq!(go_duration(3_723_000_000_000), "1h2m3s");
+}
+
+/// Every limit's label is one of the bounded refusal reasons the metrics count.
+#[test]
+fn every_limit_is_a_counted_refusal_reason() {
+    use LimitKind::*;
+    let all = [
+        RequestsPerMinute,
+        RequestsPerDay,
+        Concurrency,
+        KeyTokens,
+        AccountTokens,
+        EndUserRequestsPerMinute,
+        EndUserRequestsPerDay,
+        EndUserTokens,
+    ];
+    for limit in all {
+        assert!(crate::telemetry::metrics::REFUSALS.contains(&limit.label()), "{limit:?}");
+    }
 }

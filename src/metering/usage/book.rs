@@ -1,5 +1,5 @@
-//! Usage waiting to be written: per key, UTC day and model, requests (counted at admission) and tokens
-//! (counted when a request settles). The background task (`app::flush`) takes it all every
+//! Usage waiting to be written: per key, UTC day and model, and per key, end user and UTC day, requests
+//! (counted at admission) and tokens (counted when a request settles). The background task (`app::flush`) takes it all every
 //! `store.flush_interval` and on shutdown and adds it to the store in one transaction; a crash loses at
 //! most one interval.
 
@@ -32,11 +32,21 @@ pub struct UsageDelta {
     pub output_tokens: u64,
 }
 
+/// Where an end user's usage is counted: its key, its id and the UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndUserKey {
+    pub key: KeyId,
+    pub end_user: Arc<str>,
+    pub day: i64,
+}
+
 type ModelLabels = HashSet<Arc<str>>;
 
 #[derive(Default)]
 pub struct UsageBook {
     pending: Mutex<HashMap<UsageKey, UsageDelta>>,
+    /// Per end user; at most one entry per end user seen in a flush interval.
+    end_users: Mutex<HashMap<EndUserKey, UsageDelta>>,
     /// The model labels each key has used per day, for [`MAX_MODELS_PER_KEY_DAY`].
     labels: Mutex<HashMap<(KeyId, i64), ModelLabels>>,
 }
@@ -77,6 +87,43 @@ impl UsageBook {
             .entry(usage_key)
             .or_insert_with(|| UsageDelta { account: Arc::clone(account), ..UsageDelta::default() });
         f(delta);
+    }
+
+    /// Counts a request of an end user of `key`.
+    pub fn end_user_request(&self, at: &EndUserKey, account: &Arc<str>) {
+        self.add_end_user(at, account, |d| d.requests = d.requests.saturating_add(1));
+    }
+
+    /// Counts the tokens of a request of an end user of `key`.
+    pub fn end_user_tokens(&self, at: &EndUserKey, account: &Arc<str>, usage: Usage) {
+        self.add_end_user(at, account, |d| {
+            d.input_tokens = add_tokens(d.input_tokens, usage.input);
+            d.output_tokens = add_tokens(d.output_tokens, usage.output);
+        });
+    }
+
+    fn add_end_user(&self, at: &EndUserKey, account: &Arc<str>, f: impl FnOnce(&mut UsageDelta)) {
+        let mut pending = self.end_users.lock().unwrap_or_else(|p| p.into_inner());
+        let delta = pending
+            .entry(at.clone())
+            .or_insert_with(|| UsageDelta { account: Arc::clone(account), ..UsageDelta::default() });
+        f(delta);
+    }
+
+    /// Every end user's pending usage, leaving that part of the book empty.
+    pub fn take_end_users(&self) -> HashMap<EndUserKey, UsageDelta> {
+        std::mem::take(&mut *self.end_users.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts back end-user usage that could not be written.
+    pub fn restore_end_users(&self, rows: HashMap<EndUserKey, UsageDelta>) {
+        for (at, d) in rows {
+            self.add_end_user(&at, &d.account, |e| {
+                e.requests = e.requests.saturating_add(d.requests);
+                e.input_tokens = add_tokens(e.input_tokens, d.input_tokens);
+                e.output_tokens = add_tokens(e.output_tokens, d.output_tokens);
+            });
+        }
     }
 
     /// Everything pending, leaving the book empty. Labels of days before yesterday are forgotten.

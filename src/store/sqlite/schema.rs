@@ -94,6 +94,22 @@ const MIGRATIONS: &[&str] = &[
     -- view of the key. NULL for every other kind, whose secret is never stored.
     ALTER TABLE service_keys ADD COLUMN public_key TEXT;
 ",
+    "
+    -- A publishable key's signing secret, sealed (auth::signing): format byte, nonce, ciphertext and tag.
+    ALTER TABLE service_keys ADD COLUMN signing_secret BLOB;
+    -- Usage per key, end user and UTC day (the end user as the key's owner names it).
+    CREATE TABLE usage_end_users (
+        key_id        TEXT NOT NULL,
+        account_id    TEXT NOT NULL,
+        end_user      TEXT NOT NULL,
+        day           INTEGER NOT NULL,
+        requests      INTEGER NOT NULL DEFAULT 0,
+        input_tokens  INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_id, end_user, day)
+    );
+    CREATE INDEX usage_end_users_by_day ON usage_end_users(day);
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

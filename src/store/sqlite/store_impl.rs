@@ -9,6 +9,7 @@ use crate::store::{
     AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, NewProject, ProjectInfo,
     Rotated, Store, StoreError, UsageAddition, UsageRow, UsageTotal,
 };
+use crate::store::{EndUserAddition, EndUserTotal, EndUserUsageRow};
 
 impl SqliteStore {
     /// Runs `f` on the blocking pool with a handle to this store.
@@ -159,6 +160,31 @@ impl Store for SqliteStore {
         to: i64,
     ) -> Result<Vec<UsageRow>, StoreError> {
         self.blocking(move |s| s.usage_rows(account.as_deref(), key, from, to)).await
+    }
+
+    async fn add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |s| s.add_end_user_usage(&rows)).await
+    }
+
+    async fn end_user_totals(&self, today: i64, month_start: i64) -> Result<Vec<EndUserTotal>, StoreError> {
+        self.blocking(move |s| s.end_user_totals(today, month_start)).await
+    }
+
+    async fn end_user_report(
+        &self,
+        account: Option<String>,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<EndUserUsageRow>, StoreError> {
+        self.blocking(move |s| s.end_user_rows(account.as_deref(), key, from, to)).await
+    }
+
+    async fn set_signing_secret(&self, id: KeyId, sealed: Vec<u8>, now: i64) -> Result<bool, StoreError> {
+        self.blocking(move |s| s.set_signing_secret(id, &sealed, now)).await
     }
 
     async fn key_changes(&self, since: i64, each: KeySink) -> Result<KeyChanges, StoreError> {
