@@ -2,12 +2,14 @@
 //! scopes and allowlists, management sessions (access tokens), passwords and the login throttles.
 
 pub mod access;
+pub mod client;
 pub mod keys;
 pub mod passwords;
 pub mod policy;
 pub mod principal;
 pub mod sessions;
 pub mod throttle;
+pub mod trial;
 
 pub use principal::{AuthError, Principal, authenticate};
 

@@ -28,6 +28,8 @@ pub const ENV_ADMIN_TOKEN: &str = "TOLLGATE_ADMIN_TOKEN";
 pub const ENV_SESSION_SECRET: &str = "TOLLGATE_SESSION_SECRET";
 /// The bearer token `/metrics` asks for on the main listener (`metrics.on_main_listener`).
 pub const ENV_METRICS_TOKEN: &str = "TOLLGATE_METRICS_TOKEN";
+/// Keys the device hash of trial keys when [`ENV_KEY_HASH_SECRET`] is not set. Never read from the file.
+pub const ENV_TRIAL_SECRET: &str = "TOLLGATE_TRIAL_SECRET";
 
 /// First path segments that a named provider may not take, because top-level routes use them.
 const RESERVED_PROVIDER_NAMES: &[&str] = &["v1", "v1beta", "healthz", "readyz", "metrics", "openapi.json"];
@@ -45,6 +47,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
     pub providers: Vec<ProviderConfig>,
+    pub trial: TrialConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +73,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Threads serving requests; `None`: one per CPU.
     pub worker_threads: Option<usize>,
+    /// Peers whose `X-Forwarded-For` is believed (see `auth::client`); empty: the socket peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Open files kept aside from client connections when `server.max_connections` is derived from the
@@ -213,6 +218,50 @@ impl std::fmt::Debug for KeysConfig {
     }
 }
 
+/// `[trial]`: a request without a service key is served under its device's trial key (README, Trial keys).
+#[derive(Clone)]
+pub struct TrialConfig {
+    pub enabled: bool,
+    pub requests_per_minute: u32,
+    pub requests_per_day: u32,
+    pub concurrent_requests: u32,
+    /// The monthly token quota of one device, carried over when its key is regenerated.
+    pub tokens_per_month: u64,
+    /// A trial key's lifetime; `None`: it does not expire.
+    pub ttl: Option<Duration>,
+    /// Scope names (checked against the known ones).
+    pub scopes: Vec<String>,
+    /// Model globs a trial key may call; `None`: any.
+    pub models: Option<Vec<String>>,
+    /// Where a provisioned key can be claimed into an account, shown beside it.
+    pub claim_url: String,
+    /// New keys per client address prefix (IPv4 /32, IPv6 /64) per hour.
+    pub issue_per_prefix_per_hour: u32,
+    /// New keys per IPv6 /48 per hour.
+    pub issue_per_ipv6_48_per_hour: u32,
+    /// New keys per hour on this instance, all devices together.
+    pub issue_per_hour: u32,
+    /// Keys the device hash: derived from [`ENV_KEY_HASH_SECRET`], else [`ENV_TRIAL_SECRET`]; always set
+    /// when `enabled`.
+    pub device_secret: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for TrialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrialConfig")
+            .field("enabled", &self.enabled)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("requests_per_day", &self.requests_per_day)
+            .field("tokens_per_month", &self.tokens_per_month)
+            .field("ttl", &self.ttl)
+            .field("scopes", &self.scopes)
+            .field("models", &self.models)
+            .field("claim_url", &self.claim_url)
+            .field("device_secret", &self.device_secret.map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub connect_timeout: Duration,
@@ -300,6 +349,7 @@ impl Config {
             ));
         }
         let mut config = validate(raw, hash_secret)?;
+        config.trial.device_secret = trial_secret(&env, config.trial.enabled)?;
         config.management.admin_token = admin_token;
         config.management.session_secret = session_secret;
         if config.metrics.enabled && config.metrics.main_listener_token.is_some() {
@@ -310,6 +360,30 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// The device-hash secret of trial keys: [`ENV_KEY_HASH_SECRET`] when set (under its own derivation
+/// context), else [`ENV_TRIAL_SECRET`]. An enabled `[trial]` without either is refused: a secret kept in
+/// the store would let a copy of the store map device hashes back to addresses.
+fn trial_secret(env: &impl Fn(&str) -> Option<String>, enabled: bool) -> Result<Option<[u8; 32]>, ConfigError> {
+    let from = |name: &str| -> Result<Option<[u8; 32]>, ConfigError> {
+        match env(name) {
+            Some(v) if v.len() < 16 => Err(invalid(name, "must be at least 16 bytes")),
+            Some(v) => Ok(Some(blake3::derive_key("tollgate trial device hash v1", v.as_bytes()))),
+            None => Ok(None),
+        }
+    };
+    let secret = match from(ENV_KEY_HASH_SECRET)? {
+        Some(secret) => Some(secret),
+        None => from(ENV_TRIAL_SECRET)?,
+    };
+    if enabled && secret.is_none() {
+        return Err(invalid(
+            ENV_TRIAL_SECRET,
+            format!("must be set (at least 16 bytes) when trial.enabled = true, unless {ENV_KEY_HASH_SECRET} is"),
+        ));
+    }
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         raw.providers.into_iter().map(|(name, p)| provider(name, p, &shared_roots)).collect::<Result<Vec<_>, _>>()?
     };
     let metrics = metrics(raw.metrics)?;
-    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers })
+    let trial = trial(raw.trial)?;
+    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers, trial })
 }
 
 fn server(s: RawServer) -> Result<ServerConfig, ConfigError> {
@@ -61,6 +62,7 @@ fn server(s: RawServer) -> Result<ServerConfig, ConfigError> {
         max_in_flight: in_range("server.max_in_flight", s.max_in_flight, 10_000, 1, 1_000_000)?,
         shutdown_grace: duration("server.shutdown_grace", s.shutdown_grace, "10m")?,
         worker_threads: Some(in_range("server.worker_threads", s.worker_threads, 0, 0, 1024)?).filter(|&n| n > 0),
+        trusted_proxies: trusted_proxies(s.trusted_proxies)?,
     };
     nonzero(&[
         ("server.header_read_timeout", server.header_read_timeout),
@@ -69,6 +71,82 @@ fn server(s: RawServer) -> Result<ServerConfig, ConfigError> {
         ("server.idle_timeout", server.idle_timeout),
     ])?;
     Ok(server)
+}
+
+/// `server.trusted_proxies`: CIDRs (a bare address is its /32 or /128), at most 64 of them.
+fn trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > 64 {
+        return Err(invalid("server.trusted_proxies", "at most 64 entries"));
+    }
+    raw.iter()
+        .map(|text| {
+            let net = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            net.map(|n| n.trunc()).map_err(|_| invalid("server.trusted_proxies", format!("`{text}` is not a CIDR")))
+        })
+        .collect()
+}
+
+/// The scopes a trial key may be given (`auth::access::Scopes` names).
+const TRIAL_SCOPES: [&str; 4] = ["chat", "embeddings", "models:read", "count_tokens"];
+
+/// The longest `trial.ttl`.
+const MAX_TRIAL_TTL: Duration = Duration::from_secs(365 * 86_400);
+
+fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
+    let count = |field: &str, v: Option<u32>, default: u32, max: usize| {
+        in_range(field, v.map(|v| v as usize), default as usize, 1, max).map(|v| v as u32)
+    };
+    let ttl = match t.ttl {
+        None => None,
+        Some(text) => match parse_duration(&text) {
+            Some(d) if !d.is_zero() && d <= MAX_TRIAL_TTL => Some(d),
+            _ => return Err(invalid("trial.ttl", format!("`{text}` is not a duration of more than 0 and at most 8760h"))),
+        },
+    };
+    let scopes = t.scopes.unwrap_or_else(|| vec!["chat".to_owned()]);
+    if scopes.is_empty() {
+        return Err(invalid("trial.scopes", "must name at least one scope"));
+    }
+    if let Some(bad) = scopes.iter().find(|s| !TRIAL_SCOPES.contains(&s.as_str())) {
+        return Err(invalid("trial.scopes", format!("`{bad}` is not one of {}", TRIAL_SCOPES.join(", "))));
+    }
+    if let Some(models) = &t.models {
+        let fine = |m: &String| !m.is_empty() && m.len() <= 128 && m.bytes().all(|b| b.is_ascii_graphic());
+        if models.is_empty() || models.len() > 100 {
+            return Err(invalid("trial.models", "must hold 1-100 model names or globs (leave it out for any)"));
+        }
+        if let Some(bad) = models.iter().find(|m| !fine(m)) {
+            return Err(invalid("trial.models", format!("`{bad}` is not a model name or glob")));
+        }
+    }
+    let claim_url = t.claim_url.unwrap_or_else(|| "/dashboard/claim".to_owned());
+    if claim_url.is_empty() || claim_url.len() > 512 || http::HeaderValue::from_str(&claim_url).is_err() {
+        return Err(invalid("trial.claim_url", "must be a URL or path of at most 512 visible characters"));
+    }
+    Ok(TrialConfig {
+        enabled: t.enabled.unwrap_or(false),
+        requests_per_minute: count("trial.requests_per_minute", t.requests_per_minute, 10, RPM_RANGE.1 as usize)?,
+        requests_per_day: count("trial.requests_per_day", t.requests_per_day, 100, RPD_RANGE.1 as usize)?,
+        concurrent_requests: count("trial.concurrent_requests", t.concurrent_requests, 2, CONCURRENCY_RANGE.1 as usize)?,
+        tokens_per_month: match t.tokens_per_month {
+            Some(0) => return Err(invalid("trial.tokens_per_month", "must be greater than zero")),
+            other => other.unwrap_or(20_000),
+        },
+        ttl,
+        scopes,
+        models: t.models,
+        claim_url,
+        issue_per_prefix_per_hour: count("trial.issue_per_prefix_per_hour", t.issue_per_prefix_per_hour, 3, 1_000_000)?,
+        issue_per_ipv6_48_per_hour: count(
+            "trial.issue_per_ipv6_48_per_hour",
+            t.issue_per_ipv6_48_per_hour,
+            10,
+            1_000_000,
+        )?,
+        issue_per_hour: count("trial.issue_per_hour", t.issue_per_hour, 1000, 10_000_000)?,
+        device_secret: None,
+    })
 }
 
 fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {

@@ -4,6 +4,7 @@
 
 mod rows;
 pub mod sqlite;
+mod trial;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ pub use rows::{
     UsageRow, UsageTotal,
 };
 pub use sqlite::SqliteStore;
+pub use trial::{Claim, TRIAL_ACCOUNT, TrialIssue};
 
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::config::StoreConfig;
@@ -124,6 +126,27 @@ pub trait Store: Send + Sync {
         from: i64,
         to: i64,
     ) -> Result<Vec<UsageRow>, StoreError>;
+
+    // ------------------------------------------------------------ trial keys
+
+    /// Every active trial key that serves a device, with the device's hash.
+    async fn trial_devices(&self) -> Result<Vec<(KeyId, [u8; 32])>, StoreError>;
+
+    /// The active trial key of `device`, if it has one.
+    async fn trial_key_of_device(&self, device: [u8; 32]) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Writes `key` as the trial key of `device` unless the device has an active one already; the
+    /// check and the write are one atomic step, so two first requests of one device end with one key
+    /// (the second gets the first's, `created: false`).
+    async fn create_trial_key(&self, device: [u8; 32], key: HashedKey) -> Result<TrialIssue, StoreError>;
+
+    /// Revokes the device's active trial key (if any) at `now` and writes `key` in its place, atomically.
+    async fn replace_trial_key(&self, device: [u8; 32], key: HashedKey, now: i64) -> Result<TrialIssue, StoreError>;
+
+    /// Moves the active trial key `id` into `account` at `now`, within the account's key cap
+    /// (`KeyCapReached`): its device link cleared, its settings those of a new key of the account, its
+    /// usage rows moved to the account. One atomic step.
+    async fn claim_trial_key(&self, id: KeyId, account: String, now: i64) -> Result<Claim, StoreError>;
 
     // ------------------------------------------------------------ changes
 

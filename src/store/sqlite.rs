@@ -12,6 +12,7 @@ mod accounts;
 pub mod key_cap;
 mod pages;
 mod schema;
+mod trial;
 
 mod store_impl;
 
