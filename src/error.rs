@@ -46,6 +46,10 @@ pub enum ProxyError {
     /// The request's total deadline passed, before the head or while the body streamed.
     UpstreamTotalTimeout,
     UpstreamEventTooLarge,
+    /// No new trial key for this network or this instance for now (issuance throttles); seconds to wait.
+    TrialIssuanceLimited(u64),
+    /// A trial key could not be issued because the store failed.
+    TrialUnavailable,
 }
 
 /// The level of a request's log line.
@@ -219,6 +223,20 @@ impl ProxyError {
             ProxyError::UpstreamEventTooLarge => {
                 S::server(C::BAD_GATEWAY, "upstream_event_too_large", "Upstream stream event exceeded the size limit")
             }
+            ProxyError::TrialIssuanceLimited(seconds) => S {
+                openai_type: "requests",
+                headers: ExtraHeaders { retry_after: Some(*seconds), ..ExtraHeaders::default() },
+                refusal: Some("trial_issuance"),
+                ..S::caller(
+                    C::TOO_MANY_REQUESTS,
+                    "trial_issuance_limited",
+                    "Too many new trial keys from this network; retry later or send an API key",
+                )
+            },
+            ProxyError::TrialUnavailable => S {
+                headers: ExtraHeaders { retry_after: Some(1), ..ExtraHeaders::default() },
+                ..S::server(C::SERVICE_UNAVAILABLE, "trial_unavailable", "Could not issue a trial key; retry shortly")
+            },
         }
     }
 
@@ -311,9 +329,11 @@ mod tests {
                 ProxyError::UpstreamTotalTimeout => 22,
                 ProxyError::UpstreamEventTooLarge => 23,
                 ProxyError::KeyDisabled => 24,
+                ProxyError::TrialIssuanceLimited(_) => 25,
+                ProxyError::TrialUnavailable => 26,
             }
         }
-        const VARIANTS: usize = 25;
+        const VARIANTS: usize = 27;
         let all = vec![
             ProxyError::NotFound,
             ProxyError::MethodNotAllowed(Method::POST),
@@ -340,6 +360,8 @@ mod tests {
             ProxyError::UpstreamTotalTimeout,
             ProxyError::UpstreamEventTooLarge,
             ProxyError::KeyDisabled,
+            ProxyError::TrialIssuanceLimited(30),
+            ProxyError::TrialUnavailable,
         ];
         let mut places: Vec<usize> = all.iter().map(place).collect();
         places.sort_unstable();
@@ -418,6 +440,8 @@ mod tests {
             (504, "server_error", "upstream_timeout", "upstream_total_timeout", Warn, &[]),
             (502, "server_error", "upstream_event_too_large", "upstream_event_too_large", Warn, &[]),
             (403, "permission_error", "api_key_disabled", "api_key_disabled", Info, &[]),
+            (429, "requests", "trial_issuance_limited", "trial_issuance_limited", Info, &[("retry-after", "30")]),
+            (503, "server_error", "trial_unavailable", "trial_unavailable", Warn, &[("retry-after", "1")]),
         ];
         let all = one_of_each();
         assert_eq!(all.len(), rows.len());
@@ -458,6 +482,7 @@ mod tests {
             assert_eq!(rendered_headers(&spec), want, "{limit:?}");
         }
         assert_eq!(ProxyError::Overloaded.spec().refusal, Some("overloaded"));
-        assert!(one_of_each().iter().filter(|e| e.spec().refusal.is_some()).count() == 2);
+        assert!(one_of_each().iter().filter(|e| e.spec().refusal.is_some()).count() == 3);
+        assert_eq!(ProxyError::TrialIssuanceLimited(5).spec().refusal, Some("trial_issuance"));
     }
 }

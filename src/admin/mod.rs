@@ -175,7 +175,8 @@ pub async fn handle(app: &App, req: Request<&mut Incoming>) -> Response<ProxyBod
 async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
     let (parts, body) = req.into_parts();
     let body = RequestBody { body, deadline: tokio::time::Instant::now() + app.config.server.body_timeout };
-    let client = parts.extensions.get::<crate::auth::ClientAddr>().map(|a| a.0.ip());
+    let client =
+        crate::auth::client::of_request(&parts.extensions, &parts.headers, &app.config.server.trusted_proxies);
     let path = parts.uri.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = parts.method.clone();

@@ -23,6 +23,13 @@ pub struct Principal {
     pub origin: Option<Arc<str>>,
 }
 
+impl Principal {
+    /// The principal of a key found by other means than a presented secret (a device's trial key).
+    pub fn of_key(keys: &KeyTable, key: Arc<KeyRecord>) -> Principal {
+        Principal { label: keys.label(&key), key, end_user: None, origin: None }
+    }
+}
+
 /// Why a caller was not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {

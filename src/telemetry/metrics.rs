@@ -13,13 +13,14 @@ use crate::providers::Endpoint;
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Refusal reasons: the limit kinds, then the process-wide overload.
-pub const REFUSALS: [&str; 6] = [
+pub const REFUSALS: [&str; 7] = [
     "requests_per_minute",
     "requests_per_day",
     "concurrency",
     "key_tokens_per_month",
     "account_tokens_per_month",
     "overloaded",
+    "trial_issuance",
 ];
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 18] = [
