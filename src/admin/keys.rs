@@ -81,7 +81,7 @@ pub(super) fn kind_name(kind: KeyKind) -> &'static str {
 }
 
 /// Loads a key into this instance's table straight after a write, so the change holds here at once.
-async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
+pub(super) async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
     let (info, record) = (app.store.key_info(id).await?, app.store.key_record(id).await?);
     if let Some(record) = record {
         app.keys.upsert(record);

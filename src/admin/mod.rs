@@ -5,6 +5,7 @@
 
 mod accounts;
 mod body;
+mod claim;
 mod key_body;
 mod keys;
 mod login;
@@ -39,6 +40,8 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/auth/password"),
     ("post", "/v1/auth/keys"),
     ("get", "/v1/auth/keys"),
+    // Before `{id}`, which would match it too.
+    ("post", "/v1/auth/keys/claim"),
     ("get", "/v1/auth/keys/{id}"),
     ("patch", "/v1/auth/keys/{id}"),
     ("delete", "/v1/auth/keys/{id}"),
@@ -134,6 +137,7 @@ impl From<service::ServiceError> for ApiError {
             service::ServiceError::NotFound(_) => ApiError::not_found(),
             service::ServiceError::Store(e) => ApiError::from(e),
             service::ServiceError::Random(e) => ApiError::internal(e),
+            service::ServiceError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
         }
     }
 }
@@ -219,6 +223,13 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
                 Method::POST => create_key(app, &account, body).await,
                 Method::GET => list_keys(app, &account, &query).await,
                 _ => allowed("GET, POST"),
+            }
+        }
+        ["v1", "auth", "keys", "claim"] => {
+            let account = account(app, &parts.headers).await?;
+            match method {
+                Method::POST => claim::claim(app, &account, body).await,
+                _ => allowed("POST"),
             }
         }
         ["v1", "auth", "keys", id] => {

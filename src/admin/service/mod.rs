@@ -2,6 +2,7 @@
 //! management API and the CLI. Callers parse their own input (JSON, flags) and shape their own
 //! output; what is allowed and what is written is decided here.
 
+mod claim;
 mod policy;
 mod rules;
 
@@ -40,6 +41,8 @@ pub enum ServiceError {
     Store(StoreError),
     /// The system's random source failed, so no key or account id could be made.
     Random(getrandom::Error),
+    /// The request conflicts with the current state (a trial key claimed twice); `code` is stable.
+    Conflict { code: &'static str, message: String },
 }
 
 impl std::fmt::Display for ServiceError {
@@ -49,6 +52,7 @@ impl std::fmt::Display for ServiceError {
             ServiceError::NotFound(what) => write!(f, "{what} does not exist"),
             ServiceError::Store(e) => e.fmt(f),
             ServiceError::Random(e) => write!(f, "random source failed: {e}"),
+            ServiceError::Conflict { message, .. } => f.write_str(message),
         }
     }
 }
