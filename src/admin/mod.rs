@@ -179,8 +179,7 @@ pub async fn handle(app: &App, req: Request<&mut Incoming>) -> Response<ProxyBod
 async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
     let (parts, body) = req.into_parts();
     let body = RequestBody { body, deadline: tokio::time::Instant::now() + app.config.server.body_timeout };
-    let client =
-        crate::auth::client::of_request(&parts.extensions, &parts.headers, &app.config.server.trusted_proxies);
+    let client = client_ip(app, &parts);
     let path = parts.uri.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = parts.method.clone();
@@ -225,13 +224,11 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
                 _ => allowed("GET, POST"),
             }
         }
-        ["v1", "auth", "keys", "claim"] => {
+        ["v1", "auth", "keys", "claim"] if method == Method::POST => {
             let account = account(app, &parts.headers).await?;
-            match method {
-                Method::POST => claim::claim(app, &account, body).await,
-                _ => allowed("POST"),
-            }
+            claim::claim(app, &account, body).await
         }
+        ["v1", "auth", "keys", "claim"] => allowed("POST"),
         ["v1", "auth", "keys", id] => {
             let account = account(app, &parts.headers).await?;
             let id = owned_key(app, &account, id).await?;
@@ -261,6 +258,11 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
 }
 
 // ---------------------------------------------------------------- callers
+
+/// The client's address, through `server.trusted_proxies` (for the login throttles).
+fn client_ip(app: &App, parts: &http::request::Parts) -> Option<std::net::IpAddr> {
+    crate::auth::client::of_request(&parts.extensions, &parts.headers, &app.config.server.trusted_proxies)
+}
 
 fn caller(app: &App, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
     let token = headers

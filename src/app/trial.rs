@@ -111,7 +111,10 @@ impl Issuer<'_> {
         if let Some(stale) = known {
             self.trials.forget_key(stale);
         }
-        self.trials.throttle.take(ip, self.mono_now).map_err(|r| ProxyError::TrialIssuanceLimited(r.retry_after_secs))?;
+        self.trials
+            .throttle
+            .take(ip, self.mono_now)
+            .map_err(|r| ProxyError::TrialIssuanceLimited(r.retry_after_secs))?;
         let (secret, key) = self.mint()?;
         let issue = self.store.create_trial_key(device.0, key).await.map_err(unavailable)?;
         Ok(self.installed(device, issue, secret))
@@ -119,7 +122,10 @@ impl Issuer<'_> {
 
     /// Revokes the device's key and issues a new one (throttled like any issuance).
     pub async fn regenerate(&self, device: DeviceId, ip: std::net::IpAddr) -> Result<DeviceKey, ProxyError> {
-        self.trials.throttle.take(ip, self.mono_now).map_err(|r| ProxyError::TrialIssuanceLimited(r.retry_after_secs))?;
+        self.trials
+            .throttle
+            .take(ip, self.mono_now)
+            .map_err(|r| ProxyError::TrialIssuanceLimited(r.retry_after_secs))?;
         let (secret, key) = self.mint()?;
         let issue = self.store.replace_trial_key(device.0, key, self.now).await.map_err(unavailable)?;
         if let Some(old) = self.trials.devices.get(&device).map(|k| *k)

@@ -81,7 +81,8 @@ fn trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, Config
     }
     raw.iter()
         .map(|text| {
-            let net = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            let net =
+                text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
             net.map(|n| n.trunc()).map_err(|_| invalid("server.trusted_proxies", format!("`{text}` is not a CIDR")))
         })
         .collect()
@@ -101,7 +102,12 @@ fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
         None => None,
         Some(text) => match parse_duration(&text) {
             Some(d) if !d.is_zero() && d <= MAX_TRIAL_TTL => Some(d),
-            _ => return Err(invalid("trial.ttl", format!("`{text}` is not a duration of more than 0 and at most 8760h"))),
+            _ => {
+                return Err(invalid(
+                    "trial.ttl",
+                    format!("`{text}` is not a duration of more than 0 and at most 8760h"),
+                ));
+            }
         },
     };
     let scopes = t.scopes.unwrap_or_else(|| vec!["chat".to_owned()]);
@@ -128,7 +134,12 @@ fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
         enabled: t.enabled.unwrap_or(false),
         requests_per_minute: count("trial.requests_per_minute", t.requests_per_minute, 10, RPM_RANGE.1 as usize)?,
         requests_per_day: count("trial.requests_per_day", t.requests_per_day, 100, RPD_RANGE.1 as usize)?,
-        concurrent_requests: count("trial.concurrent_requests", t.concurrent_requests, 2, CONCURRENCY_RANGE.1 as usize)?,
+        concurrent_requests: count(
+            "trial.concurrent_requests",
+            t.concurrent_requests,
+            2,
+            CONCURRENCY_RANGE.1 as usize,
+        )?,
         tokens_per_month: match t.tokens_per_month {
             Some(0) => return Err(invalid("trial.tokens_per_month", "must be greater than zero")),
             other => other.unwrap_or(20_000),

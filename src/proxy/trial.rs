@@ -156,7 +156,8 @@ async fn regenerate_by_member(
         Some(s) if s.provisioned.is_some() => return Ok(()),
         Some(s) => s.device,
         None => {
-            let client = auth::client::of_request(&parts.extensions, &parts.headers, &app.config.server.trusted_proxies);
+            let client =
+                auth::client::of_request(&parts.extensions, &parts.headers, &app.config.server.trusted_proxies);
             match own_device(app, parts, client, &principal.key) {
                 Some(device) => device,
                 None => return Ok(()),

@@ -30,9 +30,10 @@ impl ControlPlane<'_> {
             Claim::Claimed(info) => Ok(*info),
             Claim::NotFound => Err(not_found()),
             Claim::NotTrial => Err(invalid("is not a trial key")),
-            Claim::AlreadyClaimed => {
-                Err(ServiceError::Conflict { code: "already_claimed", message: "This trial key was claimed already".into() })
-            }
+            Claim::AlreadyClaimed => Err(ServiceError::Conflict {
+                code: "already_claimed",
+                message: "This trial key was claimed already".into(),
+            }),
         }
     }
 }

@@ -42,7 +42,10 @@ pub enum ServiceError {
     /// The system's random source failed, so no key or account id could be made.
     Random(getrandom::Error),
     /// The request conflicts with the current state (a trial key claimed twice); `code` is stable.
-    Conflict { code: &'static str, message: String },
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl std::fmt::Display for ServiceError {

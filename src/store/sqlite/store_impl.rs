@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::SqliteStore;
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::store::{
-    AccountInfo, Claim, TrialIssue, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, Rotated, Store,
-    StoreError, UsageAddition, UsageRow, UsageTotal,
+    AccountInfo, Claim, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, Rotated, Store,
+    StoreError, TrialIssue, UsageAddition, UsageRow, UsageTotal,
 };
 
 impl SqliteStore {
