@@ -13,7 +13,7 @@ use tollgate::store::{NewKey, SqliteStore};
 use super::clients::{Keys, Reply, key_id, next_chunk, open, post, request};
 use super::shapes::Shape;
 use super::upstream::{HeldStream, MockUpstream, send_event};
-use super::{ADMIN_TOKEN, METRICS_TOKEN, SESSION_SECRET};
+use super::{ADMIN_TOKEN, METRICS_TOKEN, SESSION_SECRET, TRIAL_SECRET};
 
 /// Writes a new key with prefix `tg` straight into `store`; its secret and info.
 pub fn seed_key(store: &SqliteStore, new: &NewKey) -> (tollgate::auth::keys::SecretKey, tollgate::store::KeyInfo) {
@@ -52,6 +52,7 @@ impl Gateway {
             "TOLLGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
             "TOLLGATE_METRICS_TOKEN" => Some(METRICS_TOKEN.to_owned()),
             "TOLLGATE_SESSION_SECRET" => Some(SESSION_SECRET.to_owned()),
+            "TOLLGATE_TRIAL_SECRET" => Some(TRIAL_SECRET.to_owned()),
             _ => None,
         };
         let config = Config::from_toml(&text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -25,3 +25,6 @@ pub const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
 /// The session secret every test gateway is given (as `TOLLGATE_SESSION_SECRET`, required beside the
 /// operator token).
 pub const SESSION_SECRET: &str = "session-secret-for-tests-0123456789";
+/// The device-hash secret every test gateway is given (as `TOLLGATE_TRIAL_SECRET`); used only where
+/// `[trial]` is on.
+pub const TRIAL_SECRET: &str = "trial-secret-for-tests-0123456789";

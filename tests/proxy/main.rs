@@ -21,3 +21,4 @@ mod serving;
 mod sessions;
 mod spacing;
 mod streaming;
+mod trial;
