@@ -27,6 +27,16 @@ pub struct Trials {
     devices: DashMap<DeviceId, KeyId>,
     /// The name each unclaimed trial key's device quota is counted under.
     quota_accounts: DashMap<KeyId, Arc<str>>,
+    /// Devices being issued a key right now, one request at a time each.
+    issuing: DashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A device's key as this instance knows it.
+enum Current {
+    Serving(Arc<KeyRecord>),
+    /// Past its `ttl`: replaced on its next use.
+    Expired,
+    None,
 }
 
 /// A device's key for one request: the key, and its secret when it was issued by this request.
@@ -47,6 +57,7 @@ impl Trials {
             }),
             devices: DashMap::new(),
             quota_accounts: DashMap::new(),
+            issuing: DashMap::new(),
         };
         if config.enabled {
             for (key, device) in store.trial_devices().await? {
@@ -97,18 +108,40 @@ pub struct Issuer<'a> {
 
 impl Issuer<'_> {
     /// The key that serves `device` from `ip`: its active key, or a new one (throttled) when it has
-    /// none, or its key expired, was revoked or was claimed.
+    /// none, or its key expired, was revoked or was claimed. Concurrent first requests of one device take
+    /// turns here, so only the first issues (and spends the throttle); the others find its key.
     pub async fn device_key(&self, device: DeviceId, ip: std::net::IpAddr) -> Result<DeviceKey, ProxyError> {
-        let known = self.trials.devices.get(&device).map(|k| *k);
-        let current = known.and_then(|id| self.keys.get(id)).filter(|r| &*r.account == TRIAL_ACCOUNT);
-        match current {
-            Some(record) if record.expires_at.is_none_or(|at| self.now < at) => {
-                return Ok(DeviceKey { record, provisioned: None });
-            }
-            Some(_) => return self.regenerate(device, ip).await,
-            None => {}
+        match self.current(device) {
+            Current::Serving(record) => return Ok(DeviceKey { record, provisioned: None }),
+            Current::Expired => return self.regenerate(device, ip).await,
+            Current::None => {}
         }
-        if let Some(stale) = known {
+        let gate = Arc::clone(self.trials.issuing.entry(device).or_default().value());
+        let turn = gate.lock().await;
+        let result = match self.current(device) {
+            Current::Serving(record) => Ok(DeviceKey { record, provisioned: None }),
+            Current::Expired => self.regenerate(device, ip).await,
+            Current::None => self.issue(device, ip).await,
+        };
+        drop(turn);
+        drop(gate);
+        self.trials.issuing.remove_if(&device, |_, g| Arc::strong_count(g) == 1);
+        result
+    }
+
+    /// The device's key as this instance knows it.
+    fn current(&self, device: DeviceId) -> Current {
+        let known = self.trials.devices.get(&device).map(|k| *k);
+        match known.and_then(|id| self.keys.get(id)).filter(|r| &*r.account == TRIAL_ACCOUNT) {
+            Some(record) if record.expires_at.is_none_or(|at| self.now < at) => Current::Serving(record),
+            Some(_) => Current::Expired,
+            None => Current::None,
+        }
+    }
+
+    /// A first key for the device (or one after its last was revoked or claimed elsewhere).
+    async fn issue(&self, device: DeviceId, ip: std::net::IpAddr) -> Result<DeviceKey, ProxyError> {
+        if let Some(stale) = self.trials.devices.get(&device).map(|k| *k) {
             self.trials.forget_key(stale);
         }
         self.trials

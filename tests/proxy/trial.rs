@@ -333,3 +333,27 @@ async fn a_provisioned_key_is_stored_only_as_a_hash() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_requests_of_one_device_end_with_one_key() {
+    let mock = MockUpstream::start().await;
+    let extra = format!("{ON}issue_per_prefix_per_hour = 1\nconcurrent_requests = 10\ntokens_per_month = 1000000\n");
+    let gw = Gateway::start(&mock.base_url(), &extra).await;
+    let url = gw.url(Shape::OpenAi.path());
+    let mut pending = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        pending.spawn(async move {
+            let keys = anonymous("203.0.113.8", "app/1");
+            post(&url, &keys.headers(), Shape::OpenAi.body()).await
+        });
+    }
+    let replies = pending.join_all().await;
+    assert!(replies.iter().all(|r| r.status == 200), "{:?}", replies.iter().map(|r| r.text()).collect::<Vec<_>>());
+    let shown: Vec<String> = replies.iter().filter_map(provisioned).collect();
+    assert_eq!(shown.len(), 1, "one key issued and shown once: {shown:?}");
+    // All eight were counted against that one key: 10 a minute, 2 left.
+    assert_eq!(replies.iter().map(remaining_requests).min(), Some(2));
+    let stored = gw.store.list_keys().unwrap();
+    assert_eq!(stored.iter().filter(|k| k.kind == tollgate::auth::keys::KeyKind::Trial).count(), 1);
+}
