@@ -588,6 +588,61 @@ mod tests {
     }
 
     #[test]
+    fn trial_is_off_by_default_and_needs_a_secret_when_on() {
+        let c = Config::from_toml("", no_env).unwrap();
+        assert!(!c.trial.enabled && c.trial.device_secret.is_none() && c.server.trusted_proxies.is_empty());
+        assert_eq!(
+            (c.trial.requests_per_minute, c.trial.requests_per_day, c.trial.tokens_per_month),
+            (10, 100, 20_000)
+        );
+        assert_eq!(
+            (c.trial.scopes.clone(), c.trial.claim_url.as_str(), c.trial.ttl),
+            (vec!["chat".into()], "/dashboard/claim", None)
+        );
+        let e = Config::from_toml("[trial]\nenabled = true\n", no_env).unwrap_err();
+        assert!(e.0.starts_with(ENV_TRIAL_SECRET) && e.0.contains(ENV_KEY_HASH_SECRET), "{e}");
+        let own = |name: &str| (name == ENV_TRIAL_SECRET).then(|| "trial-secret-0123456789".to_owned());
+        let c = Config::from_toml("[trial]\nenabled = true\nttl = \"720h\"\n", own).unwrap();
+        assert_eq!(c.trial.ttl, Some(Duration::from_secs(720 * 3600)));
+        let from_own = c.trial.device_secret.unwrap();
+        let shared = |name: &str| (name == ENV_KEY_HASH_SECRET).then(|| "trial-secret-0123456789".to_owned());
+        let c = Config::from_toml("[trial]\nenabled = true\n", shared).unwrap();
+        assert_eq!(c.trial.device_secret, Some(from_own), "one derivation, whichever variable holds it");
+        assert_ne!(c.keys.hash_secret, c.trial.device_secret, "not the key hash secret itself");
+        assert!(!format!("{:?}", c.trial).contains(&format!("{from_own:?}")));
+        let short = |name: &str| (name == ENV_TRIAL_SECRET).then(|| "short".to_owned());
+        assert!(Config::from_toml("", short).unwrap_err().0.starts_with(ENV_TRIAL_SECRET));
+    }
+
+    #[test]
+    fn trial_and_trusted_proxy_values_name_their_field() {
+        let c =
+            Config::from_toml("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.168.1.7/16\"]\n", no_env)
+                .unwrap();
+        let nets: Vec<String> = c.server.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.168.0.0/16"]);
+        let cases = [
+            ("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "server.trusted_proxies"),
+            ("[server]\ntrusted_proxies = [\"proxy.internal\"]\n", "server.trusted_proxies"),
+            ("[trial]\nrequests_per_minute = 0\n", "trial.requests_per_minute"),
+            ("[trial]\ntokens_per_month = 0\n", "trial.tokens_per_month"),
+            ("[trial]\nttl = \"forever\"\n", "trial.ttl"),
+            ("[trial]\nttl = \"9000h\"\n", "trial.ttl"),
+            ("[trial]\nscopes = [\"admin\"]\n", "trial.scopes"),
+            ("[trial]\nscopes = []\n", "trial.scopes"),
+            ("[trial]\nmodels = [\"gpt 4\"]\n", "trial.models"),
+            ("[trial]\nclaim_url = \"\"\n", "trial.claim_url"),
+            ("[trial]\nissue_per_hour = 0\n", "trial.issue_per_hour"),
+            ("[trial]\nissue_per_prefix_per_hour = 0\n", "trial.issue_per_prefix_per_hour"),
+            ("[trial]\nsecret = \"x\"\n", "secret"),
+        ];
+        for (text, field) in cases {
+            let e = Config::from_toml(text, no_env).unwrap_err();
+            assert!(e.0.contains(field), "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
     fn a_short_hash_secret_is_refused() {
         let env = |name: &str| (name == ENV_KEY_HASH_SECRET).then(|| "short".to_owned());
         assert!(Config::from_toml("", env).unwrap_err().0.starts_with(ENV_KEY_HASH_SECRET));

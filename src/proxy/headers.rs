@@ -14,6 +14,8 @@ const REQUEST_DROPPED: &[&str] = &[
     "api-key",
     "x-provider-key",
     "cookie",
+    // tollgate's own (`proxy::trial`).
+    "x-tollgate-regenerate-key",
     // Hop-by-hop (RFC 9110 §7.6.1 and the legacy names it says intermediaries should remove).
     "connection",
     "keep-alive",

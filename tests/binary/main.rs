@@ -14,3 +14,4 @@ mod login;
 mod management_log;
 mod process;
 mod soak;
+mod trial_canary;

@@ -151,6 +151,7 @@ async fn regenerating_by_header_or_body_member_replaces_the_key_and_the_member_n
         assert!(!text.contains("tollgate") && !text.contains("regenerate_key"), "reached the upstream: {text}");
         let parsed: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(parsed["model"], "gpt-4o-mini");
+        assert!(r.headers.get("x-tollgate-regenerate-key").is_none(), "tollgate's header went upstream");
     }
 }
 

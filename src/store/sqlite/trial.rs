@@ -129,3 +129,70 @@ fn insert_for_device(tx: &Transaction<'_>, device: &[u8; 32], key: &HashedKey) -
         .transpose()?;
     record.ok_or_else(|| StoreError::Backend("the trial key just written is missing".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::service::mint;
+    use crate::auth::keys::KeyHasher;
+    use crate::store::{NewKey, UsageAddition};
+
+    fn trial() -> HashedKey {
+        let (_, identity) = mint("tg", &KeyHasher::new(None), KeyKind::Trial).unwrap();
+        let key = NewKey { kind: KeyKind::Trial, account: TRIAL_ACCOUNT.into(), ..NewKey::live("trial", 1) };
+        HashedKey { identity, key }
+    }
+
+    #[test]
+    fn a_device_has_one_active_key_however_often_it_is_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let device = [9u8; 32];
+        let first = store.create_trial_key(&device, &trial()).unwrap();
+        assert!(first.created);
+        let second = store.create_trial_key(&device, &trial()).unwrap();
+        assert!(!second.created, "the device's key already exists");
+        assert_eq!(second.record.id, first.record.id);
+        assert_eq!(store.trial_devices().unwrap(), vec![(first.record.id, device)]);
+
+        let replaced = store.replace_trial_key(&device, &trial(), 5).unwrap();
+        assert!(replaced.created && replaced.record.id != first.record.id);
+        assert_eq!(store.key_info(first.record.id).unwrap().unwrap().revoked_at, Some(5));
+        assert_eq!(store.trial_key_of_device(&device).unwrap().unwrap().id, replaced.record.id);
+        assert_eq!(store.trial_devices().unwrap().len(), 1);
+        // Only trial keys of the trial account are a device's.
+        let live = HashedKey { key: NewKey::live("x", 1), ..trial() };
+        assert!(store.create_trial_key(&[1; 32], &live).is_err());
+    }
+
+    #[test]
+    fn a_claim_moves_the_key_and_its_usage_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let issued = store.create_trial_key(&[3; 32], &trial()).unwrap().record;
+        let usage = UsageAddition {
+            key: issued.id,
+            account: "trial:0011".into(),
+            day: 1,
+            model: "m".into(),
+            requests: 2,
+            input_tokens: 5,
+            output_tokens: 3,
+        };
+        store.add_usage(&[usage]).unwrap();
+        let claimed = match store.claim_trial_key(issued.id, "default", 10).unwrap() {
+            Claim::Claimed(info) => info,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((claimed.account.as_str(), claimed.kind), ("default", KeyKind::Trial));
+        assert_eq!(claimed.limits, Default::default(), "the account's defaults");
+        assert_eq!(store.usage_rows(Some("default"), Some(issued.id), 0, 9).unwrap()[0].requests, 2);
+        assert!(store.trial_devices().unwrap().is_empty(), "the device link is gone");
+        assert!(matches!(store.claim_trial_key(issued.id, "default", 11).unwrap(), Claim::AlreadyClaimed));
+        let live = store.create_keys(&[HashedKey { key: NewKey::live("l", 1), ..trial() }]).unwrap();
+        assert!(matches!(store.claim_trial_key(live[0].id, "default", 11).unwrap(), Claim::NotTrial));
+        let gone = store.create_trial_key(&[4; 32], &trial()).unwrap().record.id;
+        store.revoke_key(gone, 12).unwrap();
+        assert!(matches!(store.claim_trial_key(gone, "default", 13).unwrap(), Claim::NotFound));
+    }
+}
