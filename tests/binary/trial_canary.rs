@@ -28,7 +28,7 @@ async fn a_provisioned_key_is_never_logged_counted_or_stored() {
     with_regenerate.push(("x-tollgate-regenerate-key", "true"));
     let mut failing = anonymous("app/3");
     failing.push(("x-mock", "status 500"));
-    let replies = vec![
+    let replies = [
         send(anonymous("app/1"), Shape::OpenAi.body()).await,
         send(anonymous("app/2"), Shape::OpenAi.stream_body()).await,
         send(with_regenerate, Shape::OpenAi.body()).await,
