@@ -29,7 +29,7 @@ pub type KeySink = Box<dyn FnMut(KeyRecord) + Send>;
 /// Everything tollgate keeps durably. Used as `Arc<dyn Store>`: the server, the management API and the
 /// CLI do not know which backend they talk to. `async_trait` boxes each call's future, which keeps the
 /// trait object-safe; one allocation per store call is nothing beside the I/O behind it, and the data
-/// plane never calls the store.
+/// plane calls the store only to issue a trial key (`app::trial`).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     // ------------------------------------------------------------ keys
