@@ -182,6 +182,17 @@ async fn regenerating_does_not_reset_the_devices_monthly_quota() {
     Shape::OpenAi.assert_error(&gw.call(Shape::OpenAi.path(), &Keys::new(&key), body).await, 429, "token quota");
     // Another device has its own quota.
     assert_eq!(gw.call(Shape::OpenAi.path(), &anonymous("203.0.113.4", "app/2"), body).await.status, 200);
+
+    // After a restart the device still has its key and its month: served without a new key, refused, and a
+    // regenerated key is refused too.
+    let gw = gw.restart().await;
+    let again = gw.call(Shape::OpenAi.path(), &device, body).await;
+    Shape::OpenAi.assert_error(&again, 429, "token quota");
+    assert!(provisioned(&again).is_none(), "the device's key was found again");
+    let regenerated =
+        gw.call(Shape::OpenAi.path(), &device.clone().with("x-tollgate-regenerate-key", "true"), body).await;
+    Shape::OpenAi.assert_error(&regenerated, 429, "token quota");
+    assert!(provisioned(&regenerated).is_some());
 }
 
 #[tokio::test]
