@@ -26,7 +26,7 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         raw.providers.into_iter().map(|(name, p)| provider(name, p, &shared_roots)).collect::<Result<Vec<_>, _>>()?
     };
     let metrics = metrics(raw.metrics)?;
-    let trial = trial(raw.trial)?;
+    let trial = super::trial::trial(raw.trial)?;
     Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers, trial })
 }
 
@@ -86,78 +86,6 @@ fn trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, Config
             net.map(|n| n.trunc()).map_err(|_| invalid("server.trusted_proxies", format!("`{text}` is not a CIDR")))
         })
         .collect()
-}
-
-/// The scopes a trial key may be given (`auth::access::Scopes` names).
-const TRIAL_SCOPES: [&str; 4] = ["chat", "embeddings", "models:read", "count_tokens"];
-
-/// The longest `trial.ttl`.
-const MAX_TRIAL_TTL: Duration = Duration::from_secs(365 * 86_400);
-
-fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
-    let count = |field: &str, v: Option<u32>, default: u32, max: usize| {
-        in_range(field, v.map(|v| v as usize), default as usize, 1, max).map(|v| v as u32)
-    };
-    let ttl = match t.ttl {
-        None => None,
-        Some(text) => match parse_duration(&text) {
-            Some(d) if !d.is_zero() && d <= MAX_TRIAL_TTL => Some(d),
-            _ => {
-                return Err(invalid(
-                    "trial.ttl",
-                    format!("`{text}` is not a duration of more than 0 and at most 8760h"),
-                ));
-            }
-        },
-    };
-    let scopes = t.scopes.unwrap_or_else(|| vec!["chat".to_owned()]);
-    if scopes.is_empty() {
-        return Err(invalid("trial.scopes", "must name at least one scope"));
-    }
-    if let Some(bad) = scopes.iter().find(|s| !TRIAL_SCOPES.contains(&s.as_str())) {
-        return Err(invalid("trial.scopes", format!("`{bad}` is not one of {}", TRIAL_SCOPES.join(", "))));
-    }
-    if let Some(models) = &t.models {
-        let fine = |m: &String| !m.is_empty() && m.len() <= 128 && m.bytes().all(|b| b.is_ascii_graphic());
-        if models.is_empty() || models.len() > 100 {
-            return Err(invalid("trial.models", "must hold 1-100 model names or globs (leave it out for any)"));
-        }
-        if let Some(bad) = models.iter().find(|m| !fine(m)) {
-            return Err(invalid("trial.models", format!("`{bad}` is not a model name or glob")));
-        }
-    }
-    let claim_url = t.claim_url.unwrap_or_else(|| "/dashboard/claim".to_owned());
-    if claim_url.is_empty() || claim_url.len() > 512 || http::HeaderValue::from_str(&claim_url).is_err() {
-        return Err(invalid("trial.claim_url", "must be a URL or path of at most 512 visible characters"));
-    }
-    Ok(TrialConfig {
-        enabled: t.enabled.unwrap_or(false),
-        requests_per_minute: count("trial.requests_per_minute", t.requests_per_minute, 10, RPM_RANGE.1 as usize)?,
-        requests_per_day: count("trial.requests_per_day", t.requests_per_day, 100, RPD_RANGE.1 as usize)?,
-        concurrent_requests: count(
-            "trial.concurrent_requests",
-            t.concurrent_requests,
-            2,
-            CONCURRENCY_RANGE.1 as usize,
-        )?,
-        tokens_per_month: match t.tokens_per_month {
-            Some(0) => return Err(invalid("trial.tokens_per_month", "must be greater than zero")),
-            other => other.unwrap_or(20_000),
-        },
-        ttl,
-        scopes,
-        models: t.models,
-        claim_url,
-        issue_per_prefix_per_hour: count("trial.issue_per_prefix_per_hour", t.issue_per_prefix_per_hour, 3, 1_000_000)?,
-        issue_per_ipv6_48_per_hour: count(
-            "trial.issue_per_ipv6_48_per_hour",
-            t.issue_per_ipv6_48_per_hour,
-            10,
-            1_000_000,
-        )?,
-        issue_per_hour: count("trial.issue_per_hour", t.issue_per_hour, 1000, 10_000_000)?,
-        device_secret: None,
-    })
 }
 
 fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
@@ -421,7 +349,13 @@ fn ca_certs(field: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
-fn in_range(field: &str, v: Option<usize>, default: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+pub(super) fn in_range(
+    field: &str,
+    v: Option<usize>,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
     let v = v.unwrap_or(default);
     if v < min || v > max {
         return Err(invalid(field, format!("{v} is outside {min}..={max}")));
