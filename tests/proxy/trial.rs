@@ -369,3 +369,16 @@ async fn concurrent_first_requests_of_one_device_end_with_one_key() {
     let stored = gw.store.list_keys().unwrap();
     assert_eq!(stored.iter().filter(|k| k.kind == tollgate::auth::keys::KeyKind::Trial).count(), 1);
 }
+
+#[tokio::test]
+async fn trial_keys_have_the_scopes_and_models_trial_names() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), &format!("{ON}models = [\"gpt-4o-mini\"]\n")).await;
+    let device = anonymous("203.0.113.9", "app/1");
+    assert!(provisioned(&chat(&gw, &device).await).is_some());
+    let other_model = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    Shape::OpenAi.assert_error(&gw.call(Shape::OpenAi.path(), &device, other_model).await, 403, "gpt-4o");
+    let embeddings = gw.call("/v1/embeddings", &device, r#"{"model":"gpt-4o-mini","input":"hi"}"#).await;
+    Shape::OpenAi.assert_error(&embeddings, 403, "embeddings");
+    assert_eq!(mock.recorded().len(), 1, "only the allowed request went upstream");
+}
