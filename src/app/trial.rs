@@ -25,8 +25,8 @@ pub struct Trials {
     throttle: IssuanceThrottle,
     /// Each device's active trial key.
     devices: DashMap<DeviceId, KeyId>,
-    /// The name each unclaimed trial key's device quota is counted under.
-    quota_accounts: DashMap<KeyId, Arc<str>>,
+    /// Each unclaimed trial key's device, and the name its quota is counted under.
+    quota_accounts: DashMap<KeyId, (DeviceId, Arc<str>)>,
     /// Devices being issued a key right now, one request at a time each.
     issuing: DashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>,
 }
@@ -69,7 +69,7 @@ impl Trials {
 
     fn link(&self, device: DeviceId, key: KeyId) {
         self.devices.insert(device, key);
-        self.quota_accounts.insert(key, Arc::from(device.quota_account()));
+        self.quota_accounts.insert(key, (device, Arc::from(device.quota_account())));
     }
 
     /// The name a trial key's monthly tokens are counted under while it serves a device, `None` for
@@ -78,7 +78,7 @@ impl Trials {
         if key.kind != KeyKind::Trial || &*key.account != TRIAL_ACCOUNT {
             return None;
         }
-        self.quota_accounts.get(&key.id).map(|a| Arc::clone(a.value()))
+        self.quota_accounts.get(&key.id).map(|a| Arc::clone(&a.value().1))
     }
 
     /// Whether `key` is the active trial key of `device`.
@@ -88,8 +88,9 @@ impl Trials {
 
     /// Forgets a key that left trial (claimed into an account): its device gets a new key next time.
     pub fn forget_key(&self, key: KeyId) {
-        self.quota_accounts.remove(&key);
-        self.devices.retain(|_, k| *k != key);
+        if let Some((_, (device, _))) = self.quota_accounts.remove(&key) {
+            self.devices.remove_if(&device, |_, k| *k == key);
+        }
     }
 }
 
@@ -109,21 +110,33 @@ pub struct Issuer<'a> {
 impl Issuer<'_> {
     /// The key that serves `device` from `ip`: its active key, or a new one (throttled) when it has
     /// none, or its key expired, was revoked or was claimed. Concurrent first requests of one device take
-    /// turns here, so only the first issues (and spends the throttle); the others find its key.
+    /// turns, so only the first issues (and spends the throttle); the others find its key.
     pub async fn device_key(&self, device: DeviceId, ip: std::net::IpAddr) -> Result<DeviceKey, ProxyError> {
-        match self.current(device) {
-            Current::Serving(record) => return Ok(DeviceKey { record, provisioned: None }),
-            Current::Expired => return self.regenerate(device, ip).await,
-            Current::None => {}
+        if let Current::Serving(record) = self.current(device) {
+            return Ok(DeviceKey { record, provisioned: None });
         }
+        self.in_turn(device, async {
+            match self.current(device) {
+                Current::Serving(record) => Ok(DeviceKey { record, provisioned: None }),
+                Current::Expired => self.replace(device, ip).await,
+                Current::None => self.issue(device, ip).await,
+            }
+        })
+        .await
+    }
+
+    /// Revokes the device's key and issues a new one (throttled like any issuance).
+    pub async fn regenerate(&self, device: DeviceId, ip: std::net::IpAddr) -> Result<DeviceKey, ProxyError> {
+        self.in_turn(device, self.replace(device, ip)).await
+    }
+
+    /// Runs `work` while no other issuance for `device` runs on this instance.
+    async fn in_turn<T>(&self, device: DeviceId, work: impl std::future::Future<Output = T>) -> T {
         let gate = Arc::clone(self.trials.issuing.entry(device).or_default().value());
-        let turn = gate.lock().await;
-        let result = match self.current(device) {
-            Current::Serving(record) => Ok(DeviceKey { record, provisioned: None }),
-            Current::Expired => self.regenerate(device, ip).await,
-            Current::None => self.issue(device, ip).await,
+        let result = {
+            let _turn = gate.lock().await;
+            work.await
         };
-        drop(turn);
         drop(gate);
         self.trials.issuing.remove_if(&device, |_, g| Arc::strong_count(g) == 1);
         result
@@ -153,19 +166,19 @@ impl Issuer<'_> {
         Ok(self.installed(device, issue, secret))
     }
 
-    /// Revokes the device's key and issues a new one (throttled like any issuance).
-    pub async fn regenerate(&self, device: DeviceId, ip: std::net::IpAddr) -> Result<DeviceKey, ProxyError> {
+    /// The device's key revoked and a new one written in its place (throttled like any issuance).
+    async fn replace(&self, device: DeviceId, ip: std::net::IpAddr) -> Result<DeviceKey, ProxyError> {
         self.trials
             .throttle
             .take(ip, self.mono_now)
             .map_err(|r| ProxyError::TrialIssuanceLimited(r.retry_after_secs))?;
         let (secret, key) = self.mint()?;
         let issue = self.store.replace_trial_key(device.0, key, self.now).await.map_err(unavailable)?;
-        if let Some(old) = self.trials.devices.get(&device).map(|k| *k)
-            && let Some(record) = self.keys.get(old)
-        {
-            // The revoked key leaves this instance's table at once.
-            self.keys.upsert(KeyRecord { revoked_at: Some(self.now), ..(*record).clone() });
+        if let Some(old) = self.trials.devices.get(&device).map(|k| *k) {
+            if let Some(record) = self.keys.get(old) {
+                // The revoked key leaves this instance's table at once.
+                self.keys.upsert(KeyRecord { revoked_at: Some(self.now), ..(*record).clone() });
+            }
             self.trials.forget_key(old);
         }
         Ok(self.installed(device, issue, secret))
