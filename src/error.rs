@@ -63,6 +63,10 @@ pub enum ProxyError {
     InvalidIdentityToken(&'static str),
     /// `X-Tollgate-End-User` is not 1-128 printable characters.
     InvalidEndUser,
+    /// No new trial key for this network or this instance for now (issuance throttles); seconds to wait.
+    TrialIssuanceLimited(u64),
+    /// A trial key could not be issued because the store failed.
+    TrialUnavailable,
 }
 
 /// The level of a request's log line.
@@ -261,6 +265,20 @@ impl ProxyError {
             ProxyError::InvalidEndUser => {
                 S::caller(C::BAD_REQUEST, "invalid_end_user", "X-Tollgate-End-User must be 1-128 printable characters")
             }
+            ProxyError::TrialIssuanceLimited(seconds) => S {
+                openai_type: "requests",
+                headers: ExtraHeaders { retry_after: Some(*seconds), ..ExtraHeaders::default() },
+                refusal: Some("trial_issuance"),
+                ..S::caller(
+                    C::TOO_MANY_REQUESTS,
+                    "trial_issuance_limited",
+                    "Too many new trial keys from this network; retry later or send an API key",
+                )
+            },
+            ProxyError::TrialUnavailable => S {
+                headers: ExtraHeaders { retry_after: Some(1), ..ExtraHeaders::default() },
+                ..S::server(C::SERVICE_UNAVAILABLE, "trial_unavailable", "Could not issue a trial key; retry shortly")
+            },
         }
     }
 
@@ -360,9 +378,11 @@ mod tests {
                 ProxyError::IdentityTokenExpired => 29,
                 ProxyError::InvalidIdentityToken(_) => 30,
                 ProxyError::InvalidEndUser => 31,
+                ProxyError::TrialIssuanceLimited(_) => 32,
+                ProxyError::TrialUnavailable => 33,
             }
         }
-        const VARIANTS: usize = 32;
+        const VARIANTS: usize = 34;
         let all = vec![
             ProxyError::NotFound,
             ProxyError::MethodNotAllowed(Method::POST),
@@ -396,6 +416,8 @@ mod tests {
             ProxyError::IdentityTokenExpired,
             ProxyError::InvalidIdentityToken("Invalid identity token"),
             ProxyError::InvalidEndUser,
+            ProxyError::TrialIssuanceLimited(30),
+            ProxyError::TrialUnavailable,
         ];
         let mut places: Vec<usize> = all.iter().map(place).collect();
         places.sort_unstable();
@@ -482,6 +504,8 @@ mod tests {
             (401, client, "identity_token_expired", "identity_token_expired", Info, &[]),
             (401, client, "invalid_identity_token", "invalid_identity_token", Info, &[]),
             (400, client, "invalid_end_user", "invalid_end_user", Info, &[]),
+            (429, "requests", "trial_issuance_limited", "trial_issuance_limited", Info, &[("retry-after", "30")]),
+            (503, "server_error", "trial_unavailable", "trial_unavailable", Warn, &[("retry-after", "1")]),
         ];
         let all = one_of_each();
         assert_eq!(all.len(), rows.len());
@@ -530,6 +554,7 @@ mod tests {
             assert_eq!(rendered_headers(&spec), want, "{limit:?}");
         }
         assert_eq!(ProxyError::Overloaded.spec().refusal, Some("overloaded"));
-        assert!(one_of_each().iter().filter(|e| e.spec().refusal.is_some()).count() == 2);
+        assert!(one_of_each().iter().filter(|e| e.spec().refusal.is_some()).count() == 3);
+        assert_eq!(ProxyError::TrialIssuanceLimited(5).spec().refusal, Some("trial_issuance"));
     }
 }

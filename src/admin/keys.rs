@@ -77,7 +77,7 @@ fn key_view(app: &App, k: &KeyInfo, usage: (u64, u64, u64)) -> Value {
 }
 
 /// Loads a key into this instance's table straight after a write, so the change holds here at once.
-async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
+pub(super) async fn refresh_key(app: &App, id: KeyId) -> Result<KeyInfo, ApiError> {
     let (info, record) = (app.store.key_info(id).await?, app.store.key_record(id).await?);
     if let Some(record) = record {
         app.keys.upsert(record);

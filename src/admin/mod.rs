@@ -5,6 +5,7 @@
 
 mod accounts;
 mod body;
+mod claim;
 mod end_user_usage;
 mod key_body;
 mod keys;
@@ -42,6 +43,8 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/auth/password"),
     ("post", "/v1/auth/keys"),
     ("get", "/v1/auth/keys"),
+    // Before `{id}`, which would match it too.
+    ("post", "/v1/auth/keys/claim"),
     ("get", "/v1/auth/keys/{id}"),
     ("patch", "/v1/auth/keys/{id}"),
     ("delete", "/v1/auth/keys/{id}"),
@@ -157,12 +160,12 @@ impl From<service::ServiceError> for ApiError {
     fn from(e: service::ServiceError) -> ApiError {
         match e {
             service::ServiceError::Invalid { field, message } => ApiError::invalid(&field, message),
-            service::ServiceError::Conflict { field, message } => {
-                ApiError { field: Some(field), ..ApiError::new(StatusCode::CONFLICT, "kind_mismatch", message) }
-            }
             service::ServiceError::NotFound(_) => ApiError::not_found(),
             service::ServiceError::Store(e) => ApiError::from(e),
             service::ServiceError::Random(e) => ApiError::internal(e),
+            service::ServiceError::Conflict { code, field, message } => {
+                ApiError { field, ..ApiError::new(StatusCode::CONFLICT, code, message) }
+            }
         }
     }
 }
@@ -204,7 +207,7 @@ pub async fn handle(app: &App, req: Request<&mut Incoming>) -> Response<ProxyBod
 async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
     let (parts, body) = req.into_parts();
     let body = RequestBody { body, deadline: tokio::time::Instant::now() + app.config.server.body_timeout };
-    let client = parts.extensions.get::<crate::auth::ClientAddr>().map(|a| a.0.ip());
+    let client = client_ip(app, &parts);
     let path = parts.uri.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = parts.method.clone();
@@ -263,6 +266,10 @@ async fn account_route(
             Method::GET => list_keys(app, account, query).await,
             _ => allowed("GET, POST"),
         },
+        ["v1", "auth", "keys", "claim"] => match *method {
+            Method::POST => claim::claim(app, account, body).await,
+            _ => allowed("POST"),
+        },
         ["v1", "auth", "keys", id] => {
             let id = owned_key(app, account, id).await?;
             match *method {
@@ -303,6 +310,11 @@ async fn account_route(
 }
 
 // ---------------------------------------------------------------- callers
+
+/// The client's address, through `server.trusted_proxies` (for the login throttles).
+fn client_ip(app: &App, parts: &http::request::Parts) -> Option<std::net::IpAddr> {
+    crate::auth::client::of_request(&parts.extensions, &parts.headers, &app.config.server.trusted_proxies)
+}
 
 fn caller(app: &App, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
     let token = headers

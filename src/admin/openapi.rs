@@ -237,6 +237,7 @@ pub fn document(config: &crate::config::Config) -> Value {
         }
     });
     end_users(&mut doc, &account_token);
+    trial_claim(&mut doc);
     doc
 }
 
@@ -285,6 +286,27 @@ fn end_users(doc: &mut Value, account_token: &Value) {
             param["schema"] = group_by.clone();
         }
     }
+}
+
+/// `POST /v1/auth/keys/claim` and its body.
+fn trial_claim(doc: &mut Value) {
+    doc["paths"]["/v1/auth/keys/claim"] = json!({
+        "post": {
+            "operationId": "claimTrialKey",
+            "summary": "Move a trial key into this account",
+            "description": "The trial key (its full text, as X-Tollgate-Key-Provisioned showed it) keeps working, now as a key of the account: the configured default limits, every scope, any provider and model, no expiry, counted against the account's key cap. Its usage so far moves to the account; its device gets a new trial key on its next request without a key.",
+            "security": [{"accessToken": []}],
+            "requestBody": body("ClaimTrialKey"),
+            "responses": responses(
+                ("200", ok("The claimed key (without its secret)", "Key")),
+                &[("404", "No such trial key, or it is revoked or expired"), ("409", "The key was claimed already (already_claimed), or the account's key cap is reached (key_cap_reached)")]
+            )
+        }
+    });
+    doc["components"]["schemas"]["ClaimTrialKey"] = json!({
+        "type": "object", "required": ["trial_key"], "additionalProperties": false,
+        "properties": {"trial_key": {"type": "string", "description": "The whole trial key, tg_trial_…"}}
+    });
 }
 
 fn schemas(config: &crate::config::Config) -> Value {

@@ -4,6 +4,7 @@
 pub mod flush;
 pub mod in_flight;
 pub mod sync;
+pub mod trial;
 
 use std::sync::Arc;
 
@@ -77,6 +78,7 @@ pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<S
     let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
     let counters = Counters::Memory(MemoryCounters::new(lease));
     carry_usage(&*store, &counters, clock.now()).await.map_err(StartError::Store)?;
+    let trials = trial::Trials::load(&*store, &config.trial).await.map_err(StartError::Store)?;
 
     let app = Arc::new(App {
         routes: Routes::new(&config.providers),
@@ -97,6 +99,7 @@ pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<S
         ),
         logins: throttle::LoginGuard::new(passwords::PasswordPool::for_this_machine()),
         last_used: dashmap::DashMap::new(),
+        trials,
         metrics: Arc::new(metrics::Metrics::new(config.providers.iter().map(|p| p.name.clone()).collect())),
         config,
     });
@@ -187,6 +190,8 @@ pub struct App {
     pub logins: crate::auth::throttle::LoginGuard,
     /// When each key was last used, waiting for the next flush (no store write per request).
     pub last_used: dashmap::DashMap<crate::auth::keys::KeyId, i64>,
+    /// Trial keys of anonymous devices, and their issuance throttle.
+    pub trials: trial::Trials,
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     pub routes: Routes,
     pub keys: Arc<KeyTable>,

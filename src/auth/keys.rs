@@ -354,6 +354,12 @@ impl KeyTable {
             && self.disabled_accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(account)
     }
 
+    /// The record of key `id`, if the table holds it (for a caller that knows the key by id, not by its
+    /// secret: a device's trial key).
+    pub fn get(&self, id: KeyId) -> Option<Arc<KeyRecord>> {
+        self.by_id.get(&id).map(|r| Arc::clone(r.value()))
+    }
+
     /// Whether the table holds a key (revoked keys leave it).
     pub fn contains(&self, id: KeyId) -> bool {
         self.by_id.contains_key(&id)

@@ -2,6 +2,7 @@
 //! scopes and allowlists, management sessions (access tokens), passwords and the login throttles.
 
 pub mod access;
+pub mod client;
 pub mod identity;
 pub mod keys;
 pub mod origin;
@@ -11,6 +12,7 @@ pub mod principal;
 pub mod sessions;
 pub mod signing;
 pub mod throttle;
+pub mod trial;
 
 pub use principal::{AuthError, Principal, authenticate};
 

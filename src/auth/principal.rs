@@ -21,8 +21,21 @@ pub struct Principal {
     pub end_user: Option<Arc<str>>,
     /// The limits that end user runs under: the key's `end_user_limits`, narrowed by its token.
     pub end_user_limits: EndUserLimits,
-    /// The browser origin a publishable key was accepted from; `None` until those land.
+    /// The browser origin a publishable key (or a secret key allowed in browsers) was accepted from.
     pub origin: Option<Arc<str>>,
+}
+
+impl Principal {
+    /// The principal of a key found by other means than a presented secret (a device's trial key).
+    pub fn of_key(keys: &KeyTable, key: Arc<KeyRecord>) -> Principal {
+        Principal {
+            label: keys.label(&key),
+            key,
+            end_user: None,
+            end_user_limits: EndUserLimits::default(),
+            origin: None,
+        }
+    }
 }
 
 /// Why a caller was not authenticated.
@@ -45,13 +58,7 @@ pub fn authenticate(keys: &KeyTable, headers: &HeaderMap, now: i64) -> Result<Pr
         Refusal::Expired => AuthError::Expired,
         Refusal::Disabled => AuthError::Disabled,
     })?;
-    Ok(Principal {
-        label: keys.label(&key),
-        key,
-        end_user: None,
-        end_user_limits: EndUserLimits::default(),
-        origin: None,
-    })
+    Ok(Principal::of_key(keys, key))
 }
 
 /// Finds the service key. The Anthropic and Gemini SDKs put their `api_key` in `x-api-key` /

@@ -1,4 +1,4 @@
-//! `tollgate keys create|set-limits|set|disable|enable|list|revoke|rotate|signing-secret`.
+//! `tollgate keys create|set-limits|set|disable|enable|list|claim|revoke|rotate|signing-secret`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -115,6 +115,14 @@ pub enum KeysCommand {
     List,
     /// Revoke a key by its id or key prefix
     Revoke { id: String },
+    /// Move a trial key into an account (its usage too); `-` reads the key from standard input
+    Claim {
+        /// The account that takes the key
+        #[arg(long)]
+        account: String,
+        /// The whole trial key (tg_trial_…), or `-` to read it from standard input
+        trial_key: String,
+    },
     /// Replace a key: prints the new key once; the old one is revoked now or after the grace period
     Rotate {
         id: String,
@@ -148,6 +156,9 @@ pub async fn run(config: &Config, command: KeysCommand) -> CliResult {
             create(&control, request, count, now).await?;
         }
         KeysCommand::List => list(&control, now).await?,
+        KeysCommand::Claim { account, trial_key } => {
+            claim(&control, config, &account, &trial_key, now).await?;
+        }
         KeysCommand::SetLimits { id, limits } => {
             let id = key_id(&id)?;
             let change = KeyChange { limits: limits.changes(), ..KeyChange::default() };
@@ -200,6 +211,23 @@ pub async fn run(config: &Config, command: KeysCommand) -> CliResult {
             println!("revoked {id}; running servers refuse it within {}ms", config.store.refresh_interval.as_millis());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn claim(control: &ControlPlane<'_>, config: &Config, account: &str, text: &str, now: i64) -> CliResult {
+    let text = if text == "-" {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim().to_owned()
+    } else {
+        text.to_owned()
+    };
+    let info = control.claim_trial_key(account, &text, now).await.map_err(refused)?;
+    println!(
+        "claimed {} into {account}; running servers apply it within {}ms",
+        info.key_prefix,
+        config.store.refresh_interval.as_millis()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

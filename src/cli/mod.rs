@@ -44,6 +44,7 @@ fn flag(field: &str) -> &str {
         "password" => "the password (first line of standard input)",
         "expires_in_days" => "--expires-in",
         "grace_seconds" => "--grace-seconds",
+        "trial_key" => "TRIAL_KEY",
         "limits.requests_per_minute" => "--rpm",
         "limits.requests_per_day" => "--daily",
         "limits.concurrent_requests" => "--concurrency",

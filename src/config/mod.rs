@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod raw;
+mod trial;
 mod validate;
 
 pub use crate::providers::{ExtraRoots, GeminiAuth, ProviderConfig, ProviderKind};
 use raw::{RawConfig, apply_env, toml_error};
+pub use trial::TrialConfig;
 pub use validate::parse_duration;
 use validate::validate;
 
@@ -30,6 +32,8 @@ pub const ENV_ADMIN_TOKEN: &str = "TOLLGATE_ADMIN_TOKEN";
 pub const ENV_SESSION_SECRET: &str = "TOLLGATE_SESSION_SECRET";
 /// The bearer token `/metrics` asks for on the main listener (`metrics.on_main_listener`).
 pub const ENV_METRICS_TOKEN: &str = "TOLLGATE_METRICS_TOKEN";
+/// Keys the device hash of trial keys when [`ENV_KEY_HASH_SECRET`] is not set. Never read from the file.
+pub const ENV_TRIAL_SECRET: &str = "TOLLGATE_TRIAL_SECRET";
 
 /// First path segments that a named provider may not take, because top-level routes use them.
 const RESERVED_PROVIDER_NAMES: &[&str] = &["v1", "v1beta", "healthz", "readyz", "metrics", "openapi.json"];
@@ -47,6 +51,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
     pub providers: Vec<ProviderConfig>,
+    pub trial: TrialConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +77,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Threads serving requests; `None`: one per CPU.
     pub worker_threads: Option<usize>,
+    /// Peers whose `X-Forwarded-For` is believed (see `auth::client`); empty: the socket peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Open files kept aside from client connections when `server.max_connections` is derived from the
@@ -308,6 +315,7 @@ impl Config {
         let signing_key = signing_key(&env)?;
         let mut config = validate(raw, hash_secret)?;
         validate::server_keys(&mut config.providers, &env)?;
+        config.trial.device_secret = trial::device_secret(&env, config.trial.enabled)?;
         config.management.admin_token = admin_token;
         config.management.session_secret = session_secret;
         config.keys.signing_key = signing_key;

@@ -30,6 +30,26 @@ pub(super) struct RawConfig {
     pub(super) plans: BTreeMap<String, RawPlan>,
     #[serde(default)]
     pub(super) providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub(super) trial: RawTrial,
+}
+
+/// `[trial]`: keys for anonymous devices (see `config::TrialConfig`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrial {
+    pub(super) enabled: Option<bool>,
+    pub(super) requests_per_minute: Option<u32>,
+    pub(super) requests_per_day: Option<u32>,
+    pub(super) concurrent_requests: Option<u32>,
+    pub(super) tokens_per_month: Option<u64>,
+    pub(super) ttl: Option<String>,
+    pub(super) scopes: Option<Vec<String>>,
+    pub(super) models: Option<Vec<String>>,
+    pub(super) claim_url: Option<String>,
+    pub(super) issue_per_prefix_per_hour: Option<u32>,
+    pub(super) issue_per_ipv6_48_per_hour: Option<u32>,
+    pub(super) issue_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +101,7 @@ pub(super) struct RawServer {
     pub(super) max_in_flight: Option<usize>,
     pub(super) shutdown_grace: Option<String>,
     pub(super) worker_threads: Option<usize>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
 }
 
 /// A number, or a word such as `auto` for a value derived at start.

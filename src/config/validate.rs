@@ -26,7 +26,8 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         raw.providers.into_iter().map(|(name, p)| provider(name, p, &shared_roots)).collect::<Result<Vec<_>, _>>()?
     };
     let metrics = metrics(raw.metrics)?;
-    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers })
+    let trial = super::trial::trial(raw.trial)?;
+    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers, trial })
 }
 
 fn server(s: RawServer) -> Result<ServerConfig, ConfigError> {
@@ -61,6 +62,7 @@ fn server(s: RawServer) -> Result<ServerConfig, ConfigError> {
         max_in_flight: in_range("server.max_in_flight", s.max_in_flight, 10_000, 1, 1_000_000)?,
         shutdown_grace: duration("server.shutdown_grace", s.shutdown_grace, "10m")?,
         worker_threads: Some(in_range("server.worker_threads", s.worker_threads, 0, 0, 1024)?).filter(|&n| n > 0),
+        trusted_proxies: trusted_proxies(s.trusted_proxies)?,
     };
     nonzero(&[
         ("server.header_read_timeout", server.header_read_timeout),
@@ -69,6 +71,21 @@ fn server(s: RawServer) -> Result<ServerConfig, ConfigError> {
         ("server.idle_timeout", server.idle_timeout),
     ])?;
     Ok(server)
+}
+
+/// `server.trusted_proxies`: CIDRs (a bare address is its /32 or /128), at most 64 of them.
+fn trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > 64 {
+        return Err(invalid("server.trusted_proxies", "at most 64 entries"));
+    }
+    raw.iter()
+        .map(|text| {
+            let net =
+                text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            net.map(|n| n.trunc()).map_err(|_| invalid("server.trusted_proxies", format!("`{text}` is not a CIDR")))
+        })
+        .collect()
 }
 
 fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
@@ -379,7 +396,13 @@ fn ca_certs(field: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
-fn in_range(field: &str, v: Option<usize>, default: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+pub(super) fn in_range(
+    field: &str,
+    v: Option<usize>,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
     let v = v.unwrap_or(default);
     if v < min || v > max {
         return Err(invalid(field, format!("{v} is outside {min}..={max}")));

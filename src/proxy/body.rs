@@ -19,6 +19,7 @@ use crate::metering::usage::tap::UsageTap;
 use crate::metering::usage::{Meter, Usage};
 use crate::providers::{Endpoint, ProviderKind};
 use crate::proxy::sse::SseFramer;
+use crate::proxy::trial_body::MemberSplice;
 use crate::telemetry::access_log::AccessLog;
 use crate::upstream::UpstreamStream;
 
@@ -59,6 +60,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ProxyBody::Upstream(body) => match (&body.upstream, &body.framer) {
+                (Some(_), None) if body.splice.is_some() => SizeHint::default(),
                 (Some(upstream), None) => upstream.size_hint(),
                 (Some(_), Some(_)) => SizeHint::default(),
                 (None, _) => SizeHint::with_exact(0),
@@ -116,6 +118,8 @@ pub struct UpstreamBody {
     first_byte_pending: bool,
     /// A failure seen after data that went out first.
     deferred: Option<ProxyError>,
+    /// A member added to a JSON body's top-level object (a provisioned trial key, `proxy::trial`).
+    splice: Option<MemberSplice>,
 }
 
 impl UpstreamBody {
@@ -135,6 +139,31 @@ impl UpstreamBody {
             logged: false,
             first_byte_pending: true,
             deferred: None,
+            splice: None,
+        }
+    }
+
+    /// What of `data` goes out now, with a member being added.
+    fn spliced(&mut self, data: Bytes) -> Bytes {
+        match self.splice.as_mut() {
+            Some(splice) => splice.pass(data),
+            None => data,
+        }
+    }
+
+    /// What the framer or the member splice still holds at the end of the body.
+    fn rest(&mut self) -> Option<Bytes> {
+        match self.framer.as_mut() {
+            Some(framer) => framer.finish(),
+            None => self.splice.as_mut().and_then(MemberSplice::finish),
+        }
+    }
+
+    /// Adds `member` (`"name":value`) to the top-level object of this body, if it is a JSON object; the
+    /// body still streams through, holding back only what follows its latest `}`. Not for streams.
+    pub fn add_member(&mut self, member: Bytes) {
+        if self.framer.is_none() {
+            self.splice = Some(MemberSplice::new(member));
         }
     }
 
@@ -210,6 +239,10 @@ impl UpstreamBody {
                         if let BodyMeter::Json(_, scanner) = &mut this.parts.meter {
                             scanner.feed(&data);
                         }
+                        let data = this.spliced(data);
+                        if data.is_empty() {
+                            continue;
+                        }
                         this.sent(data.len());
                         out.push(data);
                         if out.len() >= COALESCE_BYTES {
@@ -243,7 +276,7 @@ impl UpstreamBody {
             };
             return match ended {
                 Ok(()) => {
-                    let rest = this.framer.as_mut().and_then(SseFramer::finish);
+                    let rest = this.rest();
                     let rest = match (&mut this.parts.meter, rest) {
                         (BodyMeter::Events(tap), Some(rest)) => Some(tap.pass(rest)).filter(|r| !r.is_empty()),
                         (_, rest) => rest,

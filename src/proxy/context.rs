@@ -36,6 +36,8 @@ pub struct RequestContext {
     pub metering: Option<Metering>,
     /// Where the request is counted when its log line is written.
     pub metrics: Arc<Metrics>,
+    /// Served under its device's trial key, or regenerating it (`proxy::trial`).
+    pub trial: Option<crate::proxy::trial::TrialServed>,
 }
 
 /// What the log line and the metrics know of a request's route.
@@ -61,6 +63,7 @@ impl RequestContext {
             rate: None,
             metering: None,
             metrics,
+            trial: None,
         }
     }
 

@@ -17,6 +17,8 @@ const REQUEST_DROPPED: &[&str] = &[
     // An identity token is a secret, and an end user's id is the app's own: neither goes upstream.
     "x-tollgate-identity",
     "x-tollgate-end-user",
+    // tollgate's own (`proxy::trial`).
+    "x-tollgate-regenerate-key",
     // Hop-by-hop (RFC 9110 §7.6.1 and the legacy names it says intermediaries should remove).
     "connection",
     "keep-alive",

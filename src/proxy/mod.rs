@@ -14,6 +14,8 @@ pub mod output_cap;
 pub mod request_body;
 pub mod respond;
 pub mod sse;
+pub mod trial;
+pub mod trial_body;
 
 use std::sync::Arc;
 
@@ -73,6 +75,7 @@ pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, request_id: Requ
             if let Some(rate) = ctx.rate_headers(&error) {
                 rate.write_to(response.headers_mut());
             }
+            trial::show_provisioned(&app, &mut ctx.trial, false, &mut response);
             response
         }
     };
@@ -89,7 +92,8 @@ async fn proxy(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = req.into_parts();
     check_head(&parts, app.config.server.max_header_bytes)?;
-    let principal = &*ctx.principal.insert(authenticate(app, &parts)?);
+    let principal = authenticate(app, &parts, &mut ctx.trial).await?;
+    let principal = &*ctx.principal.insert(principal);
     let provider_key = credentials::provider_key_for(principal, &route.provider, &parts.headers)?;
     // The key's own limits come before anything shared is taken: its concurrency bounds how many of
     // the process-wide slots and slow bodies it can hold.
@@ -98,7 +102,7 @@ async fn proxy(
     let (body, facts) = if route.endpoint.has_json_body() {
         let body = read_body(body, &parts.headers, &app.config).await?;
         let facts = inspect_body(route.provider.kind, route.endpoint, &body)?;
-        (body, facts)
+        trial::take_member(app, route, &parts, (body, facts), principal, &mut ctx.trial).await?
     } else {
         (Bytes::new(), Inspected::default())
     };
@@ -120,7 +124,9 @@ async fn proxy(
     let upstream_request = build_upstream_request(route, &parts, body, &provider_key)?;
     drop(provider_key);
     let (response, deadline) = forward(app, route, upstream_request, ctx).await?;
-    Ok(respond(app, route, Forwarded { response, deadline, slot, injected_usage }, ctx))
+    let mut response = respond(app, route, Forwarded { response, deadline, slot, injected_usage }, ctx);
+    trial::show_provisioned(app, &mut ctx.trial, ctx.streaming, &mut response);
+    Ok(response)
 }
 
 /// Phase: the request sent upstream and its response head awaited, within the total deadline. A
@@ -165,12 +171,21 @@ fn check_head(parts: &request::Parts, max: usize) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Phase: the service key is present, well-formed, known, active, enabled and unexpired, used from
-/// an address its IP allowlist names and from a browser origin it allows; its use is noted for the
-/// next flush.
-fn authenticate(app: &App, parts: &request::Parts) -> Result<Principal, ProxyError> {
-    let mut principal = auth::authenticate(&app.keys, &parts.headers, clock::unix_now())?;
-    let client = parts.extensions.get::<auth::ClientAddr>().map(|a| a.0.ip());
+/// Phase: the service key is present, well-formed, known, active, enabled and unexpired (or, with
+/// `[trial]` on and no key at all, the device's trial key: `trial`), used from an address its IP
+/// allowlist names and from a browser origin it allows; its use is noted for the next flush.
+async fn authenticate(
+    app: &App,
+    parts: &request::Parts,
+    served: &mut Option<trial::TrialServed>,
+) -> Result<Principal, ProxyError> {
+    let client = auth::client::of_request(&parts.extensions, &parts.headers, &app.config.server.trusted_proxies);
+    let mut principal = match auth::authenticate(&app.keys, &parts.headers, clock::unix_now()) {
+        Err(auth::AuthError::Missing) if app.config.trial.enabled => {
+            trial::serve_device(app, parts, client, served).await?
+        }
+        found => trial::regenerate_presented(app, parts, client, found?, served).await?,
+    };
     if principal.key.policy.ip_allowlist.is_some() && !client.is_some_and(|ip| principal.key.policy.allows_ip(ip)) {
         return Err(ProxyError::Forbidden("This API key may not be used from this address".into()));
     }
@@ -194,11 +209,12 @@ async fn admit_request(app: &App, principal: &Principal) -> Result<Option<(Subje
 /// applied, and its account's plan.
 fn subject(app: &App, principal: &Principal) -> Subject {
     let key = &principal.key;
+    let (account, plan_tokens) = trial::counted_as(app, key);
     Subject {
         key: key.id,
-        account: Arc::clone(&key.account),
+        account,
         limits: limits::effective(&key.limits, &app.config.limits),
-        plan_tokens: app.plans.quota(&key.account),
+        plan_tokens,
         end_user: principal
             .end_user
             .as_ref()

@@ -39,6 +39,9 @@ struct RequestFacts<'a> {
     /// Kept raw, `null` included: a `null` here is a member the upstream sees, not an absent one.
     #[serde(default, borrow, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
+    /// tollgate's own member (`proxy::trial_body`), never forwarded.
+    #[serde(default, borrow, deserialize_with = "present")]
+    tollgate: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +99,8 @@ pub struct Inspected {
     pub include_usage: Option<bool>,
     /// The change that sets `stream_options.include_usage` to `true`, wherever the body stands.
     pub usage_splice: Splice,
+    /// Where the value of a top-level `"tollgate"` member lies in the body, if it has one.
+    pub tollgate: Option<Range<usize>>,
 }
 
 impl Inspected {
@@ -129,6 +134,7 @@ pub fn inspect_body(kind: ProviderKind, endpoint: Endpoint, body: &[u8]) -> Resu
     let max_output = max_output_member.and_then(|m| facts.member(m));
     let choices = spec.choices.iter().filter_map(|m| facts.member(*m)).max();
     let (include_usage, usage_splice) = usage_splice(body, open, facts.stream_options)?;
+    let tollgate = facts.tollgate.and_then(|value| span_in(body, value.get()));
     Ok(Inspected {
         stream: spec.always_streams || facts.stream == Some(true),
         model: facts.model.map(|m| m.into_owned()),
@@ -137,6 +143,7 @@ pub fn inspect_body(kind: ProviderKind, endpoint: Endpoint, body: &[u8]) -> Resu
         choices: choices.unwrap_or(1).max(1),
         include_usage,
         usage_splice,
+        tollgate,
     })
 }
 

@@ -4,6 +4,7 @@
 
 mod rows;
 pub mod sqlite;
+mod trial;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ pub use rows::{
     Rotated, UsageAddition, UsageRow, UsageTotal,
 };
 pub use sqlite::SqliteStore;
+pub use trial::{Claim, TRIAL_ACCOUNT, TrialIssue};
 
 mod end_user_rows;
 pub use end_user_rows::{EndUserAddition, EndUserTotal, EndUserUsageRow};
@@ -30,7 +32,7 @@ pub type KeySink = Box<dyn FnMut(KeyRecord) + Send>;
 /// Everything tollgate keeps durably. Used as `Arc<dyn Store>`: the server, the management API and the
 /// CLI do not know which backend they talk to. `async_trait` boxes each call's future, which keeps the
 /// trait object-safe; one allocation per store call is nothing beside the I/O behind it, and the data
-/// plane never calls the store.
+/// plane calls the store only to issue a trial key (`app::trial`).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     // ------------------------------------------------------------ keys
@@ -161,6 +163,27 @@ pub trait Store: Send + Sync {
 
     /// Replaces a key's sealed signing secret (a change servers follow); `false` if no such active key.
     async fn set_signing_secret(&self, id: KeyId, sealed: Vec<u8>, now: i64) -> Result<bool, StoreError>;
+
+    // ------------------------------------------------------------ trial keys
+
+    /// Every active trial key that serves a device, with the device's hash.
+    async fn trial_devices(&self) -> Result<Vec<(KeyId, [u8; 32])>, StoreError>;
+
+    /// The active trial key of `device`, if it has one.
+    async fn trial_key_of_device(&self, device: [u8; 32]) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Writes `key` as the trial key of `device` unless the device has an active one already; the
+    /// check and the write are one atomic step, so two first requests of one device end with one key
+    /// (the second gets the first's, `created: false`).
+    async fn create_trial_key(&self, device: [u8; 32], key: HashedKey) -> Result<TrialIssue, StoreError>;
+
+    /// Revokes the device's active trial key (if any) at `now` and writes `key` in its place, atomically.
+    async fn replace_trial_key(&self, device: [u8; 32], key: HashedKey, now: i64) -> Result<TrialIssue, StoreError>;
+
+    /// Moves the active trial key `id` into `account` at `now`, within the account's key cap
+    /// (`KeyCapReached`): its device link cleared, its settings those of a new key of the account, its
+    /// usage rows moved to the account. One atomic step.
+    async fn claim_trial_key(&self, id: KeyId, account: String, now: i64) -> Result<Claim, StoreError>;
 
     // ------------------------------------------------------------ changes
 

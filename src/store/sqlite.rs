@@ -14,6 +14,7 @@ pub mod key_cap;
 mod pages;
 mod projects;
 mod schema;
+mod trial;
 
 mod store_impl;
 

@@ -16,7 +16,7 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// The kinds of key a provider request is counted under: [`crate::auth::keys::KeyKind::name`], or none.
 pub const KEY_KINDS: [&str; 4] = ["live", "publishable", "trial", "none"];
 
-pub const REFUSALS: [&str; 9] = [
+pub const REFUSALS: [&str; 10] = [
     "requests_per_minute",
     "requests_per_day",
     "concurrency",
@@ -26,6 +26,7 @@ pub const REFUSALS: [&str; 9] = [
     "end_user_requests_per_minute",
     "end_user_requests_per_day",
     "end_user_tokens_per_month",
+    "trial_issuance",
 ];
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 18] = [

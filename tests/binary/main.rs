@@ -16,3 +16,4 @@ mod management_log;
 mod process;
 mod server_credential;
 mod soak;
+mod trial_canary;

@@ -13,7 +13,7 @@ use tollgate::store::{NewKey, SqliteStore};
 use super::clients::{Keys, Reply, key_id, next_chunk, open, post, request};
 use super::shapes::Shape;
 use super::upstream::{HeldStream, MockUpstream, send_event};
-use super::{ADMIN_TOKEN, METRICS_TOKEN, SESSION_SECRET, SIGNING_KEY};
+use super::{ADMIN_TOKEN, METRICS_TOKEN, SESSION_SECRET, SIGNING_KEY, TRIAL_SECRET};
 
 /// Writes a new key with prefix `tg` straight into `store`; its secret and info.
 pub fn seed_key(store: &SqliteStore, new: &NewKey) -> (tollgate::auth::keys::SecretKey, tollgate::store::KeyInfo) {
@@ -58,6 +58,7 @@ impl Gateway {
             "TOLLGATE_METRICS_TOKEN" => Some(METRICS_TOKEN.to_owned()),
             "TOLLGATE_SESSION_SECRET" => Some(SESSION_SECRET.to_owned()),
             "TOLLGATE_SIGNING_KEY" => Some(SIGNING_KEY.to_owned()),
+            "TOLLGATE_TRIAL_SECRET" => Some(TRIAL_SECRET.to_owned()),
             _ => vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()),
         };
         let config = Config::from_toml(&text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -27,3 +27,6 @@ pub const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
 pub const SESSION_SECRET: &str = "session-secret-for-tests-0123456789";
 /// The key sealing signing secrets every test gateway is given (as `TOLLGATE_SIGNING_KEY`, 32 bytes in hex).
 pub const SIGNING_KEY: &str = "5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11ed5e11";
+/// The device-hash secret every test gateway is given (as `TOLLGATE_TRIAL_SECRET`); used only where
+/// `[trial]` is on.
+pub const TRIAL_SECRET: &str = "trial-secret-for-tests-0123456789";

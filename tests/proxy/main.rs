@@ -24,3 +24,4 @@ mod serving;
 mod sessions;
 mod spacing;
 mod streaming;
+mod trial;

@@ -2,6 +2,7 @@
 //! management API and the CLI. Callers parse their own input (JSON, flags) and shape their own
 //! output; what is allowed and what is written is decided here.
 
+mod claim;
 mod policy;
 mod projects;
 mod rules;
@@ -43,26 +44,28 @@ pub enum ServiceError {
     },
     /// The key or account named does not exist (`what`: `key <id>`, `account <id>`).
     NotFound(String),
-    /// A change that does not suit the key as it is (a member of another kind of key); `field` as the
-    /// management API names it.
-    Conflict {
-        field: String,
-        message: String,
-    },
     Store(StoreError),
     /// The system's random source failed, so no key or account id could be made.
     Random(getrandom::Error),
+    /// The request conflicts with the current state (a trial key claimed twice, a member of another
+    /// kind of key); `code` is stable, `field` as the management API names it, if one is to blame.
+    Conflict {
+        code: &'static str,
+        field: Option<String>,
+        message: String,
+    },
 }
 
 impl std::fmt::Display for ServiceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ServiceError::Invalid { field, message } | ServiceError::Conflict { field, message } => {
+            ServiceError::Invalid { field, message } | ServiceError::Conflict { field: Some(field), message, .. } => {
                 write!(f, "{field} {message}")
             }
             ServiceError::NotFound(what) => write!(f, "{what} does not exist"),
             ServiceError::Store(e) => e.fmt(f),
             ServiceError::Random(e) => write!(f, "random source failed: {e}"),
+            ServiceError::Conflict { message, .. } => f.write_str(message),
         }
     }
 }
@@ -73,7 +76,9 @@ impl ServiceError {
     /// An invalid field as a conflict with the key it would change.
     fn into_conflict(self) -> ServiceError {
         match self {
-            ServiceError::Invalid { field, message } => ServiceError::Conflict { field, message },
+            ServiceError::Invalid { field, message } => {
+                ServiceError::Conflict { code: "kind_mismatch", field: Some(field), message }
+            }
             other => other,
         }
     }

@@ -83,7 +83,7 @@ fn within_caps(conn: &Connection, account: &str, project: Option<&str>, now: i64
     Ok(())
 }
 
-fn key_cap(conn: &rusqlite::Connection, account: &str) -> Result<u32, StoreError> {
+pub(super) fn key_cap(conn: &rusqlite::Connection, account: &str) -> Result<u32, StoreError> {
     use rusqlite::OptionalExtension;
     let cap: Option<i64> =
         conn.query_row("SELECT key_cap FROM accounts WHERE id = ?1", [account], |r| r.get(0)).optional()?;

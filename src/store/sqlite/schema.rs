@@ -110,6 +110,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX usage_end_users_by_day ON usage_end_users(day);
 ",
+    "
+    -- Trial keys: the reserved account that holds them until one is claimed, and the keyed hash of the
+    -- device each serves (cleared when claimed). A device has at most one active trial key.
+    INSERT OR IGNORE INTO accounts (id, plan, created_at, key_cap) VALUES ('trial', 'default', 0, 0);
+    ALTER TABLE service_keys ADD COLUMN trial_device BLOB;
+    CREATE UNIQUE INDEX service_keys_by_trial_device ON service_keys(trial_device)
+        WHERE trial_device IS NOT NULL AND revoked_at IS NULL;
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

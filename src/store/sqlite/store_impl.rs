@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::SqliteStore;
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::store::{
-    AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, NewProject, ProjectInfo,
-    Rotated, Store, StoreError, UsageAddition, UsageRow, UsageTotal,
+    AccountInfo, Claim, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, NewProject,
+    ProjectInfo, Rotated, Store, StoreError, TrialIssue, UsageAddition, UsageRow, UsageTotal,
 };
 use crate::store::{EndUserAddition, EndUserTotal, EndUserUsageRow};
 
@@ -185,6 +185,26 @@ impl Store for SqliteStore {
 
     async fn set_signing_secret(&self, id: KeyId, sealed: Vec<u8>, now: i64) -> Result<bool, StoreError> {
         self.blocking(move |s| s.set_signing_secret(id, &sealed, now)).await
+    }
+
+    async fn trial_devices(&self) -> Result<Vec<(KeyId, [u8; 32])>, StoreError> {
+        self.blocking(|s| s.trial_devices()).await
+    }
+
+    async fn trial_key_of_device(&self, device: [u8; 32]) -> Result<Option<KeyRecord>, StoreError> {
+        self.blocking(move |s| s.trial_key_of_device(&device)).await
+    }
+
+    async fn create_trial_key(&self, device: [u8; 32], key: HashedKey) -> Result<TrialIssue, StoreError> {
+        self.blocking(move |s| s.create_trial_key(&device, &key)).await
+    }
+
+    async fn replace_trial_key(&self, device: [u8; 32], key: HashedKey, now: i64) -> Result<TrialIssue, StoreError> {
+        self.blocking(move |s| s.replace_trial_key(&device, &key, now)).await
+    }
+
+    async fn claim_trial_key(&self, id: KeyId, account: String, now: i64) -> Result<Claim, StoreError> {
+        self.blocking(move |s| s.claim_trial_key(id, &account, now)).await
     }
 
     async fn key_changes(&self, since: i64, each: KeySink) -> Result<KeyChanges, StoreError> {
