@@ -31,6 +31,8 @@ pub struct EndUserTotal {
 pub struct EndUserUsageRow {
     pub key: KeyId,
     pub key_prefix: String,
+    /// The project of the key, if it is in one.
+    pub project: Option<String>,
     pub end_user: String,
     pub day: i64,
     pub requests: u64,

@@ -349,7 +349,7 @@ async fn a_rotated_signing_secret_stops_verifying_at_once() {
     assert!(live.get("signing_secret").is_none(), "{live}");
     let path = format!("/v1/auth/keys/{}/signing-secret", live["id"].as_str().unwrap());
     let (status, refused) = api(&gw, http::Method::POST, &path, Some(&token), None).await;
-    assert_eq!((status, refused["error"]["field"].as_str()), (400, Some("kind")), "{refused}");
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("kind_mismatch")), "{refused}");
     let (status, _) =
         api(&gw, http::Method::GET, &format!("/v1/auth/keys/{}/signing-secret", p.id), Some(&token), None).await;
     assert_eq!(status, 405);

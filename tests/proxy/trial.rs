@@ -298,6 +298,12 @@ async fn a_trial_key_is_claimed_once_with_its_usage() {
     assert_eq!(status, 404);
     let (status, live) = api(&gw, http::Method::POST, path, Some(&token), Some(claim(&gw.key))).await;
     assert_eq!((status, live["error"]["field"].as_str()), (400, Some("trial_key")), "{live}");
+    // The shape of a trial key with a checksum that fails names no key, as an unknown one does.
+    let forged = format!("tg_trial_{}", "A".repeat(61));
+    let (status, _) = api(&gw, http::Method::POST, path, Some(&token), Some(claim(&forged))).await;
+    assert_eq!(status, 404);
+    let (status, bad) = api(&gw, http::Method::POST, path, Some(&token), Some(claim("hello"))).await;
+    assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("trial_key")), "{bad}");
     let regenerated = chat(&gw, &device.clone().with("x-tollgate-regenerate-key", "true")).await;
     let revoked = provisioned(&regenerated).unwrap();
     let _ = chat(&gw, &device.clone().with("x-tollgate-regenerate-key", "true")).await;

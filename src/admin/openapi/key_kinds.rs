@@ -13,9 +13,9 @@ pub(super) fn end_users(doc: &mut Value, account_token: &Value) {
         "post": {
             "operationId": "rotateSigningSecret",
             "summary": "Give a publishable key a new signing secret for its identity tokens (returned only here)",
-            "description": "The old secret stops verifying at once on this server and within one key refresh on the others; tokens it signed are refused 401 invalid_identity_token. 400 when the key is not publishable or the server has no sealing key (TOLLGATE_SIGNING_KEY).",
+            "description": "The old secret stops verifying at once on this server and within one key refresh on the others; tokens it signed are refused 401 invalid_identity_token. 409 kind_mismatch when the key is not publishable, 409 signing_unavailable when the server has no sealing key (TOLLGATE_SIGNING_KEY).",
             "security": account_token, "parameters": id_param(),
-            "responses": responses(("200", ok("The new signing secret", "SigningSecret")), &[("404", "No such active key in this account")])
+            "responses": responses(("200", ok("The new signing secret", "SigningSecret")), &[("404", "No such active key in this account"), ("409", "The key is not publishable (kind_mismatch), or the server has no sealing key (signing_unavailable)")])
         }
     });
     let end_user_limits = json!({
@@ -54,7 +54,7 @@ pub(super) fn end_users(doc: &mut Value, account_token: &Value) {
 }
 
 /// `POST /v1/auth/keys/claim` and its body.
-pub(super) fn trial_claim(doc: &mut Value) {
+pub(super) fn trial_claim(doc: &mut Value, prefix: &str) {
     doc["paths"]["/v1/auth/keys/claim"] = json!({
         "post": {
             "operationId": "claimTrialKey",
@@ -70,7 +70,10 @@ pub(super) fn trial_claim(doc: &mut Value) {
     });
     doc["components"]["schemas"]["ClaimTrialKey"] = json!({
         "type": "object", "required": ["trial_key"], "additionalProperties": false,
-        "properties": {"trial_key": {"type": "string", "description": "The whole trial key, tg_trial_…"}}
+        "properties": {"trial_key": {
+            "type": "string", "pattern": format!("^{prefix}_trial_[0-9A-Za-z]{{61}}$"),
+            "description": "The whole trial key, tg_trial_…; one of that shape that names no key is a 404"
+        }}
     });
 }
 

@@ -83,8 +83,12 @@ pub fn is_email(text: &str) -> bool {
         && !local.contains('@')
 }
 
-/// The pattern form of [`is_email`].
-const EMAIL_PATTERN: &str = "^[^@\\s]+@[^\\s]+$";
+/// The pattern form of [`is_email`]. Whitespace is spelled out as Rust's `char::is_whitespace` reads it
+/// (Unicode White_Space), since a pattern's `\\s` differs between dialects (ECMA-262 leaves out U+0085).
+const EMAIL_PATTERN: &str = concat!(
+    "^[^@\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+",
+    "@[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$"
+);
 /// Names: no control characters (1-128 of them is stated by lengths).
 const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 /// Model names and globs: printable ASCII without space.
@@ -155,7 +159,7 @@ pub fn document(config: &crate::config::Config) -> Value {
                 "post": {
                     "operationId": "createKey", "summary": "Create a service key (its secret is returned only here)", "security": account_token,
                     "requestBody": body("CreateKey"),
-                    "responses": responses(("201", ok("The key and its secret", "KeyCreated")), &[("404", "project_id names no project of this account"), ("409", "The account's or the project's key cap is reached")])
+                    "responses": responses(("201", ok("The key and its secret", "KeyCreated")), &[("404", "project_id names no project of this account"), ("409", "The account's or the project's key cap is reached, or identity is required where the server cannot make signing secrets (signing_unavailable)")])
                 },
                 "get": {
                     "operationId": "listKeys", "summary": "List the account's keys (never a secret), oldest first, a page at a time", "security": account_token,
@@ -171,7 +175,7 @@ pub fn document(config: &crate::config::Config) -> Value {
                 "patch": {
                     "operationId": "updateKey", "summary": "Rename a key or change its limits, scopes and allowlists", "security": account_token,
                     "parameters": id_param(), "requestBody": body("PatchKey"),
-                    "responses": responses(("200", ok("The key", "Key")), &[("404", "No such key in this account")])
+                    "responses": responses(("200", ok("The key", "Key")), &[("404", "No such key in this account"), ("409", "A member that does not suit this kind of key (kind_mismatch), or identity required where the server cannot make signing secrets (signing_unavailable)")])
                 },
                 "delete": {
                     "operationId": "revokeKey", "summary": "Revoke a key at once", "security": account_token, "parameters": id_param(),
@@ -241,7 +245,7 @@ pub fn document(config: &crate::config::Config) -> Value {
         }
     });
     end_users(&mut doc, &account_token);
-    trial_claim(&mut doc);
+    trial_claim(&mut doc, &config.keys.prefix);
     doc
 }
 

@@ -14,7 +14,11 @@ impl ControlPlane<'_> {
         let invalid = |message: &str| ServiceError::Invalid { field: "trial_key".into(), message: message.into() };
         let not_found = || ServiceError::NotFound("trial key".into());
         let text = trial_key.trim();
-        let parsed = keys::parse(&self.config.keys.prefix, text).ok_or_else(|| invalid("is not a tollgate key"))?;
+        // Text of a trial key's shape that is no key (a checksum that fails) names no key: 404, as an
+        // unknown one does.
+        let trial_shape = text.strip_prefix(self.config.keys.prefix.as_str()).is_some_and(|r| r.starts_with("_trial_"));
+        let parsed = keys::parse(&self.config.keys.prefix, text)
+            .ok_or_else(|| if trial_shape { not_found() } else { invalid("is not a tollgate key") })?;
         if parsed.kind != KeyKind::Trial {
             return Err(invalid("is not a trial key"));
         }

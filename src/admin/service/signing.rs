@@ -13,10 +13,6 @@ use crate::store::KeyInfo;
 pub const NO_SEALING_KEY: &str = "cannot be made: the server has no sealing key (set TOLLGATE_SIGNING_KEY to 32 bytes, \
      64 hex digits or base64, or TOLLGATE_KEY_HASH_SECRET)";
 
-fn invalid(field: &str, message: &str) -> ServiceError {
-    ServiceError::Invalid { field: field.to_owned(), message: message.to_owned() }
-}
-
 impl ControlPlane<'_> {
     /// Whether signing secrets can be made and sealed here.
     pub fn can_sign(&self) -> bool {
@@ -28,7 +24,11 @@ impl ControlPlane<'_> {
     /// and name it in `X-Tollgate-End-User`.)
     pub(super) fn check_identity(&self, kind: KeyKind, policy: &KeyPolicy) -> Result<(), ServiceError> {
         if kind == KeyKind::Publishable && policy.require_identity && !self.can_sign() {
-            return Err(invalid("require_identity", &format!("needs a signing secret, which {NO_SEALING_KEY}")));
+            return Err(ServiceError::Conflict {
+                code: "signing_unavailable",
+                field: Some("require_identity".into()),
+                message: format!("needs a signing secret, which {NO_SEALING_KEY}"),
+            });
         }
         Ok(())
     }
@@ -38,10 +38,16 @@ impl ControlPlane<'_> {
     /// key). The secret is for the caller to show once.
     pub async fn issue_signing_secret(&self, id: KeyId, now: i64) -> Result<SigningSecret, ServiceError> {
         let key = self.key(id).await?;
+        // Both refusals are about the key or the server as they are, not the request: 409.
+        let conflict = |code, message: &str| ServiceError::Conflict { code, field: None, message: message.into() };
         if key.kind != KeyKind::Publishable {
-            return Err(invalid("kind", "only publishable keys have a signing secret"));
+            return Err(conflict("kind_mismatch", "Only publishable keys have a signing secret"));
         }
-        let sealing_key = self.config.keys.signing_key.ok_or_else(|| invalid("signing_secret", NO_SEALING_KEY))?;
+        let sealing_key = self
+            .config
+            .keys
+            .signing_key
+            .ok_or_else(|| conflict("signing_unavailable", &format!("A signing secret {NO_SEALING_KEY}")))?;
         let secret = SigningSecret::generate(&self.config.keys.prefix)?;
         let sealed = Sealer::new(&sealing_key).seal(id, &secret)?;
         if !self.store.set_signing_secret(id, sealed, now).await? {

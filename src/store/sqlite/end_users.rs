@@ -95,7 +95,7 @@ impl SqliteStore {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT u.key_id, COALESCE(k.key_prefix, u.key_id), u.end_user, u.day, u.requests, u.input_tokens,
-                    u.output_tokens
+                    u.output_tokens, k.project
              FROM usage_end_users u LEFT JOIN service_keys k ON k.id = u.key_id
              WHERE u.day BETWEEN ?1 AND ?2 AND (?3 IS NULL OR u.key_id = ?3) AND (?4 IS NULL OR u.account_id = ?4)
              ORDER BY u.key_id, u.end_user, u.day",
@@ -111,6 +111,7 @@ impl SqliteStore {
                 requests: row.get::<_, i64>(4)?.max(0) as u64,
                 input_tokens: row.get::<_, i64>(5)?.max(0) as u64,
                 output_tokens: row.get::<_, i64>(6)?.max(0) as u64,
+                project: row.get(7)?,
             });
         }
         Ok(out)
