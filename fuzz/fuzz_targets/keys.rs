@@ -44,7 +44,7 @@ static TABLE: LazyLock<(KeyTable, SecretKey)> = LazyLock::new(|| {
         revoked_at: None,
         access: KeyAccess::default(),
         policy: Default::default(),
-        signing: None,
+        signing: Default::default(),
     });
     (table, key)
 });
