@@ -18,12 +18,22 @@ mod trial;
 
 mod store_impl;
 
-use key_cap::{count_active, insert_key};
+use key_cap::{Owner, count_active_in, insert_key};
 
 use super::{AccountInfo, HashedKey, KeyChanges, KeyInfo, KeyUpdate, StoreError, UsageAddition, UsageRow, UsageTotal};
 use crate::auth::access::{KeyAccess, Scopes};
 use crate::auth::keys::{KeyId, KeyKind, KeyLimits, KeyRecord};
 use crate::auth::policy::KeyPolicy;
+
+/// The update of an additive usage upsert: each count grows by the new row's, saturating at SQLite's
+/// largest integer rather than failing the flush.
+pub(super) const ADD_COUNTS: &str = "
+    requests = CASE WHEN requests > 9223372036854775807 - excluded.requests
+        THEN 9223372036854775807 ELSE requests + excluded.requests END,
+    input_tokens = CASE WHEN input_tokens > 9223372036854775807 - excluded.input_tokens
+        THEN 9223372036854775807 ELSE input_tokens + excluded.input_tokens END,
+    output_tokens = CASE WHEN output_tokens > 9223372036854775807 - excluded.output_tokens
+        THEN 9223372036854775807 ELSE output_tokens + excluded.output_tokens END";
 
 /// SQLite's errors stay in this module: the rest of tollgate sees a backend failure as text.
 impl From<rusqlite::Error> for StoreError {
@@ -72,17 +82,11 @@ impl SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
-            let mut stmt = tx.prepare_cached(
+            let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO usage_daily (key_id, account_id, day, model, requests, input_tokens, output_tokens)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (key_id, day, model) DO UPDATE SET
-                     requests = CASE WHEN requests > 9223372036854775807 - excluded.requests
-                         THEN 9223372036854775807 ELSE requests + excluded.requests END,
-                     input_tokens = CASE WHEN input_tokens > 9223372036854775807 - excluded.input_tokens
-                         THEN 9223372036854775807 ELSE input_tokens + excluded.input_tokens END,
-                     output_tokens = CASE WHEN output_tokens > 9223372036854775807 - excluded.output_tokens
-                         THEN 9223372036854775807 ELSE output_tokens + excluded.output_tokens END",
-            )?;
+                 ON CONFLICT (key_id, day, model) DO UPDATE SET {ADD_COUNTS}"
+            ))?;
             for r in rows {
                 stmt.execute(params![
                     r.key.as_str(),
@@ -244,7 +248,7 @@ impl SqliteStore {
 
     /// Keys of an account neither revoked nor expired at `now`.
     pub fn active_keys(&self, account: &str, now: i64) -> Result<usize, StoreError> {
-        count_active(&self.conn(), account, now)
+        count_active_in(&self.conn(), Owner::Account(account), now)
     }
 
     fn infos<P: rusqlite::Params>(&self, tail: &str, params: P) -> Result<Vec<KeyInfo>, StoreError> {

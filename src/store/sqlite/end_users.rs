@@ -4,7 +4,7 @@
 
 use rusqlite::params;
 
-use super::{SqliteStore, bump_version, parse_id, sql_int};
+use super::{ADD_COUNTS, SqliteStore, bump_version, parse_id, sql_int};
 use crate::auth::keys::KeyId;
 use crate::store::{EndUserAddition, EndUserTotal, EndUserUsageRow, StoreError};
 
@@ -34,17 +34,11 @@ impl SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
-            let mut stmt = tx.prepare_cached(
+            let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO usage_end_users (key_id, account_id, end_user, day, requests, input_tokens, output_tokens)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (key_id, end_user, day) DO UPDATE SET
-                     requests = CASE WHEN requests > 9223372036854775807 - excluded.requests
-                         THEN 9223372036854775807 ELSE requests + excluded.requests END,
-                     input_tokens = CASE WHEN input_tokens > 9223372036854775807 - excluded.input_tokens
-                         THEN 9223372036854775807 ELSE input_tokens + excluded.input_tokens END,
-                     output_tokens = CASE WHEN output_tokens > 9223372036854775807 - excluded.output_tokens
-                         THEN 9223372036854775807 ELSE output_tokens + excluded.output_tokens END",
-            )?;
+                 ON CONFLICT (key_id, end_user, day) DO UPDATE SET {ADD_COUNTS}"
+            ))?;
             for r in rows {
                 stmt.execute(params![
                     r.key.as_str(),

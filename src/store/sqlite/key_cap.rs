@@ -64,20 +64,15 @@ impl SqliteStore {
 /// Whether one more active key fits under the account's cap and its project's (which must be one of
 /// the account's).
 fn within_caps(conn: &Connection, account: &str, project: Option<&str>, now: i64) -> Result<(), StoreError> {
-    let active = count_active(conn, account, now)?;
+    let active = count_active_in(conn, Owner::Account(account), now)?;
     if active >= key_cap(conn, account)? as usize {
         return Err(StoreError::KeyCapReached(active));
     }
     if let Some(project) = project {
         let cap = project_cap(conn, account, project)?;
-        let active: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM service_keys WHERE project = ?1
-               AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
-            params![project, now],
-            |r| r.get(0),
-        )?;
-        if active.max(0) as usize >= cap as usize {
-            return Err(StoreError::ProjectKeyCapReached(active.max(0) as usize));
+        let active = count_active_in(conn, Owner::Project(project), now)?;
+        if active >= cap as usize {
+            return Err(StoreError::ProjectKeyCapReached(active));
         }
     }
     Ok(())
@@ -146,13 +141,24 @@ pub(super) fn insert_key(tx: &rusqlite::Transaction<'_>, key: &HashedKey, versio
     })
 }
 
-/// Keys of an account neither revoked nor expired at `now`; a key in its rotation grace period counts.
-pub(super) fn count_active(conn: &Connection, account: &str, now: i64) -> Result<usize, StoreError> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM service_keys WHERE account_id = ?1
-           AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
-        params![account, now],
-        |r| r.get(0),
-    )?;
+/// Whose keys a count is of.
+pub(super) enum Owner<'a> {
+    Account(&'a str),
+    Project(&'a str),
+}
+
+/// Keys of an account or a project neither revoked nor expired at `now`; a key in its rotation grace
+/// period counts, and so does a disabled one.
+pub(super) fn count_active_in(conn: &Connection, owner: Owner<'_>, now: i64) -> Result<usize, StoreError> {
+    let (column, id) = match owner {
+        Owner::Account(id) => ("account_id", id),
+        Owner::Project(id) => ("project", id),
+    };
+    let n: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM service_keys WHERE {column} = ?1
+           AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)"
+        ))?
+        .query_row(params![id, now], |r| r.get(0))?;
     Ok(n.max(0) as usize)
 }

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
+use super::key_cap::{Owner, count_active_in};
 use crate::store::{NewProject, ProjectInfo, StoreError};
 
 /// The columns of a [`ProjectInfo`] with its active keys at `?1`, as [`project_from`] reads them.
@@ -88,14 +89,9 @@ impl SqliteStore {
     pub fn delete_project(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let active: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM service_keys WHERE project = ?1
-               AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
-            params![id, now],
-            |r| r.get(0),
-        )?;
+        let active = count_active_in(&tx, Owner::Project(id), now)?;
         if active > 0 {
-            return Err(StoreError::ProjectHasKeys(active as usize));
+            return Err(StoreError::ProjectHasKeys(active));
         }
         let n = tx.execute("DELETE FROM projects WHERE id = ?1", [id])?;
         tx.commit()?;

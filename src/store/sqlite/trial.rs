@@ -4,7 +4,7 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::key_cap::{count_active, insert_key, key_cap};
+use super::key_cap::{Owner, count_active_in, insert_key, key_cap};
 use super::{Accounts, RECORD_SELECT, SqliteStore, bump_version, infos_in, parse_id, record_from};
 use crate::auth::access::KeyAccess;
 use crate::auth::keys::{KeyId, KeyKind, KeyRecord};
@@ -80,7 +80,7 @@ impl SqliteStore {
         if current.account != TRIAL_ACCOUNT {
             return Ok(Claim::AlreadyClaimed);
         }
-        let active = count_active(&tx, account, now)?;
+        let active = count_active_in(&tx, Owner::Account(account), now)?;
         if active >= key_cap(&tx, account)? as usize {
             return Err(StoreError::KeyCapReached(active));
         }
