@@ -20,7 +20,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     BTreeMap::from([
         ("providers", &[][..]),
         ("clock", &[][..]),
-        ("config", &["providers"][..]),
+        ("config", &["providers", "auth"][..]),
         ("auth", &["providers", "clock"][..]),
         ("metering", &["providers", "config", "clock", "auth"][..]),
         ("error", &["providers", "metering"][..]),

@@ -47,6 +47,7 @@ pub(super) struct RawTrial {
     pub(super) scopes: Option<Vec<String>>,
     pub(super) models: Option<Vec<String>>,
     pub(super) claim_url: Option<String>,
+    pub(super) allowed_origins: Option<Vec<String>>,
     pub(super) issue_per_prefix_per_hour: Option<u32>,
     pub(super) issue_per_ipv6_48_per_hour: Option<u32>,
     pub(super) issue_per_hour: Option<u32>,

@@ -24,6 +24,9 @@ pub struct TrialConfig {
     pub models: Option<Vec<String>>,
     /// Where a provisioned key can be claimed into an account, shown beside it.
     pub claim_url: String,
+    /// The browser origins trial requests are served to (patterns as a publishable key's); a request
+    /// with an `Origin` from anywhere else is refused, so no other site can use a visitor's trial key.
+    pub allowed_origins: Vec<String>,
     /// New keys per client address prefix (IPv4 /32, IPv6 /64) per hour.
     pub issue_per_prefix_per_hour: u32,
     /// New keys per IPv6 /48 per hour.
@@ -46,6 +49,7 @@ impl std::fmt::Debug for TrialConfig {
             .field("scopes", &self.scopes)
             .field("models", &self.models)
             .field("claim_url", &self.claim_url)
+            .field("allowed_origins", &self.allowed_origins)
             .field("device_secret", &self.device_secret.map(|_| "[redacted]"))
             .finish_non_exhaustive()
     }
@@ -93,6 +97,11 @@ pub(super) fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
     if claim_url.is_empty() || claim_url.len() > 512 || http::HeaderValue::from_str(&claim_url).is_err() {
         return Err(invalid("trial.claim_url", "must be a URL or path of at most 512 visible characters"));
     }
+    let allowed_origins = t.allowed_origins.unwrap_or_default();
+    for origin in &allowed_origins {
+        crate::auth::origin::OriginPattern::parse(origin)
+            .map_err(|why| invalid("trial.allowed_origins", format!("`{origin}` {why}")))?;
+    }
     Ok(TrialConfig {
         enabled: t.enabled.unwrap_or(false),
         requests_per_minute: count("trial.requests_per_minute", t.requests_per_minute, 10, RPM_RANGE.1 as usize)?,
@@ -111,6 +120,7 @@ pub(super) fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
         scopes,
         models: t.models,
         claim_url,
+        allowed_origins,
         issue_per_prefix_per_hour: count("trial.issue_per_prefix_per_hour", t.issue_per_prefix_per_hour, 3, 1_000_000)?,
         issue_per_ipv6_48_per_hour: count(
             "trial.issue_per_ipv6_48_per_hour",
@@ -204,6 +214,8 @@ mod tests {
             ("[trial]\nscopes = []\n", "trial.scopes"),
             ("[trial]\nmodels = [\"gpt 4\"]\n", "trial.models"),
             ("[trial]\nclaim_url = \"\"\n", "trial.claim_url"),
+            ("[trial]\nallowed_origins = [\"https://*.com\"]\n", "trial.allowed_origins"),
+            ("[trial]\nallowed_origins = [\"https://app.example.com/\"]\n", "trial.allowed_origins"),
             ("[trial]\nissue_per_hour = 0\n", "trial.issue_per_hour"),
             ("[trial]\nissue_per_prefix_per_hour = 0\n", "trial.issue_per_prefix_per_hour"),
             ("[trial]\nsecret = \"x\"\n", "secret"),

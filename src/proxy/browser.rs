@@ -52,7 +52,7 @@ const SHOWN_ORIGIN: usize = 128;
 /// Phase (authenticate): a publishable key needs an `Origin` its allowed origins match; a secret key
 /// with an `Origin` is refused unless it allows browsers. The accepted origin is kept on the principal,
 /// and the response carries CORS headers for it.
-pub fn check_origin(principal: &mut Principal, headers: &HeaderMap) -> Result<(), ProxyError> {
+pub fn check_origin(principal: &mut Principal, headers: &HeaderMap, trial: &[String]) -> Result<(), ProxyError> {
     let mut values = headers.get_all(header::ORIGIN).iter();
     let (first, second) = (values.next(), values.next());
     let origin = first.map(|v| v.to_str().unwrap_or("(not ASCII)"));
@@ -82,10 +82,26 @@ pub fn check_origin(principal: &mut Principal, headers: &HeaderMap) -> Result<()
                 principal.origin = Some(Arc::from(origin));
             }
         }
-        // Trial keys are provisioned to a device, browser or not; their origin is not checked.
-        KeyKind::Trial => {}
+        // A trial key serves a device, browser or not; from a browser only on the sites `[trial]` names,
+        // so no other site can spend (or regenerate) a visitor's trial key.
+        KeyKind::Trial => principal.origin = trial_origin(headers, trial)?.map(Arc::from),
     }
     Ok(())
+}
+
+/// The origin of a request to be served under a trial key: none (not a browser), or one that
+/// `trial.allowed_origins` names; checked before a key is issued or regenerated, too.
+pub fn trial_origin<'h>(headers: &'h HeaderMap, allowed: &[String]) -> Result<Option<&'h str>, ProxyError> {
+    let mut values = headers.get_all(header::ORIGIN).iter();
+    let (Some(first), second) = (values.next(), values.next()) else { return Ok(None) };
+    let origin = first.to_str().unwrap_or("(not ASCII)");
+    if second.is_some() || !origin::is_allowed(allowed, origin) {
+        let shown: String = origin.chars().take(SHOWN_ORIGIN).collect();
+        return Err(ProxyError::OriginNotAllowed(format!(
+            "Origin `{shown}` is not allowed for trial keys (trial.allowed_origins)"
+        )));
+    }
+    Ok(Some(origin))
 }
 
 /// CORS on a real response: an accepted origin may read it, with the headers it needs.

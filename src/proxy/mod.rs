@@ -180,16 +180,25 @@ async fn authenticate(
     served: &mut Option<trial::TrialServed>,
 ) -> Result<Principal, ProxyError> {
     let client = auth::client::of_request(&parts.extensions, &parts.headers, &app.config.server.trusted_proxies);
+    let trial_origins = &app.config.trial.allowed_origins;
     let mut principal = match auth::authenticate(&app.keys, &parts.headers, clock::unix_now()) {
         Err(auth::AuthError::Missing) if app.config.trial.enabled => {
+            // No other site may have a visitor's trial key issued or used: the origin comes first.
+            browser::trial_origin(&parts.headers, trial_origins)?;
             trial::serve_device(app, parts, client, served).await?
         }
-        found => trial::regenerate_presented(app, parts, client, found?, served).await?,
+        found => {
+            let found = found?;
+            if found.key.kind == auth::keys::KeyKind::Trial {
+                browser::trial_origin(&parts.headers, trial_origins)?;
+            }
+            trial::regenerate_presented(app, parts, client, found, served).await?
+        }
     };
     if principal.key.policy.ip_allowlist.is_some() && !client.is_some_and(|ip| principal.key.policy.allows_ip(ip)) {
         return Err(ProxyError::Forbidden("This API key may not be used from this address".into()));
     }
-    browser::check_origin(&mut principal, &parts.headers)?;
+    browser::check_origin(&mut principal, &parts.headers, trial_origins)?;
     auth::identity::identify(&mut principal, &parts.headers, clock::unix_now())?;
     app.last_used.insert(principal.key.id, clock::unix_now());
     Ok(principal)

@@ -388,3 +388,36 @@ async fn trial_keys_have_the_scopes_and_models_trial_names() {
     Shape::OpenAi.assert_error(&embeddings, 403, "embeddings");
     assert_eq!(mock.recorded().len(), 1, "only the allowed request went upstream");
 }
+
+/// From a browser, trial keys serve only the sites `[trial]` names: another site's page can neither have a
+/// visitor's key issued, nor use it, nor regenerate it, and only a named site may read the answer.
+#[tokio::test]
+async fn browsers_get_trial_keys_only_on_the_sites_trial_names() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), &format!("{ON}allowed_origins = [\"https://app.example.com\"]\n")).await;
+    let device = anonymous("203.0.113.9", "Mozilla/5.0");
+
+    let elsewhere = chat(&gw, &device.clone().with("origin", "https://evil.example.net")).await;
+    Shape::OpenAi.assert_error(&elsewhere, 403, "Origin `https://evil.example.net` is not allowed for trial keys");
+    assert!(provisioned(&elsewhere).is_none() && elsewhere.headers.get("access-control-allow-origin").is_none());
+    assert!(mock.recorded().is_empty(), "nothing went upstream");
+
+    let home = chat(&gw, &device.clone().with("origin", "https://app.example.com")).await;
+    assert_eq!(home.status, 200, "{}", home.text());
+    let key = provisioned(&home).expect("the device's first request shows its key");
+    assert_eq!(home.headers["access-control-allow-origin"], "https://app.example.com");
+    let exposed = home.headers["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(exposed.contains(PROVISIONED), "{exposed}");
+
+    // The key itself, or a regeneration, from another site: refused before anything changes.
+    let stolen = Keys::new(&key).with("origin", "https://evil.example.net");
+    assert_eq!(chat(&gw, &stolen).await.status, 403);
+    let regenerate =
+        device.clone().with("origin", "https://evil.example.net").with("x-tollgate-regenerate-key", "true");
+    assert_eq!(chat(&gw, &regenerate).await.status, 403);
+    let again = chat(&gw, &Keys::new(&key)).await;
+    assert_eq!(again.status, 200, "the key was not regenerated: {}", again.text());
+    assert!(provisioned(&again).is_none());
+    // Outside a browser (no Origin), as before.
+    assert_eq!(chat(&gw, &device).await.status, 200);
+}
