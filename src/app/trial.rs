@@ -15,6 +15,7 @@ use dashmap::DashMap;
 
 use crate::auth::access::{KeyAccess, Scopes};
 use crate::auth::keys::{self, KeyHasher, KeyId, KeyKind, KeyLimits, KeyRecord, KeyTable, SecretKey};
+use crate::auth::policy::{KeyPolicy, ProviderCredential};
 use crate::auth::trial::{DeviceId, IssuanceThrottle, IssueLimits};
 use crate::config::TrialConfig;
 use crate::error::ProxyError;
@@ -228,7 +229,15 @@ pub fn trial_key(config: &TrialConfig, now: i64) -> NewKey {
         account: TRIAL_ACCOUNT.to_owned(),
         limits,
         access,
-        policy: Default::default(),
+        policy: KeyPolicy {
+            provider_credential: if config.server_credential {
+                ProviderCredential::Server
+            } else {
+                ProviderCredential::Caller
+            },
+            max_output_tokens: config.max_output_tokens,
+            ..KeyPolicy::default()
+        },
         project: None,
         description: None,
         metadata: None,

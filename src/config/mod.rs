@@ -315,6 +315,12 @@ impl Config {
         let signing_key = signing_key(&env)?;
         let mut config = validate(raw, hash_secret)?;
         validate::server_keys(&mut config.providers, &env)?;
+        if config.trial.server_credential && !config.providers.iter().any(|p| p.server_key.is_some()) {
+            return Err(invalid(
+                "trial.provider_credential",
+                "is \"server\" but no provider holds a server credential (set key_env on one)",
+            ));
+        }
         config.trial.device_secret = trial::device_secret(&env, config.trial.enabled)?;
         config.management.admin_token = admin_token;
         config.management.session_secret = session_secret;

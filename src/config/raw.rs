@@ -48,6 +48,8 @@ pub(super) struct RawTrial {
     pub(super) models: Option<Vec<String>>,
     pub(super) claim_url: Option<String>,
     pub(super) allowed_origins: Option<Vec<String>>,
+    pub(super) provider_credential: Option<String>,
+    pub(super) max_output_tokens: Option<u32>,
     pub(super) issue_per_prefix_per_hour: Option<u32>,
     pub(super) issue_per_ipv6_48_per_hour: Option<u32>,
     pub(super) issue_per_hour: Option<u32>,

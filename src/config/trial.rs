@@ -27,6 +27,11 @@ pub struct TrialConfig {
     /// The browser origins trial requests are served to (patterns as a publishable key's); a request
     /// with an `Origin` from anywhere else is refused, so no other site can use a visitor's trial key.
     pub allowed_origins: Vec<String>,
+    /// Trial keys call with the provider credential the server holds (`key_env`) rather than the
+    /// caller's `X-Provider-Key`.
+    pub server_credential: bool,
+    /// The most output tokens one trial request may ask for; `None`: what the provider allows.
+    pub max_output_tokens: Option<u32>,
     /// New keys per client address prefix (IPv4 /32, IPv6 /64) per hour.
     pub issue_per_prefix_per_hour: u32,
     /// New keys per IPv6 /48 per hour.
@@ -50,6 +55,8 @@ impl std::fmt::Debug for TrialConfig {
             .field("models", &self.models)
             .field("claim_url", &self.claim_url)
             .field("allowed_origins", &self.allowed_origins)
+            .field("server_credential", &self.server_credential)
+            .field("max_output_tokens", &self.max_output_tokens)
             .field("device_secret", &self.device_secret.map(|_| "[redacted]"))
             .finish_non_exhaustive()
     }
@@ -102,6 +109,14 @@ pub(super) fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
         crate::auth::origin::OriginPattern::parse(origin)
             .map_err(|why| invalid("trial.allowed_origins", format!("`{origin}` {why}")))?;
     }
+    let server_credential = match t.provider_credential.as_deref() {
+        None | Some("caller") => false,
+        Some("server") => true,
+        Some(_) => return Err(invalid("trial.provider_credential", "must be \"caller\" or \"server\"")),
+    };
+    if t.max_output_tokens.is_some_and(|n| n == 0 || n > 10_000_000) {
+        return Err(invalid("trial.max_output_tokens", "must be 1-10000000"));
+    }
     Ok(TrialConfig {
         enabled: t.enabled.unwrap_or(false),
         requests_per_minute: count("trial.requests_per_minute", t.requests_per_minute, 10, RPM_RANGE.1 as usize)?,
@@ -121,6 +136,8 @@ pub(super) fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
         models: t.models,
         claim_url,
         allowed_origins,
+        server_credential,
+        max_output_tokens: t.max_output_tokens,
         issue_per_prefix_per_hour: count("trial.issue_per_prefix_per_hour", t.issue_per_prefix_per_hour, 3, 1_000_000)?,
         issue_per_ipv6_48_per_hour: count(
             "trial.issue_per_ipv6_48_per_hour",
@@ -215,6 +232,9 @@ mod tests {
             ("[trial]\nmodels = [\"gpt 4\"]\n", "trial.models"),
             ("[trial]\nclaim_url = \"\"\n", "trial.claim_url"),
             ("[trial]\nallowed_origins = [\"https://*.com\"]\n", "trial.allowed_origins"),
+            ("[trial]\nprovider_credential = \"both\"\n", "trial.provider_credential"),
+            ("[trial]\nprovider_credential = \"server\"\n", "trial.provider_credential"),
+            ("[trial]\nmax_output_tokens = 0\n", "trial.max_output_tokens"),
             ("[trial]\nallowed_origins = [\"https://app.example.com/\"]\n", "trial.allowed_origins"),
             ("[trial]\nissue_per_hour = 0\n", "trial.issue_per_hour"),
             ("[trial]\nissue_per_prefix_per_hour = 0\n", "trial.issue_per_prefix_per_hour"),

@@ -421,3 +421,25 @@ async fn browsers_get_trial_keys_only_on_the_sites_trial_names() {
     // Outside a browser (no Origin), as before.
     assert_eq!(chat(&gw, &device).await.status, 200);
 }
+
+/// `[trial] provider_credential = "server"`: an anonymous device calls with the provider credential the server
+/// holds, so a first-time user needs no key of any kind; the output cap `[trial]` names holds.
+#[tokio::test]
+async fn trial_keys_may_call_with_the_servers_provider_credential() {
+    const SERVER_KEY: &str = "sk-server-held-for-trials-7c1d";
+    let mock = MockUpstream::start().await;
+    let extra = format!(
+        "{ON}provider_credential = \"server\"\nmax_output_tokens = 64\n[providers.openai]\nkey_env = \"TRIAL_OPENAI\"\n"
+    );
+    let gw = Gateway::start_with_env(&mock.base_url(), &extra, &[], &[("TRIAL_OPENAI", SERVER_KEY)]).await;
+    let device = anonymous("198.51.100.4", "app/2").without("x-provider-key");
+    let reply = chat(&gw, &device).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(provisioned(&reply).is_some());
+    let sent = mock.only_request();
+    assert_eq!(sent.headers["authorization"], format!("Bearer {SERVER_KEY}").as_str());
+    assert!(!reply.text().contains(SERVER_KEY));
+    let greedy = r#"{"model":"gpt-4o-mini","max_tokens":65,"messages":[{"role":"user","content":"hi"}]}"#;
+    let refused = gw.call(Shape::OpenAi.path(), &device, greedy).await;
+    assert_eq!((refused.status.as_u16(), refused.json()["error"]["code"].as_str()), (400, Some("output_cap_exceeded")));
+}
