@@ -19,7 +19,8 @@ use crate::auth::policy::{KeyPolicy, ProviderCredential};
 use crate::auth::trial::{DeviceId, IssuanceThrottle, IssueLimits};
 use crate::config::TrialConfig;
 use crate::error::ProxyError;
-use crate::store::{HashedKey, KeyIdentity, NewKey, Store, StoreError, TRIAL_ACCOUNT, TrialIssue};
+pub use crate::store::TRIAL_ACCOUNT;
+use crate::store::{HashedKey, KeyIdentity, NewKey, Store, StoreError, TrialIssue};
 
 /// The trial keys this instance knows of, and the issuance throttle.
 pub struct Trials {
@@ -176,7 +177,9 @@ impl Issuer<'_> {
         let (secret, key) = self.mint()?;
         let issue = self.store.replace_trial_key(device.0, key, self.now).await.map_err(unavailable)?;
         if let Some(old) = self.trials.devices.get(&device).map(|k| *k) {
-            if let Some(record) = self.keys.get(old) {
+            // Only a key still in trial was revoked with the device's; one claimed elsewhere since (the
+            // link here not yet followed) is its account's now and stays.
+            if let Some(record) = self.keys.get(old).filter(|r| &*r.account == TRIAL_ACCOUNT) {
                 // The revoked key leaves this instance's table at once.
                 self.keys.upsert(KeyRecord { revoked_at: Some(self.now), ..(*record).clone() });
             }

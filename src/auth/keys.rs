@@ -349,7 +349,8 @@ impl KeyTable {
         self.any_disabled.store(!set.is_empty(), Ordering::Release);
     }
 
-    fn is_disabled(&self, account: &str) -> bool {
+    /// Whether the operator disabled `account` (its keys are refused).
+    pub fn is_disabled(&self, account: &str) -> bool {
         self.any_disabled.load(Ordering::Acquire)
             && self.disabled_accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(account)
     }

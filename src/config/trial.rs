@@ -84,22 +84,7 @@ pub(super) fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
             }
         },
     };
-    let scopes = t.scopes.unwrap_or_else(|| vec!["chat".to_owned()]);
-    if scopes.is_empty() {
-        return Err(invalid("trial.scopes", "must name at least one scope"));
-    }
-    if let Some(bad) = scopes.iter().find(|s| !TRIAL_SCOPES.contains(&s.as_str())) {
-        return Err(invalid("trial.scopes", format!("`{bad}` is not one of {}", TRIAL_SCOPES.join(", "))));
-    }
-    if let Some(models) = &t.models {
-        let fine = |m: &String| !m.is_empty() && m.len() <= 128 && m.bytes().all(|b| b.is_ascii_graphic());
-        if models.is_empty() || models.len() > 100 {
-            return Err(invalid("trial.models", "must hold 1-100 model names or globs (leave it out for any)"));
-        }
-        if let Some(bad) = models.iter().find(|m| !fine(m)) {
-            return Err(invalid("trial.models", format!("`{bad}` is not a model name or glob")));
-        }
-    }
+    let (scopes, models) = access(t.scopes, t.models)?;
     let claim_url = t.claim_url.unwrap_or_else(|| "/dashboard/claim".to_owned());
     if claim_url.is_empty() || claim_url.len() > 512 || http::HeaderValue::from_str(&claim_url).is_err() {
         return Err(invalid("trial.claim_url", "must be a URL or path of at most 512 visible characters"));
@@ -133,7 +118,7 @@ pub(super) fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
         },
         ttl,
         scopes,
-        models: t.models,
+        models,
         claim_url,
         allowed_origins,
         server_credential,
@@ -148,6 +133,30 @@ pub(super) fn trial(t: RawTrial) -> Result<TrialConfig, ConfigError> {
         issue_per_hour: count("trial.issue_per_hour", t.issue_per_hour, 1000, 10_000_000)?,
         device_secret: None,
     })
+}
+
+/// The scopes (default `chat`) and model globs of trial keys, checked.
+fn access(
+    scopes: Option<Vec<String>>,
+    models: Option<Vec<String>>,
+) -> Result<(Vec<String>, Option<Vec<String>>), ConfigError> {
+    let scopes = scopes.unwrap_or_else(|| vec!["chat".to_owned()]);
+    if scopes.is_empty() {
+        return Err(invalid("trial.scopes", "must name at least one scope"));
+    }
+    if let Some(bad) = scopes.iter().find(|s| !TRIAL_SCOPES.contains(&s.as_str())) {
+        return Err(invalid("trial.scopes", format!("`{bad}` is not one of {}", TRIAL_SCOPES.join(", "))));
+    }
+    if let Some(models) = &models {
+        let fine = |m: &String| !m.is_empty() && m.len() <= 128 && m.bytes().all(|b| b.is_ascii_graphic());
+        if models.is_empty() || models.len() > 100 {
+            return Err(invalid("trial.models", "must hold 1-100 model names or globs (leave it out for any)"));
+        }
+        if let Some(bad) = models.iter().find(|m| !fine(m)) {
+            return Err(invalid("trial.models", format!("`{bad}` is not a model name or glob")));
+        }
+    }
+    Ok((scopes, models))
 }
 
 /// The device-hash secret of trial keys: [`ENV_KEY_HASH_SECRET`] when set (under its own derivation
@@ -235,6 +244,7 @@ mod tests {
             ("[trial]\nprovider_credential = \"both\"\n", "trial.provider_credential"),
             ("[trial]\nprovider_credential = \"server\"\n", "trial.provider_credential"),
             ("[trial]\nmax_output_tokens = 0\n", "trial.max_output_tokens"),
+            ("[limits]\nenabled = false\n[trial]\nenabled = true\n", "trial.enabled"),
             ("[trial]\nallowed_origins = [\"https://app.example.com/\"]\n", "trial.allowed_origins"),
             ("[trial]\nissue_per_hour = 0\n", "trial.issue_per_hour"),
             ("[trial]\nissue_per_prefix_per_hour = 0\n", "trial.issue_per_prefix_per_hour"),

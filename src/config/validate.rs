@@ -27,6 +27,10 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
     };
     let metrics = metrics(raw.metrics)?;
     let trial = super::trial::trial(raw.trial)?;
+    if trial.enabled && !limits.enabled {
+        // Trial keys are bounded by nothing but their limits.
+        return Err(invalid("trial.enabled", "needs [limits] enabled: trial keys are bounded only by their limits"));
+    }
     Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers, trial })
 }
 

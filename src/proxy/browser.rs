@@ -15,6 +15,7 @@ use super::body::ProxyBody;
 use super::context::RequestContext;
 use super::with_request_id;
 use crate::app::App;
+use crate::app::trial::TRIAL_ACCOUNT;
 use crate::auth::Principal;
 use crate::auth::keys::KeyKind;
 use crate::auth::origin;
@@ -73,7 +74,13 @@ pub fn check_origin(principal: &mut Principal, headers: &HeaderMap, trial: &[Str
             }
             principal.origin = Some(Arc::from(origin));
         }
-        KeyKind::Live => {
+        // A trial key serves a device, browser or not; from a browser only on the sites `[trial]` names,
+        // so no other site can spend (or regenerate) a visitor's trial key.
+        KeyKind::Trial if &*principal.key.account == TRIAL_ACCOUNT => {
+            principal.origin = trial_origin(headers, trial)?.map(Arc::from);
+        }
+        // A secret key, or a trial key claimed into an account (a secret key of the account now).
+        KeyKind::Live | KeyKind::Trial => {
             let Some(origin) = origin else { return Ok(()) };
             if !policy.allow_browser {
                 return Err(ProxyError::SecretKeyInBrowser);
@@ -82,9 +89,6 @@ pub fn check_origin(principal: &mut Principal, headers: &HeaderMap, trial: &[Str
                 principal.origin = Some(Arc::from(origin));
             }
         }
-        // A trial key serves a device, browser or not; from a browser only on the sites `[trial]` names,
-        // so no other site can spend (or regenerate) a visitor's trial key.
-        KeyKind::Trial => principal.origin = trial_origin(headers, trial)?.map(Arc::from),
     }
     Ok(())
 }

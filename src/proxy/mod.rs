@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::app::trial::TRIAL_ACCOUNT;
 use crate::auth::{self, Principal};
 use crate::clock;
 use crate::config::Config;
@@ -189,7 +190,7 @@ async fn authenticate(
         }
         found => {
             let found = found?;
-            if found.key.kind == auth::keys::KeyKind::Trial {
+            if found.key.kind == auth::keys::KeyKind::Trial && &*found.key.account == TRIAL_ACCOUNT {
                 browser::trial_origin(&parts.headers, trial_origins)?;
             }
             trial::regenerate_presented(app, parts, client, found, served).await?

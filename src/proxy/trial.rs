@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, header, request};
 
 use crate::app::App;
-use crate::app::trial::Issuer;
+use crate::app::trial::{Issuer, TRIAL_ACCOUNT};
 use crate::auth::keys::{KeyHasher, KeyKind, KeyRecord, SecretKey};
 use crate::auth::trial::DeviceId;
 use crate::auth::{self, Principal};
@@ -79,6 +79,15 @@ pub async fn serve_device(
     client: Option<IpAddr>,
     served: &mut Option<TrialServed>,
 ) -> Result<Principal, ProxyError> {
+    // The operator switched trial serving off by disabling its account: a keyless request is then what it
+    // is without trial.
+    if app.keys.is_disabled(TRIAL_ACCOUNT) {
+        return Err(ProxyError::MissingServiceKey);
+    }
+    // A request that would be refused for want of a provider key issues nothing.
+    if !app.config.trial.server_credential {
+        crate::proxy::credentials::provider_key(&parts.headers)?;
+    }
     let device = device(app, parts, client).ok_or(ProxyError::MissingServiceKey)?;
     let issuer = issuer(app);
     let key = if regenerate_asked(&parts.headers) {
@@ -115,7 +124,7 @@ pub async fn regenerate_presented(
 
 /// The request's device, if trial is on and `key` is that device's trial key.
 fn own_device(app: &App, parts: &request::Parts, client: Option<IpAddr>, key: &KeyRecord) -> Option<Device> {
-    if !app.config.trial.enabled || key.kind != KeyKind::Trial {
+    if !app.config.trial.enabled || key.kind != KeyKind::Trial || &*key.account != TRIAL_ACCOUNT {
         return None;
     }
     device(app, parts, client).filter(|d| app.trials.serves(d.id, key.id))
@@ -200,7 +209,10 @@ pub fn show_provisioned(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
-    if streaming || !response.status().is_success() || !is_json {
+    // An encoded body (an upstream that ignored the caller's encodings) cannot take a member spliced in
+    // as text: the headers carry the key alone.
+    let encoded = headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity");
+    if streaming || !response.status().is_success() || !is_json || encoded {
         return;
     }
     if let ProxyBody::Upstream(body) = response.body_mut() {

@@ -443,3 +443,75 @@ async fn trial_keys_may_call_with_the_servers_provider_credential() {
     let refused = gw.call(Shape::OpenAi.path(), &device, greedy).await;
     assert_eq!((refused.status.as_u16(), refused.json()["error"]["code"].as_str()), (400, Some("output_cap_exceeded")));
 }
+
+/// A key claimed outside this server (the CLI, another instance) is its account's: a regeneration asked from
+/// its old device gives the device a new trial key and leaves the claimed one working here.
+#[tokio::test]
+async fn a_key_claimed_elsewhere_survives_a_regeneration_from_its_old_device() {
+    let mock = MockUpstream::start().await;
+    // Trial limits high enough for the polling below (the account's default is 1000 a minute).
+    let extra = format!("{ON}issue_per_prefix_per_hour = 100\nrequests_per_minute = 500\nrequests_per_day = 10000\n");
+    let gw = Gateway::start(&mock.base_url(), &extra).await;
+    let (account, _) = new_account(&gw, "claim-elsewhere@example.com", 5).await;
+    let device = anonymous("203.0.113.60", "app/1");
+    let key = provisioned(&gw.call(Shape::OpenAi.path(), &device, Shape::OpenAi.body()).await).unwrap();
+
+    // Claimed as the CLI does it: straight in the store, the running server following within its refresh.
+    let claimed = gw.store.claim_trial_key(key_id(&key), &account, tollgate::clock::unix_now()).unwrap();
+    assert!(matches!(claimed, tollgate::store::Claim::Claimed(_)), "{claimed:?}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let reply = gw.call(Shape::OpenAi.path(), &Keys::new(&key), Shape::OpenAi.body()).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        if reply.headers["x-ratelimit-limit-requests"] == "1000" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the claim was not seen within 5s");
+        tokio::task::yield_now().await;
+    }
+
+    // Anyone on the device asks for a new trial key.
+    let regen = device.clone().with("x-tollgate-regenerate-key", "true");
+    let reply = gw.call(Shape::OpenAi.path(), &regen, Shape::OpenAi.body()).await;
+    assert!(provisioned(&reply).is_some_and(|k| k != key));
+
+    // The account's key must keep working.
+    let after = gw.call(Shape::OpenAi.path(), &Keys::new(&key), Shape::OpenAi.body()).await;
+    assert_eq!(after.status, 200, "the claimed (account) key was dropped: {}", after.text());
+    let info = gw.store.key_info(key_id(&key)).unwrap().unwrap();
+    assert_eq!(info.revoked_at, None, "the store still holds it active");
+}
+
+/// Disabling the reserved `trial` account switches trial serving off: its keys are refused when presented, and
+/// a keyless request is what it is without trial.
+#[tokio::test]
+async fn disabling_the_trial_account_stops_keyless_serving() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), ON).await;
+    let device = anonymous("203.0.113.80", "app/1");
+    let key = provisioned(&gw.call(Shape::OpenAi.path(), &device, Shape::OpenAi.body()).await).unwrap();
+    let (status, v) =
+        api(&gw, http::Method::PATCH, "/v1/accounts/trial", Some(ADMIN_TOKEN), Some(json!({"disabled": true}))).await;
+    assert_eq!(status, 200, "{v}");
+    let presented = gw.call(Shape::OpenAi.path(), &Keys::new(&key), Shape::OpenAi.body()).await;
+    assert_eq!(presented.status, 401, "the presented key is refused: {}", presented.text());
+    let keyless = gw.call(Shape::OpenAi.path(), &device, Shape::OpenAi.body()).await;
+    Shape::OpenAi.assert_error(&keyless, 401, "Missing API key");
+    assert!(provisioned(&keyless).is_none());
+}
+
+/// A keyless request that would be refused for want of a provider key issues nothing, so it cannot spend the
+/// issuance ceiling meant for real first requests.
+#[tokio::test]
+async fn a_request_without_a_provider_key_issues_no_trial_key() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), &format!("{ON}issue_per_hour = 2\n")).await;
+    for ip in ["198.51.100.21", "198.51.100.22", "198.51.100.23"] {
+        let reply = chat(&gw, &anonymous(ip, "script/1").without("x-provider-key")).await;
+        Shape::OpenAi.assert_error(&reply, 400, "Missing X-Provider-Key header");
+        assert!(provisioned(&reply).is_none());
+    }
+    let first = chat(&gw, &anonymous("192.0.2.99", "app/1")).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert!(provisioned(&first).is_some(), "the ceiling was not spent by the refused requests");
+}
