@@ -46,6 +46,8 @@ pub struct DeviceKey {
     pub record: Arc<KeyRecord>,
     /// Shown once, in this request's response.
     pub provisioned: Option<SecretKey>,
+    /// The device's key this one replaced, whose limits it continues.
+    pub replaced: Option<KeyId>,
 }
 
 impl Trials {
@@ -115,11 +117,11 @@ impl Issuer<'_> {
     /// turns, so only the first issues (and spends the throttle); the others find its key.
     pub async fn device_key(&self, device: DeviceId, ip: std::net::IpAddr) -> Result<DeviceKey, ProxyError> {
         if let Current::Serving(record) = self.current(device) {
-            return Ok(DeviceKey { record, provisioned: None });
+            return Ok(DeviceKey { record, provisioned: None, replaced: None });
         }
         self.in_turn(device, async {
             match self.current(device) {
-                Current::Serving(record) => Ok(DeviceKey { record, provisioned: None }),
+                Current::Serving(record) => Ok(DeviceKey { record, provisioned: None, replaced: None }),
                 Current::Expired => self.replace(device, ip).await,
                 Current::None => self.issue(device, ip).await,
             }
@@ -176,16 +178,18 @@ impl Issuer<'_> {
             .map_err(|r| ProxyError::TrialIssuanceLimited(r.retry_after_secs))?;
         let (secret, key) = self.mint()?;
         let issue = self.store.replace_trial_key(device.0, key, self.now).await.map_err(unavailable)?;
+        let mut replaced = None;
         if let Some(old) = self.trials.devices.get(&device).map(|k| *k) {
             // Only a key still in trial was revoked with the device's; one claimed elsewhere since (the
             // link here not yet followed) is its account's now and stays.
             if let Some(record) = self.keys.get(old).filter(|r| &*r.account == TRIAL_ACCOUNT) {
                 // The revoked key leaves this instance's table at once.
                 self.keys.upsert(KeyRecord { revoked_at: Some(self.now), ..(*record).clone() });
+                replaced = Some(old);
             }
             self.trials.forget_key(old);
         }
-        Ok(self.installed(device, issue, secret))
+        Ok(DeviceKey { replaced, ..self.installed(device, issue, secret) })
     }
 
     /// Puts the device's key into the key table and the device links; its secret goes with it only if
@@ -194,7 +198,7 @@ impl Issuer<'_> {
         let record = Arc::new(issue.record.clone());
         self.keys.upsert(issue.record);
         self.trials.link(device, record.id);
-        DeviceKey { record, provisioned: issue.created.then_some(secret) }
+        DeviceKey { record, provisioned: issue.created.then_some(secret), replaced: None }
     }
 
     /// A new trial key under the `[trial]` settings.

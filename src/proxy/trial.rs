@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, header, request};
 
 use crate::app::App;
-use crate::app::trial::{Issuer, TRIAL_ACCOUNT};
+use crate::app::trial::{DeviceKey, Issuer, TRIAL_ACCOUNT};
 use crate::auth::keys::{KeyHasher, KeyKind, KeyRecord, SecretKey};
 use crate::auth::trial::DeviceId;
 use crate::auth::{self, Principal};
@@ -95,6 +95,7 @@ pub async fn serve_device(
     } else {
         issuer.device_key(device.id, device.ip).await?
     };
+    continue_limits(app, &key);
     if key.record.policy.disabled {
         return Err(ProxyError::KeyDisabled);
     }
@@ -118,8 +119,17 @@ pub async fn regenerate_presented(
         return Ok(principal);
     };
     let key = issuer(app).regenerate(device.id, device.ip).await?;
+    continue_limits(app, &key);
     *served = Some(TrialServed { device, provisioned: key.provisioned });
     Ok(Principal::of_key(&app.keys, key.record))
+}
+
+/// A regenerated key continues its device's request limits where the old key left them, as its monthly
+/// tokens do: regenerating buys no new budget.
+fn continue_limits(app: &App, key: &DeviceKey) {
+    if let Some(old) = key.replaced {
+        crate::metering::limits::CounterBackend::inherit(&app.counters, old, key.record.id);
+    }
 }
 
 /// The request's device, if trial is on and `key` is that device's trial key.
@@ -174,6 +184,7 @@ async fn regenerate_by_member(
         }
     };
     let key = issuer(app).regenerate(device.id, device.ip).await?;
+    continue_limits(app, &key);
     *served = Some(TrialServed { device, provisioned: key.provisioned });
     Ok(())
 }

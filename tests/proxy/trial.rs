@@ -515,3 +515,33 @@ async fn a_request_without_a_provider_key_issues_no_trial_key() {
     assert_eq!(first.status, 200, "{}", first.text());
     assert!(provisioned(&first).is_some(), "the ceiling was not spent by the refused requests");
 }
+
+/// A regenerated key continues its device's request limits (per minute, per day, concurrency) where the old key
+/// left them, as it continues its monthly tokens: regenerating buys no new budget.
+#[tokio::test]
+async fn regenerating_does_not_reset_the_devices_request_limits() {
+    let mock = MockUpstream::start().await;
+    let extra = format!("{ON}requests_per_day = 2\nissue_per_prefix_per_hour = 100\n");
+    let gw = Gateway::start(&mock.base_url(), &extra).await;
+    let device = anonymous("203.0.113.50", "app/1");
+    for _ in 0..2 {
+        let r = gw.call(Shape::OpenAi.path(), &device, Shape::OpenAi.body()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let spent = gw.call(Shape::OpenAi.path(), &device, Shape::OpenAi.body()).await;
+    assert_eq!(spent.status, 429, "{}", spent.text());
+
+    let mut served_after_regenerating = 0;
+    for _ in 0..5 {
+        let regen = device.clone().with("x-tollgate-regenerate-key", "true");
+        let reply = gw.call(Shape::OpenAi.path(), &regen, Shape::OpenAi.body()).await;
+        assert!(provisioned(&reply).is_some());
+        served_after_regenerating += usize::from(reply.status == 200);
+        served_after_regenerating +=
+            usize::from(gw.call(Shape::OpenAi.path(), &device, Shape::OpenAi.body()).await.status == 200);
+    }
+    assert_eq!(
+        served_after_regenerating, 0,
+        "the device spent its 2 requests today, yet {served_after_regenerating} more were served after regenerating"
+    );
+}

@@ -291,6 +291,13 @@ impl CounterBackend for MemoryCounters {
         self.end_users.retain(|(id, _), state| known(*id) || Arc::strong_count(state) > 1);
         gone
     }
+
+    fn inherit(&self, from: KeyId, to: KeyId) {
+        // Requests in flight under `from` keep their own handle on the same counters and end into them.
+        if let Some((_, counters)) = self.keys.remove(&from) {
+            self.keys.insert(to, counters);
+        }
+    }
 }
 
 /// Starts a new day or month where `now` has crossed into one.

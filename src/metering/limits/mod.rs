@@ -252,6 +252,10 @@ pub trait CounterBackend: Send + Sync {
     /// Forgets the counters of keys that `known` no longer lists (revoked or deleted), except those a
     /// request in flight still holds; returns how many went. Their tokens stay counted in their account.
     fn forget(&self, known: impl Fn(KeyId) -> bool) -> usize;
+
+    /// Moves `from`'s counters (request windows, day, concurrency, month tokens) to `to`, a key that
+    /// replaces it and continues its budget (a device's regenerated trial key).
+    fn inherit(&self, from: KeyId, to: KeyId);
 }
 
 /// A token reservation with its concurrency place, ended exactly once: settled to what the request
@@ -324,6 +328,12 @@ impl CounterBackend for Counters {
     fn forget(&self, known: impl Fn(KeyId) -> bool) -> usize {
         match self {
             Counters::Memory(m) => m.forget(known),
+        }
+    }
+
+    fn inherit(&self, from: KeyId, to: KeyId) {
+        match self {
+            Counters::Memory(m) => m.inherit(from, to),
         }
     }
 }
