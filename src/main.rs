@@ -37,20 +37,7 @@ enum Command {
     #[command(subcommand)]
     Projects(ProjectsCommand),
     /// Tokens and requests per key, day and model (default: this month so far)
-    Usage {
-        /// Only this key (id or key prefix)
-        #[arg(long)]
-        key: Option<String>,
-        /// First day, YYYY-MM-DD (UTC)
-        #[arg(long)]
-        from: Option<String>,
-        /// Last day, YYYY-MM-DD (UTC)
-        #[arg(long)]
-        to: Option<String>,
-        /// Rows per key, day and model (the default), or per key, end user and day
-        #[arg(long, default_value = "model", value_parser = ["model", "end-user"])]
-        by: String,
-    },
+    Usage(cli::usage::UsageArgs),
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -74,10 +61,7 @@ fn main() -> ExitCode {
         Command::Keys(command) => block_on(cli::keys::run(&config, *command)),
         Command::Accounts(command) => block_on(cli::accounts::run(&config, command)),
         Command::Projects(command) => block_on(cli::projects::run(&config, command)),
-        Command::Usage { key, from, to, by } => {
-            let by_end_user = by == "end-user";
-            block_on(cli::usage::run(&config, key.as_deref(), from.as_deref(), to.as_deref(), by_end_user))
-        }
+        Command::Usage(args) => block_on(cli::usage::run(&config, args)),
     };
     match result {
         Ok(code) => code,

@@ -8,13 +8,30 @@ use tollgate::config::Config;
 
 use super::{CliResult, control_plane, key_id, printable, refused};
 
-pub async fn run(
-    config: &Config,
-    key: Option<&str>,
-    from: Option<&str>,
-    to: Option<&str>,
-    by_end_user: bool,
-) -> CliResult {
+/// `tollgate usage`'s flags.
+#[derive(clap::Args)]
+pub struct UsageArgs {
+    /// Only this key (id or key prefix)
+    #[arg(long)]
+    key: Option<String>,
+    /// Only the keys of this project (its id)
+    #[arg(long)]
+    project: Option<String>,
+    /// First day, YYYY-MM-DD (UTC)
+    #[arg(long)]
+    from: Option<String>,
+    /// Last day, YYYY-MM-DD (UTC)
+    #[arg(long)]
+    to: Option<String>,
+    /// Rows per key, day and model (the default), or per key, end user and day
+    #[arg(long, default_value = "model", value_parser = ["model", "end-user"])]
+    by: String,
+}
+
+pub async fn run(config: &Config, args: UsageArgs) -> CliResult {
+    let (key, from, to) = (args.key.as_deref(), args.from.as_deref(), args.to.as_deref());
+    let by_end_user = args.by == "end-user";
+    let in_project = |p: &Option<String>| args.project.is_none() || *p == args.project;
     let control = control_plane(config).await?;
     let day = |flag: &str, text: Option<&str>| match text {
         None => Ok(None),
@@ -25,7 +42,8 @@ pub async fn run(
     let (from, to) = (day("from", from)?, day("to", to)?);
     let key = key.map(key_id).transpose()?;
     if by_end_user {
-        let (_, _, rows) = control.end_user_usage(None, key, from, to, unix_now()).await.map_err(refused)?;
+        let (_, _, mut rows) = control.end_user_usage(None, key, from, to, unix_now()).await.map_err(refused)?;
+        rows.retain(|r| in_project(&r.project));
         println!(
             "{:<28}  {:<32}  {:<10}  {:>9}  {:>12}  {:>12}  {:>12}",
             "KEY", "END_USER", "DAY", "REQUESTS", "INPUT", "OUTPUT", "TOTAL"
@@ -44,7 +62,8 @@ pub async fn run(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = control.usage(None, key, from, to, unix_now()).await.map_err(refused)?;
+    let mut report = control.usage(None, key, from, to, unix_now()).await.map_err(refused)?;
+    report.rows.retain(|r| in_project(&r.project));
     println!(
         "{:<28}  {:<10}  {:<32}  {:>9}  {:>12}  {:>12}  {:>12}",
         "KEY", "DAY", "MODEL", "REQUESTS", "INPUT", "OUTPUT", "TOTAL"

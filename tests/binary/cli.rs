@@ -371,4 +371,9 @@ async fn projects_and_disabled_keys_from_the_cli() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (exit, _) = server.stop();
     assert!(exit.success());
+    // Usage reads by project, its keys' rows keeping its id after it is gone.
+    let report = String::from_utf8(setup.cli(&["usage", "--project", &project]).stdout).unwrap();
+    assert!(report.lines().any(|l| l.starts_with(key_prefix(&key)) && l.contains("total")), "{report}");
+    let other = String::from_utf8(setup.cli(&["usage", "--project", "prj_000000000000"]).stdout).unwrap();
+    assert_eq!(other.lines().count(), 1, "only the header: {other}");
 }
