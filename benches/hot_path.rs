@@ -58,6 +58,7 @@ fn admission(c: &mut Criterion) {
         concurrent_requests: 10,
         tokens_per_month: Some(u64::MAX / 2),
         default_max_output_tokens: 4096,
+        end_users_per_key: 100_000,
     };
     let counters = MemoryCounters::new(Duration::from_secs(900));
     let (table, key) = key_table(1);

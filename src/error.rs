@@ -158,6 +158,7 @@ impl<'a> ErrorSpec<'a> {
             LimitKind::EndUserRequestsPerMinute => "rate limit exceeded: requests per minute for this end user",
             LimitKind::EndUserRequestsPerDay => "rate limit exceeded: requests per day for this end user",
             LimitKind::EndUserTokens => "token quota exceeded: this end user's monthly token quota",
+            LimitKind::EndUsers => "rate limit exceeded: this key already counts its most end users at once",
         };
         let (openai_type, code) = if refusal.limit.is_tokens() {
             ("insufficient_quota", "insufficient_quota")

@@ -76,7 +76,7 @@ pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<S
 
     // Reservations live at most as long as a request may; a sweep ends any left behind.
     let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
-    let counters = Counters::Memory(MemoryCounters::new(lease));
+    let counters = Counters::Memory(MemoryCounters::new(lease).with_end_user_cap(config.limits.end_users_per_key));
     carry_usage(&*store, &counters, clock.now()).await.map_err(StartError::Store)?;
     let trials = trial::Trials::load(&*store, &config.trial).await.map_err(StartError::Store)?;
 

@@ -178,6 +178,9 @@ pub struct LimitsConfig {
     pub tokens_per_month: Option<u64>,
     /// Output tokens reserved per choice for a request that names no maximum.
     pub default_max_output_tokens: u64,
+    /// The most end users a key's limits count at once (each holds memory until it is idle: for a
+    /// monthly token quota, until the month ends); a new end user beyond it is refused 429.
+    pub end_users_per_key: u32,
 }
 
 /// Ranges for `proxy.toml` defaults and for the limits an account sets on its own keys.

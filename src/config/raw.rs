@@ -64,6 +64,7 @@ pub(super) struct RawLimits {
     pub(super) concurrent_requests: Option<u32>,
     pub(super) tokens_per_month: Option<u64>,
     pub(super) default_max_output_tokens: Option<u64>,
+    pub(super) end_users_per_key: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -194,6 +194,7 @@ fn limits(l: RawLimits) -> Result<LimitsConfig, ConfigError> {
         )?,
         tokens_per_month: l.tokens_per_month,
         default_max_output_tokens: l.default_max_output_tokens.unwrap_or(4096),
+        end_users_per_key: range("limits.end_users_per_key", l.end_users_per_key, 100_000, (1, 100_000_000))?,
     };
     if limits.default_max_output_tokens == 0 {
         return Err(invalid("limits.default_max_output_tokens", "must be greater than zero"));

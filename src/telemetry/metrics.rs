@@ -12,11 +12,11 @@ use std::time::Duration;
 use crate::providers::Endpoint;
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-/// Refusal reasons: the limit kinds, then the process-wide overload.
 /// The kinds of key a provider request is counted under: [`crate::auth::keys::KeyKind::name`], or none.
 pub const KEY_KINDS: [&str; 4] = ["live", "publishable", "trial", "none"];
 
-pub const REFUSALS: [&str; 10] = [
+/// Refusal reasons: the limit kinds, the process-wide overload, the trial issuance throttle.
+pub const REFUSALS: [&str; 11] = [
     "requests_per_minute",
     "requests_per_day",
     "concurrency",
@@ -27,6 +27,7 @@ pub const REFUSALS: [&str; 10] = [
     "end_user_requests_per_day",
     "end_user_tokens_per_month",
     "trial_issuance",
+    "end_users_per_key",
 ];
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 18] = [

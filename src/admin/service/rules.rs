@@ -266,6 +266,7 @@ mod tests {
             concurrent_requests: 4,
             tokens_per_month: None,
             default_max_output_tokens: 4096,
+            end_users_per_key: 100_000,
         };
         let own = KeyLimits { requests_per_minute: Some(2), ..KeyLimits::default() };
         let effective = EffectiveLimits::of(&own, &defaults);

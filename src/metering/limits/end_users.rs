@@ -8,7 +8,9 @@
 //! no request today when a day limit applies, no token this month when a token quota applies). So a key holds
 //! at most one state per end user with something still counting against a limit: under a flood of distinct
 //! end users with only a per-minute limit, those seen in the last minute; with a monthly token quota, those that
-//! used tokens this month, which a quota per end user cannot forget without giving their budget back.
+//! used tokens this month, which a quota per end user cannot forget without giving their budget back. And a key
+//! counts at most `limits.end_users_per_key` end users at once: a new one beyond is refused (`EndUsers`) until
+//! the sweep forgets an idle one.
 
 use std::sync::{Arc, Mutex};
 
@@ -237,5 +239,28 @@ mod tests {
         // Keys without end-user limits make no state at all.
         admit(&l, &subject(None, "free", EndUserLimits::default()), 1, next_month).unwrap().settle(1);
         assert_eq!(l.tracked_end_users(), 0);
+    }
+
+    /// A key counts at most its cap of end users at once: a new one beyond it is refused, charging
+    /// nothing; once the sweep forgets an idle one, a new one may come.
+    #[test]
+    fn a_key_counts_at_most_its_cap_of_end_users() {
+        let l = MemoryCounters::new(std::time::Duration::from_secs(60)).with_end_user_cap(2);
+        let rate = EndUserLimits { requests_per_minute: Some(10), ..EndUserLimits::default() };
+        let user = |name: &str| {
+            let mut s = subject(None, name, rate);
+            s.limits.per_day = u32::MAX;
+            s
+        };
+        admit(&l, &user("a"), 0, T0).unwrap().settle(0);
+        admit(&l, &user("b"), 0, T0).unwrap().settle(0);
+        assert_eq!(admit(&l, &user("c"), 0, T0).err(), Some(LimitKind::EndUsers));
+        admit(&l, &user("a"), 0, T0).unwrap().settle(0);
+        assert_eq!(l.tracked_end_users(), 2, "the refused one made no state");
+        l.sweep(Now { mono_ns: T0.mono_ns + MINUTE, unix: T0.unix + 60 });
+        let later = Now { mono_ns: T0.mono_ns + MINUTE, unix: T0.unix + 60 };
+        admit(&l, &user("c"), 0, later).unwrap().settle(0);
+        admit(&l, &user("d"), 0, later).unwrap().settle(0);
+        assert_eq!(admit(&l, &user("e"), 0, later).err(), Some(LimitKind::EndUsers));
     }
 }

@@ -52,6 +52,10 @@ pub struct MemoryCounters {
     accounts: DashMap<Arc<str>, Arc<Mutex<AccountCounters>>>,
     /// Per (key, end user), for keys that limit their end users; idle ones are swept.
     end_users: DashMap<(KeyId, Arc<str>), Shared>,
+    /// How many end users each key counts, and the most it may (`limits.end_users_per_key`). Taken
+    /// under an `end_users` shard lock, never the other way round.
+    end_user_counts: DashMap<KeyId, usize>,
+    end_user_cap: usize,
     next_reservation: AtomicU64,
 }
 
@@ -68,8 +72,24 @@ impl MemoryCounters {
             keys: DashMap::new(),
             accounts: DashMap::new(),
             end_users: DashMap::new(),
+            end_user_counts: DashMap::new(),
+            end_user_cap: usize::MAX,
             next_reservation: AtomicU64::new(1),
         }
+    }
+
+    /// At most `cap` end users counted per key at once.
+    pub fn with_end_user_cap(mut self, cap: u32) -> MemoryCounters {
+        self.end_user_cap = cap as usize;
+        self
+    }
+
+    /// One fewer end user counted under `key` (its state was dropped).
+    fn uncount(&self, key: KeyId) {
+        self.end_user_counts.remove_if_mut(&key, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     }
 
     fn account(&self, account: &Arc<str>, now: Now) -> Arc<Mutex<AccountCounters>> {
@@ -90,19 +110,32 @@ impl MemoryCounters {
 
     /// The state of an end user of `key`, made at its first admission: the map's entry is taken under
     /// its shard's lock, so concurrent first requests all get the one state.
-    fn end_user(&self, key: KeyId, end_user: &EndUser, now: Now) -> Shared {
+    /// `None` when the key counts its most end users already and this one is new.
+    fn end_user(&self, key: KeyId, end_user: &EndUser, now: Now) -> Option<Shared> {
         let id = (key, Arc::clone(&end_user.id));
         if let Some(u) = self.end_users.get(&id) {
-            return Arc::clone(u.value());
+            return Some(Arc::clone(u.value()));
         }
-        let fresh = || Arc::new(Mutex::new(EndUserCounters::fresh(Carried::default(), now)));
-        Arc::clone(self.end_users.entry(id).or_insert_with(fresh).value())
+        match self.end_users.entry(id) {
+            dashmap::Entry::Occupied(found) => Some(Arc::clone(found.get())),
+            dashmap::Entry::Vacant(slot) => {
+                let mut count = self.end_user_counts.entry(key).or_insert(0);
+                if *count >= self.end_user_cap {
+                    return None;
+                }
+                *count += 1;
+                let fresh = Arc::new(Mutex::new(EndUserCounters::fresh(Carried::default(), now)));
+                Some(Arc::clone(slot.insert(fresh).value()))
+            }
+        }
     }
 
     fn admit_now(&self, subject: &Subject, now: Now) -> Result<Permit, Refusal> {
         let limits = subject.limits;
         let key_counters = self.key(subject.key, now);
-        let end_user = end_users::limited(subject.end_user.as_ref()).map(|e| (self.end_user(subject.key, e, now), e));
+        let limited = end_users::limited(subject.end_user.as_ref());
+        let end_user = limited.and_then(|e| self.end_user(subject.key, e, now).map(|state| (state, e)));
+        let over_end_user_cap = limited.is_some() && end_user.is_none();
         let account_counters = self.account(&subject.account, now);
         let mut k = lock(&key_counters);
         let mut u = end_user.as_ref().map(|(state, _)| lock(state));
@@ -117,6 +150,10 @@ impl MemoryCounters {
             retry_after_secs: retry_after_secs.max(1),
             headers: headers(&limits, subject.plan_tokens, &k, &a, now),
         };
+        if over_end_user_cap {
+            // Idle end users are forgotten by the sweep, which runs every few seconds.
+            return Err(refuse(LimitKind::EndUsers, 60));
+        }
         if k.in_flight >= limits.concurrency {
             return Err(refuse(LimitKind::Concurrency, 1));
         }
@@ -256,8 +293,13 @@ impl CounterBackend for MemoryCounters {
     }
 
     fn carry_end_user(&self, key: KeyId, end_user: &str, carried: Carried, now: Now) {
+        // Carried usage is counted whatever the cap: it was spent.
         let state = Arc::new(Mutex::new(EndUserCounters::fresh(carried, now)));
-        self.end_users.insert((key, Arc::from(end_user)), state);
+        let id = (key, Arc::from(end_user));
+        if let dashmap::Entry::Vacant(slot) = self.end_users.entry(id) {
+            *self.end_user_counts.entry(key).or_insert(0) += 1;
+            slot.insert(state);
+        }
     }
 
     /// Also forgets idle end-user states (`end_users` says what idle means and what that bounds). A state
@@ -268,11 +310,15 @@ impl CounterBackend for MemoryCounters {
         for entry in &self.keys {
             ended += lock(entry.value()).tokens.expire(now.mono_ns).len();
         }
-        self.end_users.retain(|_, state| {
+        self.end_users.retain(|(key, _), state| {
             let mut u = lock(state);
             u.tokens.expire(now.mono_ns);
             u.roll(now);
-            Arc::strong_count(state) > 1 || !u.is_idle(now)
+            let keep = Arc::strong_count(state) > 1 || !u.is_idle(now);
+            if !keep {
+                self.uncount(*key);
+            }
+            keep
         });
         for entry in &self.accounts {
             lock(entry.value()).tokens.expire(now.mono_ns);
@@ -288,7 +334,13 @@ impl CounterBackend for MemoryCounters {
             gone += usize::from(!keep);
             keep
         });
-        self.end_users.retain(|(id, _), state| known(*id) || Arc::strong_count(state) > 1);
+        self.end_users.retain(|(id, _), state| {
+            let keep = known(*id) || Arc::strong_count(state) > 1;
+            if !keep {
+                self.uncount(*id);
+            }
+            keep
+        });
         gone
     }
 

@@ -48,6 +48,8 @@ pub enum LimitKind {
     EndUserRequestsPerMinute,
     EndUserRequestsPerDay,
     EndUserTokens,
+    /// The key counts as many end users as `limits.end_users_per_key` allows; a new one must wait.
+    EndUsers,
 }
 
 impl LimitKind {
@@ -62,6 +64,7 @@ impl LimitKind {
             LimitKind::EndUserRequestsPerMinute => "end_user_requests_per_minute",
             LimitKind::EndUserRequestsPerDay => "end_user_requests_per_day",
             LimitKind::EndUserTokens => "end_user_tokens_per_month",
+            LimitKind::EndUsers => "end_users_per_key",
         }
     }
 

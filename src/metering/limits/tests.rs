@@ -16,6 +16,7 @@ fn defaults() -> LimitsConfig {
         concurrent_requests: 10,
         tokens_per_month: None,
         default_max_output_tokens: 100,
+        end_users_per_key: 100_000,
     }
 }
 
