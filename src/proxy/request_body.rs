@@ -1,8 +1,10 @@
-//! What tollgate reads from a request body, and the one change it may make to it. Only the fields that
+//! What tollgate reads from a request body, and the changes it may make to it. Only the fields that
 //! matter are deserialized (`stream`, `model`, the output limits and choice counts, `stream_options`);
-//! everything else is skipped unparsed. No body is ever held as a JSON tree: the one change (asking an
-//! OpenAI stream for its usage) is a splice at a byte offset found while inspecting, so the body goes
-//! upstream as the caller sent it but for that member.
+//! everything else is skipped unparsed. No body is ever held as a JSON tree: each change (a key's
+//! output cap written into a request naming none, asking an OpenAI stream for its usage) is a splice
+//! at a byte offset found while inspecting, so the body goes upstream as the caller sent it but for
+//! that member. The cap is written first and the body inspected again, so the usage splice is found
+//! in the body it applies to.
 
 use std::ops::Range;
 
@@ -34,8 +36,16 @@ struct RequestFacts<'a> {
     n: Option<u64>,
     #[serde(default)]
     best_of: Option<u64>,
-    #[serde(default, rename = "generationConfig")]
-    generation_config: Option<GenerationConfig>,
+    /// Gemini's generation config under either spelling (proto3 JSON reads both); both at once is a
+    /// repeated field.
+    #[serde(
+        default,
+        borrow,
+        rename = "generationConfig",
+        alias = "generation_config",
+        deserialize_with = "generation"
+    )]
+    generation_config: Option<Generation<'a>>,
     /// Kept raw, `null` included: a `null` here is a member the upstream sees, not an absent one.
     #[serde(default, borrow, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
@@ -44,17 +54,38 @@ struct RequestFacts<'a> {
     tollgate: Option<&'a RawValue>,
 }
 
+/// Gemini's generation config: its raw value (where a cap is written) and, unless it is `null`, what
+/// it says. Each field is read by its JSON name or its proto name, as Gemini's reader does; both
+/// spellings at once is a repeated field.
+#[derive(Debug)]
+struct Generation<'a> {
+    raw: &'a RawValue,
+    config: Option<GenerationConfig>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct GenerationConfig {
-    #[serde(default, rename = "maxOutputTokens")]
+    #[serde(default, rename = "maxOutputTokens", alias = "max_output_tokens")]
     max_output_tokens: Option<u64>,
-    #[serde(default, rename = "candidateCount")]
+    #[serde(default, rename = "candidateCount", alias = "candidate_count")]
     candidate_count: Option<u64>,
+}
+
+/// `generationConfig`: `null` (no config) or an object (serde would also read the struct from an
+/// array). Errors are serde's, so they are reported as the body's own.
+fn generation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Generation<'de>>, D::Error> {
+    let raw = <&RawValue>::deserialize(d)?;
+    let config = match raw.get().as_bytes().first() {
+        Some(b'{') => Some(serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?),
+        Some(b'n') => None,
+        _ => return Err(serde::de::Error::custom("generationConfig must be an object")),
+    };
+    Ok(Some(Generation { raw, config }))
 }
 
 impl RequestFacts<'_> {
     fn member(&self, member: BodyMember) -> Option<u64> {
-        let generation = self.generation_config.as_ref();
+        let generation = self.generation_config.as_ref().and_then(|g| g.config.as_ref());
         match member {
             BodyMember::MaxTokens => self.max_tokens,
             BodyMember::MaxCompletionTokens => self.max_completion_tokens,
@@ -85,15 +116,37 @@ pub struct Splice {
     pub text: &'static [u8],
 }
 
+/// Where a key's output cap goes in a body that names no output member: the bytes at `at` replaced by
+/// `before`, the cap, then `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapSlot {
+    pub at: Range<usize>,
+    pub before: &'static [u8],
+    pub after: &'static [u8],
+}
+
+impl CapSlot {
+    /// A new member `"{name}":{cap}` after the `{` at `open`; a comma follows unless the object is empty.
+    fn member(body: &[u8], open: usize, name: &'static [u8]) -> CapSlot {
+        let after = open.saturating_add(1);
+        let comma: &[u8] = if is_empty_object(body, open) { b"" } else { b"," };
+        CapSlot { at: after..after, before: name, after: comma }
+    }
+}
+
 /// What the pipeline needs from a request body.
 #[derive(Debug, Default)]
 pub struct Inspected {
     pub stream: bool,
     pub model: Option<String>,
-    /// The most output one choice may produce, if the request says.
+    /// The most output one choice may produce, if the request says: the largest of the endpoint's
+    /// output members present.
     pub max_output: Option<u64>,
     /// The member that said it.
     pub max_output_member: Option<BodyMember>,
+    /// Where a key's output cap is written, when the request names no output member and the endpoint
+    /// has one to write.
+    pub cap_slot: Option<CapSlot>,
     /// How many choices (completions, candidates) the request asks for; at least 1.
     pub choices: u64,
     pub include_usage: Option<bool>,
@@ -130,21 +183,51 @@ pub fn inspect_body(kind: ProviderKind, endpoint: Endpoint, body: &[u8]) -> Resu
         };
         ProxyError::InvalidJson(format!("Request body {what} (line {}, column {})", e.line(), e.column()))
     })?;
-    let max_output_member = spec.output_cap.iter().copied().find(|m| facts.member(*m).is_some());
-    let max_output = max_output_member.and_then(|m| facts.member(m));
+    // Every output member present is read, so a small one cannot hide a big one from the cap check.
+    let largest = spec.output_cap.iter().filter_map(|m| facts.member(*m).map(|asked| (asked, *m))).max_by_key(|a| a.0);
+    let cap_slot = match largest {
+        Some(_) => None,
+        None => spec.cap_member.and_then(|m| cap_slot(body, open, m, facts.generation_config.as_ref())),
+    };
     let choices = spec.choices.iter().filter_map(|m| facts.member(*m)).max();
     let (include_usage, usage_splice) = usage_splice(body, open, facts.stream_options)?;
     let tollgate = facts.tollgate.and_then(|value| span_in(body, value.get()));
     Ok(Inspected {
         stream: spec.always_streams || facts.stream == Some(true),
         model: facts.model.map(|m| m.into_owned()),
-        max_output,
-        max_output_member,
+        max_output: largest.map(|a| a.0),
+        max_output_member: largest.map(|a| a.1),
+        cap_slot,
         choices: choices.unwrap_or(1).max(1),
         include_usage,
         usage_splice,
         tollgate,
     })
+}
+
+/// Where `member` goes in a body naming no output member: at the top level, or for Gemini in its
+/// generation config (the object's first member, the object itself when `null`, a new object when
+/// absent).
+fn cap_slot(body: &[u8], open: usize, member: BodyMember, generation: Option<&Generation>) -> Option<CapSlot> {
+    let top: &'static [u8] = match member {
+        BodyMember::MaxTokens => br#""max_tokens":"#,
+        BodyMember::MaxCompletionTokens => br#""max_completion_tokens":"#,
+        BodyMember::MaxOutputTokens => br#""max_output_tokens":"#,
+        BodyMember::GenerationMaxOutputTokens => {
+            let Some(g) = generation else {
+                let mut slot = CapSlot::member(body, open, br#""generationConfig":{"maxOutputTokens":"#);
+                slot.after = if slot.after.is_empty() { b"}" } else { b"}," };
+                return Some(slot);
+            };
+            let at = span_in(body, g.raw.get())?;
+            if g.config.is_none() {
+                return Some(CapSlot { at, before: br#"{"maxOutputTokens":"#, after: b"}" });
+            }
+            return Some(CapSlot::member(body, at.start, br#""maxOutputTokens":"#));
+        }
+        BodyMember::N | BodyMember::BestOf | BodyMember::GenerationCandidateCount => return None,
+    };
+    Some(CapSlot::member(body, open, top))
 }
 
 /// The caller's `stream_options.include_usage`, and the splice that sets it to `true`: a new member
@@ -207,13 +290,27 @@ fn is_empty_object(body: &[u8], open: usize) -> bool {
 /// Sets `stream_options.include_usage` so an OpenAI stream reports its usage: the one splice found by
 /// [`inspect_body`], every other byte as the caller sent it.
 pub fn with_stream_usage(body: Bytes, splice: &Splice) -> Bytes {
-    // The splice was found in this very body, so both halves exist; if not, the body goes unchanged.
-    let (Some(head), Some(tail)) = (body.get(..splice.at.start), body.get(splice.at.end..)) else {
+    replaced(body, &splice.at, &[splice.text])
+}
+
+/// Writes a key's output cap where [`inspect_body`] found its slot, every other byte as the caller
+/// sent it.
+pub fn with_output_cap(body: Bytes, slot: &CapSlot, cap: u64) -> Bytes {
+    replaced(body, &slot.at, &[slot.before, cap.to_string().as_bytes(), slot.after])
+}
+
+/// `body` with the bytes at `at` replaced by `parts`, in order.
+fn replaced(body: Bytes, at: &Range<usize>, parts: &[&[u8]]) -> Bytes {
+    // The range was found in this very body, so both halves exist; if not, the body goes unchanged.
+    let (Some(head), Some(tail)) = (body.get(..at.start), body.get(at.end..)) else {
         return body;
     };
-    let mut out = Vec::with_capacity(head.len() + splice.text.len() + tail.len());
+    let inserted: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(head.len() + inserted + tail.len());
     out.extend_from_slice(head);
-    out.extend_from_slice(splice.text);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     out.extend_from_slice(tail);
     Bytes::from(out)
 }
