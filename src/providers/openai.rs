@@ -18,7 +18,8 @@ pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
         // `max_tokens` is the older spelling, still read by OpenAI's non-reasoning models and by
         // OpenAI-compatible servers. Both are read and the larger counts, so neither slips past a cap. A cap
         // is written as `max_completion_tokens`: OpenAI reads it for every chat model and refuses
-        // `max_tokens` for its reasoning models, and the maintained OpenAI-compatible servers read it too.
+        // `max_tokens` for its reasoning models. OpenAI-compatible servers that follow the current API read
+        // it too; one that knows only `max_tokens` and ignores unknown members is not bounded by it.
         Endpoint::ChatCompletions => {
             EndpointSpec::tokens(Meter::OpenAiCompletion, &[MaxCompletionTokens, MaxTokens], &[N])
                 .writes_cap(MaxCompletionTokens)

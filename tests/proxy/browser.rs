@@ -324,6 +324,13 @@ async fn the_output_cap_is_written_into_a_request_that_names_none() {
     let seen = upstream_body(&mock);
     assert_eq!(seen, json!({"max_completion_tokens": 16, "model": "gpt-4o-mini", "messages": []}));
 
+    // A stream gets both the cap and the usage request, each spliced into the body as sent.
+    let reply = gw.call(Shape::OpenAi.path(), &browser, r#" {"stream": true} "#).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = mock.recorded().pop().unwrap().body;
+    let want = r#" {"stream_options":{"include_usage":true},"max_completion_tokens":16,"stream": true} "#;
+    assert_eq!(String::from_utf8_lossy(&seen), want);
+
     // Gemini: into an existing generation config, or a new one.
     let reply = gw.call(Shape::Gemini.path(), &browser.clone().with("x-provider-key", PROVIDER_KEY), "{}").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
