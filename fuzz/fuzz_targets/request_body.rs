@@ -1,5 +1,6 @@
-//! The request-body inspector ([`inspect_body`]) and the one change tollgate makes to a body, the
-//! `stream_options.include_usage` splice ([`with_stream_usage`]).
+//! The request-body inspector ([`inspect_body`]) and the changes tollgate makes to a body: the
+//! `stream_options.include_usage` splice ([`with_stream_usage`]) and a key's output cap written into a
+//! body naming none ([`with_output_cap`]).
 //!
 //! Input: a selector byte (a provider kind and an endpoint it serves), then the body.
 //!
@@ -14,6 +15,9 @@
 //!   with only that member set (added when absent, `stream_options` made an object when `null`).
 //! - The inspection of the spliced body says `include_usage` is `Some(true)` and asks for no change
 //!   but writing `true` over `true`.
+//! - A cap slot is offered only when the body names no output member; the capped body keeps every byte
+//!   outside the slot, and when the body parses as a `serde_json::Value`, the capped body parses, is
+//!   accepted, reads back the cap as its output cap and offers no slot.
 #![no_main]
 
 use bytes::Bytes;
@@ -21,7 +25,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::Value;
 use tollgate::providers::{Endpoint, ProviderKind};
-use tollgate::proxy::request_body::{inspect_body, with_stream_usage};
+use tollgate::proxy::request_body::{Inspected, inspect_body, with_output_cap, with_stream_usage};
 
 /// Every text a splice may insert (`true` over an `include_usage` value).
 const TEXTS: [&[u8]; 6] = [
@@ -62,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     assert_eq!(first, Some(&b'{'), "accepted a body that is not an object");
     assert!(inspected.choices >= 1);
+    check_cap(kind, endpoint, body, &inspected, u64::from(selector).saturating_add(1));
 
     let splice = &inspected.usage_splice;
     assert!(splice.at.start <= splice.at.end && splice.at.end <= body.len(), "splice {:?} outside the body", splice.at);
@@ -92,3 +97,23 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.usage_splice.text, b"true");
     assert_eq!(&out[again.usage_splice.at.clone()], b"true");
 });
+
+/// The cap splice: offered only when no output member is named, and read back at the cap.
+fn check_cap(kind: ProviderKind, endpoint: Endpoint, body: &[u8], inspected: &Inspected, cap: u64) {
+    let Some(slot) = &inspected.cap_slot else { return };
+    assert_eq!(inspected.max_output, None, "a cap slot for a body naming an output member");
+    assert!(slot.at.start <= slot.at.end && slot.at.end <= body.len(), "slot {:?} outside the body", slot.at);
+    let out = with_output_cap(Bytes::copy_from_slice(body), slot, cap);
+    let tail = body.len() - slot.at.end;
+    assert_eq!(&out[..slot.at.start], &body[..slot.at.start], "bytes before the cap changed");
+    assert_eq!(&out[out.len() - tail..], &body[slot.at.end..], "bytes after the cap changed");
+    if serde_json::from_slice::<Value>(body).is_err() {
+        return;
+    }
+    serde_json::from_slice::<Value>(&out).unwrap_or_else(|e| {
+        panic!("the capped body is not JSON ({e}): {}", String::from_utf8_lossy(&out));
+    });
+    let again = inspect_body(kind, endpoint, &out).unwrap_or_else(|e| panic!("the capped body is refused: {e}"));
+    assert_eq!(again.max_output, Some(cap), "{}", String::from_utf8_lossy(&out));
+    assert!(again.cap_slot.is_none());
+}

@@ -236,7 +236,8 @@ mod tests {
     fn exact(endpoint: Endpoint, f: &Fields, len: usize, default: u64) -> u64 {
         let v = |i: usize| f[i].and_then(Num::int);
         let (cap, choices) = match endpoint {
-            Endpoint::ChatCompletions => (v(1).or(v(0)), v(3)),
+            // Both output members are read; the larger counts (`None` is below any `Some`).
+            Endpoint::ChatCompletions => (v(1).max(v(0)), v(3)),
             Endpoint::Completions => (v(0), v(3).max(v(4))),
             Endpoint::Responses => (v(2), None),
             Endpoint::Messages => (v(0), None),

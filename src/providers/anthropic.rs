@@ -16,6 +16,7 @@ use super::{
 /// bound its output. No arm covers "the rest", so a new endpoint does not compile until it is placed.
 pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
     Some(match endpoint {
+        // The API requires `max_tokens`, so a key's cap is never written: a request without it is refused.
         Endpoint::Messages => EndpointSpec::tokens(Meter::Anthropic, &[BodyMember::MaxTokens], &[]),
         Endpoint::CountTokens => EndpointSpec::free(ModelAt::Body),
         Endpoint::ListModels => EndpointSpec::free(ModelAt::Nowhere),

@@ -17,7 +17,8 @@ use super::{
 /// bound its output. No arm covers "the rest", so a new endpoint does not compile until it is placed.
 pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
     use BodyMember::{GenerationCandidateCount, GenerationMaxOutputTokens};
-    let generate = EndpointSpec::tokens(Meter::Gemini, &[GenerationMaxOutputTokens], &[GenerationCandidateCount]);
+    let generate = EndpointSpec::tokens(Meter::Gemini, &[GenerationMaxOutputTokens], &[GenerationCandidateCount])
+        .writes_cap(GenerationMaxOutputTokens);
     Some(match endpoint {
         Endpoint::GenerateContent => generate.model_in_path(),
         Endpoint::StreamGenerateContent => generate.model_in_path().always_streams(),

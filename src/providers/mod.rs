@@ -168,9 +168,11 @@ pub enum BodyMember {
     MaxOutputTokens,
     N,
     BestOf,
-    /// `generationConfig.maxOutputTokens`.
+    /// `generationConfig.maxOutputTokens`, in any of the spellings Gemini's proto3 JSON reader accepts:
+    /// each field by its JSON name or its proto name, at each level on its own (`generation_config`,
+    /// `max_output_tokens`). Two spellings of one field in one object are a repeated field.
     GenerationMaxOutputTokens,
-    /// `generationConfig.candidateCount`.
+    /// `generationConfig.candidateCount`, spelled as [`BodyMember::GenerationMaxOutputTokens`] is.
     GenerationCandidateCount,
 }
 
@@ -198,8 +200,12 @@ pub struct EndpointSpec {
     pub model: ModelAt,
     /// Whether every request streams (a streaming method) rather than when its body says `stream`.
     pub always_streams: bool,
-    /// The members giving the most output one choice may produce: the first of them present.
+    /// The members giving the most output one choice may produce: every one present is read, and the
+    /// largest counts (a key's cap must hold for each).
     pub output_cap: &'static [BodyMember],
+    /// The member written with a key's output cap when the request names none of `output_cap`; `None`
+    /// where there is no output to cap or the API requires the request to name it.
+    pub cap_member: Option<BodyMember>,
     /// The members giving how many choices are generated: the largest of them present (at least 1).
     pub choices: &'static [BodyMember],
 }
@@ -207,12 +213,24 @@ pub struct EndpointSpec {
 impl EndpointSpec {
     /// Charged by what `meter` reads; the model named in the body; streaming when the body says.
     const fn tokens(meter: Meter, output_cap: &'static [BodyMember], choices: &'static [BodyMember]) -> EndpointSpec {
-        EndpointSpec { meter, model: ModelAt::Body, always_streams: false, output_cap, choices }
+        EndpointSpec { meter, model: ModelAt::Body, always_streams: false, output_cap, cap_member: None, choices }
+    }
+
+    /// A key's output cap is written as `member` into a request naming no output member.
+    const fn writes_cap(self, member: BodyMember) -> EndpointSpec {
+        EndpointSpec { cap_member: Some(member), ..self }
     }
 
     /// Not charged.
     const fn free(model: ModelAt) -> EndpointSpec {
-        EndpointSpec { meter: Meter::Free, model, always_streams: false, output_cap: &[], choices: &[] }
+        EndpointSpec {
+            meter: Meter::Free,
+            model,
+            always_streams: false,
+            output_cap: &[],
+            cap_member: None,
+            choices: &[],
+        }
     }
 
     const fn model_in_path(self) -> EndpointSpec {
@@ -391,6 +409,8 @@ mod tests {
                 assert_eq!(spec.is_some(), routed, "{} {}: table and routes disagree", kind.as_str(), endpoint.name());
                 let Some(spec) = spec else { continue };
                 assert_eq!(Meter::of(kind, endpoint), spec.meter);
+                // A written cap is read back as the endpoint's own output member.
+                assert!(spec.cap_member.is_none_or(|m| spec.output_cap.contains(&m)), "{}", endpoint.name());
                 if spec.meter == Meter::Free {
                     assert!(spec.output_cap.is_empty() && spec.choices.is_empty());
                     free.insert(endpoint.name());

@@ -15,15 +15,24 @@ use super::{BodyMember, Endpoint, EndpointSpec, ErrorParts, Meter, ModelAt, Usag
 pub(super) fn spec(endpoint: Endpoint) -> Option<EndpointSpec> {
     use BodyMember::{BestOf, MaxCompletionTokens, MaxOutputTokens, MaxTokens, N};
     Some(match endpoint {
-        // `max_tokens` is the older spelling; `max_completion_tokens` wins when both are sent.
+        // `max_tokens` is the older spelling, still read by OpenAI's non-reasoning models and by
+        // OpenAI-compatible servers. Both are read and the larger counts, so neither slips past a cap. A cap
+        // is written as `max_completion_tokens`: OpenAI reads it for every chat model and refuses
+        // `max_tokens` for its reasoning models. OpenAI-compatible servers that follow the current API read
+        // it too; one that knows only `max_tokens` and ignores unknown members is not bounded by it.
         Endpoint::ChatCompletions => {
             EndpointSpec::tokens(Meter::OpenAiCompletion, &[MaxCompletionTokens, MaxTokens], &[N])
+                .writes_cap(MaxCompletionTokens)
         }
         // `best_of` completions are generated upstream and billed, though only `n` are returned.
-        Endpoint::Completions => EndpointSpec::tokens(Meter::OpenAiCompletion, &[MaxTokens], &[N, BestOf]),
+        Endpoint::Completions => {
+            EndpointSpec::tokens(Meter::OpenAiCompletion, &[MaxTokens], &[N, BestOf]).writes_cap(MaxTokens)
+        }
         // Embeddings produce no output to cap: they are charged their input.
         Endpoint::Embeddings => EndpointSpec::tokens(Meter::OpenAiEmbeddings, &[], &[]),
-        Endpoint::Responses => EndpointSpec::tokens(Meter::OpenAiResponses, &[MaxOutputTokens], &[]),
+        Endpoint::Responses => {
+            EndpointSpec::tokens(Meter::OpenAiResponses, &[MaxOutputTokens], &[]).writes_cap(MaxOutputTokens)
+        }
         Endpoint::ListModels => EndpointSpec::free(ModelAt::Nowhere),
         Endpoint::GetModel => EndpointSpec::free(ModelAt::Path),
         Endpoint::Messages

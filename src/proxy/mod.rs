@@ -110,6 +110,7 @@ async fn proxy(
     ctx.streaming = facts.stream;
     authorize(principal, route, request_model(route, &facts))?;
     output_cap::check(principal, &facts)?;
+    let (body, facts) = output_cap::write(principal, route, (body, facts))?;
     if let Some(admitted) = admitted {
         let default_output = output_cap::default_for(principal, app.config.limits.default_max_output_tokens);
         let metering = reserve(app, admitted, route, (ctx.meter, default_output), &facts, body.len()).await?;

@@ -1,8 +1,10 @@
-//! What tollgate reads from a request body, and the one change it may make to it. Only the fields that
+//! What tollgate reads from a request body, and the changes it may make to it. Only the fields that
 //! matter are deserialized (`stream`, `model`, the output limits and choice counts, `stream_options`);
-//! everything else is skipped unparsed. No body is ever held as a JSON tree: the one change (asking an
-//! OpenAI stream for its usage) is a splice at a byte offset found while inspecting, so the body goes
-//! upstream as the caller sent it but for that member.
+//! everything else is skipped unparsed. No body is ever held as a JSON tree: each change (a key's
+//! output cap written into a request naming none, asking an OpenAI stream for its usage) is a splice
+//! at a byte offset found while inspecting, so the body goes upstream as the caller sent it but for
+//! that member. The cap is written first and the body inspected again, so the usage splice is found
+//! in the body it applies to.
 
 use std::ops::Range;
 
@@ -24,18 +26,26 @@ struct RequestFacts<'a> {
     stream: Option<bool>,
     #[serde(default, borrow)]
     model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    max_completion_tokens: Option<u64>,
-    #[serde(default)]
-    max_output_tokens: Option<u64>,
+    #[serde(default, borrow, deserialize_with = "limit")]
+    max_tokens: Option<Limit<'a>>,
+    #[serde(default, borrow, deserialize_with = "limit")]
+    max_completion_tokens: Option<Limit<'a>>,
+    #[serde(default, borrow, deserialize_with = "limit")]
+    max_output_tokens: Option<Limit<'a>>,
     #[serde(default)]
     n: Option<u64>,
     #[serde(default)]
     best_of: Option<u64>,
-    #[serde(default, rename = "generationConfig")]
-    generation_config: Option<GenerationConfig>,
+    /// Gemini's generation config under either spelling (proto3 JSON reads both); both at once is a
+    /// repeated field.
+    #[serde(
+        default,
+        borrow,
+        rename = "generationConfig",
+        alias = "generation_config",
+        deserialize_with = "generation"
+    )]
+    generation_config: Option<Generation<'a>>,
     /// Kept raw, `null` included: a `null` here is a member the upstream sees, not an absent one.
     #[serde(default, borrow, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
@@ -44,26 +54,74 @@ struct RequestFacts<'a> {
     tollgate: Option<&'a RawValue>,
 }
 
+/// Gemini's generation config: its raw value (where a cap is written) and, unless it is `null`, what
+/// it says. Each field is read by its JSON name or its proto name, as Gemini's reader does; both
+/// spellings at once is a repeated field.
+#[derive(Debug)]
+struct Generation<'a> {
+    raw: &'a RawValue,
+    config: Option<GenerationConfig<'a>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
-struct GenerationConfig {
-    #[serde(default, rename = "maxOutputTokens")]
-    max_output_tokens: Option<u64>,
-    #[serde(default, rename = "candidateCount")]
+struct GenerationConfig<'a> {
+    #[serde(default, borrow, rename = "maxOutputTokens", alias = "max_output_tokens", deserialize_with = "limit")]
+    max_output_tokens: Option<Limit<'a>>,
+    #[serde(default, rename = "candidateCount", alias = "candidate_count")]
     candidate_count: Option<u64>,
 }
 
-impl RequestFacts<'_> {
+/// `generationConfig`: `null` (no config) or an object (serde would also read the struct from an
+/// array). Errors are serde's, so they are reported as the body's own.
+fn generation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Generation<'de>>, D::Error> {
+    let raw = <&RawValue>::deserialize(d)?;
+    let config = match raw.get().as_bytes().first() {
+        Some(b'{') => Some(serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?),
+        Some(b'n') => None,
+        _ => return Err(serde::de::Error::custom("generationConfig must be an object")),
+    };
+    Ok(Some(Generation { raw, config }))
+}
+
+/// An output limit: where its value lies (a cap is written over a `null` one) and the value, `None`
+/// for `null`, which the upstreams read as no limit.
+#[derive(Debug, Clone, Copy)]
+struct Limit<'a> {
+    raw: &'a RawValue,
+    value: Option<u64>,
+}
+
+/// An output limit: a non-negative integer or `null`. Errors are serde's, so they are reported as the
+/// body's own.
+fn limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Limit<'de>>, D::Error> {
+    let raw = <&RawValue>::deserialize(d)?;
+    let value = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+    Ok(Some(Limit { raw, value }))
+}
+
+impl<'a> RequestFacts<'a> {
     fn member(&self, member: BodyMember) -> Option<u64> {
-        let generation = self.generation_config.as_ref();
+        match member {
+            BodyMember::N => self.n,
+            BodyMember::BestOf => self.best_of,
+            BodyMember::GenerationCandidateCount => self.generation().and_then(|g| g.candidate_count),
+            _ => self.limit(member).and_then(|l| l.value),
+        }
+    }
+
+    /// An output limit as given, `null` included.
+    fn limit(&self, member: BodyMember) -> Option<Limit<'a>> {
         match member {
             BodyMember::MaxTokens => self.max_tokens,
             BodyMember::MaxCompletionTokens => self.max_completion_tokens,
             BodyMember::MaxOutputTokens => self.max_output_tokens,
-            BodyMember::N => self.n,
-            BodyMember::BestOf => self.best_of,
-            BodyMember::GenerationMaxOutputTokens => generation.and_then(|g| g.max_output_tokens),
-            BodyMember::GenerationCandidateCount => generation.and_then(|g| g.candidate_count),
+            BodyMember::GenerationMaxOutputTokens => self.generation().and_then(|g| g.max_output_tokens),
+            BodyMember::N | BodyMember::BestOf | BodyMember::GenerationCandidateCount => None,
         }
+    }
+
+    fn generation(&self) -> Option<&GenerationConfig<'a>> {
+        self.generation_config.as_ref().and_then(|g| g.config.as_ref())
     }
 }
 
@@ -85,15 +143,37 @@ pub struct Splice {
     pub text: &'static [u8],
 }
 
+/// Where a key's output cap goes in a body that names no output member: the bytes at `at` replaced by
+/// `before`, the cap, then `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapSlot {
+    pub at: Range<usize>,
+    pub before: &'static [u8],
+    pub after: &'static [u8],
+}
+
+impl CapSlot {
+    /// A new member `"{name}":{cap}` after the `{` at `open`; a comma follows unless the object is empty.
+    fn member(body: &[u8], open: usize, name: &'static [u8]) -> CapSlot {
+        let after = open.saturating_add(1);
+        let comma: &[u8] = if is_empty_object(body, open) { b"" } else { b"," };
+        CapSlot { at: after..after, before: name, after: comma }
+    }
+}
+
 /// What the pipeline needs from a request body.
 #[derive(Debug, Default)]
 pub struct Inspected {
     pub stream: bool,
     pub model: Option<String>,
-    /// The most output one choice may produce, if the request says.
+    /// The most output one choice may produce, if the request says: the largest of the endpoint's
+    /// output members present.
     pub max_output: Option<u64>,
     /// The member that said it.
     pub max_output_member: Option<BodyMember>,
+    /// Where a key's output cap is written, when the request names no output member and the endpoint
+    /// has one to write.
+    pub cap_slot: Option<CapSlot>,
     /// How many choices (completions, candidates) the request asks for; at least 1.
     pub choices: u64,
     pub include_usage: Option<bool>,
@@ -130,21 +210,56 @@ pub fn inspect_body(kind: ProviderKind, endpoint: Endpoint, body: &[u8]) -> Resu
         };
         ProxyError::InvalidJson(format!("Request body {what} (line {}, column {})", e.line(), e.column()))
     })?;
-    let max_output_member = spec.output_cap.iter().copied().find(|m| facts.member(*m).is_some());
-    let max_output = max_output_member.and_then(|m| facts.member(m));
+    // Every output member present is read, so a small one cannot hide a big one from the cap check.
+    let largest = spec.output_cap.iter().filter_map(|m| facts.member(*m).map(|asked| (asked, *m))).max_by_key(|a| a.0);
+    let cap_slot = match largest {
+        Some(_) => None,
+        None => spec.cap_member.and_then(|m| cap_slot(body, open, m, &facts)),
+    };
     let choices = spec.choices.iter().filter_map(|m| facts.member(*m)).max();
     let (include_usage, usage_splice) = usage_splice(body, open, facts.stream_options)?;
     let tollgate = facts.tollgate.and_then(|value| span_in(body, value.get()));
     Ok(Inspected {
         stream: spec.always_streams || facts.stream == Some(true),
         model: facts.model.map(|m| m.into_owned()),
-        max_output,
-        max_output_member,
+        max_output: largest.map(|a| a.0),
+        max_output_member: largest.map(|a| a.1),
+        cap_slot,
         choices: choices.unwrap_or(1).max(1),
         include_usage,
         usage_splice,
         tollgate,
     })
+}
+
+/// Where `member` goes in a body naming no output member: over its value when it is `null`; else at
+/// the top level, or for Gemini in its generation config (the object's first member, the object itself
+/// when `null`, a new object when absent).
+fn cap_slot(body: &[u8], open: usize, member: BodyMember, facts: &RequestFacts) -> Option<CapSlot> {
+    // No output member has a value here, so one that is present is `null`.
+    if let Some(null) = facts.limit(member) {
+        return Some(CapSlot { at: span_in(body, null.raw.get())?, before: b"", after: b"" });
+    }
+    let generation = facts.generation_config.as_ref();
+    let top: &'static [u8] = match member {
+        BodyMember::MaxTokens => br#""max_tokens":"#,
+        BodyMember::MaxCompletionTokens => br#""max_completion_tokens":"#,
+        BodyMember::MaxOutputTokens => br#""max_output_tokens":"#,
+        BodyMember::GenerationMaxOutputTokens => {
+            let Some(g) = generation else {
+                let mut slot = CapSlot::member(body, open, br#""generationConfig":{"maxOutputTokens":"#);
+                slot.after = if slot.after.is_empty() { b"}" } else { b"}," };
+                return Some(slot);
+            };
+            let at = span_in(body, g.raw.get())?;
+            if g.config.is_none() {
+                return Some(CapSlot { at, before: br#"{"maxOutputTokens":"#, after: b"}" });
+            }
+            return Some(CapSlot::member(body, at.start, br#""maxOutputTokens":"#));
+        }
+        BodyMember::N | BodyMember::BestOf | BodyMember::GenerationCandidateCount => return None,
+    };
+    Some(CapSlot::member(body, open, top))
 }
 
 /// The caller's `stream_options.include_usage`, and the splice that sets it to `true`: a new member
@@ -207,198 +322,30 @@ fn is_empty_object(body: &[u8], open: usize) -> bool {
 /// Sets `stream_options.include_usage` so an OpenAI stream reports its usage: the one splice found by
 /// [`inspect_body`], every other byte as the caller sent it.
 pub fn with_stream_usage(body: Bytes, splice: &Splice) -> Bytes {
-    // The splice was found in this very body, so both halves exist; if not, the body goes unchanged.
-    let (Some(head), Some(tail)) = (body.get(..splice.at.start), body.get(splice.at.end..)) else {
+    replaced(body, &splice.at, &[splice.text])
+}
+
+/// Writes a key's output cap where [`inspect_body`] found its slot, every other byte as the caller
+/// sent it.
+pub fn with_output_cap(body: Bytes, slot: &CapSlot, cap: u64) -> Bytes {
+    replaced(body, &slot.at, &[slot.before, cap.to_string().as_bytes(), slot.after])
+}
+
+/// `body` with the bytes at `at` replaced by `parts`, in order.
+fn replaced(body: Bytes, at: &Range<usize>, parts: &[&[u8]]) -> Bytes {
+    // The range was found in this very body, so both halves exist; if not, the body goes unchanged.
+    let (Some(head), Some(tail)) = (body.get(..at.start), body.get(at.end..)) else {
         return body;
     };
-    let mut out = Vec::with_capacity(head.len() + splice.text.len() + tail.len());
+    let inserted: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(head.len() + inserted + tail.len());
     out.extend_from_slice(head);
-    out.extend_from_slice(splice.text);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     out.extend_from_slice(tail);
     Bytes::from(out)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// Inspects as the first provider that serves `endpoint` (each is served by one, or shared by
-    /// providers that read the same members).
-    fn inspect(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ProxyError> {
-        let kind = ProviderKind::ALL.into_iter().find(|k| k.spec(endpoint).is_some()).unwrap();
-        inspect_body(kind, endpoint, body)
-    }
-
-    #[test]
-    fn bodies_must_be_json_objects_and_errors_do_not_quote_them() {
-        assert!(inspect(Endpoint::ChatCompletions, br#"{"model":"m","stream":true}"#).unwrap().stream);
-        assert!(!inspect(Endpoint::ChatCompletions, br#"{"model":"m"}"#).unwrap().stream);
-        assert!(inspect(Endpoint::StreamGenerateContent, b"{}").unwrap().stream);
-        for bad in [&b""[..], b"{", b"[]", b"null", b"{\"stream\":\"sk-canary\"}", b"{} x"] {
-            let e = inspect(Endpoint::ChatCompletions, bad).unwrap_err();
-            assert_eq!(e.status(), 400);
-            assert!(!e.message().contains("canary"), "{e}");
-        }
-    }
-
-    #[test]
-    fn output_caps_and_choices_follow_each_api() {
-        let caps = |e, b: &[u8]| {
-            let i = inspect(e, b).unwrap();
-            (i.max_output, i.choices)
-        };
-        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"max_tokens":100,"n":3}"#), (Some(100), 3));
-        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"max_tokens":100,"max_completion_tokens":40}"#), (Some(40), 1));
-        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"n":128}"#), (None, 128));
-        assert_eq!(caps(Endpoint::Completions, br#"{"max_tokens":10,"n":2,"best_of":5}"#), (Some(10), 5));
-        assert_eq!(caps(Endpoint::Completions, br#"{"n":4,"best_of":2}"#), (None, 4));
-        assert_eq!(caps(Endpoint::Responses, br#"{"max_output_tokens":70,"max_tokens":1,"n":9}"#), (Some(70), 1));
-        assert_eq!(caps(Endpoint::Messages, br#"{"max_tokens":64}"#), (Some(64), 1));
-        assert_eq!(
-            caps(Endpoint::GenerateContent, br#"{"generationConfig":{"maxOutputTokens":50,"candidateCount":2}}"#),
-            (Some(50), 2)
-        );
-        assert_eq!(caps(Endpoint::GenerateContent, br#"{"generationConfig":{"candidateCount":8}}"#), (None, 8));
-        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"n":0}"#), (None, 1));
-        assert_eq!(caps(Endpoint::ChatCompletions, br#"{"max_tokens":18446744073709551615}"#), (Some(u64::MAX), 1));
-    }
-
-    #[test]
-    fn the_provider_table_decides_and_an_endpoint_it_does_not_serve_is_refused() {
-        let body = br#"{"max_tokens":10,"n":2,"generationConfig":{"maxOutputTokens":50,"candidateCount":3}}"#;
-        let caps = |kind, endpoint| inspect_body(kind, endpoint, body).map(|i| (i.max_output, i.choices));
-        assert_eq!(caps(ProviderKind::OpenAi, Endpoint::ChatCompletions).unwrap(), (Some(10), 2));
-        assert_eq!(caps(ProviderKind::Anthropic, Endpoint::Messages).unwrap(), (Some(10), 1));
-        assert_eq!(caps(ProviderKind::Gemini, Endpoint::GenerateContent).unwrap(), (Some(50), 3));
-        assert_eq!(caps(ProviderKind::Gemini, Endpoint::CountTokens).unwrap(), (None, 1), "free: nothing to cap");
-        assert_eq!(caps(ProviderKind::Anthropic, Endpoint::ChatCompletions).unwrap_err().status(), 404);
-        assert_eq!(caps(ProviderKind::OpenAi, Endpoint::GenerateContent).unwrap_err().status(), 404);
-    }
-
-    #[test]
-    fn negative_fractional_and_oversized_numbers_are_refused_not_wrapped() {
-        for body in [
-            r#"{"max_tokens":-1}"#,
-            r#"{"max_tokens":1.5}"#,
-            r#"{"max_tokens":1e3}"#,
-            r#"{"max_tokens":18446744073709551616}"#,
-            r#"{"n":-2}"#,
-            r#"{"best_of":2.0}"#,
-            r#"{"generationConfig":{"candidateCount":-1}}"#,
-            r#"{"generationConfig":{"maxOutputTokens":1e30}}"#,
-        ] {
-            for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::GenerateContent] {
-                let e = inspect(endpoint, body.as_bytes()).unwrap_err();
-                assert_eq!(e.status(), 400, "{body}");
-                assert!(e.message().contains("non-negative integers"), "{body}: {e}");
-            }
-        }
-    }
-
-    fn rewrite(body: &str) -> String {
-        let splice = inspect(Endpoint::ChatCompletions, body.as_bytes()).unwrap().usage_splice;
-        String::from_utf8(with_stream_usage(Bytes::copy_from_slice(body.as_bytes()), &splice).to_vec()).unwrap()
-    }
-
-    #[test]
-    fn usage_is_requested_by_a_splice_in_place() {
-        let cases = [
-            (
-                r#"{"model":"m","stream":true}"#,
-                r#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#,
-            ),
-            (" { } ", r#" {"stream_options":{"include_usage":true} } "#),
-            (r#"{"stream_options":null,"n":1}"#, r#"{"stream_options":{"include_usage":true},"n":1}"#),
-            (r#"{"n":1, "stream_options" : null }"#, r#"{"n":1, "stream_options" : {"include_usage":true} }"#),
-            (r#"{"stream_options":{}}"#, r#"{"stream_options":{"include_usage":true}}"#),
-            (r#"{"stream_options":{ "x":1 }}"#, r#"{"stream_options":{"include_usage":true, "x":1 }}"#),
-            (
-                r#"{"stream_options":{"include_usage":false,"include_obfuscation":false}}"#,
-                r#"{"stream_options":{"include_usage":true,"include_obfuscation":false}}"#,
-            ),
-            (r#"{"stream_options":{"include_usage" :	null}}"#, r#"{"stream_options":{"include_usage" :	true}}"#),
-        ];
-        for (sent, expected) in cases {
-            assert_eq!(rewrite(sent), expected, "{sent}");
-        }
-        let i = inspect(Endpoint::ChatCompletions, br#"{"stream_options":{"include_usage":true}}"#).unwrap();
-        assert_eq!(i.include_usage, Some(true));
-        let i = inspect(Endpoint::ChatCompletions, br#"{"stream_options":null}"#).unwrap();
-        assert_eq!(i.include_usage, None);
-    }
-
-    #[test]
-    fn repeated_or_mistyped_stream_options_are_refused() {
-        for bad in [
-            r#"{"stream_options":{},"stream_options":null}"#,
-            r#"{"stream_options":{"include_usage":true,"include_usage":false}}"#,
-            r#"{"stream_options":"yes"}"#,
-            r#"{"stream_options":[]}"#,
-            r#"{"stream_options":{"include_usage":1}}"#,
-        ] {
-            assert_eq!(inspect(Endpoint::ChatCompletions, bad.as_bytes()).unwrap_err().status(), 400, "{bad}");
-        }
-    }
-
-    /// Exactly one top-level `stream_options` and one `include_usage` in it, or an error.
-    #[derive(Deserialize)]
-    struct Once {
-        stream_options: OnceInner,
-    }
-    #[derive(Deserialize)]
-    struct OnceInner {
-        include_usage: bool,
-    }
-
-    fn spaced(rng: u8) -> &'static str {
-        ["", " ", "\n  ", "\r\n\t", "  "][usize::from(rng) % 5]
-    }
-
-    fn options_value() -> impl Strategy<Value = Option<String>> {
-        prop_oneof![
-            Just(None),
-            Just(Some("null".to_owned())),
-            Just(Some("{}".to_owned())),
-            Just(Some(r#"{"include_usage":false}"#.to_owned())),
-            Just(Some(r#"{"include_usage":null}"#.to_owned())),
-            Just(Some(r#"{ "include_obfuscation" : false }"#.to_owned())),
-            Just(Some(r#"{"a":{"include_usage":false},"include_usage":false,"b":"\"include_usage\":"}"#.to_owned())),
-        ]
-    }
-
-    proptest! {
-        /// Whatever the spacing, order and `stream_options`, the rewritten body is the sent one with
-        /// `stream_options.include_usage` set to `true`: parsed, nothing else differs, and no member is
-        /// repeated.
-        #[test]
-        fn the_splice_changes_only_the_usage_member(
-            options in options_value(),
-            before in any::<bool>(),
-            gaps in prop::collection::vec(any::<u8>(), 8),
-            text in "[a-z \"\\\\{}:,]{0,12}",
-        ) {
-            let g = |i: usize| spaced(gaps[i]);
-            let mut members = vec![
-                format!(r#""model"{}:{}"gpt""#, g(0), g(1)),
-                format!(r#""messages":[{{"content":{}}}]"#, serde_json::to_string(&text).unwrap()),
-            ];
-            if let Some(o) = &options {
-                let member = format!(r#""stream_options"{}:{}{o}"#, g(2), g(3));
-                if before { members.insert(0, member) } else { members.push(member) }
-            }
-            let body = format!("{}{{{}{}{}}}{}", g(4), g(5), members.join(&format!(",{}", g(6))), g(7), g(4));
-            let out = rewrite(&body);
-            let mut want: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let options = want.get_mut("stream_options").filter(|o| o.is_object());
-            match options {
-                Some(o) => { o["include_usage"] = serde_json::Value::Bool(true); }
-                None => { want["stream_options"] = serde_json::json!({"include_usage": true}); }
-            }
-            let got: serde_json::Value = serde_json::from_str(&out).unwrap();
-            prop_assert_eq!(got, want);
-            prop_assert!(serde_json::from_str::<Once>(&out).is_ok(), "{}", out);
-            prop_assert!(serde_json::from_str::<Once>(&out).unwrap().stream_options.include_usage);
-        }
-    }
-}
+mod tests;

@@ -295,3 +295,102 @@ async fn the_output_cap_refuses_bigger_asks_and_reserves_at_the_cap() {
     let reply = gw.call(Shape::OpenAi.path(), &keys, Shape::OpenAi.body()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+/// The body the upstream received last, parsed.
+fn upstream_body(mock: &MockUpstream) -> Value {
+    serde_json::from_slice(&mock.recorded().pop().unwrap().body).unwrap()
+}
+
+/// A request naming no output member goes upstream with the key's cap written in the member its endpoint
+/// reads; nothing else in the body changes.
+#[tokio::test]
+async fn the_output_cap_is_written_into_a_request_that_names_none() {
+    let mock = MockUpstream::start().await;
+    let extra = "[providers.openai]\nkey_env = \"TEST_OPENAI_KEY\"\n";
+    let gw = Gateway::start_with_env(&mock.base_url(), extra, &[], &[("TEST_OPENAI_KEY", SERVER_OPENAI_KEY)]).await;
+    let (_, token) = new_account(&gw, "cap-written@example.com", 10).await;
+    let body = json!({
+        "name": "web", "kind": "publishable", "allowed_origins": ["https://app.example.com"],
+        "provider_credential": "server", "max_output_tokens": 16
+    });
+    let (status, created) = create(&gw, &token, body).await;
+    assert_eq!(status, 201, "{created}");
+    let browser = Keys::new(created["raw_key"].as_str().unwrap())
+        .without("x-provider-key")
+        .with("origin", "https://app.example.com");
+
+    let reply = gw.call(Shape::OpenAi.path(), &browser, r#"{"model":"gpt-4o-mini","messages":[]}"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = upstream_body(&mock);
+    assert_eq!(seen, json!({"max_completion_tokens": 16, "model": "gpt-4o-mini", "messages": []}));
+
+    // A stream gets both the cap and the usage request, each spliced into the body as sent.
+    let reply = gw.call(Shape::OpenAi.path(), &browser, r#" {"stream": true} "#).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = mock.recorded().pop().unwrap().body;
+    let want = r#" {"stream_options":{"include_usage":true},"max_completion_tokens":16,"stream": true} "#;
+    assert_eq!(String::from_utf8_lossy(&seen), want);
+
+    // Gemini: into an existing generation config, or a new one.
+    let reply = gw.call(Shape::Gemini.path(), &browser.clone().with("x-provider-key", PROVIDER_KEY), "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(upstream_body(&mock), json!({"generationConfig": {"maxOutputTokens": 16}}));
+    let gemini = r#"{"contents":[],"generation_config":{"temperature":0.5}}"#;
+    let reply = gw.call(Shape::Gemini.path(), &browser.clone().with("x-provider-key", PROVIDER_KEY), gemini).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let want = json!({"contents": [], "generation_config": {"maxOutputTokens": 16, "temperature": 0.5}});
+    assert_eq!(upstream_body(&mock), want);
+
+    // A request naming its own (smaller) cap goes as sent.
+    let own = r#"{"model":"gpt-4o-mini","max_tokens":8,"messages":[]}"#;
+    assert_eq!(gw.call(Shape::OpenAi.path(), &browser, own).await.status, 200);
+    assert_eq!(mock.recorded().pop().unwrap().body, own.as_bytes());
+}
+
+/// Every output member present is checked, not only the first: a small one cannot carry a big one past
+/// the cap.
+#[tokio::test]
+async fn the_output_cap_checks_every_output_member() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), "").await;
+    let (_, token) = new_account(&gw, "cap-two@example.com", 10).await;
+    let (status, created) = create(&gw, &token, json!({"name": "capped", "max_output_tokens": 16})).await;
+    assert_eq!(status, 201, "{created}");
+    let keys = Keys::new(created["raw_key"].as_str().unwrap());
+    let two = r#"{"model":"gpt-4o-mini","max_completion_tokens":16,"max_tokens":100000,"messages":[]}"#;
+    let reply = gw.call(Shape::OpenAi.path(), &keys, two).await;
+    Shape::OpenAi.assert_error(&reply, 400, "`max_tokens` is 100000, over this key's output cap of 16");
+    assert_eq!(code(&reply), "output_cap_exceeded");
+    assert!(mock.recorded().is_empty());
+}
+
+/// Gemini's proto field names (`generation_config`, `max_output_tokens`), alone or mixed with the JSON
+/// names, are read like the JSON names; one field under both spellings is a repeated field.
+#[tokio::test]
+async fn the_output_cap_reads_gemini_snake_case_members() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock.base_url(), "").await;
+    let (_, token) = new_account(&gw, "cap-gemini@example.com", 10).await;
+    let (status, created) = create(&gw, &token, json!({"name": "capped", "max_output_tokens": 16})).await;
+    assert_eq!(status, 201, "{created}");
+    let keys = Keys::new(created["raw_key"].as_str().unwrap());
+    for gemini in [
+        r#"{"contents":[],"generation_config":{"max_output_tokens":65536}}"#,
+        r#"{"contents":[],"generationConfig":{"max_output_tokens":65536}}"#,
+        r#"{"contents":[],"generation_config":{"maxOutputTokens":65536}}"#,
+    ] {
+        let reply = gw.call(Shape::Gemini.path(), &keys, gemini).await;
+        Shape::Gemini.assert_error(&reply, 400, "is 65536, over this key's output cap of 16");
+    }
+    for repeated in [
+        r#"{"generationConfig":{},"generation_config":{"maxOutputTokens":65536}}"#,
+        r#"{"generationConfig":{"maxOutputTokens":8,"max_output_tokens":65536}}"#,
+    ] {
+        let reply = gw.call(Shape::Gemini.path(), &keys, repeated).await;
+        Shape::Gemini.assert_error(&reply, 400, "repeated field");
+    }
+    assert!(mock.recorded().is_empty());
+    let within = r#"{"contents":[],"generation_config":{"max_output_tokens":16}}"#;
+    assert_eq!(gw.call(Shape::Gemini.path(), &keys, within).await.status, 200);
+    assert_eq!(mock.recorded().pop().unwrap().body, within.as_bytes(), "a body within the cap goes as sent");
+}

@@ -162,7 +162,7 @@ pub(super) fn browser_key_members(schemas: &mut Value, config: &crate::config::C
         ),
         (
             "max_output_tokens",
-            json!({"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000, "description": "The most output tokens one request may ask for (max_tokens and the like); a request asking for more is refused 400 output_cap_exceeded, one naming none is reserved at this cap."}),
+            json!({"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000, "description": "The most output tokens one request may ask for (max_tokens and the like); a request asking for more in any output member is refused 400 output_cap_exceeded; one naming none has this cap written into its body and is reserved at it."}),
         ),
     ];
     let mut patch_origins = origins.clone();
