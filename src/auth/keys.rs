@@ -9,18 +9,14 @@ use std::sync::{Arc, RwLock};
 use dashmap::DashMap;
 
 use crate::auth::access::KeyAccess;
+use crate::auth::id::{BASE62, random_base62};
+pub use crate::auth::id::{ID_LEN, KeyId, SECRET_LEN, random_id};
 use crate::auth::policy::KeyPolicy;
 use crate::auth::signing::{Sealer, Signing};
 
-/// Public id: safe to show and log; the store's primary key.
-pub const ID_LEN: usize = 12;
-/// 43 base62 characters carry 256.03 bits.
-pub const SECRET_LEN: usize = 43;
 /// Base62 CRC32 of everything before it.
 pub const CHECK_LEN: usize = 6;
 const BODY_LEN: usize = ID_LEN + SECRET_LEN + CHECK_LEN;
-
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyKind {
@@ -54,34 +50,6 @@ impl KeyKind {
             "pub" => Some(KeyKind::Publishable),
             _ => None,
         }
-    }
-}
-
-/// The public id of a key: [`ID_LEN`] base62 characters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId([u8; ID_LEN]);
-
-impl KeyId {
-    pub fn parse(s: &str) -> Option<KeyId> {
-        let bytes: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;
-        bytes.iter().all(u8::is_ascii_alphanumeric).then_some(KeyId(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only ever built from ASCII alphanumerics (parse and generate check it).
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for KeyId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -173,30 +141,7 @@ pub fn generate(prefix: &str, kind: KeyKind) -> Result<(SecretKey, ParsedKey), g
     text.extend(secret.iter().map(|&b| b as char));
     let check = checksum(&text);
     text.extend(check.iter().map(|&b| b as char));
-    Ok((SecretKey(text), ParsedKey { kind, id: KeyId(id) }))
-}
-
-/// A random public id, for accounts and the like.
-pub fn random_id() -> Result<String, getrandom::Error> {
-    Ok(random_base62::<ID_LEN>()?.iter().map(|&b| b as char).collect())
-}
-
-/// Uniform base62 characters by rejection sampling (bytes ≥ 248 are dropped so `% 62` has no bias).
-pub(crate) fn random_base62<const N: usize>() -> Result<[u8; N], getrandom::Error> {
-    let mut out = [0u8; N];
-    let mut filled = 0;
-    let mut pool = [0u8; 64];
-    while filled < N {
-        getrandom::fill(&mut pool)?;
-        for &b in pool.iter().filter(|&&b| b < 248) {
-            if filled == N {
-                break;
-            }
-            out[filled] = BASE62[usize::from(b % 62)];
-            filled += 1;
-        }
-    }
-    Ok(out)
+    Ok((SecretKey(text), ParsedKey { kind, id: KeyId::drawn(id) }))
 }
 
 fn checksum(signed: &str) -> [u8; CHECK_LEN] {

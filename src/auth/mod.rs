@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod client;
+pub mod id;
 pub mod identity;
 pub mod keys;
 pub mod origin;

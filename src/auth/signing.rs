@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
-use crate::auth::keys::{self, KeyId};
+use crate::auth::id::{self, KeyId};
 
 /// The first byte of a sealed secret: the format (`1`: ChaCha20-Poly1305, nonce, ciphertext and tag).
 const SEALED_V1: u8 = 1;
@@ -20,7 +20,7 @@ pub struct SigningSecret(String);
 impl SigningSecret {
     /// A new secret `<prefix>_sig_<43 base62>`.
     pub fn generate(prefix: &str) -> Result<SigningSecret, getrandom::Error> {
-        let body = keys::random_base62::<{ keys::SECRET_LEN }>()?;
+        let body = id::random_base62::<{ id::SECRET_LEN }>()?;
         let mut text = String::with_capacity(prefix.len() + 5 + body.len());
         text.push_str(prefix);
         text.push_str("_sig_");
@@ -150,7 +150,7 @@ mod tests {
     fn a_secret_has_256_bits_and_never_prints() {
         let a = SigningSecret::generate("tg").unwrap();
         let b = SigningSecret::generate("tg").unwrap();
-        assert!(a.expose().starts_with("tg_sig_") && a.expose().len() == 7 + keys::SECRET_LEN);
+        assert!(a.expose().starts_with("tg_sig_") && a.expose().len() == 7 + id::SECRET_LEN);
         assert!(a.expose()[7..].bytes().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a.expose(), b.expose());
         assert_eq!(format!("{a:?}"), "[redacted]");

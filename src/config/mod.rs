@@ -10,12 +10,13 @@ use std::time::Duration;
 mod raw;
 mod trial;
 mod validate;
+mod values;
 
 pub use crate::providers::{ExtraRoots, GeminiAuth, ProviderConfig, ProviderKind};
 use raw::{RawConfig, apply_env, toml_error};
 pub use trial::TrialConfig;
-pub use validate::parse_duration;
 use validate::validate;
+pub use values::parse_duration;
 
 /// Environment variables that override fields of the file.
 const ENV_LISTEN: &str = "TOLLGATE_LISTEN";

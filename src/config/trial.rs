@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::raw::RawTrial;
-use super::validate::{in_range, parse_duration};
+use super::values::{in_range, parse_duration};
 use super::{CONCURRENCY_RANGE, ConfigError, ENV_KEY_HASH_SECRET, ENV_TRIAL_SECRET, RPD_RANGE, RPM_RANGE, invalid};
 
 /// `[trial]`: a request without a service key is served under its device's trial key (README, Trial keys).

@@ -8,6 +8,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::raw::*;
+use super::values::{in_range, parse_duration};
 use super::*;
 
 pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, ConfigError> {
@@ -401,20 +402,6 @@ fn ca_certs(field: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
-pub(super) fn in_range(
-    field: &str,
-    v: Option<usize>,
-    default: usize,
-    min: usize,
-    max: usize,
-) -> Result<usize, ConfigError> {
-    let v = v.unwrap_or(default);
-    if v < min || v > max {
-        return Err(invalid(field, format!("{v} is outside {min}..={max}")));
-    }
-    Ok(v)
-}
-
 /// A number within `min..=max`, or `None` when unset or `auto`.
 fn count_or_auto(field: &str, v: Option<RawCount>, min: usize, max: usize) -> Result<Option<usize>, ConfigError> {
     match v {
@@ -438,19 +425,4 @@ fn duration(field: &str, v: Option<String>, default: &str) -> Result<Duration, C
         return Err(invalid(field, format!("`{text}` must be more than 0 and at most 30 days (720h)")));
     }
     Ok(d)
-}
-
-/// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n.checked_mul(1_000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
 }

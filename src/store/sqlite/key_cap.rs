@@ -4,9 +4,8 @@
 //! all pass the count before any of them inserts. A key in its rotation grace period is still active and
 //! counts; so does a disabled one.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::projects::project_cap;
 use super::{SqliteStore, bump_version, infos_in, list_json, sql_int};
 use crate::auth::keys::KeyId;
 use crate::store::{DEFAULT_KEY_CAP, HashedKey, KeyIdentity, KeyInfo, Rotated, StoreError};
@@ -78,6 +77,7 @@ fn within_caps(conn: &Connection, account: &str, project: Option<&str>, now: i64
     Ok(())
 }
 
+/// The key cap of `account`.
 pub(super) fn key_cap(conn: &rusqlite::Connection, account: &str) -> Result<u32, StoreError> {
     use rusqlite::OptionalExtension;
     let cap: Option<i64> =
@@ -161,4 +161,12 @@ pub(super) fn count_active_in(conn: &Connection, owner: Owner<'_>, now: i64) -> 
         ))?
         .query_row(params![id, now], |r| r.get(0))?;
     Ok(n.max(0) as usize)
+}
+
+/// A project of `account` and its key cap, read inside a key write's transaction.
+pub(super) fn project_cap(conn: &Connection, account: &str, project: &str) -> Result<u32, StoreError> {
+    let cap: Option<i64> = conn
+        .query_row("SELECT key_cap FROM projects WHERE id = ?1 AND account_id = ?2", [project, account], |r| r.get(0))
+        .optional()?;
+    cap.map(|c| c.clamp(0, i64::from(u32::MAX)) as u32).ok_or(StoreError::UnknownProject)
 }

@@ -1,7 +1,7 @@
 //! Projects in the SQLite store: an account's groups of keys, each under a key cap of its own. The
 //! cap is checked where keys are written (`key_cap.rs`), in the same transaction as the insert.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
 use super::key_cap::{Owner, count_active_in};
@@ -32,14 +32,6 @@ fn name_taken(e: rusqlite::Error, name: &str) -> StoreError {
         }
         other => other.into(),
     }
-}
-
-/// A project of `account` and its key cap, read inside a key write's transaction.
-pub(super) fn project_cap(conn: &Connection, account: &str, project: &str) -> Result<u32, StoreError> {
-    let cap: Option<i64> = conn
-        .query_row("SELECT key_cap FROM projects WHERE id = ?1 AND account_id = ?2", [project, account], |r| r.get(0))
-        .optional()?;
-    cap.map(|c| c.clamp(0, i64::from(u32::MAX)) as u32).ok_or(StoreError::UnknownProject)
 }
 
 impl SqliteStore {
