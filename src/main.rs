@@ -132,7 +132,7 @@ fn check_config(config: &Config, path: &std::path::Path) -> CliResult {
     }
     println!("{}: ok", path.display());
     println!("  listen      {}{}", config.server.listen, if config.server.tls.is_some() { " (TLS)" } else { "" });
-    println!("  store       {}", config.store.path.display());
+    println!("  store       {}", config.store.describe());
     for p in &config.providers {
         println!("  provider    {:<12} {:<10} {}://{}{}", p.name, p.kind.as_str(), p.scheme, p.authority, p.base_path);
     }

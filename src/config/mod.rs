@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod raw;
+mod store;
 mod trial;
 mod validate;
 
 pub use crate::providers::{ExtraRoots, GeminiAuth, ProviderConfig, ProviderKind};
 use raw::{RawConfig, apply_env, toml_error};
+pub use store::{DatabaseUrl, PostgresConfig, StoreBackend, StoreConfig};
 pub use trial::TrialConfig;
 pub use validate::parse_duration;
 use validate::validate;
@@ -199,14 +201,6 @@ pub const OPERATOR_CONCURRENCY_RANGE: (u32, u32) = (1, 100_000);
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub path: PathBuf,
-    pub refresh_interval: Duration,
-    /// How often usage counters are written to the store (the most a crash can lose).
-    pub flush_interval: Duration,
 }
 
 #[derive(Clone)]

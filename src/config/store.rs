@@ -1,0 +1,194 @@
+//! The `[store]` section: which backend keeps the durable state (the SQLite file, or a PostgreSQL
+//! database for several instances), and how often servers follow it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::RawStore;
+use super::{ConfigError, invalid};
+
+/// Overrides `store.url`; the URL may hold a password, so it is never printed.
+pub(super) const ENV_DATABASE_URL: &str = "TOLLGATE_DATABASE_URL";
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The SQLite file (used when `backend` is SQLite).
+    pub path: PathBuf,
+    pub backend: StoreBackend,
+    pub refresh_interval: Duration,
+    /// How often usage counters are written to the store (the most a crash can lose).
+    pub flush_interval: Duration,
+}
+
+impl StoreConfig {
+    /// What the store is, fit for a log line: the file, or the database without its credentials.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            StoreBackend::Sqlite => format!("sqlite {}", self.path.display()),
+            StoreBackend::Postgres(pg) => format!("postgres {:?}", pg.url),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    Sqlite,
+    Postgres(PostgresConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub url: DatabaseUrl,
+    /// Connections kept open at most (besides the one that listens for changes).
+    pub pool_size: usize,
+    /// The longest one statement may run, and the longest a call waits for a pooled connection.
+    pub statement_timeout: Duration,
+    /// The schema tollgate's tables live in (`search_path`); the server's default when `None`.
+    pub schema: Option<String>,
+}
+
+/// A PostgreSQL connection URL (or key=value string). It may hold a password: `Debug` shows it
+/// without one, and nothing else prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: String) -> DatabaseUrl {
+        DatabaseUrl(url)
+    }
+
+    /// The whole URL, password included, for the connection only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+/// The URL without what could be a password: the userinfo's secret part in URL form, and any
+/// `password=` value in either form.
+fn redact(url: &str) -> String {
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    let hidden = if userinfo.contains(':') { ":[redacted]" } else { "" };
+                    format!("{scheme}://{user}{hidden}@{host}{tail}")
+                }
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    while let Some(at) = out.find("password=") {
+        let start = at + "password=".len();
+        let end = out[start..].find(['&', ' ']).map_or(out.len(), |e| start + e);
+        out.replace_range(at..end, "pw=[redacted]");
+    }
+    out
+}
+
+/// The `[store]` section, its fields named in every error.
+pub(super) fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
+    let duration = super::validate::duration;
+    let store = StoreConfig {
+        path: raw.path.unwrap_or_else(|| PathBuf::from("tollgate.db")),
+        backend: backend(&raw.backend, raw.url, raw.pool_size, raw.statement_timeout, raw.schema)?,
+        refresh_interval: duration("store.refresh_interval", raw.refresh_interval, "1s")?,
+        flush_interval: duration("store.flush_interval", raw.flush_interval, "1s")?,
+    };
+    if store.flush_interval.is_zero() || store.flush_interval > Duration::from_secs(1) {
+        return Err(invalid("store.flush_interval", "must be more than zero and at most 1s"));
+    }
+    if store.refresh_interval.is_zero() {
+        return Err(invalid("store.refresh_interval", "must be greater than zero"));
+    }
+    Ok(store)
+}
+
+fn backend(
+    name: &Option<String>,
+    url: Option<String>,
+    pool_size: Option<usize>,
+    statement_timeout: Option<String>,
+    schema: Option<String>,
+) -> Result<StoreBackend, ConfigError> {
+    match name.as_deref().unwrap_or("sqlite") {
+        "sqlite" => return Ok(StoreBackend::Sqlite),
+        "postgres" => {}
+        other => return Err(invalid("store.backend", format!("`{other}` is not sqlite or postgres"))),
+    }
+    let url = url.ok_or_else(|| {
+        invalid("store.url", format!("required when backend = \"postgres\" (or set {ENV_DATABASE_URL})"))
+    })?;
+    let parsed: tokio_postgres::Config =
+        url.parse().map_err(|e| invalid("store.url", format!("not a PostgreSQL URL: {e}")))?;
+    if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(invalid("store.url", "sslmode=require needs TLS, which the PostgreSQL store does not offer yet"));
+    }
+    let pool_size = pool_size.unwrap_or(8);
+    if !(1..=1000).contains(&pool_size) {
+        return Err(invalid("store.pool_size", "must be between 1 and 1000"));
+    }
+    let statement_timeout = super::validate::duration("store.statement_timeout", statement_timeout, "5s")?;
+    if let Some(s) = &schema {
+        let ok = s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(invalid("store.schema", "must be a lowercase identifier (a-z, 0-9, _), at most 63 characters"));
+        }
+    }
+    Ok(StoreBackend::Postgres(PostgresConfig { url: DatabaseUrl(url), pool_size, statement_timeout, schema }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    fn parse(text: &str, url: Option<&str>) -> Result<Config, ConfigError> {
+        Config::from_toml(text, |name| (name == ENV_DATABASE_URL).then(|| url.map(str::to_owned)).flatten())
+    }
+
+    #[test]
+    fn sqlite_is_the_default_and_postgres_takes_its_url_from_the_environment() {
+        assert!(matches!(parse("", None).unwrap().store.backend, StoreBackend::Sqlite));
+        let text = "[store]\nbackend = \"postgres\"\nurl = \"postgres://file@h/db\"\npool_size = 3\n";
+        let c = parse(text, Some("postgres://env:s3cret-canary@db.internal:5432/tg")).unwrap();
+        let StoreBackend::Postgres(pg) = &c.store.backend else { panic!("not postgres") };
+        assert_eq!(pg.url.expose(), "postgres://env:s3cret-canary@db.internal:5432/tg", "the environment wins");
+        assert_eq!((pg.pool_size, pg.statement_timeout), (3, Duration::from_secs(5)));
+        for shown in [format!("{c:?}"), c.store.describe()] {
+            assert!(!shown.contains("s3cret-canary"), "{shown}");
+            assert!(shown.contains("env:[redacted]@db.internal:5432/tg"), "{shown}");
+        }
+        let kv = DatabaseUrl::new("host=h user=u password=canary-pw dbname=d".into());
+        assert!(!format!("{kv:?}").contains("canary-pw"));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            ("[store]\nbackend = \"mysql\"\n", "store.backend"),
+            ("[store]\nbackend = \"postgres\"\n", "store.url"),
+            ("[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d?sslmode=require\"\n", "store.url"),
+            ("[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d\"\npool_size = 0\n", "store.pool_size"),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d\"\nstatement_timeout = \"x\"\n",
+                "store.statement_timeout",
+            ),
+            ("[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d\"\nschema = \"A;drop\"\n", "store.schema"),
+        ];
+        for (text, field) in cases {
+            let e = parse(text, None).unwrap_err();
+            assert!(e.0.starts_with(field), "{text:?} gave {e}");
+        }
+    }
+}
