@@ -19,6 +19,8 @@ pub use rows::{
 pub use sqlite::SqliteStore;
 pub use trial::{Claim, TRIAL_ACCOUNT, TrialIssue};
 
+#[cfg(test)]
+mod conformance;
 mod end_user_rows;
 pub use end_user_rows::{EndUserAddition, EndUserTotal, EndUserUsageRow};
 
