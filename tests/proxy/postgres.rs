@@ -1,0 +1,44 @@
+//! The real server on the PostgreSQL store (docs/ARCHITECTURE.md, The seams): a key created through the
+//! management API is written to PostgreSQL and serves a request. Runs when `TOLLGATE_TEST_POSTGRES` holds
+//! a database URL, in a schema of its own dropped afterwards; otherwise it says it skipped.
+
+use serde_json::json;
+
+use crate::common::*;
+use crate::management::{api, new_account};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_over_the_api_on_postgres_serves_a_request() {
+    let Some(url) = std::env::var("TOLLGATE_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipped: TOLLGATE_TEST_POSTGRES is not set, so there is no PostgreSQL to serve from");
+        return;
+    };
+    let schema = format!("tg_test_e2e_{}", std::process::id());
+    let mock = MockUpstream::start().await;
+    let extra = format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\nschema = \"{schema}\"\n");
+    let gw = Gateway::start(&mock.base_url(), &extra).await;
+    let (account, token) = new_account(&gw, "pg@example.com", 2).await;
+    let body = json!({"name": "on-postgres"});
+    let (status, created) = api(&gw, http::Method::POST, "/v1/auth/keys", Some(&token), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let raw = created["raw_key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let reply = gw.call(Shape::OpenAi.path(), &Keys::new(&raw), Shape::OpenAi.body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The SQLite file the test gateway also has was not used: the key is in PostgreSQL only.
+    assert!(gw.store.list_keys().unwrap().iter().all(|k| k.id.to_string() != id));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let sql = format!("SELECT account_id FROM {schema}.service_keys WHERE id = $1");
+    let row = client.query_one(&sql, &[&id]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), account);
+    // A revocation reaches the server, which then refuses the key.
+    let (status, _) = api(&gw, http::Method::DELETE, &format!("/v1/auth/keys/{id}"), Some(&token), None).await;
+    assert_eq!(status, 200);
+    let refused = gw.call(Shape::OpenAi.path(), &Keys::new(&raw), Shape::OpenAi.body()).await;
+    Shape::OpenAi.assert_error(&refused, 401, "Invalid API key");
+    drop(gw);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+}
