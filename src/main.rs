@@ -38,6 +38,9 @@ enum Command {
     Projects(ProjectsCommand),
     /// Tokens and requests per key, day and model (default: this month so far)
     Usage(cli::usage::UsageArgs),
+    /// The configured store itself: `migrate` applies its schema migrations
+    #[command(subcommand)]
+    Store(cli::store::StoreCommand),
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Accounts(command) => block_on(cli::accounts::run(&config, command)),
         Command::Projects(command) => block_on(cli::projects::run(&config, command)),
         Command::Usage(args) => block_on(cli::usage::run(&config, args)),
+        Command::Store(command) => block_on(cli::store::run(&config, command)),
     };
     match result {
         Ok(code) => code,

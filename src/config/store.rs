@@ -25,7 +25,10 @@ impl StoreConfig {
     pub fn describe(&self) -> String {
         match &self.backend {
             StoreBackend::Sqlite => format!("sqlite {}", self.path.display()),
-            StoreBackend::Postgres(pg) => format!("postgres {:?}", pg.url),
+            StoreBackend::Postgres(pg) => match &pg.schema {
+                Some(schema) => format!("postgres {:?} (schema {schema})", pg.url),
+                None => format!("postgres {:?}", pg.url),
+            },
         }
     }
 }

@@ -28,8 +28,8 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
         match e.as_db_error() {
             Some(db) => StoreError::Backend(format!("postgres: {}: {}", db.code().code(), db.message())),
-            None if e.is_closed() => StoreError::Unavailable(format!("postgres: {e}")),
-            None => StoreError::Backend(format!("postgres: {e}")),
+            None if e.is_closed() => StoreError::Unavailable(format!("postgres: {}", with_cause(&e))),
+            None => StoreError::Unavailable(format!("postgres: {}", with_cause(&e))),
         }
     }
 }
@@ -37,9 +37,19 @@ impl From<tokio_postgres::Error> for StoreError {
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> StoreError {
         match e {
-            deadpool_postgres::PoolError::Backend(e) => StoreError::Unavailable(format!("postgres: {e}")),
+            deadpool_postgres::PoolError::Backend(e) => {
+                StoreError::Unavailable(format!("postgres: {}", with_cause(&e)))
+            }
             other => StoreError::Unavailable(format!("postgres pool: {other}")),
         }
+    }
+}
+
+/// An error and its cause (`error connecting to server: Connection refused`); neither holds the URL.
+fn with_cause(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 
