@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::{HashedKey, NewAccount, NewKey, Store};
-use crate::admin::service::mint;
-use crate::auth::keys::{KeyHasher, KeyKind, SecretKey};
+use super::{HashedKey, KeyIdentity, NewAccount, NewKey, Store};
+use crate::auth::keys::{KeyHasher, KeyKind, SecretKey, generate, key_prefix};
 use crate::config::{DatabaseUrl, PostgresConfig, StoreBackend, StoreConfig};
 
 /// The environment variable holding the URL of the PostgreSQL database the tests may use.
@@ -35,7 +34,14 @@ impl Subject {
 
     /// A new key's secret and the key ready to write.
     pub fn key(&self, kind: KeyKind, new: NewKey) -> (SecretKey, HashedKey) {
-        let (secret, identity) = mint("tg", &self.hasher, kind).unwrap();
+        // As the control plane mints keys (admin::service::mint), which this layer may not use.
+        let (secret, parsed) = generate("tg", kind).unwrap();
+        let identity = KeyIdentity {
+            id: parsed.id,
+            key_prefix: key_prefix("tg", kind, parsed.id),
+            hash: self.hasher.hash(secret.expose()),
+            public_key: (kind == KeyKind::Publishable).then(|| secret.expose().to_owned()),
+        };
         (secret, HashedKey { identity, key: NewKey { kind, ..new } })
     }
 
