@@ -150,6 +150,7 @@ pub(super) struct RawStore {
     pub(super) pool_size: Option<usize>,
     pub(super) statement_timeout: Option<String>,
     pub(super) schema: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
     pub(super) refresh_interval: Option<String>,
     pub(super) flush_interval: Option<String>,
 }

@@ -48,6 +48,8 @@ pub struct PostgresConfig {
     pub statement_timeout: Duration,
     /// The schema tollgate's tables live in (`search_path`); the server's default when `None`.
     pub schema: Option<String>,
+    /// Trust roots besides the webpki ones for the database's certificate (`store.ca_file`).
+    pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// A PostgreSQL connection URL (or key=value string). It may hold a password: `Debug` shows it
@@ -63,6 +65,12 @@ impl DatabaseUrl {
     /// The whole URL, password included, for the connection only.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The URL as `tokio-postgres` reads it: `sslmode=verify-full` and `verify-ca` become `require`, which
+    /// over rustls verifies the certificate chain and the host name just as `verify-full` does.
+    pub fn for_connection(&self) -> String {
+        self.0.replace("sslmode=verify-full", "sslmode=require").replace("sslmode=verify-ca", "sslmode=require")
     }
 }
 
@@ -102,7 +110,7 @@ pub(super) fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
     let duration = super::validate::duration;
     let store = StoreConfig {
         path: raw.path.unwrap_or_else(|| PathBuf::from("tollgate.db")),
-        backend: backend(&raw.backend, raw.url, raw.pool_size, raw.statement_timeout, raw.schema)?,
+        backend: backend(&raw.backend, raw.url, raw.pool_size, raw.statement_timeout, raw.schema, raw.ca_file)?,
         refresh_interval: duration("store.refresh_interval", raw.refresh_interval, "1s")?,
         flush_interval: duration("store.flush_interval", raw.flush_interval, "1s")?,
     };
@@ -121,6 +129,7 @@ fn backend(
     pool_size: Option<usize>,
     statement_timeout: Option<String>,
     schema: Option<String>,
+    ca_file: Option<PathBuf>,
 ) -> Result<StoreBackend, ConfigError> {
     match name.as_deref().unwrap_or("sqlite") {
         "sqlite" => return Ok(StoreBackend::Sqlite),
@@ -130,11 +139,10 @@ fn backend(
     let url = url.ok_or_else(|| {
         invalid("store.url", format!("required when backend = \"postgres\" (or set {ENV_DATABASE_URL})"))
     })?;
-    let parsed: tokio_postgres::Config =
-        url.parse().map_err(|e| invalid("store.url", format!("not a PostgreSQL URL: {e}")))?;
-    if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(invalid("store.url", "sslmode=require needs TLS, which the PostgreSQL store does not offer yet"));
-    }
+    let url = DatabaseUrl(url);
+    url.for_connection()
+        .parse::<tokio_postgres::Config>()
+        .map_err(|e| invalid("store.url", format!("not a PostgreSQL URL: {e}")))?;
     let pool_size = pool_size.unwrap_or(8);
     if !(1..=1000).contains(&pool_size) {
         return Err(invalid("store.pool_size", "must be between 1 and 1000"));
@@ -148,7 +156,11 @@ fn backend(
             return Err(invalid("store.schema", "must be a lowercase identifier (a-z, 0-9, _), at most 63 characters"));
         }
     }
-    Ok(StoreBackend::Postgres(PostgresConfig { url: DatabaseUrl(url), pool_size, statement_timeout, schema }))
+    let ca_certs = match ca_file {
+        Some(path) => super::validate::ca_certs("store.ca_file", &path)?,
+        None => Vec::new(),
+    };
+    Ok(StoreBackend::Postgres(PostgresConfig { url, pool_size, statement_timeout, schema, ca_certs }))
 }
 
 #[cfg(test)]
@@ -181,7 +193,11 @@ mod tests {
         let cases = [
             ("[store]\nbackend = \"mysql\"\n", "store.backend"),
             ("[store]\nbackend = \"postgres\"\n", "store.url"),
-            ("[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d?sslmode=require\"\n", "store.url"),
+            ("[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d?sslmode=sometimes\"\n", "store.url"),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d\"\nca_file = \"/nonexistent.pem\"\n",
+                "store.ca_file",
+            ),
             ("[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d\"\npool_size = 0\n", "store.pool_size"),
             (
                 "[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d\"\nstatement_timeout = \"x\"\n",

@@ -367,7 +367,7 @@ fn base_url(field: &str, text: &str) -> Result<(http::uri::Scheme, http::uri::Au
 }
 
 /// The certificates of a PEM file of one or more CA certificates.
-fn ca_certs(field: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub(super) fn ca_certs(field: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let pem = std::fs::read(path).map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

@@ -89,6 +89,7 @@ where
         pool_size: 8,
         statement_timeout: Duration::from_secs(10),
         schema: Some(schema.clone()),
+        ca_certs: Vec::new(),
     };
     let postgres = config(StoreBackend::Postgres(pg), dir.path().join("unused.db"));
     let store = super::open(&postgres).await.unwrap_or_else(|e| panic!("{name}: opening PostgreSQL: {e}"));

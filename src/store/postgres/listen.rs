@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The listening task, ended when the store is dropped.
 pub(super) struct Listener {
@@ -22,11 +23,11 @@ impl Drop for Listener {
 
 impl Listener {
     /// Starts listening for the versions announced in `schema`.
-    pub(super) fn start(pg: tokio_postgres::Config, schema: String) -> Listener {
+    pub(super) fn start(pg: tokio_postgres::Config, tls: MakeRustlsConnect, schema: String) -> Listener {
         let (tx, latest) = watch::channel(0);
         let task = tokio::spawn(async move {
             loop {
-                listen_once(&pg, &schema, &tx).await;
+                listen_once(&pg, &tls, &schema, &tx).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
@@ -41,8 +42,8 @@ impl Listener {
 }
 
 /// Listens on one connection until it fails.
-async fn listen_once(pg: &tokio_postgres::Config, schema: &str, tx: &watch::Sender<i64>) {
-    let Ok((client, mut connection)) = pg.connect(NoTls).await else {
+async fn listen_once(pg: &tokio_postgres::Config, tls: &MakeRustlsConnect, schema: &str, tx: &watch::Sender<i64>) {
+    let Ok((client, mut connection)) = pg.connect(tls.clone()).await else {
         tracing::warn!("store: cannot connect to listen for key changes; polling only");
         return;
     };

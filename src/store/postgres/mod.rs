@@ -13,12 +13,14 @@ mod listen;
 mod rows;
 mod schema;
 mod store_impl;
+#[cfg(test)]
+mod tests;
 mod trial;
 mod usage;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::StoreError;
 use crate::config::PostgresConfig;
@@ -67,12 +69,12 @@ pub struct PgStore {
 impl PgStore {
     /// Connects, creates the schema if needed, applies the migrations and starts listening for changes.
     pub async fn open(config: &PostgresConfig) -> Result<PgStore, StoreError> {
-        let pg = connection_config(config)?;
+        let (pg, tls) = (connection_config(config)?, tls(config)?);
         if let Some(schema) = &config.schema {
-            schema::create_schema(&pg, schema).await?;
+            schema::create_schema(&pg, &tls, schema).await?;
         }
-        let manager =
-            Manager::from_config(pg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = Manager::from_config(pg.clone(), tls.clone(), recycling);
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)
@@ -84,17 +86,17 @@ impl PgStore {
         schema::migrate(&mut client).await?;
         let current: String = client.query_one("SELECT current_schema()", &[]).await?.get(0);
         drop(client);
-        let listener = listen::Listener::start(pg, current);
+        let listener = listen::Listener::start(pg, tls, current);
         Ok(PgStore { pool, listener })
     }
 
     /// Applies the migrations not applied yet; how many there were, and how many ran now.
     pub async fn migrate(config: &PostgresConfig) -> Result<(usize, usize), StoreError> {
-        let pg = connection_config(config)?;
+        let (pg, tls) = (connection_config(config)?, tls(config)?);
         if let Some(schema) = &config.schema {
-            schema::create_schema(&pg, schema).await?;
+            schema::create_schema(&pg, &tls, schema).await?;
         }
-        let (mut client, connection) = pg.connect(NoTls).await?;
+        let (mut client, connection) = pg.connect(tls).await?;
         let driver = tokio::spawn(connection);
         let applied = schema::migrate(&mut client).await;
         drop(client);
@@ -111,7 +113,7 @@ impl PgStore {
 fn connection_config(config: &PostgresConfig) -> Result<tokio_postgres::Config, StoreError> {
     let mut pg: tokio_postgres::Config = config
         .url
-        .expose()
+        .for_connection()
         .parse()
         .map_err(|e| StoreError::Backend(format!("store.url is not a PostgreSQL URL: {e}")))?;
     let mut options = format!("-c statement_timeout={}", config.statement_timeout.as_millis());
@@ -123,6 +125,22 @@ fn connection_config(config: &PostgresConfig) -> Result<tokio_postgres::Config, 
         pg.application_name("tollgate");
     }
     Ok(pg)
+}
+
+/// TLS through rustls (as everywhere in tollgate), used as the URL's `sslmode` asks: trusting the webpki
+/// roots and `store.ca_file`, verifying the chain and the host name.
+fn tls(config: &PostgresConfig) -> Result<MakeRustlsConnect, StoreError> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for cert in &config.ca_certs {
+        roots.add(cert.clone()).map_err(|e| StoreError::Backend(format!("store.ca_file: {e}")))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Backend(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(tls))
 }
 
 /// Bumps the store version inside a write's transaction and tells listeners of it when the

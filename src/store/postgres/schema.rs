@@ -2,7 +2,7 @@
 //! in its own transaction under a transaction-level advisory lock, so instances starting together
 //! apply each migration once. `schema_migrations` records those that ran.
 
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::store::StoreError;
 
@@ -129,8 +129,12 @@ pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize
 
 /// Creates the configured schema if it is missing, under a database-wide advisory lock (two
 /// `CREATE SCHEMA IF NOT EXISTS` at once can still collide).
-pub(super) async fn create_schema(pg: &tokio_postgres::Config, schema: &str) -> Result<(), StoreError> {
-    let (mut client, connection) = pg.connect(NoTls).await?;
+pub(super) async fn create_schema(
+    pg: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
+    schema: &str,
+) -> Result<(), StoreError> {
+    let (mut client, connection) = pg.connect(tls.clone()).await?;
     let driver = tokio::spawn(connection);
     let result = async {
         let tx = client.transaction().await?;

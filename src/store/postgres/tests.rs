@@ -1,0 +1,59 @@
+//! TLS to the database, against the test server's own certificate: trusted through `store.ca_file`, the
+//! connection is encrypted; without it, the certificate is refused. Runs when `TOLLGATE_TEST_POSTGRES` is
+//! set and that server has TLS on with a certificate for `localhost` (Debian's default); else it says why
+//! it skipped.
+
+use std::time::Duration;
+
+use super::PgStore;
+use crate::config::{DatabaseUrl, PostgresConfig};
+
+fn config(url: &str, ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>) -> PostgresConfig {
+    PostgresConfig {
+        url: DatabaseUrl::new(url.to_owned()),
+        pool_size: 2,
+        statement_timeout: Duration::from_secs(10),
+        schema: Some(format!("tg_test_tls_{}", std::process::id())),
+        ca_certs,
+    }
+}
+
+#[tokio::test]
+async fn tls_verifies_the_servers_certificate_against_ca_file() {
+    let Some(url) = std::env::var(crate::store::conformance::ENV_TEST_POSTGRES).ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipped: TOLLGATE_TEST_POSTGRES is not set");
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let cert_file: String = client.query_one("SHOW ssl_cert_file", &[]).await.unwrap().get(0);
+    let pem = std::fs::read(&cert_file).ok();
+    let Some(pem) = pem.filter(|_| ssl == "on") else {
+        eprintln!("skipped: the test server has no TLS certificate this test can read (ssl = {ssl})");
+        return;
+    };
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let tls_url = format!("{}{separator}sslmode=verify-full", url.replace("@127.0.0.1", "@localhost"));
+
+    let store = PgStore::open(&config(&tls_url, certs)).await.unwrap();
+    let encrypted: bool = store
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the pooled connection is over TLS");
+    drop(store);
+
+    let refused = PgStore::open(&config(&tls_url, Vec::new())).await.err().expect("an untrusted certificate");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+    let schema = format!("tg_test_tls_{}", std::process::id());
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+}
