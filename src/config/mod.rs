@@ -22,6 +22,8 @@ use validate::validate;
 /// Environment variables that override fields of the file.
 const ENV_LISTEN: &str = "TOLLGATE_LISTEN";
 const ENV_STORE: &str = "TOLLGATE_STORE";
+/// Overrides `store.url`; the URL may hold a password, so it is never printed.
+const ENV_DATABASE_URL: &str = "TOLLGATE_DATABASE_URL";
 const ENV_LOG: &str = "TOLLGATE_LOG";
 const ENV_LOG_FORMAT: &str = "TOLLGATE_LOG_FORMAT";
 /// Secret used to key the blake3 hashes of service keys. Never read from the file.

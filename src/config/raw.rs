@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ENV_LISTEN, ENV_LOG, ENV_LOG_FORMAT, ENV_STORE};
+use super::{ENV_DATABASE_URL, ENV_LISTEN, ENV_LOG, ENV_LOG_FORMAT, ENV_STORE};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,7 +207,7 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &impl Fn(&str) -> Option<Strin
     if let Some(v) = env(ENV_STORE) {
         raw.store.path = Some(PathBuf::from(v));
     }
-    if let Some(v) = env(super::store::ENV_DATABASE_URL) {
+    if let Some(v) = env(ENV_DATABASE_URL) {
         raw.store.url = Some(v);
     }
     if let Some(v) = env(ENV_LOG) {

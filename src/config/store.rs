@@ -5,10 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::RawStore;
-use super::{ConfigError, invalid};
-
-/// Overrides `store.url`; the URL may hold a password, so it is never printed.
-pub(super) const ENV_DATABASE_URL: &str = "TOLLGATE_DATABASE_URL";
+use super::{ConfigError, ENV_DATABASE_URL, invalid};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -105,49 +102,30 @@ fn redact(url: &str) -> String {
     out
 }
 
-/// The `[store]` section, its fields named in every error.
-pub(super) fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
-    let duration = super::validate::duration;
-    let store = StoreConfig {
-        path: raw.path.unwrap_or_else(|| PathBuf::from("tollgate.db")),
-        backend: backend(&raw.backend, raw.url, raw.pool_size, raw.statement_timeout, raw.schema, raw.ca_file)?,
-        refresh_interval: duration("store.refresh_interval", raw.refresh_interval, "1s")?,
-        flush_interval: duration("store.flush_interval", raw.flush_interval, "1s")?,
-    };
-    if store.flush_interval.is_zero() || store.flush_interval > Duration::from_secs(1) {
-        return Err(invalid("store.flush_interval", "must be more than zero and at most 1s"));
-    }
-    if store.refresh_interval.is_zero() {
-        return Err(invalid("store.refresh_interval", "must be greater than zero"));
-    }
-    Ok(store)
-}
-
-fn backend(
-    name: &Option<String>,
-    url: Option<String>,
-    pool_size: Option<usize>,
-    statement_timeout: Option<String>,
-    schema: Option<String>,
-    ca_file: Option<PathBuf>,
+/// The backend `[store]` names, from its raw fields and the values `validate.rs` read already (the
+/// statement timeout, the certificates of `ca_file`); the errors name the field.
+pub(super) fn backend(
+    raw: &RawStore,
+    statement_timeout: Duration,
+    ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 ) -> Result<StoreBackend, ConfigError> {
-    match name.as_deref().unwrap_or("sqlite") {
+    match raw.backend.as_deref().unwrap_or("sqlite") {
         "sqlite" => return Ok(StoreBackend::Sqlite),
         "postgres" => {}
         other => return Err(invalid("store.backend", format!("`{other}` is not sqlite or postgres"))),
     }
-    let url = url.ok_or_else(|| {
+    let url = raw.url.clone().ok_or_else(|| {
         invalid("store.url", format!("required when backend = \"postgres\" (or set {ENV_DATABASE_URL})"))
     })?;
     let url = DatabaseUrl(url);
     url.for_connection()
         .parse::<tokio_postgres::Config>()
         .map_err(|e| invalid("store.url", format!("not a PostgreSQL URL: {e}")))?;
-    let pool_size = pool_size.unwrap_or(8);
+    let pool_size = raw.pool_size.unwrap_or(8);
     if !(1..=1000).contains(&pool_size) {
         return Err(invalid("store.pool_size", "must be between 1 and 1000"));
     }
-    let statement_timeout = super::validate::duration("store.statement_timeout", statement_timeout, "5s")?;
+    let schema = raw.schema.clone();
     if let Some(s) = &schema {
         let ok = s.len() <= 63
             && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -156,10 +134,6 @@ fn backend(
             return Err(invalid("store.schema", "must be a lowercase identifier (a-z, 0-9, _), at most 63 characters"));
         }
     }
-    let ca_certs = match ca_file {
-        Some(path) => super::validate::ca_certs("store.ca_file", &path)?,
-        None => Vec::new(),
-    };
     Ok(StoreBackend::Postgres(PostgresConfig { url, pool_size, statement_timeout, schema, ca_certs }))
 }
 

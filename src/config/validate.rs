@@ -1,6 +1,7 @@
 //! From the raw file to a [`Config`] whose values are known good: one check per field, each naming it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -11,7 +12,7 @@ use super::*;
 
 pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<Config, ConfigError> {
     let server = server(raw.server)?;
-    let store = super::store::store(raw.store)?;
+    let store = store(raw.store)?;
     let keys = keys(raw.keys, hash_secret)?;
     let (upstream, shared_roots) = upstream(raw.upstream)?;
     let log = log(raw.log)?;
@@ -89,6 +90,24 @@ fn trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, Config
             net.map(|n| n.trunc()).map_err(|_| invalid("server.trusted_proxies", format!("`{text}` is not a CIDR")))
         })
         .collect()
+}
+
+fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
+    let statement_timeout = duration("store.statement_timeout", raw.statement_timeout.clone(), "5s")?;
+    let ca_certs = raw.ca_file.as_deref().map(|path| ca_certs("store.ca_file", path)).transpose()?.unwrap_or_default();
+    let store = StoreConfig {
+        path: raw.path.clone().unwrap_or_else(|| PathBuf::from("tollgate.db")),
+        backend: super::store::backend(&raw, statement_timeout, ca_certs)?,
+        refresh_interval: duration("store.refresh_interval", raw.refresh_interval, "1s")?,
+        flush_interval: duration("store.flush_interval", raw.flush_interval, "1s")?,
+    };
+    if store.flush_interval.is_zero() || store.flush_interval > Duration::from_secs(1) {
+        return Err(invalid("store.flush_interval", "must be more than zero and at most 1s"));
+    }
+    if store.refresh_interval.is_zero() {
+        return Err(invalid("store.refresh_interval", "must be greater than zero"));
+    }
+    Ok(store)
 }
 
 fn keys(raw: RawKeys, hash_secret: Option<[u8; 32]>) -> Result<KeysConfig, ConfigError> {
@@ -367,7 +386,7 @@ fn base_url(field: &str, text: &str) -> Result<(http::uri::Scheme, http::uri::Au
 }
 
 /// The certificates of a PEM file of one or more CA certificates.
-pub(super) fn ca_certs(field: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn ca_certs(field: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let pem = std::fs::read(path).map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -414,7 +433,7 @@ fn count_or_auto(field: &str, v: Option<RawCount>, min: usize, max: usize) -> Re
 const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
 
 /// A duration setting: more than zero (a zero deadline would refuse everything) and at most 30 days.
-pub(super) fn duration(field: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+fn duration(field: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
     let text = v.as_deref().unwrap_or(default);
     let d = parse_duration(text)
         .ok_or_else(|| invalid(field, format!("`{text}` is not a duration like 500ms, 30s, 10m or 1h")))?;
