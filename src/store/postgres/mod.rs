@@ -29,6 +29,11 @@ use crate::config::PostgresConfig;
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
         match e.as_db_error() {
+            // Class 08 (connection exception) and 57 (operator intervention: a terminated backend, a
+            // server shutting down) say the database is out of reach, not that the statement was wrong.
+            Some(db) if matches!(&db.code().code()[..2], "08" | "57") => {
+                StoreError::Unavailable(format!("postgres: {}: {}", db.code().code(), db.message()))
+            }
             Some(db) => StoreError::Backend(format!("postgres: {}: {}", db.code().code(), db.message())),
             None if e.is_closed() => StoreError::Unavailable(format!("postgres: {}", with_cause(&e))),
             None => StoreError::Unavailable(format!("postgres: {}", with_cause(&e))),
@@ -116,6 +121,11 @@ fn connection_config(config: &PostgresConfig) -> Result<tokio_postgres::Config, 
         .for_connection()
         .parse()
         .map_err(|e| StoreError::Backend(format!("store.url is not a PostgreSQL URL: {e}")))?;
+    // TLS when the URL asks for it (`require`, or `verify-full`/`verify-ca`, read as `require`), and then
+    // verified; never the unverified attempt libpq makes for `prefer`, the default, which stays plain here.
+    if pg.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    }
     let mut options = format!("-c statement_timeout={}", config.statement_timeout.as_millis());
     if let Some(schema) = &config.schema {
         options.push_str(&format!(" -c search_path={schema}"));
@@ -127,8 +137,8 @@ fn connection_config(config: &PostgresConfig) -> Result<tokio_postgres::Config, 
     Ok(pg)
 }
 
-/// TLS through rustls (as everywhere in tollgate), used as the URL's `sslmode` asks: trusting the webpki
-/// roots and `store.ca_file`, verifying the chain and the host name.
+/// TLS through rustls (as everywhere in tollgate), used when the URL's `sslmode` asks for it: trusting the
+/// webpki roots and `store.ca_file`, verifying the chain and the host name.
 fn tls(config: &PostgresConfig) -> Result<MakeRustlsConnect, StoreError> {
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     for cert in &config.ca_certs {

@@ -57,3 +57,50 @@ async fn tls_verifies_the_servers_certificate_against_ca_file() {
     drop(client);
     let _ = driver.await;
 }
+
+/// The pool's connections killed (`pg_terminate_backend`): a call may fail, clearly, as unavailable; the
+/// pool opens new connections for the next; nothing acknowledged before is lost.
+#[tokio::test]
+async fn connections_cut_by_the_server_fail_clearly_and_are_replaced() {
+    let Some(url) = std::env::var(crate::store::conformance::ENV_TEST_POSTGRES).ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipped: TOLLGATE_TEST_POSTGRES is not set");
+        return;
+    };
+    let name = format!("tg_test_cut_{}", std::process::id());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let mut config = config(&format!("{url}{separator}application_name={name}"), Vec::new());
+    config.schema = Some(name.clone());
+    let store = PgStore::open(&config).await.unwrap();
+    let new = crate::store::NewAccount {
+        id: "acct_kept".into(),
+        email: "kept@example.com".into(),
+        password_hash: "h".into(),
+        plan: "default".into(),
+        key_cap: 1,
+        created_at: 1,
+    };
+    crate::store::Store::create_account(&store, new).await.unwrap();
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let cut = "SELECT count(pg_terminate_backend(pid))::BIGINT FROM pg_stat_activity WHERE application_name = $1";
+    let killed: i64 = client.query_one(cut, &[&name]).await.unwrap().get(0);
+    assert!(killed >= 1, "the pool and the listener had connections");
+
+    let mut failures = 0;
+    let found = loop {
+        match crate::store::Store::account(&store, "acct_kept".into()).await {
+            Ok(found) => break found,
+            Err(e) => {
+                assert!(matches!(e, crate::store::StoreError::Unavailable(_)), "a clear failure: {e:?}");
+                failures += 1;
+                assert!(failures <= 2, "the pool replaces dead connections: {e}");
+            }
+        }
+    };
+    assert_eq!(found.map(|a| a.email), Some(Some("kept@example.com".to_owned())), "nothing acknowledged is lost");
+    drop(store);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+}
