@@ -130,13 +130,26 @@ async fn shutdown_signal() {
     }
 }
 
+fn block_on_probe(pg: &tollgate::config::PostgresConfig) -> Result<(String, usize, usize), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(tollgate::store::PgStore::probe(pg))?)
+}
+
 fn check_config(config: &Config, path: &std::path::Path) -> CliResult {
     if let Some(files) = &config.server.tls {
         tollgate::server::tls::acceptor(files).map_err(|e| format!("invalid configuration: {e}"))?;
     }
+    // The shared store is reached over the network: whether it answers, and how far its schema is.
+    let probe = match &config.store.backend {
+        tollgate::config::StoreBackend::Postgres(pg) => Some(block_on_probe(pg)?),
+        tollgate::config::StoreBackend::Sqlite => None,
+    };
     println!("{}: ok", path.display());
     println!("  listen      {}{}", config.server.listen, if config.server.tls.is_some() { " (TLS)" } else { "" });
     println!("  store       {}", config.store.describe());
+    if let Some((version, applied, total)) = &probe {
+        println!("              connected: PostgreSQL {version}, {applied} of {total} migrations applied");
+    }
     for p in &config.providers {
         println!("  provider    {:<12} {:<10} {}://{}{}", p.name, p.kind.as_str(), p.scheme, p.authority, p.base_path);
     }

@@ -1,6 +1,7 @@
-//! `tollgate store migrate`: the SQLite file is brought up to date; on PostgreSQL (when
-//! `TOLLGATE_TEST_POSTGRES` holds a URL) the migrations run once, a second run applies none, and neither
-//! the report nor a connection failure shows the URL's password.
+//! `tollgate store migrate` and `check-config` on a store: the SQLite file is brought up to date; on
+//! PostgreSQL (when `TOLLGATE_TEST_POSTGRES` holds a URL) the migrations run once, a second run applies none,
+//! `check-config` connects and counts them, and neither a report nor a connection failure shows the URL's
+//! password.
 
 use std::process::Command;
 
@@ -9,8 +10,12 @@ use crate::process::*;
 const CANARY: &str = "pw-canary-7d1c4e";
 
 fn migrate(config: &std::path::Path, url: Option<&str>) -> (bool, String, String) {
+    run(config, url, &["store", "migrate"])
+}
+
+fn run(config: &std::path::Path, url: Option<&str>, args: &[&str]) -> (bool, String, String) {
     let mut command = Command::new(BIN);
-    command.args(["--config", config.to_str().unwrap(), "store", "migrate"]);
+    command.args(["--config", config.to_str().unwrap()]).args(args);
     if let Some(url) = url {
         command.env("TOLLGATE_DATABASE_URL", url);
     }
@@ -33,6 +38,9 @@ fn store_migrate_reports_what_it_applied_and_never_the_password() {
     let (ok, out, err) = migrate(&pg, Some(&format!("postgres://postgres:{CANARY}@127.0.0.1:1/test")));
     assert!(!ok && err.contains("store unavailable"), "{out}{err}");
     assert!(!out.contains(CANARY) && !err.contains(CANARY), "{out}{err}");
+    let (ok, out, err) = run(&pg, Some(&format!("postgres://postgres:{CANARY}@127.0.0.1:1/test")), &["check-config"]);
+    assert!(!ok && !out.contains(": ok") && err.contains("Connection refused"), "{out}{err}");
+    assert!(!out.contains(CANARY) && !err.contains(CANARY), "{out}{err}");
 
     let Some(url) = std::env::var("TOLLGATE_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) else {
         eprintln!("skipped the PostgreSQL part: TOLLGATE_TEST_POSTGRES is not set");
@@ -44,12 +52,14 @@ fn store_migrate_reports_what_it_applied_and_never_the_password() {
     std::fs::write(&pg, format!("[store]\nbackend = \"postgres\"\nschema = \"{schema}\"\n")).unwrap();
     let first = migrate(&pg, Some(&with_password));
     let second = migrate(&pg, Some(&with_password));
+    let checked = run(&pg, Some(&with_password), &["check-config"]);
     let _ =
         Command::new("psql").args([url.as_str(), "-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")]).output();
-    for (ok, out, err) in [&first, &second] {
+    for (ok, out, err) in [&first, &second, &checked] {
         assert!(ok, "{out}{err}");
         assert!(!out.contains(CANARY) && !err.contains(CANARY), "{out}{err}");
     }
     assert!(first.1.contains("1 migration(s) applied now"), "{}", first.1);
     assert!(second.1.contains("0 migration(s) applied now"), "{}", second.1);
+    assert!(checked.1.contains("connected: PostgreSQL") && checked.1.contains("1 of 1 migrations"), "{}", checked.1);
 }

@@ -109,6 +109,28 @@ impl PgStore {
         Ok((schema::MIGRATIONS.len(), applied?))
     }
 
+    /// Connects without changing anything: the server's version and how many of the migrations the
+    /// schema has (for `check-config`).
+    pub async fn probe(config: &PostgresConfig) -> Result<(String, usize, usize), StoreError> {
+        let (pg, tls) = (connection_config(config)?, tls(config)?);
+        let (client, connection) = pg.connect(tls).await?;
+        let driver = tokio::spawn(connection);
+        let probed = async {
+            let version: String = client.query_one("SHOW server_version", &[]).await?.try_get(0)?;
+            let table = client.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[]).await?;
+            let applied: i64 = if table.try_get(0)? {
+                client.query_one("SELECT count(*) FROM schema_migrations", &[]).await?.try_get(0)?
+            } else {
+                0
+            };
+            Ok::<_, StoreError>((version, usize::try_from(applied).unwrap_or(0), schema::MIGRATIONS.len()))
+        }
+        .await;
+        drop(client);
+        let _ = driver.await;
+        probed
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
     }
