@@ -81,17 +81,17 @@ impl std::fmt::Debug for DatabaseUrl {
 /// `password=` value in either form.
 fn redact(url: &str) -> String {
     let mut out = match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let user = userinfo.split(':').next().unwrap_or("");
-                    let hidden = if userinfo.contains(':') { ":[redacted]" } else { "" };
-                    format!("{scheme}://{user}{hidden}@{host}{tail}")
-                }
-                None => url.to_owned(),
+        // The userinfo ends at the last `@` before the query, even when an unencoded password holds a
+        // `/` or an `@`.
+        Some((scheme, rest)) => match rest[..rest.find('?').unwrap_or(rest.len())].rfind('@') {
+            Some(at) => {
+                let (userinfo, host) = rest.split_at(at);
+                let user = userinfo.split(':').next().unwrap_or("");
+                let hidden = if userinfo.contains(':') { ":[redacted]" } else { "" };
+                format!("{scheme}://{user}{hidden}{host}")
             }
-        }
+            None => url.to_owned(),
+        },
         None => url.to_owned(),
     };
     while let Some(at) = out.find("password=") {
@@ -158,8 +158,16 @@ mod tests {
             assert!(!shown.contains("s3cret-canary"), "{shown}");
             assert!(shown.contains("env:[redacted]@db.internal:5432/tg"), "{shown}");
         }
-        let kv = DatabaseUrl::new("host=h user=u password=canary-pw dbname=d".into());
-        assert!(!format!("{kv:?}").contains("canary-pw"));
+        for url in [
+            "host=h user=u password=canary-pw dbname=d",
+            "postgres://u:canary-pw/x@y@h:5432/d?sslmode=require",
+            "postgres://u@h/d?password=canary-pw&sslmode=require",
+        ] {
+            let shown = format!("{:?}", DatabaseUrl::new(url.into()));
+            assert!(!shown.contains("canary-pw") && shown.contains('h'), "{shown}");
+        }
+        let e = parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:canary-pw%zz@h:x/d\"\n", None);
+        assert!(!e.unwrap_err().0.contains("canary-pw"), "a parse error does not echo the URL");
     }
 
     #[test]
