@@ -38,6 +38,9 @@ enum Command {
     Projects(ProjectsCommand),
     /// Tokens and requests per key, day and model (default: this month so far)
     Usage(cli::usage::UsageArgs),
+    /// The configured store itself: `migrate` applies its schema migrations
+    #[command(subcommand)]
+    Store(cli::store::StoreCommand),
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Accounts(command) => block_on(cli::accounts::run(&config, command)),
         Command::Projects(command) => block_on(cli::projects::run(&config, command)),
         Command::Usage(args) => block_on(cli::usage::run(&config, args)),
+        Command::Store(command) => block_on(cli::store::run(&config, command)),
     };
     match result {
         Ok(code) => code,
@@ -126,13 +130,26 @@ async fn shutdown_signal() {
     }
 }
 
+fn block_on_probe(pg: &tollgate::config::PostgresConfig) -> Result<(String, usize, usize), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(tollgate::store::PgStore::probe(pg))?)
+}
+
 fn check_config(config: &Config, path: &std::path::Path) -> CliResult {
     if let Some(files) = &config.server.tls {
         tollgate::server::tls::acceptor(files).map_err(|e| format!("invalid configuration: {e}"))?;
     }
+    // The shared store is reached over the network: whether it answers, and how far its schema is.
+    let probe = match &config.store.backend {
+        tollgate::config::StoreBackend::Postgres(pg) => Some(block_on_probe(pg)?),
+        tollgate::config::StoreBackend::Sqlite => None,
+    };
     println!("{}: ok", path.display());
     println!("  listen      {}{}", config.server.listen, if config.server.tls.is_some() { " (TLS)" } else { "" });
-    println!("  store       {}", config.store.path.display());
+    println!("  store       {}", config.store.describe());
+    if let Some((version, applied, total)) = &probe {
+        println!("              connected: PostgreSQL {version}, {applied} of {total} migrations applied");
+    }
     for p in &config.providers {
         println!("  provider    {:<12} {:<10} {}://{}{}", p.name, p.kind.as_str(), p.scheme, p.authority, p.base_path);
     }

@@ -72,7 +72,7 @@ pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<S
         readiness: Arc::new(key_sync::Readiness::new(config.store.refresh_interval)),
     };
     let version = key_sync::load_all(&*store, &tables).await.map_err(StartError::Store)?;
-    tracing::info!(keys = keys.len(), store = %config.store.path.display(), "key store loaded");
+    tracing::info!(keys = keys.len(), store = %config.store.describe(), "key store loaded");
 
     // Reservations live at most as long as a request may; a sweep ends any left behind.
     let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);

@@ -6,6 +6,7 @@ pub mod accounts;
 mod key_args;
 pub mod keys;
 pub mod projects;
+pub mod store;
 pub mod usage;
 
 use std::process::ExitCode;

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod raw;
+mod store;
 mod trial;
 mod validate;
 mod values;
 
 pub use crate::providers::{ExtraRoots, GeminiAuth, ProviderConfig, ProviderKind};
 use raw::{RawConfig, apply_env, toml_error};
+pub use store::{DatabaseUrl, PostgresConfig, StoreBackend, StoreConfig};
 pub use trial::TrialConfig;
 use validate::validate;
 pub use values::parse_duration;
@@ -21,6 +23,8 @@ pub use values::parse_duration;
 /// Environment variables that override fields of the file.
 const ENV_LISTEN: &str = "TOLLGATE_LISTEN";
 const ENV_STORE: &str = "TOLLGATE_STORE";
+/// Overrides `store.url`; the URL may hold a password, so it is never printed.
+const ENV_DATABASE_URL: &str = "TOLLGATE_DATABASE_URL";
 const ENV_LOG: &str = "TOLLGATE_LOG";
 const ENV_LOG_FORMAT: &str = "TOLLGATE_LOG_FORMAT";
 /// Secret used to key the blake3 hashes of service keys. Never read from the file.
@@ -200,14 +204,6 @@ pub const OPERATOR_CONCURRENCY_RANGE: (u32, u32) = (1, 100_000);
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub path: PathBuf,
-    pub refresh_interval: Duration,
-    /// How often usage counters are written to the store (the most a crash can lose).
-    pub flush_interval: Duration,
 }
 
 #[derive(Clone)]

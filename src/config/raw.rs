@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ENV_LISTEN, ENV_LOG, ENV_LOG_FORMAT, ENV_STORE};
+use super::{ENV_DATABASE_URL, ENV_LISTEN, ENV_LOG, ENV_LOG_FORMAT, ENV_STORE};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +145,12 @@ impl<'de> Deserialize<'de> for RawCount {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     pub(super) path: Option<PathBuf>,
+    pub(super) backend: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) pool_size: Option<usize>,
+    pub(super) statement_timeout: Option<String>,
+    pub(super) schema: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
     pub(super) refresh_interval: Option<String>,
     pub(super) flush_interval: Option<String>,
 }
@@ -200,6 +206,9 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &impl Fn(&str) -> Option<Strin
     }
     if let Some(v) = env(ENV_STORE) {
         raw.store.path = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env(ENV_DATABASE_URL) {
+        raw.store.url = Some(v);
     }
     if let Some(v) = env(ENV_LOG) {
         raw.log.level = Some(v);

@@ -94,8 +94,11 @@ fn trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, Config
 }
 
 fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
+    let statement_timeout = duration("store.statement_timeout", raw.statement_timeout.clone(), "5s")?;
+    let ca_certs = raw.ca_file.as_deref().map(|path| ca_certs("store.ca_file", path)).transpose()?.unwrap_or_default();
     let store = StoreConfig {
-        path: raw.path.unwrap_or_else(|| PathBuf::from("tollgate.db")),
+        path: raw.path.clone().unwrap_or_else(|| PathBuf::from("tollgate.db")),
+        backend: super::store::backend(&raw, statement_timeout, ca_certs)?,
         refresh_interval: duration("store.refresh_interval", raw.refresh_interval, "1s")?,
         flush_interval: duration("store.flush_interval", raw.flush_interval, "1s")?,
     };

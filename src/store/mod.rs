@@ -1,7 +1,9 @@
 //! Durable state behind one trait, [`Store`]: keys, accounts and usage. The embedded default is one
-//! SQLite file ([`sqlite::SqliteStore`]); key writes are durable before they return. The server reads
+//! SQLite file ([`sqlite::SqliteStore`]); several instances share a PostgreSQL database
+//! ([`postgres::PgStore`]). Key writes are durable before they return. The server reads
 //! keys from memory and follows the store's changes ([`sync`]).
 
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 mod trial;
@@ -9,6 +11,7 @@ mod trial;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use postgres::PgStore;
 pub use rows::{
     AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, NewProject, ProjectInfo,
     Rotated, UsageAddition, UsageRow, UsageTotal,
@@ -16,11 +19,13 @@ pub use rows::{
 pub use sqlite::SqliteStore;
 pub use trial::{Claim, TRIAL_ACCOUNT, TrialIssue};
 
+#[cfg(test)]
+mod conformance;
 mod end_user_rows;
 pub use end_user_rows::{EndUserAddition, EndUserTotal, EndUserUsageRow};
 
 use crate::auth::keys::{KeyId, KeyRecord};
-use crate::config::StoreConfig;
+use crate::config::{StoreBackend, StoreConfig};
 
 /// The key cap of an account the store does not know (only the CLI reaches one: the `default`
 /// account), and of a new account when none is given.
@@ -201,6 +206,9 @@ pub trait Store: Send + Sync {
 
 /// Opens the configured store (creating it if needed) and brings its schema up to date.
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    if let StoreBackend::Postgres(pg) = &config.backend {
+        return Ok(Arc::new(PgStore::open(pg).await?));
+    }
     let path = config.path.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
         .await

@@ -16,4 +16,5 @@ mod management_log;
 mod process;
 mod server_credential;
 mod soak;
+mod store_migrate;
 mod trial_canary;

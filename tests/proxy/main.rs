@@ -18,6 +18,7 @@ mod management_telemetry;
 mod metering;
 mod metrics;
 mod paths;
+mod postgres;
 mod projects;
 mod reservations;
 mod serving;

@@ -1,0 +1,80 @@
+//! Usage, end-user usage and signing secrets on every backend.
+
+use std::sync::Arc;
+
+use super::{Subject, run};
+use crate::auth::keys::KeyKind;
+use crate::auth::signing::Signing;
+use crate::store::{EndUserAddition, NewKey, UsageAddition};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_adds_up_saturates_and_reports_the_same_twice() {
+    run("usage", |s: Subject| async move {
+        let (_, key) = s.key(KeyKind::Live, NewKey { project: None, ..NewKey::live("u", 1) });
+        let key = s.store.create_keys(vec![key]).await.unwrap().remove(0);
+        let row = |day, model: &str, requests, tokens| UsageAddition {
+            key: key.id,
+            account: Arc::from("default"),
+            day,
+            model: Arc::from(model),
+            requests,
+            input_tokens: tokens,
+            output_tokens: 1,
+        };
+        s.store.add_usage(vec![row(10, "a", 1, 5), row(10, "b", 2, 7)]).await.unwrap();
+        s.store.add_usage(vec![row(10, "a", 1, 5), row(11, "a", 3, 100), row(3, "a", 9, 1000)]).await.unwrap();
+        s.store.add_usage(Vec::new()).await.unwrap();
+        let totals = s.store.usage_totals(11, 10).await.unwrap();
+        assert_eq!(totals.len(), 1);
+        assert_eq!((totals[0].day_requests, totals[0].month_tokens), (3, 5 + 1 + 7 + 1 + 5 + 1 + 100 + 1));
+        let report = s.store.usage_report(Some("default".into()), Some(key.id), 10, 11).await.unwrap();
+        let got: Vec<_> = report.iter().map(|r| (r.day, r.model.as_str(), r.requests, r.input_tokens)).collect();
+        assert_eq!(got, [(10, "a", 2, 10), (10, "b", 2, 7), (11, "a", 3, 100)]);
+        assert_eq!(report[0].key_prefix, key.key_prefix);
+        assert_eq!(s.store.usage_report(Some("default".into()), Some(key.id), 10, 11).await.unwrap(), report);
+        assert!(s.store.usage_report(Some("other".into()), None, 0, 99).await.unwrap().is_empty());
+
+        s.store.add_usage(vec![row(20, "big", u64::MAX, u64::MAX), row(20, "big", 5, 5)]).await.unwrap();
+        let big = s.store.usage_report(None, None, 20, 20).await.unwrap();
+        assert_eq!((big[0].requests, big[0].input_tokens), (i64::MAX as u64, i64::MAX as u64), "saturated");
+        let totals = s.store.usage_totals(20, 20).await.unwrap();
+        // SQLite sums as a float (2^63 once rounded), PostgreSQL clamps to the largest BIGINT: neither wraps.
+        assert!(totals[0].day_requests >= i64::MAX as u64, "the total saturates too: {}", totals[0].day_requests);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_user_usage_adds_up_and_signing_secrets_follow_their_key() {
+    run("end_users", |s: Subject| async move {
+        let (_, key) = s.key(KeyKind::Publishable, NewKey::live("pub", 1));
+        let key = s.store.create_keys(vec![key]).await.unwrap().remove(0);
+        let row = |end_user: &str, day, tokens| EndUserAddition {
+            key: key.id,
+            account: Arc::from("default"),
+            end_user: Arc::from(end_user),
+            day,
+            requests: 1,
+            input_tokens: tokens,
+            output_tokens: 1,
+        };
+        s.store.add_end_user_usage(vec![row("ann", 10, 5), row("bob", 10, 7)]).await.unwrap();
+        s.store.add_end_user_usage(vec![row("ann", 10, 5), row("ann", 11, 100), row("ann", 3, 1000)]).await.unwrap();
+        let mut totals = s.store.end_user_totals(11, 10).await.unwrap();
+        totals.sort_by(|a, b| a.end_user.cmp(&b.end_user));
+        let got: Vec<_> = totals.iter().map(|t| (t.end_user.as_str(), t.day_requests, t.month_tokens)).collect();
+        assert_eq!(got, [("ann", 1, 5 + 1 + 5 + 1 + 100 + 1), ("bob", 0, 8)]);
+        let rows = s.store.end_user_report(Some("default".into()), None, 10, 11).await.unwrap();
+        let got: Vec<_> = rows.iter().map(|r| (r.end_user.as_str(), r.day, r.requests, r.input_tokens)).collect();
+        assert_eq!(got, [("ann", 10, 2, 10), ("ann", 11, 1, 100), ("bob", 10, 1, 7)]);
+        assert!(s.store.end_user_report(Some("other".into()), None, 0, 100).await.unwrap().is_empty());
+
+        let sealed = vec![1u8, 2, 3, 4];
+        assert!(s.store.set_signing_secret(key.id, sealed.clone(), 2).await.unwrap());
+        let record = s.store.key_record(key.id).await.unwrap().unwrap();
+        assert!(matches!(&record.signing, Signing::Sealed(bytes) if **bytes == sealed[..]), "{:?}", record.signing);
+        assert!(s.store.revoke_key(key.id, 3).await.unwrap());
+        assert!(!s.store.set_signing_secret(key.id, sealed, 4).await.unwrap(), "not on a revoked key");
+    })
+    .await;
+}

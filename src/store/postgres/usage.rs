@@ -1,0 +1,206 @@
+//! Usage in the PostgreSQL store: daily totals per key and model, and per key and end user, each
+//! flush added by additive upserts in one transaction (all of a batch or none of it), every count
+//! saturating at the largest `BIGINT` rather than failing the flush. Also the keys' signing secrets.
+
+use super::rows::parse_id;
+use super::{PgStore, bump_version, sql_int};
+use crate::auth::keys::KeyId;
+use crate::store::{EndUserAddition, EndUserTotal, EndUserUsageRow, StoreError, UsageAddition, UsageRow, UsageTotal};
+
+/// The update of an additive upsert into `table`: each count grows by the new row's, saturating.
+fn add_counts(table: &str) -> String {
+    ["requests", "input_tokens", "output_tokens"]
+        .map(|c| {
+            format!(
+                "{c} = CASE WHEN {table}.{c} > 9223372036854775807 - excluded.{c}
+                 THEN 9223372036854775807 ELSE {table}.{c} + excluded.{c} END"
+            )
+        })
+        .join(", ")
+}
+
+impl PgStore {
+    pub(super) async fn pg_add_usage(&self, rows: Vec<UsageAddition>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx
+            .prepare(&format!(
+                "INSERT INTO usage_daily (key_id, account_id, day, model, requests, input_tokens, output_tokens)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (key_id, day, model) DO UPDATE SET {}",
+                add_counts("usage_daily")
+            ))
+            .await?;
+        for r in &rows {
+            let counts = [sql_int(r.requests), sql_int(r.input_tokens), sql_int(r.output_tokens)];
+            tx.execute(&stmt, &[&r.key.as_str(), &&*r.account, &r.day, &&*r.model, &counts[0], &counts[1], &counts[2]])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Per key: requests on `today` and tokens since `month_start`. PostgreSQL sums `BIGINT`s as
+    /// `NUMERIC`, which cannot overflow; the totals saturate at the largest `BIGINT`.
+    pub(super) async fn pg_usage_totals(&self, today: i64, month_start: i64) -> Result<Vec<UsageTotal>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT key_id, account_id,
+                        LEAST(SUM(CASE WHEN day = $1 THEN requests ELSE 0 END), 9223372036854775807)::BIGINT,
+                        LEAST(SUM(input_tokens) + SUM(output_tokens), 9223372036854775807)::BIGINT
+                 FROM usage_daily WHERE day >= $2 GROUP BY key_id, account_id",
+                &[&today, &month_start],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageTotal {
+                    key: parse_id(row.try_get(0)?)?,
+                    account: row.try_get(1)?,
+                    day_requests: row.try_get::<_, i64>(2)?.max(0) as u64,
+                    month_tokens: row.try_get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn pg_usage_report(
+        &self,
+        account: Option<String>,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let client = self.client().await?;
+        let key = key.map(|k| k.as_str().to_owned());
+        let rows = client
+            .query(
+                "SELECT u.key_id, COALESCE(k.key_prefix, u.key_id), u.day, u.model, u.requests, u.input_tokens,
+                        u.output_tokens, k.project
+                 FROM usage_daily u LEFT JOIN service_keys k ON k.id = u.key_id
+                 WHERE u.day BETWEEN $1 AND $2 AND ($3::TEXT IS NULL OR u.key_id = $3)
+                   AND ($4::TEXT IS NULL OR u.account_id = $4)
+                 ORDER BY u.key_id, u.day, u.model",
+                &[&from, &to, &key, &account],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    key: parse_id(row.try_get(0)?)?,
+                    key_prefix: row.try_get(1)?,
+                    day: row.try_get(2)?,
+                    model: row.try_get(3)?,
+                    requests: row.try_get::<_, i64>(4)?.max(0) as u64,
+                    input_tokens: row.try_get::<_, i64>(5)?.max(0) as u64,
+                    output_tokens: row.try_get::<_, i64>(6)?.max(0) as u64,
+                    project: row.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn pg_add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx
+            .prepare(&format!(
+                "INSERT INTO usage_end_users (key_id, account_id, end_user, day, requests, input_tokens, output_tokens)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (key_id, end_user, day) DO UPDATE SET {}",
+                add_counts("usage_end_users")
+            ))
+            .await?;
+        for r in &rows {
+            let counts = [sql_int(r.requests), sql_int(r.input_tokens), sql_int(r.output_tokens)];
+            let (account, end_user) = (&*r.account, &*r.end_user);
+            tx.execute(&stmt, &[&r.key.as_str(), &account, &end_user, &r.day, &counts[0], &counts[1], &counts[2]])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn pg_end_user_totals(
+        &self,
+        today: i64,
+        month_start: i64,
+    ) -> Result<Vec<EndUserTotal>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT key_id, end_user,
+                        LEAST(SUM(CASE WHEN day = $1 THEN requests ELSE 0 END), 9223372036854775807)::BIGINT,
+                        LEAST(SUM(input_tokens) + SUM(output_tokens), 9223372036854775807)::BIGINT
+                 FROM usage_end_users WHERE day >= $2 GROUP BY key_id, end_user",
+                &[&today, &month_start],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EndUserTotal {
+                    key: parse_id(row.try_get(0)?)?,
+                    end_user: row.try_get(1)?,
+                    day_requests: row.try_get::<_, i64>(2)?.max(0) as u64,
+                    month_tokens: row.try_get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn pg_end_user_report(
+        &self,
+        account: Option<String>,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<EndUserUsageRow>, StoreError> {
+        let client = self.client().await?;
+        let key = key.map(|k| k.as_str().to_owned());
+        let rows = client
+            .query(
+                "SELECT u.key_id, COALESCE(k.key_prefix, u.key_id), u.end_user, u.day, u.requests, u.input_tokens,
+                        u.output_tokens, k.project
+                 FROM usage_end_users u LEFT JOIN service_keys k ON k.id = u.key_id
+                 WHERE u.day BETWEEN $1 AND $2 AND ($3::TEXT IS NULL OR u.key_id = $3)
+                   AND ($4::TEXT IS NULL OR u.account_id = $4)
+                 ORDER BY u.key_id, u.end_user, u.day",
+                &[&from, &to, &key, &account],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EndUserUsageRow {
+                    key: parse_id(row.try_get(0)?)?,
+                    key_prefix: row.try_get(1)?,
+                    end_user: row.try_get(2)?,
+                    day: row.try_get(3)?,
+                    requests: row.try_get::<_, i64>(4)?.max(0) as u64,
+                    input_tokens: row.try_get::<_, i64>(5)?.max(0) as u64,
+                    output_tokens: row.try_get::<_, i64>(6)?.max(0) as u64,
+                    project: row.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces a key's sealed signing secret; `false` if no such key or it is revoked.
+    pub(super) async fn pg_set_signing_secret(&self, id: KeyId, sealed: Vec<u8>, now: i64) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let version = bump_version(&tx).await?;
+        let n = tx
+            .execute(
+                "UPDATE service_keys SET signing_secret = $1, version = $2
+                 WHERE id = $3 AND (revoked_at IS NULL OR revoked_at > $4)",
+                &[&sealed, &version, &id.as_str(), &now],
+            )
+            .await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
