@@ -16,7 +16,7 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub const KEY_KINDS: [&str; 4] = ["live", "publishable", "trial", "none"];
 
 /// Refusal reasons: the limit kinds, the process-wide overload, the trial issuance throttle.
-pub const REFUSALS: [&str; 11] = [
+pub const REFUSALS: [&str; 12] = [
     "requests_per_minute",
     "requests_per_day",
     "concurrency",
@@ -28,6 +28,7 @@ pub const REFUSALS: [&str; 11] = [
     "end_user_tokens_per_month",
     "trial_issuance",
     "end_users_per_key",
+    "counters_unavailable",
 ];
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 18] = [
