@@ -19,6 +19,7 @@ mod metering;
 mod metrics;
 mod paths;
 mod projects;
+mod redis_counters;
 mod reservations;
 mod serving;
 mod sessions;
