@@ -169,6 +169,19 @@ async fn open(config: &CountersConfig, url: &str) -> Result<ConnectionManager, S
     }
 }
 
+/// Connects to `config.url` as the server would and says what answered (for `tollgate check-config`).
+pub async fn check(config: &CountersConfig) -> Result<String, ConnectError> {
+    let url = config.url.as_deref().ok_or_else(|| ConnectError("counters.url: not set".into()))?;
+    let mut conn = open(config, url).await.map_err(ConnectError)?;
+    let info: String = ::redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| ConnectError(format!("counters.url ({}): {e}", redact_url(url))))?;
+    let version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("unknown version");
+    Ok(format!("{} answered: Redis {}", redact_url(url), version.trim()))
+}
+
 impl RedisCounters {
     /// Connects to `config.url` and loads the scripts. `lease`: how long a reservation or a concurrency
     /// slot may stay open; `offset_ns`: see [`wall_offset`]. Must be called on a Tokio runtime.
