@@ -246,15 +246,31 @@ struct Server {
 
 impl Server {
     fn start(port: u16) -> Server {
+        Server::start_with(port, &["--port", &port.to_string()])
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> Server {
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .args(args)
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed");
         Server { child, port }
     }
 
-    /// Waits until the server answers a PING (it takes a few milliseconds to listen).
+    /// Waits until the server listens (it takes a few milliseconds).
+    async fn listening(&self) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server on port {} never listened", self.port);
+    }
+
+    /// Waits until the server answers a PING.
     async fn ready(&self) {
         let client = ::redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
         for _ in 0..200 {
@@ -335,4 +351,72 @@ async fn a_redis_outage_falls_back_locally_and_recovers() {
     }
     assert!(!r.degraded());
     drop(server);
+}
+
+/// `rediss://` through rustls, trusting the roots of `counters.ca_file` only.
+#[tokio::test]
+async fn rediss_connects_through_rustls_with_the_configured_roots() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    if url("TLS").is_none() {
+        return;
+    }
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "tollgate test CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (cert_file, key_file, ca_file) = (path("cert.pem"), path("key.pem"), path("ca.pem"));
+    let server = Server::start_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert_file,
+            "--tls-key-file",
+            &key_file,
+            "--tls-ca-cert-file",
+            &ca_file,
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    server.listening().await;
+    let mut config = config(&format!("rediss://localhost:{port}"));
+    config.ca_file = Some(ca_file.into());
+    let r = RedisCounters::connect(&config, Duration::from_secs(60), u32::MAX, wall_offset(T0)).await.unwrap();
+    let s = subject(KeyLimits { tokens_per_month: Some(100), ..KeyLimits::default() }, 1_000);
+    assert!(matches!(admit(&r, &s, 60, T0).await, Ok(Ticket::Remote(_))));
+    assert_eq!(admit(&r, &s, 60, T0).await.err().unwrap().limit, LimitKind::KeyTokens);
+    // Without the test CA among its roots, the server's certificate is refused.
+    config.ca_file = None;
+    let refused = RedisCounters::connect(&config, Duration::from_secs(60), u32::MAX, wall_offset(T0)).await;
+    assert!(refused.is_err());
+}
+
+/// A Redis that lost the scripts (a restart, `SCRIPT FLUSH`) gets them again on NOSCRIPT.
+#[tokio::test]
+async fn scripts_are_reloaded_after_noscript() {
+    if url("NOSCRIPT").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Server::start(port);
+    server.ready().await;
+    let r = connect(&config(&format!("redis://127.0.0.1:{port}")), Duration::from_secs(60)).await;
+    let s = subject(KeyLimits::default(), 1_000);
+    admit(&r, &s, 1, T0).await.unwrap().settle(1);
+    let mut conn = r.shared.conn.clone();
+    ::redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut conn).await.unwrap();
+    assert!(matches!(admit(&r, &s, 1, T0).await, Ok(Ticket::Remote(_))));
+    assert!(!r.degraded());
 }
