@@ -324,10 +324,10 @@ impl Shared {
         }
     }
 
-    async fn admit_locally(&self, subject: &Subject, now: Now) -> Result<Permit, Refusal> {
+    async fn admit_locally(&self, subject: &Subject, now: Now) -> Result<memory::Permit, Refusal> {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         let local = self.local_subject(subject);
-        self.local.admit_request(&local, now).await.map(Permit::Local)
+        self.local.admit_request(&local, now).await
     }
 
     fn unavailable(&self) -> Refusal {
@@ -401,7 +401,9 @@ impl RedisCounters {
         let s = &self.shared;
         let end_user = end_users::limited(subject.end_user.as_ref());
         let keys = s.keys(subject.key, &subject.account, end_user.map(|e| &*e.id));
-        s.accounts.insert(subject.key, Arc::clone(&subject.account));
+        if s.accounts.get(&subject.key).is_none_or(|a| *a.value() != subject.account) {
+            s.accounts.insert(subject.key, Arc::clone(&subject.account));
+        }
         let (slot, now_us, l) = (s.id(), s.micros(now), subject.limits);
         let eu_rate = end_user.and_then(|e| e.limits.requests_per_minute).map(Rate::per_minute);
         let eu_per_day = end_user.and_then(|e| e.limits.requests_per_day).map_or(-1, i64::from);
@@ -413,8 +415,9 @@ impl RedisCounters {
         inv.arg(eu_rate.map_or(0, |r| (r.interval_ns / 1000).max(1)))
             .arg(eu_rate.map_or(1, |r| r.burst))
             .arg(eu_per_day);
-        let Ok(v) = s.call::<Vec<i64>>(&inv).await else {
-            return s.admit_locally(subject, now).await;
+        let v = match s.call::<Vec<i64>>(&inv).await {
+            Ok(v) if v.len() == 7 && (0..=5).contains(&v[0]) => v,
+            _ => return s.admit_locally(subject, now).await.map(Permit::Local),
         };
         let a = Admitted {
             code: v.first().copied().unwrap_or(-1),
@@ -454,17 +457,18 @@ impl RedisCounters {
         inv.arg(now_us).arg(month).arg(cost).arg(quota(p.subject.limits.key_tokens));
         inv.arg(quota(end_user.and_then(|e| e.limits.tokens_per_month))).arg(quota(Some(p.subject.plan_tokens)));
         inv.arg(id).arg(s.lease_us).arg(p.slot).arg(u8::from(end_user.is_some())).arg(TTL_SECS);
-        let Ok(v) = s.call::<Vec<i64>>(&inv).await else {
+        let v = match s.call::<Vec<i64>>(&inv).await {
+            Ok(v) if v.len() == 5 && matches!(v[0], 0 | 6..=8) => v,
             // `p` drops here: its slot's release is spawned, retried, and ends with its lease at worst.
-            return match s.on_unavailable {
-                OnUnavailable::FailClosed => Err(s.unavailable()),
-                OnUnavailable::Local => {
-                    let Permit::Local(local) = s.admit_locally(&p.subject, now).await? else {
-                        unreachable!("admit_locally answers with a local permit")
-                    };
-                    s.local.reserve(local, cost, now).await.map(Ticket::Local)
-                }
-            };
+            _ => {
+                return match s.on_unavailable {
+                    OnUnavailable::FailClosed => Err(s.unavailable()),
+                    OnUnavailable::Local => {
+                        let local = s.admit_locally(&p.subject, now).await?;
+                        s.local.reserve(local, cost, now).await.map(Ticket::Local)
+                    }
+                };
+            }
         };
         let a = Admitted {
             code: v.first().copied().unwrap_or(-1),

@@ -420,3 +420,25 @@ async fn scripts_are_reloaded_after_noscript() {
     assert!(matches!(admit(&r, &s, 1, T0).await, Ok(Ticket::Remote(_))));
     assert!(!r.degraded());
 }
+
+/// With `on_unavailable = "local"`, a reservation while Redis is away is made against this instance's
+/// share of the quota (the key's 300 tokens over 3 instances).
+#[tokio::test]
+async fn local_fallback_reserves_against_the_instances_share_of_the_quota() {
+    if url("the local token fallback").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Server::start(port);
+    server.ready().await;
+    let mut config = config(&format!("redis://127.0.0.1:{port}"));
+    (config.timeout, config.instances, config.on_unavailable) = (Duration::from_millis(50), 3, OnUnavailable::Local);
+    let r = connect(&config, Duration::from_secs(60)).await;
+    server.kill();
+    let s = subject(KeyLimits { tokens_per_month: Some(300), ..KeyLimits::default() }, 1_000_000);
+    let held = admit(&r, &s, 60, T0).await.unwrap();
+    assert!(matches!(held, Ticket::Local(_)));
+    assert_eq!(held.headers().remaining_tokens, 40, "a third of 300, less 60");
+    assert_eq!(admit(&r, &s, 60, T0).await.err().unwrap().limit, LimitKind::KeyTokens);
+    assert!(r.degraded());
+}
