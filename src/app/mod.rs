@@ -116,6 +116,9 @@ pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<S
         metrics: Arc::new(metrics::Metrics::new(config.providers.iter().map(|p| p.name.clone()).collect())),
         config,
     });
+    if let Counters::Redis(redis) = &app.counters {
+        app.metrics.watch_counters(redis.watch());
+    }
     let refresher = tokio::spawn(key_sync::follow(store, tables, version, app.config.store.refresh_interval));
     let (stop_housekeeping, stopped) = tokio::sync::watch::channel(false);
     let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), stopped));

@@ -93,7 +93,12 @@ pub struct Metrics {
     /// Management requests are few (people and scripts, not the data plane), so a lock is cheap here.
     /// Labels are `&'static str` from fixed lists, which keeps the set bounded by construction.
     management: Mutex<ManagementSeries>,
+    /// The shared counters' state when they are shared (see [`Metrics::watch_counters`]).
+    counters: std::sync::OnceLock<CountersWatch>,
 }
+
+/// Reads (degraded, admissions checked locally) from the shared counters.
+type CountersWatch = Box<dyn Fn() -> (bool, u64) + Send + Sync>;
 
 #[derive(Default)]
 struct ManagementSeries {
@@ -135,6 +140,7 @@ impl Metrics {
             by_key_kind: std::array::from_fn(|_| AtomicU64::new(0)),
             open_streams: AtomicI64::new(0),
             management: Mutex::default(),
+            counters: std::sync::OnceLock::new(),
             providers,
         }
     }
@@ -202,6 +208,12 @@ impl Metrics {
 
     pub fn stream_opened(&self) {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Exposes the shared counters' state: whether they are degraded (Redis unreachable) and how many
+    /// admissions were checked locally because of it.
+    pub fn watch_counters(&self, watch: impl Fn() -> (bool, u64) + Send + Sync + 'static) {
+        let _ = self.counters.set(Box::new(watch));
     }
 
     pub fn stream_closed(&self) {
@@ -280,6 +292,17 @@ impl Metrics {
         out.push_str("# HELP tollgate_open_streams Server-sent event streams being relayed.\n");
         out.push_str("# TYPE tollgate_open_streams gauge\n");
         let _ = writeln!(out, "tollgate_open_streams {}", self.open_streams.load(Ordering::Relaxed));
+        if let Some(watch) = self.counters.get() {
+            let (degraded, local) = watch();
+            out.push_str("# HELP tollgate_counters_degraded 1 while the shared counters (Redis) cannot answer.\n");
+            out.push_str("# TYPE tollgate_counters_degraded gauge\n");
+            let _ = writeln!(out, "tollgate_counters_degraded {}", u8::from(degraded));
+            out.push_str(
+                "# HELP tollgate_counters_local_admissions_total Admissions checked locally while Redis could not answer.\n",
+            );
+            out.push_str("# TYPE tollgate_counters_local_admissions_total counter\n");
+            let _ = writeln!(out, "tollgate_counters_local_admissions_total {local}");
+        }
         self.render_management(&mut out);
         out
     }

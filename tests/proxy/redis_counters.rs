@@ -73,7 +73,10 @@ async fn a_redis_outage_answers_503_in_the_provider_shape_and_recovers() {
     let metrics =
         request(http::Method::GET, &gw.url("/metrics"), &[("authorization", &format!("Bearer {METRICS_TOKEN}"))], b"")
             .await;
-    assert!(metrics.text().contains("reason=\"counters_unavailable\"} 3"), "{}", metrics.text());
+    let text = metrics.text();
+    assert!(text.contains("tollgate_refusals_total{reason=\"counters_unavailable\"} 3"), "{text}");
+    assert!(text.contains("tollgate_counters_degraded 1"), "{text}");
+    assert!(text.contains("tollgate_counters_local_admissions_total 3"), "{text}");
 
     let _redis = RedisServer::start(port).await;
     let started = Instant::now();

@@ -234,6 +234,12 @@ impl RedisCounters {
         self.shared.breaker.is_open()
     }
 
+    /// Reads (degraded, admissions checked locally) at any time, for the metrics.
+    pub fn watch(&self) -> impl Fn() -> (bool, u64) + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || (shared.breaker.is_open(), shared.fallbacks.load(Ordering::Relaxed))
+    }
+
     /// Admissions checked locally and reservations refused, both because Redis was away.
     pub fn unavailable_counts(&self) -> (u64, u64) {
         (self.shared.fallbacks.load(Ordering::Relaxed), self.shared.refused_unavailable.load(Ordering::Relaxed))
