@@ -220,6 +220,20 @@ impl Metrics {
         self.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// The shared counters' series, when they are shared.
+    fn render_counters(&self, out: &mut String) {
+        let Some(watch) = self.counters.get() else { return };
+        let (degraded, local) = watch();
+        out.push_str("# HELP tollgate_counters_degraded 1 while the shared counters (Redis) cannot answer.\n");
+        out.push_str("# TYPE tollgate_counters_degraded gauge\n");
+        let _ = writeln!(out, "tollgate_counters_degraded {}", u8::from(degraded));
+        out.push_str(
+            "# HELP tollgate_counters_local_admissions_total Admissions checked locally while Redis could not answer.\n",
+        );
+        out.push_str("# TYPE tollgate_counters_local_admissions_total counter\n");
+        let _ = writeln!(out, "tollgate_counters_local_admissions_total {local}");
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
@@ -292,17 +306,7 @@ impl Metrics {
         out.push_str("# HELP tollgate_open_streams Server-sent event streams being relayed.\n");
         out.push_str("# TYPE tollgate_open_streams gauge\n");
         let _ = writeln!(out, "tollgate_open_streams {}", self.open_streams.load(Ordering::Relaxed));
-        if let Some(watch) = self.counters.get() {
-            let (degraded, local) = watch();
-            out.push_str("# HELP tollgate_counters_degraded 1 while the shared counters (Redis) cannot answer.\n");
-            out.push_str("# TYPE tollgate_counters_degraded gauge\n");
-            let _ = writeln!(out, "tollgate_counters_degraded {}", u8::from(degraded));
-            out.push_str(
-                "# HELP tollgate_counters_local_admissions_total Admissions checked locally while Redis could not answer.\n",
-            );
-            out.push_str("# TYPE tollgate_counters_local_admissions_total counter\n");
-            let _ = writeln!(out, "tollgate_counters_local_admissions_total {local}");
-        }
+        self.render_counters(&mut out);
         self.render_management(&mut out);
         out
     }
