@@ -442,3 +442,45 @@ async fn local_fallback_reserves_against_the_instances_share_of_the_quota() {
     assert_eq!(admit(&r, &s, 60, T0).await.err().unwrap().limit, LimitKind::KeyTokens);
     assert_eq!(r.unavailable_counts(), (2, 0), "both admitted locally, neither refused as unavailable");
 }
+
+/// Across two instances, a key's per-minute limit admits its burst and no more at one instant, and an end
+/// user's monthly quota holds as in one instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_and_end_user_quotas_hold_across_two_instances() {
+    let Some(url) = url("rates across instances") else { return };
+    let config = config(&url);
+    let pair =
+        Arc::new([connect(&config, Duration::from_secs(60)).await, connect(&config, Duration::from_secs(60)).await]);
+    let mut s = subject(KeyLimits { requests_per_minute: Some(60), ..KeyLimits::default() }, 1_000_000);
+    s.end_user = Some(EndUser {
+        id: "ann".into(),
+        limits: EndUserLimits { tokens_per_month: Some(1_000), ..EndUserLimits::default() },
+    });
+    let s = Arc::new(s);
+    let (admitted, reserved) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let (pair, s, admitted, reserved) =
+            (Arc::clone(&pair), Arc::clone(&s), Arc::clone(&admitted), Arc::clone(&reserved));
+        tasks.push(tokio::spawn(async move {
+            let r = &pair[worker % 2];
+            for _ in 0..50 {
+                let Ok(permit) = r.admit_request(&s, T0).await else { continue };
+                admitted.fetch_add(1, Ordering::SeqCst);
+                if let Ok(ticket) = r.reserve(permit, 100, T0).await {
+                    reserved.fetch_add(1, Ordering::SeqCst);
+                    ticket.settle(100);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(admitted.load(Ordering::SeqCst), 60, "the burst of 60 a minute, across both");
+    assert_eq!(reserved.load(Ordering::SeqCst), 10, "1000 tokens of the end user's at 100 each");
+    pair[0].settled().await;
+    pair[1].settled().await;
+    let hash = pair[0].shared.keys(s.key, &s.account, Some("ann")).end_user;
+    assert_eq!(tokens(&pair[0], &hash).await, (1_000, 0));
+}
