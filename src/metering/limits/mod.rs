@@ -8,8 +8,9 @@
 //! Who is limited arrives as a [`Subject`] (key, account, effective limits, plan quota), built by the
 //! caller from the principal, so the counters know nothing of key records or how a caller proved who it
 //! is. Where the counts live is a [`CounterBackend`]: [`memory::MemoryCounters`], one process's
-//! counters behind `DashMap`s, or [`redis::RedisCounters`], every instance's counters in one Redis. The server holds the backend as the [`Counters`] enum rather
-//! than a `dyn` trait object: admission runs on every request, and an enum is matched in place, its
+//! counters behind `DashMap`s, or [`redis::RedisCounters`], every instance's counters in one Redis. The
+//! server holds the backend as the [`Counters`] enum rather than a `dyn` trait object: admission runs on
+//! every request, and an enum is matched in place, its
 //! futures live on the request's own stack (no box per admission) and the memory backend's are ready at
 //! once.
 //!
