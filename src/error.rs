@@ -67,6 +67,9 @@ pub enum ProxyError {
     TrialIssuanceLimited(u64),
     /// A trial key could not be issued because the store failed.
     TrialUnavailable,
+    /// The shared counters (Redis) cannot answer and token quotas fail closed: 503 with the seconds to
+    /// wait, never a 429 (the caller's quota is not the problem).
+    CountersUnavailable(u64),
 }
 
 /// The level of a request's log line.
@@ -159,6 +162,7 @@ impl<'a> ErrorSpec<'a> {
             LimitKind::EndUserRequestsPerDay => "rate limit exceeded: requests per day for this end user",
             LimitKind::EndUserTokens => "token quota exceeded: this end user's monthly token quota",
             LimitKind::EndUsers => "rate limit exceeded: this key already counts its most end users at once",
+            LimitKind::CountersUnavailable => "the usage counters are unavailable; retry shortly",
         };
         let (openai_type, code) = if refusal.limit.is_tokens() {
             ("insufficient_quota", "insufficient_quota")
@@ -280,6 +284,23 @@ impl ProxyError {
                 headers: ExtraHeaders { retry_after: Some(1), ..ExtraHeaders::default() },
                 ..S::server(C::SERVICE_UNAVAILABLE, "trial_unavailable", "Could not issue a trial key; retry shortly")
             },
+            ProxyError::CountersUnavailable(seconds) => S {
+                headers: ExtraHeaders { retry_after: Some(*seconds), ..ExtraHeaders::default() },
+                refusal: Some("counters_unavailable"),
+                ..S::server(
+                    C::SERVICE_UNAVAILABLE,
+                    "counters_unavailable",
+                    "The usage counters are unavailable; retry shortly",
+                )
+            },
+        }
+    }
+
+    /// A refusal of the limits: 429 for a limit, 503 when the shared counters could not answer.
+    pub fn limited(refusal: Refusal) -> ProxyError {
+        match refusal.limit {
+            LimitKind::CountersUnavailable => ProxyError::CountersUnavailable(refusal.retry_after_secs),
+            _ => ProxyError::RateLimited(refusal),
         }
     }
 
@@ -381,9 +402,10 @@ mod tests {
                 ProxyError::InvalidEndUser => 31,
                 ProxyError::TrialIssuanceLimited(_) => 32,
                 ProxyError::TrialUnavailable => 33,
+                ProxyError::CountersUnavailable(_) => 34,
             }
         }
-        const VARIANTS: usize = 34;
+        const VARIANTS: usize = 35;
         let all = vec![
             ProxyError::NotFound,
             ProxyError::MethodNotAllowed(Method::POST),
@@ -419,6 +441,7 @@ mod tests {
             ProxyError::InvalidEndUser,
             ProxyError::TrialIssuanceLimited(30),
             ProxyError::TrialUnavailable,
+            ProxyError::CountersUnavailable(2),
         ];
         let mut places: Vec<usize> = all.iter().map(place).collect();
         places.sort_unstable();
@@ -507,6 +530,7 @@ mod tests {
             (400, client, "invalid_end_user", "invalid_end_user", Info, &[]),
             (429, "requests", "trial_issuance_limited", "trial_issuance_limited", Info, &[("retry-after", "30")]),
             (503, "server_error", "trial_unavailable", "trial_unavailable", Warn, &[("retry-after", "1")]),
+            (503, "server_error", "counters_unavailable", "counters_unavailable", Warn, &[("retry-after", "2")]),
         ];
         let all = one_of_each();
         assert_eq!(all.len(), rows.len());
@@ -555,7 +579,13 @@ mod tests {
             assert_eq!(rendered_headers(&spec), want, "{limit:?}");
         }
         assert_eq!(ProxyError::Overloaded.spec().refusal, Some("overloaded"));
-        assert!(one_of_each().iter().filter(|e| e.spec().refusal.is_some()).count() == 3);
+        assert!(one_of_each().iter().filter(|e| e.spec().refusal.is_some()).count() == 4);
+        let unavailable = ProxyError::limited(refusal(LimitKind::CountersUnavailable, 1));
+        assert_eq!(
+            (unavailable.status(), unavailable.spec().refusal),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("counters_unavailable"))
+        );
+        assert_eq!(ProxyError::limited(refusal(LimitKind::KeyTokens, 1)).status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(ProxyError::TrialIssuanceLimited(5).spec().refusal, Some("trial_issuance"));
     }
 }

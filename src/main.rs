@@ -150,6 +150,14 @@ fn check_config(config: &Config, path: &std::path::Path) -> CliResult {
     if let Some((version, applied, total)) = &probe {
         println!("              connected: PostgreSQL {version}, {applied} of {total} migrations applied");
     }
+    if config.counters.backend == tollgate::config::counters::CountersBackend::Redis {
+        let found = block_on(async {
+            let found = tollgate::metering::limits::redis::check(&config.counters).await?;
+            println!("  counters    redis: {found}");
+            Ok(ExitCode::SUCCESS)
+        });
+        found.map_err(|e| format!("counters: {e}"))?;
+    }
     for p in &config.providers {
         println!("  provider    {:<12} {:<10} {}://{}{}", p.name, p.kind.as_str(), p.scheme, p.authority, p.base_path);
     }

@@ -13,6 +13,8 @@ use crate::auth::signing::Sealer;
 use crate::auth::{passwords, sessions, throttle};
 use crate::clock::{self, Clock, SystemClock};
 use crate::config::Config;
+use crate::config::counters::CountersBackend;
+use crate::metering::limits::redis::{ConnectError, RedisCounters, wall_offset};
 use crate::metering::limits::{self, CounterBackend, Counters, MemoryCounters};
 use crate::metering::usage::book::UsageBook;
 use crate::providers::routes::Routes;
@@ -31,6 +33,8 @@ pub enum StartError {
     MetricsListen(std::io::Error),
     Tls(String),
     Upstream(rustls::Error),
+    /// The Redis of `[counters]` could not be reached at start.
+    Counters(ConnectError),
 }
 
 impl std::fmt::Display for StartError {
@@ -40,6 +44,7 @@ impl std::fmt::Display for StartError {
             StartError::MetricsListen(e) => write!(f, "metrics.listen: {e}"),
             StartError::Tls(e) => write!(f, "TLS: {e}"),
             StartError::Upstream(e) => write!(f, "upstream TLS configuration: {e}"),
+            StartError::Counters(e) => write!(f, "{e}"),
         }
     }
 }
@@ -76,7 +81,15 @@ pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<S
 
     // Reservations live at most as long as a request may; a sweep ends any left behind.
     let lease = config.upstream.total_timeout + std::time::Duration::from_secs(60);
-    let counters = Counters::Memory(MemoryCounters::new(lease).with_end_user_cap(config.limits.end_users_per_key));
+    let cap = config.limits.end_users_per_key;
+    let counters = match config.counters.backend {
+        CountersBackend::Memory => Counters::Memory(MemoryCounters::new(lease).with_end_user_cap(cap)),
+        CountersBackend::Redis => Counters::Redis(
+            RedisCounters::connect(&config.counters, lease, cap, wall_offset(clock.now()))
+                .await
+                .map_err(StartError::Counters)?,
+        ),
+    };
     carry_usage(&*store, &counters, clock.now()).await.map_err(StartError::Store)?;
     let trials = trial::Trials::load(&*store, &config.trial).await.map_err(StartError::Store)?;
 
@@ -103,6 +116,9 @@ pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<S
         metrics: Arc::new(metrics::Metrics::new(config.providers.iter().map(|p| p.name.clone()).collect())),
         config,
     });
+    if let Counters::Redis(redis) = &app.counters {
+        app.metrics.watch_counters(redis.watch());
+    }
     let refresher = tokio::spawn(key_sync::follow(store, tables, version, app.config.store.refresh_interval));
     let (stop_housekeeping, stopped) = tokio::sync::watch::channel(false);
     let housekeeper = tokio::spawn(housekeeping(Arc::clone(&app), stopped));

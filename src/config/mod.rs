@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod counters;
 mod raw;
 mod store;
 mod trial;
@@ -57,6 +58,7 @@ pub struct Config {
     pub log: LogConfig,
     pub providers: Vec<ProviderConfig>,
     pub trial: TrialConfig,
+    pub counters: counters::CountersConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -313,7 +315,9 @@ impl Config {
             ));
         }
         let signing_key = signing_key(&env)?;
+        let raw_counters = std::mem::take(&mut raw.counters);
         let mut config = validate(raw, hash_secret)?;
+        config.counters = counters::counters(raw_counters, &env)?;
         validate::server_keys(&mut config.providers, &env)?;
         if config.trial.server_credential && !config.providers.iter().any(|p| p.server_key.is_some()) {
             return Err(invalid(

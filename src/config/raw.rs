@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     pub(super) providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub(super) trial: RawTrial,
+    #[serde(default)]
+    pub(super) counters: super::counters::RawCounters,
 }
 
 /// `[trial]`: keys for anonymous devices (see `config::TrialConfig`).

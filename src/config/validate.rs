@@ -32,7 +32,8 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         // Trial keys are bounded by nothing but their limits.
         return Err(invalid("trial.enabled", "needs [limits] enabled: trial keys are bounded only by their limits"));
     }
-    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers, trial })
+    let counters = super::counters::CountersConfig::default();
+    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers, trial, counters })
 }
 
 fn server(s: RawServer) -> Result<ServerConfig, ConfigError> {

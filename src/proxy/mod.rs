@@ -212,7 +212,7 @@ async fn admit_request(app: &App, principal: &Principal) -> Result<Option<(Subje
         return Ok(None);
     }
     let subject = subject(app, principal);
-    let permit = app.counters.admit_request(&subject, app.now()).await.map_err(ProxyError::RateLimited)?;
+    let permit = app.counters.admit_request(&subject, app.now()).await.map_err(ProxyError::limited)?;
     Ok(Some((subject, permit)))
 }
 
@@ -299,7 +299,7 @@ async fn reserve(
 ) -> Result<Metering, ProxyError> {
     let reservation = metering::reservation(meter, route.endpoint, facts.asked(), body_len, default_output);
     let now = app.now();
-    let ticket = app.counters.reserve(permit, reservation.total(), now).await.map_err(ProxyError::RateLimited)?;
+    let ticket = app.counters.reserve(permit, reservation.total(), now).await.map_err(ProxyError::limited)?;
     let model = request_model(route, facts);
     Ok(Metering::new(Arc::clone(&app.usage), &subject, model, clock::day_of(now.unix), reservation, ticket))
 }

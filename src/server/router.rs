@@ -46,6 +46,10 @@ fn probe<B>(app: &App, req: &Request<B>) -> Option<Response<ProxyBody>> {
     }
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok"),
+        // Still ready while Redis is away (limits go on locally), but saying so.
+        "/readyz" if app.readiness.is_ready() && app.counters.degraded() => {
+            (StatusCode::OK, "ready; counters degraded: redis unreachable, limits checked locally")
+        }
         "/readyz" if app.readiness.is_ready() => (StatusCode::OK, "ready"),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable"),
         "/metrics" if app.config.metrics.enabled => {

@@ -16,7 +16,7 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub const KEY_KINDS: [&str; 4] = ["live", "publishable", "trial", "none"];
 
 /// Refusal reasons: the limit kinds, the process-wide overload, the trial issuance throttle.
-pub const REFUSALS: [&str; 11] = [
+pub const REFUSALS: [&str; 12] = [
     "requests_per_minute",
     "requests_per_day",
     "concurrency",
@@ -28,6 +28,7 @@ pub const REFUSALS: [&str; 11] = [
     "end_user_tokens_per_month",
     "trial_issuance",
     "end_users_per_key",
+    "counters_unavailable",
 ];
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 18] = [
@@ -92,7 +93,12 @@ pub struct Metrics {
     /// Management requests are few (people and scripts, not the data plane), so a lock is cheap here.
     /// Labels are `&'static str` from fixed lists, which keeps the set bounded by construction.
     management: Mutex<ManagementSeries>,
+    /// The shared counters' state when they are shared (see [`Metrics::watch_counters`]).
+    counters: std::sync::OnceLock<CountersWatch>,
 }
+
+/// Reads (degraded, admissions checked locally) from the shared counters.
+type CountersWatch = Box<dyn Fn() -> (bool, u64) + Send + Sync>;
 
 #[derive(Default)]
 struct ManagementSeries {
@@ -134,6 +140,7 @@ impl Metrics {
             by_key_kind: std::array::from_fn(|_| AtomicU64::new(0)),
             open_streams: AtomicI64::new(0),
             management: Mutex::default(),
+            counters: std::sync::OnceLock::new(),
             providers,
         }
     }
@@ -203,8 +210,28 @@ impl Metrics {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Exposes the shared counters' state: whether they are degraded (Redis unreachable) and how many
+    /// admissions were checked locally because of it.
+    pub fn watch_counters(&self, watch: impl Fn() -> (bool, u64) + Send + Sync + 'static) {
+        let _ = self.counters.set(Box::new(watch));
+    }
+
     pub fn stream_closed(&self) {
         self.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The shared counters' series, when they are shared.
+    fn render_counters(&self, out: &mut String) {
+        let Some(watch) = self.counters.get() else { return };
+        let (degraded, local) = watch();
+        out.push_str("# HELP tollgate_counters_degraded 1 while the shared counters (Redis) cannot answer.\n");
+        out.push_str("# TYPE tollgate_counters_degraded gauge\n");
+        let _ = writeln!(out, "tollgate_counters_degraded {}", u8::from(degraded));
+        out.push_str(
+            "# HELP tollgate_counters_local_admissions_total Admissions checked locally while Redis could not answer.\n",
+        );
+        out.push_str("# TYPE tollgate_counters_local_admissions_total counter\n");
+        let _ = writeln!(out, "tollgate_counters_local_admissions_total {local}");
     }
 
     /// The Prometheus text exposition.
@@ -279,6 +306,7 @@ impl Metrics {
         out.push_str("# HELP tollgate_open_streams Server-sent event streams being relayed.\n");
         out.push_str("# TYPE tollgate_open_streams gauge\n");
         let _ = writeln!(out, "tollgate_open_streams {}", self.open_streams.load(Ordering::Relaxed));
+        self.render_counters(&mut out);
         self.render_management(&mut out);
         out
     }

@@ -91,6 +91,13 @@ impl Gateway {
         gateway
     }
 
+    /// Another instance of the same deployment: a second server with this one's configuration, on this
+    /// one's store file (it lives as long as this gateway's directory).
+    pub async fn another_instance(&self) -> Gateway {
+        let (config, store, key, keys) = (self.config.clone(), self.store.clone(), self.key.clone(), self.keys.clone());
+        Gateway::serve(config, store, tempfile::tempdir().unwrap(), key, keys).await
+    }
+
     /// Shuts down gracefully (which flushes usage) and starts again on the same store.
     pub async fn restart(mut self) -> Gateway {
         self.begin_shutdown().await.unwrap();

@@ -20,6 +20,7 @@ mod metrics;
 mod paths;
 mod postgres;
 mod projects;
+mod redis_counters;
 mod reservations;
 mod serving;
 mod sessions;

@@ -7,11 +7,12 @@
 //!
 //! Who is limited arrives as a [`Subject`] (key, account, effective limits, plan quota), built by the
 //! caller from the principal, so the counters know nothing of key records or how a caller proved who it
-//! is. Where the counts live is a [`CounterBackend`]: today only [`memory::MemoryCounters`], one
-//! process's counters behind `DashMap`s. The server holds the backend as the [`Counters`] enum rather
-//! than a `dyn` trait object: admission runs on every request, and an enum is matched in place, its
+//! is. Where the counts live is a [`CounterBackend`]: [`memory::MemoryCounters`], one process's
+//! counters behind `DashMap`s, or [`redis::RedisCounters`], every instance's counters in one Redis. The
+//! server holds the backend as the [`Counters`] enum rather than a `dyn` trait object: admission runs on
+//! every request, and an enum is matched in place, its
 //! futures live on the request's own stack (no box per admission) and the memory backend's are ready at
-//! once. A shared backend (Redis) becomes a second variant.
+//! once.
 //!
 //! Settling is synchronous on purpose: a response body ends inside a `poll`, and a dropped request ends
 //! in `Drop`, where nothing can be awaited. The memory backend settles under its locks at once; a network
@@ -22,6 +23,7 @@ mod end_users;
 pub mod gcra;
 pub mod ledger;
 pub mod memory;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -50,6 +52,8 @@ pub enum LimitKind {
     EndUserTokens,
     /// The key counts as many end users as `limits.end_users_per_key` allows; a new one must wait.
     EndUsers,
+    /// The shared counters (Redis) cannot answer and token quotas fail closed: a 503, never a 429.
+    CountersUnavailable,
 }
 
 impl LimitKind {
@@ -65,6 +69,7 @@ impl LimitKind {
             LimitKind::EndUserRequestsPerDay => "end_user_requests_per_day",
             LimitKind::EndUserTokens => "end_user_tokens_per_month",
             LimitKind::EndUsers => "end_users_per_key",
+            LimitKind::CountersUnavailable => "counters_unavailable",
         }
     }
 
@@ -282,16 +287,29 @@ pub trait ReservationTicket: Send + 'static {
 /// The counter backend the server runs (see the module doc for why an enum).
 pub enum Counters {
     Memory(MemoryCounters),
+    Redis(redis::RedisCounters),
+}
+
+impl Counters {
+    /// The shared counters cannot answer now: limits are checked locally (see `redis`).
+    pub fn degraded(&self) -> bool {
+        match self {
+            Counters::Memory(_) => false,
+            Counters::Redis(r) => r.degraded(),
+        }
+    }
 }
 
 /// A [`Counters`] permit.
 pub enum Permit {
     Memory(memory::Permit),
+    Redis(redis::Permit),
 }
 
 /// A [`Counters`] reservation ticket.
 pub enum Ticket {
     Memory(memory::Ticket),
+    Redis(redis::Ticket),
 }
 
 impl CounterBackend for Counters {
@@ -301,42 +319,50 @@ impl CounterBackend for Counters {
     async fn admit_request(&self, subject: &Subject, now: Now) -> Result<Permit, Refusal> {
         match self {
             Counters::Memory(m) => m.admit_request(subject, now).await.map(Permit::Memory),
+            Counters::Redis(r) => r.admit_request(subject, now).await.map(Permit::Redis),
         }
     }
 
     async fn reserve(&self, permit: Permit, cost: u64, now: Now) -> Result<Ticket, Refusal> {
         match (self, permit) {
             (Counters::Memory(m), Permit::Memory(p)) => m.reserve(p, cost, now).await.map(Ticket::Memory),
+            (Counters::Redis(r), Permit::Redis(p)) => r.reserve(p, cost, now).await.map(Ticket::Redis),
+            _ => unreachable!("a permit is reserved by the backend that admitted it"),
         }
     }
 
     fn carry(&self, key: KeyId, account: &Arc<str>, carried: Carried, now: Now) {
         match self {
             Counters::Memory(m) => m.carry(key, account, carried, now),
+            Counters::Redis(r) => r.carry(key, account, carried, now),
         }
     }
 
     fn carry_end_user(&self, key: KeyId, end_user: &str, carried: Carried, now: Now) {
         match self {
             Counters::Memory(m) => m.carry_end_user(key, end_user, carried, now),
+            Counters::Redis(r) => r.carry_end_user(key, end_user, carried, now),
         }
     }
 
     fn sweep(&self, now: Now) -> usize {
         match self {
             Counters::Memory(m) => m.sweep(now),
+            Counters::Redis(r) => r.sweep(now),
         }
     }
 
     fn forget(&self, known: impl Fn(KeyId) -> bool) -> usize {
         match self {
             Counters::Memory(m) => m.forget(known),
+            Counters::Redis(r) => r.forget(known),
         }
     }
 
     fn inherit(&self, from: KeyId, to: KeyId) {
         match self {
             Counters::Memory(m) => m.inherit(from, to),
+            Counters::Redis(r) => r.inherit(from, to),
         }
     }
 }
@@ -345,24 +371,28 @@ impl ReservationTicket for Ticket {
     fn headers(&self) -> &RateHeaders {
         match self {
             Ticket::Memory(t) => t.headers(),
+            Ticket::Redis(t) => t.headers(),
         }
     }
 
     fn reserved(&self) -> u64 {
         match self {
             Ticket::Memory(t) => t.reserved(),
+            Ticket::Redis(t) => t.reserved(),
         }
     }
 
     fn settle(self, actual: u64) {
         match self {
             Ticket::Memory(t) => t.settle(actual),
+            Ticket::Redis(t) => t.settle(actual),
         }
     }
 
     fn release(self) {
         match self {
             Ticket::Memory(t) => t.release(),
+            Ticket::Redis(t) => t.release(),
         }
     }
 }

@@ -187,7 +187,7 @@ fn the_server_enum_dispatches_to_the_memory_backend() {
     counters.carry(KeyId::parse("CCCCCCCCCCCC").unwrap(), &Arc::from("acct"), Carried::default(), T0);
     assert_eq!(counters.sweep(T0), 0);
     assert_eq!(counters.forget(|id| id == k.id), 1, "the carried key is not in the table");
-    let Counters::Memory(memory) = &counters;
+    let Counters::Memory(memory) = &counters else { unreachable!("made as memory counters above") };
     assert_eq!(memory.key_tokens(k.id), Some((25, 0)));
 }
 
