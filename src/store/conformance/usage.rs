@@ -34,12 +34,47 @@ async fn usage_adds_up_saturates_and_reports_the_same_twice() {
         assert_eq!(s.store.usage_report(Some("default".into()), Some(key.id), 10, 11).await.unwrap(), report);
         assert!(s.store.usage_report(Some("other".into()), None, 0, 99).await.unwrap().is_empty());
 
+        s.store.add_usage(vec![row(12, "d", 1, 2), row(12, "d", 1, 2)]).await.unwrap();
+        let twice = s.store.usage_report(None, None, 12, 12).await.unwrap();
+        assert_eq!((twice.len(), twice[0].requests, twice[0].input_tokens), (1, 2, 4), "one batch, one row twice");
         s.store.add_usage(vec![row(20, "big", u64::MAX, u64::MAX), row(20, "big", 5, 5)]).await.unwrap();
         let big = s.store.usage_report(None, None, 20, 20).await.unwrap();
         assert_eq!((big[0].requests, big[0].input_tokens), (i64::MAX as u64, i64::MAX as u64), "saturated");
         let totals = s.store.usage_totals(20, 20).await.unwrap();
         // SQLite sums as a float (2^63 once rounded), PostgreSQL clamps to the largest BIGINT: neither wraps.
         assert!(totals[0].day_requests >= i64::MAX as u64, "the total saturates too: {}", totals[0].day_requests);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_flushes_from_two_instances_add_up_exactly() {
+    run("flushes", |s: Subject| async move {
+        let other = s.another().await;
+        let key = s.key(KeyKind::Live, NewKey::live("f", 1)).1.identity.id;
+        let row = |model: &str| UsageAddition {
+            key,
+            account: Arc::from("default"),
+            day: 30,
+            model: Arc::from(model),
+            requests: 1,
+            input_tokens: 10,
+            output_tokens: 1,
+        };
+        let flushes: Vec<_> = (0..16)
+            .map(|i| {
+                let store = if i % 2 == 0 { Arc::clone(&s.store) } else { Arc::clone(&other) };
+                // Half the batches name the rows in the other order.
+                let batch = if i % 4 < 2 { vec![row("p"), row("q")] } else { vec![row("q"), row("p")] };
+                tokio::spawn(async move { store.add_usage(batch).await })
+            })
+            .collect();
+        for flush in flushes {
+            flush.await.unwrap().unwrap();
+        }
+        let rows = s.store.usage_report(None, Some(key), 30, 30).await.unwrap();
+        let got: Vec<_> = rows.iter().map(|r| (r.model.as_str(), r.requests, r.input_tokens)).collect();
+        assert_eq!(got, [("p", 16, 160), ("q", 16, 160)], "no flush lost or counted twice");
     })
     .await;
 }

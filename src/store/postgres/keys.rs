@@ -124,7 +124,9 @@ impl PgStore {
     }
 
     /// Records when keys were last used; no version bump, servers need not see it.
-    pub(super) async fn pg_touch_keys(&self, used: Vec<(KeyId, i64)>) -> Result<(), StoreError> {
+    /// Sorted by key, so touches from several instances lock rows in one order.
+    pub(super) async fn pg_touch_keys(&self, mut used: Vec<(KeyId, i64)>) -> Result<(), StoreError> {
+        used.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let stmt = tx

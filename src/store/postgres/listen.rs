@@ -37,7 +37,11 @@ impl Listener {
     /// Waits until a version after `since` is announced, at most `max_wait`.
     pub(super) async fn wait(&self, since: i64, max_wait: Duration) {
         let mut latest = self.latest.clone();
-        let _ = tokio::time::timeout(max_wait, latest.wait_for(|v| *v > since)).await;
+        let gone = matches!(tokio::time::timeout(max_wait, latest.wait_for(|v| *v > since)).await, Ok(Err(_)));
+        if gone {
+            // The listening task is gone (it ends only with the store): poll, never spin.
+            tokio::time::sleep(max_wait).await;
+        }
     }
 }
 

@@ -35,8 +35,9 @@ impl From<tokio_postgres::Error> for StoreError {
                 StoreError::Unavailable(format!("postgres: {}: {}", db.code().code(), db.message()))
             }
             Some(db) => StoreError::Backend(format!("postgres: {}: {}", db.code().code(), db.message())),
-            None if e.is_closed() => StoreError::Unavailable(format!("postgres: {}", with_cause(&e))),
-            None => StoreError::Unavailable(format!("postgres: {}", with_cause(&e))),
+            None if unreachable(&e) => StoreError::Unavailable(format!("postgres: {}", with_cause(&e))),
+            // A value the row could not be read as, a statement the code got wrong.
+            None => StoreError::Backend(format!("postgres: {}", with_cause(&e))),
         }
     }
 }
@@ -50,6 +51,15 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             other => StoreError::Unavailable(format!("postgres pool: {other}")),
         }
     }
+}
+
+/// Whether `e` says the server could not be reached or the connection was lost (rather than that a
+/// statement or a row was wrong).
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    let text = e.to_string();
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|cause| cause.is::<std::io::Error>())
+        || ["error connecting", "TLS", "timeout"].iter().any(|what| text.contains(what))
 }
 
 /// An error and its cause (`error connecting to server: Connection refused`); neither holds the URL.

@@ -137,6 +137,10 @@ pub(super) async fn create_schema(
     let (mut client, connection) = pg.connect(tls.clone()).await?;
     let driver = tokio::spawn(connection);
     let result = async {
+        // A schema made beforehand needs no right to create one (a least-privileged role may lack it).
+        if client.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]).await?.is_some() {
+            return Ok(());
+        }
         let tx = client.transaction().await?;
         tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('tollgate create schema'))").await?;
         // The name was checked to be a plain lowercase identifier (config::StoreConfig).

@@ -58,8 +58,27 @@ async fn tls_verifies_the_servers_certificate_against_ca_file() {
     let _ = driver.await;
 }
 
-/// The pool's connections killed (`pg_terminate_backend`): a call may fail, clearly, as unavailable; the
-/// pool opens new connections for the next; nothing acknowledged before is lost.
+/// Whether, after the listener lost its connection, a write by another instance wakes a waiter again
+/// (the listener opens a new connection after a second; a write before that is found by the poll only,
+/// so it tries for a few seconds).
+async fn woken_again(store: &PgStore, config: &PostgresConfig) -> bool {
+    use crate::store::Store;
+    let other = PgStore::open(config).await.unwrap();
+    for _ in 0..5 {
+        let version = store.key_changes(0, Box::new(|_| {})).await.unwrap().version;
+        other.end_tokens("acct_kept".into()).await.unwrap();
+        let started = std::time::Instant::now();
+        store.wait_for_changes(version, Duration::from_secs(1)).await;
+        if started.elapsed() < Duration::from_millis(900) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The pool's connections and the listener's killed (`pg_terminate_backend`): a call may fail, clearly, as
+/// unavailable; the pool opens new connections for the next; nothing acknowledged before is lost; the
+/// listener comes back.
 #[tokio::test]
 async fn connections_cut_by_the_server_fail_clearly_and_are_replaced() {
     let Some(url) = std::env::var(crate::store::conformance::ENV_TEST_POSTGRES).ok().filter(|u| !u.is_empty()) else {
@@ -81,6 +100,8 @@ async fn connections_cut_by_the_server_fail_clearly_and_are_replaced() {
     };
     crate::store::Store::create_account(&store, new).await.unwrap();
 
+    assert!(woken_again(&store, &config).await, "the listener is connected before the cut");
+
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     let driver = tokio::spawn(connection);
     let cut = "SELECT count(pg_terminate_backend(pid))::BIGINT FROM pg_stat_activity WHERE application_name = $1";
@@ -99,6 +120,7 @@ async fn connections_cut_by_the_server_fail_clearly_and_are_replaced() {
         }
     };
     assert_eq!(found.map(|a| a.email), Some(Some("kept@example.com".to_owned())), "nothing acknowledged is lost");
+    assert!(woken_again(&store, &config).await, "the listener reconnected: a write wakes waiters again");
     drop(store);
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await.unwrap();
     drop(client);

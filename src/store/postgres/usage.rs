@@ -1,11 +1,55 @@
 //! Usage in the PostgreSQL store: daily totals per key and model, and per key and end user, each
-//! flush added by additive upserts in one transaction (all of a batch or none of it), every count
-//! saturating at the largest `BIGINT` rather than failing the flush. Also the keys' signing secrets.
+//! flush added by one additive upsert statement (all of a batch or none of it, one round trip), every
+//! count saturating at the largest `BIGINT` rather than failing the flush. Also the keys' signing secrets.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::types::ToSql;
 
 use super::rows::parse_id;
 use super::{PgStore, bump_version, sql_int};
 use crate::auth::keys::KeyId;
 use crate::store::{EndUserAddition, EndUserTotal, EndUserUsageRow, StoreError, UsageAddition, UsageRow, UsageTotal};
+
+/// The counts of one merged row, saturating.
+#[derive(Default)]
+struct Counts {
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+impl Counts {
+    fn add(&mut self, requests: u64, input_tokens: u64, output_tokens: u64) {
+        self.requests = self.requests.saturating_add(requests);
+        self.input_tokens = self.input_tokens.saturating_add(input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(output_tokens);
+    }
+}
+
+/// Merged rows as the arrays `UNNEST` reads: `names` is the model or the end user.
+#[derive(Default)]
+struct Columns {
+    keys: Vec<String>,
+    accounts: Vec<String>,
+    names: Vec<String>,
+    days: Vec<i64>,
+    requests: Vec<i64>,
+    input_tokens: Vec<i64>,
+    output_tokens: Vec<i64>,
+}
+
+impl Columns {
+    fn push(&mut self, key: &str, account: &str, name: &str, day: i64, counts: Counts) {
+        self.keys.push(key.to_owned());
+        self.accounts.push(account.to_owned());
+        self.names.push(name.to_owned());
+        self.days.push(day);
+        self.requests.push(sql_int(counts.requests));
+        self.input_tokens.push(sql_int(counts.input_tokens));
+        self.output_tokens.push(sql_int(counts.output_tokens));
+    }
+}
 
 /// The update of an additive upsert into `table`: each count grows by the new row's, saturating.
 fn add_counts(table: &str) -> String {
@@ -20,23 +64,29 @@ fn add_counts(table: &str) -> String {
 }
 
 impl PgStore {
+    /// One statement for the whole flush: the rows merged by primary key (a row may not be updated twice
+    /// by one `INSERT`) and sorted, so concurrent flushes from several instances lock rows in one order.
     pub(super) async fn pg_add_usage(&self, rows: Vec<UsageAddition>) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare(&format!(
-                "INSERT INTO usage_daily (key_id, account_id, day, model, requests, input_tokens, output_tokens)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (key_id, day, model) DO UPDATE SET {}",
-                add_counts("usage_daily")
-            ))
-            .await?;
+        let mut merged: BTreeMap<(&str, i64, &str), (&str, Counts)> = BTreeMap::new();
         for r in &rows {
-            let counts = [sql_int(r.requests), sql_int(r.input_tokens), sql_int(r.output_tokens)];
-            tx.execute(&stmt, &[&r.key.as_str(), &&*r.account, &r.day, &&*r.model, &counts[0], &counts[1], &counts[2]])
-                .await?;
+            let entry = merged.entry((r.key.as_str(), r.day, &*r.model)).or_insert((&*r.account, Counts::default()));
+            entry.1.add(r.requests, r.input_tokens, r.output_tokens);
         }
-        tx.commit().await?;
+        let mut columns = Columns::default();
+        for ((key, day, model), (account, counts)) in merged {
+            columns.push(key, account, model, day, counts);
+        }
+        let sql = format!(
+            "INSERT INTO usage_daily (key_id, account_id, day, model, requests, input_tokens, output_tokens)
+             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[],
+                                  $7::BIGINT[])
+             ON CONFLICT (key_id, day, model) DO UPDATE SET {}",
+            add_counts("usage_daily")
+        );
+        let c = &columns;
+        let params: [&(dyn ToSql + Sync); 7] =
+            [&c.keys, &c.accounts, &c.days, &c.names, &c.requests, &c.input_tokens, &c.output_tokens];
+        self.client().await?.execute(&sql, &params).await?;
         Ok(())
     }
 
@@ -101,24 +151,28 @@ impl PgStore {
             .collect()
     }
 
+    /// One statement for the whole flush, merged and sorted as [`PgStore::pg_add_usage`] does.
     pub(super) async fn pg_add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare(&format!(
-                "INSERT INTO usage_end_users (key_id, account_id, end_user, day, requests, input_tokens, output_tokens)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (key_id, end_user, day) DO UPDATE SET {}",
-                add_counts("usage_end_users")
-            ))
-            .await?;
+        let mut merged: BTreeMap<(&str, &str, i64), (&str, Counts)> = BTreeMap::new();
         for r in &rows {
-            let counts = [sql_int(r.requests), sql_int(r.input_tokens), sql_int(r.output_tokens)];
-            let (account, end_user) = (&*r.account, &*r.end_user);
-            tx.execute(&stmt, &[&r.key.as_str(), &account, &end_user, &r.day, &counts[0], &counts[1], &counts[2]])
-                .await?;
+            let entry = merged.entry((r.key.as_str(), &*r.end_user, r.day)).or_insert((&*r.account, Counts::default()));
+            entry.1.add(r.requests, r.input_tokens, r.output_tokens);
         }
-        tx.commit().await?;
+        let mut columns = Columns::default();
+        for ((key, end_user, day), (account, counts)) in merged {
+            columns.push(key, account, end_user, day, counts);
+        }
+        let sql = format!(
+            "INSERT INTO usage_end_users (key_id, account_id, end_user, day, requests, input_tokens, output_tokens)
+             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
+                                  $7::BIGINT[])
+             ON CONFLICT (key_id, end_user, day) DO UPDATE SET {}",
+            add_counts("usage_end_users")
+        );
+        let c = &columns;
+        let params: [&(dyn ToSql + Sync); 7] =
+            [&c.keys, &c.accounts, &c.names, &c.days, &c.requests, &c.input_tokens, &c.output_tokens];
+        self.client().await?.execute(&sql, &params).await?;
         Ok(())
     }
 
