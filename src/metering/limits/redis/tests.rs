@@ -484,3 +484,19 @@ async fn rates_and_end_user_quotas_hold_across_two_instances() {
     let hash = pair[0].shared.keys(s.key, &s.account, Some("ann")).end_user;
     assert_eq!(tokens(&pair[0], &hash).await, (1_000, 0));
 }
+
+/// A key that replaces another (a device's regenerated trial key) continues its counters in Redis.
+#[tokio::test]
+async fn an_inheriting_key_continues_its_predecessors_counters() {
+    let Some(url) = url("inheritance") else { return };
+    let r = connect(&config(&url), Duration::from_secs(60)).await;
+    let old = subject(KeyLimits { requests_per_day: Some(2), ..KeyLimits::default() }, 1_000);
+    for _ in 0..2 {
+        admit(&r, &old, 5, T0).await.unwrap().settle(5);
+    }
+    let new = Subject { key: KeyId::parse("NNNNNNNNNNNN").unwrap(), ..old.clone() };
+    r.inherit(old.key, new.key);
+    r.settled().await;
+    assert_eq!(admit(&r, &new, 5, T0).await.err().unwrap().limit, LimitKind::RequestsPerDay);
+    assert_eq!(key_tokens(&r, &new).await, (10, 0));
+}
