@@ -500,3 +500,14 @@ async fn an_inheriting_key_continues_its_predecessors_counters() {
     assert_eq!(admit(&r, &new, 5, T0).await.err().unwrap().limit, LimitKind::RequestsPerDay);
     assert_eq!(key_tokens(&r, &new).await, (10, 0));
 }
+
+/// canary: a Redis URL's password appears in no connection error.
+#[tokio::test]
+async fn the_redis_password_is_not_in_connection_errors() {
+    let Some(url) = url("password redaction") else { return };
+    let with_password = url.replacen("://", "://someone:canary-redis-pw-9f2@", 1);
+    let Err(e) = RedisCounters::connect(&config(&with_password), Duration::from_secs(60), u32::MAX, 0).await else {
+        panic!("the test Redis took a password it does not have");
+    };
+    assert!(!e.to_string().contains("canary-redis-pw-9f2") && e.to_string().contains("[redacted]"), "{e}");
+}
