@@ -71,7 +71,7 @@ async fn admit(r: &RedisCounters, s: &Subject, cost: u64, now: Now) -> Result<Ti
 /// (used, reserved) of a counters hash, read straight from Redis.
 async fn tokens(r: &RedisCounters, hash: &str) -> (u64, u64) {
     r.settled().await;
-    let mut conn = r.shared.conn.clone();
+    let mut conn = r.shared.conn.get().unwrap().clone();
     let v: Vec<Option<u64>> =
         ::redis::cmd("HMGET").arg(hash).arg("used").arg("reserved").query_async(&mut conn).await.unwrap();
     (v[0].unwrap_or(0), v[1].unwrap_or(0))
@@ -415,7 +415,7 @@ async fn scripts_are_reloaded_after_noscript() {
     let r = connect(&config(&format!("redis://127.0.0.1:{port}")), Duration::from_secs(60)).await;
     let s = subject(KeyLimits::default(), 1_000);
     admit(&r, &s, 1, T0).await.unwrap().settle(1);
-    let mut conn = r.shared.conn.clone();
+    let mut conn = r.shared.conn.get().unwrap().clone();
     ::redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut conn).await.unwrap();
     assert!(matches!(admit(&r, &s, 1, T0).await, Ok(Ticket::Remote(_))));
     assert!(!r.degraded());
@@ -510,4 +510,28 @@ async fn the_redis_password_is_not_in_connection_errors() {
         panic!("the test Redis took a password it does not have");
     };
     assert!(!e.to_string().contains("canary-redis-pw-9f2") && e.to_string().contains("[redacted]"), "{e}");
+}
+
+/// A Redis that does not answer at start: the counters start degraded (limits checked locally) and go
+/// to Redis once it answers, without a restart.
+#[tokio::test]
+async fn a_redis_absent_at_start_is_used_once_it_answers() {
+    if url("a Redis absent at start").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = config(&format!("redis://127.0.0.1:{port}"));
+    (config.timeout, config.breaker_cooldown) = (Duration::from_millis(50), Duration::from_millis(100));
+    let r = connect(&config, Duration::from_secs(60)).await;
+    assert!(r.degraded());
+    let s = subject(KeyLimits::default(), 1_000);
+    assert!(matches!(r.admit_request(&s, T0).await, Ok(Permit::Local(_))));
+    let server = Server::start(port);
+    server.ready().await;
+    let started = Instant::now();
+    while !matches!(admit(&r, &s, 1, T0).await, Ok(Ticket::Remote(_))) {
+        assert!(started.elapsed() < Duration::from_secs(10), "never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!r.degraded());
 }
