@@ -49,7 +49,8 @@ pub(super) async fn open(config: &CountersConfig, url: &str) -> Result<Connectio
     let manager = ConnectionManagerConfig::new()
         .set_connection_timeout(config.timeout.max(Duration::from_millis(500)))
         .set_response_timeout(config.timeout)
-        .set_number_of_retries(2)
+        // No retries of its own (each waits a second or more): the breaker's probes are the retries.
+        .set_number_of_retries(0)
         .set_max_delay(1_000);
     let connect = ConnectionManager::new_with_config(client, manager);
     match tokio::time::timeout(Duration::from_secs(5), connect).await {
