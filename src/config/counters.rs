@@ -115,15 +115,22 @@ fn duration(field: &str, v: Option<&str>, default: Duration) -> Result<Duration,
     Ok(d)
 }
 
-/// Validates `[counters]`, with `url` from [`ENV_REDIS_URL`] when that is set.
-pub(super) fn counters(raw: RawCounters, env: &impl Fn(&str) -> Option<String>) -> Result<CountersConfig, ConfigError> {
+/// [`ENV_REDIS_URL`], when set, replaces `url`.
+pub(super) fn apply_env(raw: &mut RawCounters, env: &impl Fn(&str) -> Option<String>) {
+    if let Some(url) = env(ENV_REDIS_URL) {
+        raw.url = Some(url);
+    }
+}
+
+/// Validates `[counters]` (after [`apply_env`]).
+pub(super) fn counters(raw: RawCounters) -> Result<CountersConfig, ConfigError> {
     let d = CountersConfig::default();
     let backend = match raw.backend.as_deref() {
         None | Some("memory") => CountersBackend::Memory,
         Some("redis") => CountersBackend::Redis,
         Some(other) => return Err(invalid("counters.backend", format!("`{other}` is not \"memory\" or \"redis\""))),
     };
-    let url = env(ENV_REDIS_URL).or(raw.url);
+    let url = raw.url;
     if let Some(url) = &url
         && !(url.starts_with("redis://") || url.starts_with("rediss://"))
     {
@@ -177,8 +184,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<CountersConfig, ConfigError> {
-        let raw: RawCounters = toml::from_str(text).unwrap();
-        counters(raw, &|name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
+        let mut raw: RawCounters = toml::from_str(text).unwrap();
+        apply_env(&mut raw, &|name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()));
+        counters(raw)
     }
 
     #[test]

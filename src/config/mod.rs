@@ -315,9 +315,7 @@ impl Config {
             ));
         }
         let signing_key = signing_key(&env)?;
-        let raw_counters = std::mem::take(&mut raw.counters);
         let mut config = validate(raw, hash_secret)?;
-        config.counters = counters::counters(raw_counters, &env)?;
         validate::server_keys(&mut config.providers, &env)?;
         if config.trial.server_credential && !config.providers.iter().any(|p| p.server_key.is_some()) {
             return Err(invalid(

@@ -218,4 +218,5 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &impl Fn(&str) -> Option<Strin
     if let Some(v) = env(ENV_LOG_FORMAT) {
         raw.log.format = Some(v);
     }
+    super::counters::apply_env(&mut raw.counters, env);
 }

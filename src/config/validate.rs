@@ -32,7 +32,7 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         // Trial keys are bounded by nothing but their limits.
         return Err(invalid("trial.enabled", "needs [limits] enabled: trial keys are bounded only by their limits"));
     }
-    let counters = super::counters::CountersConfig::default();
+    let counters = super::counters::counters(raw.counters)?;
     Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers, trial, counters })
 }
 

@@ -58,7 +58,7 @@ async fn run(shared: &Shared, ending: &Ending) -> bool {
             shared.call::<i64>(&inv).await.is_ok()
         }
         Ending::Inherit { from, to } => {
-            let mut conn = shared.conn.clone();
+            let Some(mut conn) = shared.conn.get().cloned() else { return false };
             let mut rename = ::redis::cmd("RENAME");
             rename.arg(from).arg(to);
             match tokio::time::timeout(shared.timeout, rename.query_async::<()>(&mut conn)).await {

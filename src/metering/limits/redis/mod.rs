@@ -34,6 +34,7 @@
 //! an end user's hash expires with its month instead.
 
 mod breaker;
+mod connect;
 mod ending;
 #[cfg(test)]
 mod tests;
@@ -44,7 +45,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ::redis::Script;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::ConnectionManager;
 use dashmap::DashMap;
 
 use super::gcra::Rate;
@@ -57,6 +58,8 @@ use crate::auth::keys::KeyId;
 use crate::clock;
 use crate::config::counters::{CountersConfig, OnUnavailable, redact_url};
 pub use breaker::Breaker;
+use connect::{OpenError, open};
+pub use connect::{check, wall_offset};
 use ending::Ending;
 pub use tickets::{Permit, RemotePermit, RemoteTicket, Ticket};
 
@@ -96,7 +99,8 @@ pub struct RedisCounters {
 }
 
 struct Shared {
-    conn: ConnectionManager,
+    /// Set once Redis has answered (at start, or later when it was unreachable then).
+    conn: std::sync::OnceLock<ConnectionManager>,
     scripts: Scripts,
     prefix: String,
     timeout: Duration,
@@ -134,57 +138,11 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-/// The offset from the clock's monotonic nanoseconds to the wall clock in nanoseconds: the system
-/// clock's own reading when `now` agrees with it to the second, else `now.unix` (a test's manual clock).
-pub fn wall_offset(now: Now) -> i128 {
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
-    let wall = if (wall / 1_000_000_000 - i128::from(now.unix)).abs() <= 1 {
-        wall
-    } else {
-        i128::from(now.unix) * 1_000_000_000
-    };
-    wall - i128::from(now.mono_ns)
-}
-
-async fn open(config: &CountersConfig, url: &str) -> Result<ConnectionManager, String> {
-    let client = match &config.ca_file {
-        Some(path) => {
-            let root = std::fs::read(path).map_err(|e| format!("counters.ca_file: {e}"))?;
-            let certs = ::redis::TlsCertificates { client_tls: None, root_cert: Some(root) };
-            ::redis::Client::build_with_tls(url, certs)
-        }
-        None => ::redis::Client::open(url),
-    }
-    .map_err(|e| format!("counters.url ({}): {e}", redact_url(url)))?;
-    let manager = ConnectionManagerConfig::new()
-        .set_connection_timeout(config.timeout.max(Duration::from_millis(500)))
-        .set_response_timeout(config.timeout)
-        .set_number_of_retries(2)
-        .set_max_delay(1_000);
-    let connect = ConnectionManager::new_with_config(client, manager);
-    match tokio::time::timeout(Duration::from_secs(5), connect).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(format!("counters.url ({}): {e}", redact_url(url))),
-        Err(_) => Err(format!("counters.url ({}): no connection within 5s", redact_url(url))),
-    }
-}
-
-/// Connects to `config.url` as the server would and says what answered (for `tollgate check-config`).
-pub async fn check(config: &CountersConfig) -> Result<String, ConnectError> {
-    let url = config.url.as_deref().ok_or_else(|| ConnectError("counters.url: not set".into()))?;
-    let mut conn = open(config, url).await.map_err(ConnectError)?;
-    let info: String = ::redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| ConnectError(format!("counters.url ({}): {e}", redact_url(url))))?;
-    let version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("unknown version");
-    Ok(format!("{} answered: Redis {}", redact_url(url), version.trim()))
-}
-
 impl RedisCounters {
     /// Connects to `config.url` and loads the scripts. `lease`: how long a reservation or a concurrency
-    /// slot may stay open; `offset_ns`: see [`wall_offset`]. Must be called on a Tokio runtime.
+    /// slot may stay open; `offset_ns`: see [`wall_offset`]. Must be called on a Tokio runtime. A Redis
+    /// that refuses (a wrong password, a certificate not trusted) is an error; one that does not answer
+    /// yet is not: the counters start degraded and connect in the background.
     pub async fn connect(
         config: &CountersConfig,
         lease: Duration,
@@ -192,18 +150,26 @@ impl RedisCounters {
         offset_ns: i128,
     ) -> Result<RedisCounters, ConnectError> {
         let url = config.url.as_deref().ok_or_else(|| ConnectError("counters.url: not set".into()))?;
-        let mut conn = open(config, url).await.map_err(ConnectError)?;
         let scripts = Scripts {
             admit: script(include_str!("admit.lua")),
             reserve: script(include_str!("reserve.lua")),
             settle: script(include_str!("settle.lua")),
             seed: script(include_str!("seed.lua")),
         };
-        for s in [&scripts.admit, &scripts.reserve, &scripts.settle, &scripts.seed] {
-            s.prepare_invoke()
-                .load_async(&mut conn)
-                .await
-                .map_err(|e| ConnectError(format!("counters.url ({}): loading a script: {e}", redact_url(url))))?;
+        let conn = std::sync::OnceLock::new();
+        match open(config, url).await {
+            Ok(mut opened) => {
+                for s in [&scripts.admit, &scripts.reserve, &scripts.settle, &scripts.seed] {
+                    s.prepare_invoke().load_async(&mut opened).await.map_err(|e| {
+                        ConnectError(format!("counters.url ({}): loading a script: {e}", redact_url(url)))
+                    })?;
+                }
+                let _ = conn.set(opened);
+            }
+            Err(OpenError::Refused(text)) => return Err(ConnectError(text)),
+            Err(OpenError::Unreachable(text)) => {
+                tracing::warn!(error = %text, "redis counters unreachable at start; limits are checked locally until it answers");
+            }
         }
         let mut high = [0u8; 4];
         getrandom::fill(&mut high).map_err(|e| ConnectError(format!("no randomness: {e}")))?;
@@ -226,7 +192,24 @@ impl RedisCounters {
             refused_unavailable: AtomicU64::new(0),
             accounts: DashMap::new(),
         };
-        Ok(RedisCounters { shared: Arc::new(shared) })
+        let shared = Arc::new(shared);
+        if shared.conn.get().is_none() {
+            for _ in 0..config.breaker_failures {
+                shared.breaker.failure();
+            }
+            let (later, config, url) = (Arc::clone(&shared), config.clone(), url.to_owned());
+            shared.runtime.spawn(async move {
+                // Scripts are loaded by their first call (NOSCRIPT).
+                loop {
+                    tokio::time::sleep(config.breaker_cooldown).await;
+                    if let Ok(opened) = open(&config, &url).await {
+                        let _ = later.conn.set(opened);
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(RedisCounters { shared })
     }
 
     /// Redis failed its last calls: the breaker is open (or probing), limits are checked locally.
@@ -284,7 +267,10 @@ impl Shared {
         if !self.breaker.allow() {
             return Err(Down);
         }
-        let mut conn = self.conn.clone();
+        let Some(mut conn) = self.conn.get().cloned() else {
+            self.breaker.failure();
+            return Err(Down);
+        };
         match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
             Ok(Ok(value)) => {
                 self.breaker.success();

@@ -71,7 +71,7 @@ async fn admit(r: &RedisCounters, s: &Subject, cost: u64, now: Now) -> Result<Ti
 /// (used, reserved) of a counters hash, read straight from Redis.
 async fn tokens(r: &RedisCounters, hash: &str) -> (u64, u64) {
     r.settled().await;
-    let mut conn = r.shared.conn.clone();
+    let mut conn = r.shared.conn.get().unwrap().clone();
     let v: Vec<Option<u64>> =
         ::redis::cmd("HMGET").arg(hash).arg("used").arg("reserved").query_async(&mut conn).await.unwrap();
     (v[0].unwrap_or(0), v[1].unwrap_or(0))
@@ -415,7 +415,7 @@ async fn scripts_are_reloaded_after_noscript() {
     let r = connect(&config(&format!("redis://127.0.0.1:{port}")), Duration::from_secs(60)).await;
     let s = subject(KeyLimits::default(), 1_000);
     admit(&r, &s, 1, T0).await.unwrap().settle(1);
-    let mut conn = r.shared.conn.clone();
+    let mut conn = r.shared.conn.get().unwrap().clone();
     ::redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut conn).await.unwrap();
     assert!(matches!(admit(&r, &s, 1, T0).await, Ok(Ticket::Remote(_))));
     assert!(!r.degraded());
@@ -483,4 +483,55 @@ async fn rates_and_end_user_quotas_hold_across_two_instances() {
     pair[1].settled().await;
     let hash = pair[0].shared.keys(s.key, &s.account, Some("ann")).end_user;
     assert_eq!(tokens(&pair[0], &hash).await, (1_000, 0));
+}
+
+/// A key that replaces another (a device's regenerated trial key) continues its counters in Redis.
+#[tokio::test]
+async fn an_inheriting_key_continues_its_predecessors_counters() {
+    let Some(url) = url("inheritance") else { return };
+    let r = connect(&config(&url), Duration::from_secs(60)).await;
+    let old = subject(KeyLimits { requests_per_day: Some(2), ..KeyLimits::default() }, 1_000);
+    for _ in 0..2 {
+        admit(&r, &old, 5, T0).await.unwrap().settle(5);
+    }
+    let new = Subject { key: KeyId::parse("NNNNNNNNNNNN").unwrap(), ..old.clone() };
+    r.inherit(old.key, new.key);
+    r.settled().await;
+    assert_eq!(admit(&r, &new, 5, T0).await.err().unwrap().limit, LimitKind::RequestsPerDay);
+    assert_eq!(key_tokens(&r, &new).await, (10, 0));
+}
+
+/// canary: a Redis URL's password appears in no connection error.
+#[tokio::test]
+async fn the_redis_password_is_not_in_connection_errors() {
+    let Some(url) = url("password redaction") else { return };
+    let with_password = url.replacen("://", "://someone:canary-redis-pw-9f2@", 1);
+    let Err(e) = RedisCounters::connect(&config(&with_password), Duration::from_secs(60), u32::MAX, 0).await else {
+        panic!("the test Redis took a password it does not have");
+    };
+    assert!(!e.to_string().contains("canary-redis-pw-9f2") && e.to_string().contains("[redacted]"), "{e}");
+}
+
+/// A Redis that does not answer at start: the counters start degraded (limits checked locally) and go
+/// to Redis once it answers, without a restart.
+#[tokio::test]
+async fn a_redis_absent_at_start_is_used_once_it_answers() {
+    if url("a Redis absent at start").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = config(&format!("redis://127.0.0.1:{port}"));
+    (config.timeout, config.breaker_cooldown) = (Duration::from_millis(50), Duration::from_millis(100));
+    let r = connect(&config, Duration::from_secs(60)).await;
+    assert!(r.degraded());
+    let s = subject(KeyLimits::default(), 1_000);
+    assert!(matches!(r.admit_request(&s, T0).await, Ok(Permit::Local(_))));
+    let server = Server::start(port);
+    server.ready().await;
+    let started = Instant::now();
+    while !matches!(admit(&r, &s, 1, T0).await, Ok(Ticket::Remote(_))) {
+        assert!(started.elapsed() < Duration::from_secs(10), "never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!r.degraded());
 }
