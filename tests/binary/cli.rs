@@ -377,3 +377,32 @@ async fn projects_and_disabled_keys_from_the_cli() {
     let other = String::from_utf8(setup.cli(&["usage", "--project", "prj_000000000000"]).stdout).unwrap();
     assert_eq!(other.lines().count(), 1, "only the header: {other}");
 }
+
+/// The shared-mode configuration in deploy/ is valid as shipped (with its secrets from the environment), and
+/// the Kubernetes ConfigMap carries it unchanged.
+#[test]
+fn the_shared_mode_deploy_config_is_valid_and_the_config_map_carries_it() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let text = std::fs::read_to_string(deploy.join("shared.toml")).unwrap();
+    let env = |name: &str| match name {
+        "TOLLGATE_DATABASE_URL" => Some("postgres://tollgate:secret@postgres:5432/tollgate".to_owned()),
+        "TOLLGATE_REDIS_URL" => Some("redis://redis:6379".to_owned()),
+        "TOLLGATE_ADMIN_TOKEN" => Some("operator-token-0123456789abcdef".to_owned()),
+        "TOLLGATE_SESSION_SECRET" => Some("session-secret-0123456789abcdef".to_owned()),
+        _ => None,
+    };
+    let config = tollgate::config::Config::from_toml(&text, env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(config.store.backend, tollgate::config::StoreBackend::Postgres(_)));
+    assert_eq!(config.counters.backend, tollgate::config::counters::CountersBackend::Redis);
+    assert_eq!(config.counters.instances, 3);
+    assert!(!format!("{config:?}").contains("secret@"), "the database password never prints");
+
+    let map = std::fs::read_to_string(deploy.join("k8s/configmap.yaml")).unwrap();
+    let embedded: String = map
+        .lines()
+        .skip_while(|l| l.trim() != "shared.toml: |")
+        .skip(1)
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert_eq!(embedded.trim_end(), text.trim_end(), "k8s/configmap.yaml differs from deploy/shared.toml");
+}
