@@ -63,6 +63,31 @@ pub struct HashedKey {
     pub key: NewKey,
 }
 
+impl HashedKey {
+    /// The key as listed once it is written: never revoked, never used yet.
+    pub fn info(&self) -> KeyInfo {
+        let (identity, new) = (&self.identity, &self.key);
+        KeyInfo {
+            id: identity.id,
+            key_prefix: identity.key_prefix.clone(),
+            public_key: identity.public_key.clone(),
+            kind: new.kind,
+            name: new.name.clone(),
+            account: new.account.clone(),
+            limits: new.limits,
+            access: new.access.clone(),
+            policy: new.policy.clone(),
+            project: new.project.clone(),
+            description: new.description.clone(),
+            metadata: new.metadata.clone(),
+            created_at: new.created_at,
+            expires_at: new.expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+}
+
 /// What a key's owner may change after creation: everything a [`KeyInfo`] shows that is not its
 /// identity, owner, project or lifetime.
 #[derive(Debug, Clone)]

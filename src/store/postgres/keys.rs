@@ -299,22 +299,5 @@ pub(super) async fn insert_key(tx: &Transaction<'_>, key: &HashedKey, version: i
         ],
     )
     .await?;
-    Ok(KeyInfo {
-        id: identity.id,
-        key_prefix: identity.key_prefix.clone(),
-        public_key: identity.public_key.clone(),
-        kind: new.kind,
-        name: new.name.clone(),
-        account: new.account.clone(),
-        limits: l,
-        access: new.access.clone(),
-        policy: new.policy.clone(),
-        project: new.project.clone(),
-        description: new.description.clone(),
-        metadata: new.metadata.clone(),
-        created_at: new.created_at,
-        expires_at: new.expires_at,
-        revoked_at: None,
-        last_used_at: None,
-    })
+    Ok(key.info())
 }

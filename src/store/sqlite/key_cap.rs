@@ -121,24 +121,7 @@ pub(super) fn insert_key(tx: &rusqlite::Transaction<'_>, key: &HashedKey, versio
         new.metadata.as_ref().map(|m| m.to_string()),
         identity.public_key,
     ])?;
-    Ok(KeyInfo {
-        id: identity.id,
-        key_prefix: identity.key_prefix.clone(),
-        public_key: identity.public_key.clone(),
-        kind: new.kind,
-        name: new.name.clone(),
-        account: new.account.clone(),
-        limits: l,
-        access: new.access.clone(),
-        policy: new.policy.clone(),
-        project: new.project.clone(),
-        description: new.description.clone(),
-        metadata: new.metadata.clone(),
-        created_at: new.created_at,
-        expires_at: new.expires_at,
-        revoked_at: None,
-        last_used_at: None,
-    })
+    Ok(key.info())
 }
 
 /// Whose keys a count is of.
