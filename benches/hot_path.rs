@@ -34,6 +34,7 @@ fn key_table(n: usize) -> (KeyTable, String) {
             access: Default::default(),
             policy: Default::default(),
             signing: Default::default(),
+            version: 0,
         });
         last = secret.expose().to_owned();
     }

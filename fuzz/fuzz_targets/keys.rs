@@ -45,6 +45,7 @@ static TABLE: LazyLock<(KeyTable, SecretKey)> = LazyLock::new(|| {
         access: KeyAccess::default(),
         policy: Default::default(),
         signing: Default::default(),
+        version: 0,
     });
     (table, key)
 });

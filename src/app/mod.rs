@@ -74,7 +74,7 @@ pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<S
     let tables = key_sync::Tables {
         keys: Arc::clone(&keys),
         plans: Arc::new(limits::Plans::new(config.plans.clone())),
-        readiness: Arc::new(key_sync::Readiness::new(config.store.refresh_interval)),
+        readiness: Arc::new(key_sync::Readiness::new(config.store.max_staleness)),
     };
     let version = key_sync::load_all(&*store, &tables).await.map_err(StartError::Store)?;
     tracing::info!(keys = keys.len(), store = %config.store.describe(), "key store loaded");
@@ -187,6 +187,8 @@ async fn housekeeping(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool
             tracing::warn!(expired, "token reservations ended by their lease");
         }
         app.counters.forget(|id| app.keys.contains(id));
+        // A refresh runs for at most a statement timeout or two; ten minutes leaves room to spare.
+        app.keys.forget_tombstones(crate::clock::unix_now().saturating_sub(600));
         app.usage.forget_keys(|id| app.keys.contains(id));
     }
 }

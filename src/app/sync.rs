@@ -12,20 +12,21 @@ use tokio::time::Instant;
 
 use crate::auth::keys::KeyTable;
 use crate::metering::limits::Plans;
-use crate::store::{Store, StoreError};
+use crate::store::{KeySink, Store, StoreError};
 
-/// Whether the store answered recently.
+/// How recently the store answered, so an instance that lost it knows its keys may be stale: a key
+/// revoked elsewhere after the last successful read is still in memory.
 pub struct Readiness {
     epoch: Instant,
-    /// Milliseconds after `epoch` of the last successful poll, plus one (0 = never).
+    /// Milliseconds after `epoch` of the last successful read, plus one (0 = never).
     last_ok: AtomicU64,
+    /// `store.max_staleness`.
     max_age: Duration,
 }
 
 impl Readiness {
-    pub fn new(refresh_interval: Duration) -> Readiness {
-        let max_age = (refresh_interval * 3).max(Duration::from_secs(3));
-        Readiness { epoch: Instant::now(), last_ok: AtomicU64::new(0), max_age }
+    pub fn new(max_staleness: Duration) -> Readiness {
+        Readiness { epoch: Instant::now(), last_ok: AtomicU64::new(0), max_age: max_staleness }
     }
 
     fn mark_ok(&self) {
@@ -33,9 +34,16 @@ impl Readiness {
         self.last_ok.store(ms, Ordering::Release);
     }
 
-    pub fn is_ready(&self) -> bool {
+    /// How long ago the store last answered, once that is longer than `store.max_staleness` (or the
+    /// store never answered); `None` while the keys in memory are trusted.
+    pub fn stale_for(&self) -> Option<Duration> {
         let last = self.last_ok.load(Ordering::Acquire);
-        last != 0 && self.epoch.elapsed().as_millis() as u64 + 1 - last <= self.max_age.as_millis() as u64
+        let age = Duration::from_millis((self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(last));
+        (last == 0 || age > self.max_age).then_some(age)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.stale_for().is_none()
     }
 }
 
@@ -53,7 +61,12 @@ pub async fn load_all(store: &dyn Store, tables: &Tables) -> Result<i64, StoreEr
 
 async fn apply_changes(store: &dyn Store, tables: &Tables, since: i64) -> Result<i64, StoreError> {
     let keys = Arc::clone(&tables.keys);
-    let changes = store.key_changes(since, Box::new(move |record| keys.upsert(record))).await?;
+    let sink: KeySink = if since == 0 {
+        Box::new(move |record| keys.load(record))
+    } else {
+        Box::new(move |record| keys.upsert(record))
+    };
+    let changes = store.key_changes(since, sink).await?;
     if !changes.plans.is_empty() {
         tables.plans.set(&changes.plans);
         tables.keys.set_disabled_accounts(&changes.disabled);
@@ -65,12 +78,26 @@ async fn apply_changes(store: &dyn Store, tables: &Tables, since: i64) -> Result
 /// Follows the store's changes forever from `version`, looking at least every `every`; run it as a
 /// task and abort it on shutdown.
 pub async fn follow(store: Arc<dyn Store>, tables: Tables, mut version: i64, every: Duration) {
+    let mut stale = false;
     loop {
         store.wait_for_changes(version, every).await;
         match apply_changes(&*store, &tables, version).await {
-            Ok(v) => version = v,
+            Ok(v) => {
+                version = v;
+                if std::mem::take(&mut stale) {
+                    tracing::warn!("the store answers again; keys are current");
+                }
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "key refresh failed; serving the keys already loaded")
+                tracing::warn!(error = %e, "key refresh failed; serving the keys already loaded");
+                if let (false, Some(age)) = (stale, tables.readiness.stale_for()) {
+                    stale = true;
+                    tracing::error!(
+                        seconds = age.as_secs(),
+                        "the store has not answered for longer than store.max_staleness: revocations made \
+                         since are not seen (store.on_stale says what is served meanwhile)"
+                    );
+                }
             }
         }
     }
@@ -91,7 +118,7 @@ mod tests {
         let tables = Tables {
             keys: Arc::new(KeyTable::new("tg".into(), hasher.clone())),
             plans: Arc::new(Plans::new(Default::default())),
-            readiness: Arc::new(Readiness::new(Duration::from_millis(10))),
+            readiness: Arc::new(Readiness::new(Duration::from_millis(20))),
         };
         let keys = Arc::clone(&tables.keys);
         let version = load_all(&*store, &tables).await.unwrap();

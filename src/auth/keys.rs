@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 
 use crate::auth::access::KeyAccess;
 use crate::auth::id::{BASE62, random_base62};
@@ -211,6 +212,9 @@ pub struct KeyRecord {
     pub policy: KeyPolicy,
     /// A publishable key's signing secret, for its identity tokens (sealed as read, opened on load).
     pub signing: Signing,
+    /// The store version of the record's last write: the table never lets an older record replace a
+    /// newer one (a refresh read before a revocation applied after it).
+    pub version: i64,
 }
 
 /// Why a presented key was refused.
@@ -228,6 +232,9 @@ pub struct KeyTable {
     prefix: Arc<str>,
     hasher: KeyHasher,
     by_id: DashMap<KeyId, Arc<KeyRecord>>,
+    /// Keys removed as revoked at run time: the store version of the revoking write, and when (unix
+    /// seconds). See [`KeyTable::upsert`].
+    gone: DashMap<KeyId, (i64, i64)>,
     /// Accounts the operator disabled: their keys are refused. Usually empty, so the hot path reads
     /// only `any_disabled`.
     disabled_accounts: RwLock<HashSet<Arc<str>>>,
@@ -242,6 +249,7 @@ impl KeyTable {
             prefix: prefix.into(),
             hasher,
             by_id: DashMap::new(),
+            gone: DashMap::new(),
             disabled_accounts: RwLock::default(),
             any_disabled: AtomicBool::new(false),
             sealer: None,
@@ -263,17 +271,59 @@ impl KeyTable {
         KeyLabel { prefix: Arc::clone(&self.prefix), kind: record.kind, id: record.id }
     }
 
-    /// Adds or replaces a record (from the store).
-    /// Adds or replaces a key; a key already revoked leaves the table instead (it answers as unknown
-    /// does), so keys created and revoked in a loop cost the table nothing. A key revoked later, at the
-    /// end of a rotation's grace period, stays until then and is refused from that moment.
-    pub fn upsert(&self, mut record: KeyRecord) {
-        if record.revoked_at.is_some_and(|at| crate::clock::unix_now() >= at) {
-            self.by_id.remove(&record.id);
-            return;
+    /// Adds or replaces a key (a record from the store), unless the table holds a newer record of it or
+    /// removed it for a newer revocation: a refresh that read the store before a revocation may finish
+    /// after the revocation was applied here, and must not bring the key back. A key already revoked
+    /// leaves the table instead (it answers as unknown does), so keys created and revoked in a loop cost
+    /// the table nothing but a short-lived tombstone. A key revoked later, at the end of a rotation's
+    /// grace period, stays until then and is refused from that moment.
+    pub fn upsert(&self, record: KeyRecord) {
+        self.put(record, true);
+    }
+
+    /// [`KeyTable::upsert`] for the first read of the store, which nothing else races: a key found
+    /// revoked then needs no tombstone.
+    pub fn load(&self, record: KeyRecord) {
+        self.put(record, false);
+    }
+
+    fn put(&self, mut record: KeyRecord, remember: bool) {
+        let now = crate::clock::unix_now();
+        let (id, version) = (record.id, record.version);
+        let revoked = record.revoked_at.is_some_and(|at| now >= at);
+        if !revoked {
+            record.signing = std::mem::take(&mut record.signing).opened(id, self.sealer.as_deref());
         }
-        record.signing = std::mem::take(&mut record.signing).opened(record.id, self.sealer.as_deref());
-        self.by_id.insert(record.id, Arc::new(record));
+        // The entry's shard stays locked while the tombstones are read and written, so a concurrent
+        // upsert of the same key sees both maps in step.
+        match self.by_id.entry(id) {
+            Entry::Occupied(held) if held.get().version > version => {}
+            Entry::Occupied(held) if revoked => {
+                held.remove();
+                self.bury(id, version, now, remember);
+            }
+            Entry::Occupied(mut held) => {
+                held.insert(Arc::new(record));
+            }
+            Entry::Vacant(_) if revoked => self.bury(id, version, now, remember),
+            Entry::Vacant(place) => {
+                if self.gone.get(&id).is_none_or(|g| g.0 < version) {
+                    place.insert(Arc::new(record));
+                }
+            }
+        }
+    }
+
+    fn bury(&self, id: KeyId, version: i64, now: i64, remember: bool) {
+        if remember {
+            self.gone.entry(id).and_modify(|g| *g = (g.0.max(version), now)).or_insert((version, now));
+        }
+    }
+
+    /// Forgets the tombstones of keys removed before `before` (unix seconds): by then no refresh that
+    /// read the store before their revocation is still running.
+    pub fn forget_tombstones(&self, before: i64) {
+        self.gone.retain(|_, g| g.1 >= before);
     }
 
     /// Replaces the set of disabled accounts (from the store).
@@ -358,6 +408,7 @@ mod tests {
             access: KeyAccess::default(),
             policy: KeyPolicy::default(),
             signing: Signing::None,
+            version: 0,
         }
     }
 
@@ -449,6 +500,33 @@ mod tests {
         table.upsert(expiring);
         assert_eq!(table.verify(key.expose(), 0).unwrap_err(), Refusal::Invalid);
         assert_eq!(table.len(), 0, "a revoked key leaves the table");
+    }
+
+    /// A refresh that read the store before a revocation, applied after it, must not bring the key back;
+    /// nor may any older record replace a newer one.
+    #[test]
+    fn an_older_record_never_replaces_a_newer_one_or_undoes_a_revocation() {
+        let hasher = KeyHasher::new(None);
+        let table = KeyTable::new("tg".into(), hasher.clone());
+        let (key, parsed) = generate("tg", KeyKind::Live).unwrap();
+        let at = |version: i64| KeyRecord { version, ..record(&key, parsed, &hasher) };
+        table.upsert(KeyRecord { expires_at: Some(50), ..at(7) });
+        table.upsert(at(6));
+        assert_eq!(table.verify(key.expose(), 60).unwrap_err(), Refusal::Expired, "version 6 is older than 7");
+
+        table.upsert(KeyRecord { revoked_at: Some(0), ..at(8) });
+        table.upsert(at(7));
+        assert_eq!(table.verify(key.expose(), 0).unwrap_err(), Refusal::Invalid, "the stale read stays out");
+
+        // The first read of the store leaves no tombstone, and tombstones go once they are old.
+        let (other, parsed_other) = generate("tg", KeyKind::Live).unwrap();
+        let other_at = |version: i64| KeyRecord { version, ..record(&other, parsed_other, &hasher) };
+        table.load(KeyRecord { revoked_at: Some(0), ..other_at(3) });
+        table.upsert(other_at(2));
+        assert!(table.verify(other.expose(), 0).is_ok());
+        table.forget_tombstones(i64::MAX);
+        table.upsert(at(7));
+        assert!(table.verify(key.expose(), 0).is_ok(), "no tombstone left");
     }
 
     #[test]

@@ -138,6 +138,7 @@ mod tests {
                 access: Default::default(),
                 policy: Default::default(),
                 signing: Default::default(),
+                version: 0,
             });
             (secret, parsed.id)
         };

@@ -155,6 +155,8 @@ pub(super) struct RawStore {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) refresh_interval: Option<String>,
     pub(super) flush_interval: Option<String>,
+    pub(super) max_staleness: Option<String>,
+    pub(super) on_stale: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,6 +15,20 @@ pub struct StoreConfig {
     pub refresh_interval: Duration,
     /// How often usage counters are written to the store (the most a crash can lose).
     pub flush_interval: Duration,
+    /// How long the keys in memory are trusted without a successful read of the store: past it,
+    /// revocations made elsewhere since may be missed, `/readyz` says so, and `on_stale` applies.
+    pub max_staleness: Duration,
+    pub on_stale: OnStale,
+}
+
+/// What the data plane does once the keys in memory are older than `store.max_staleness`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStale {
+    /// Refuse key-authenticated requests with 503 until the store answers again: a key revoked
+    /// elsewhere meanwhile is never served.
+    Refuse,
+    /// Go on serving the keys last read (availability over a revocation's reach).
+    Serve,
 }
 
 impl StoreConfig {
@@ -137,6 +151,26 @@ pub(super) fn backend(
     Ok(StoreBackend::Postgres(PostgresConfig { url, pool_size, statement_timeout, schema, ca_certs }))
 }
 
+/// `store.max_staleness`: 10 s or three refresh intervals, whichever is longer, by default; never under
+/// two intervals, since a healthy server reads the store once an interval at the latest.
+pub(super) fn max_staleness(set: Option<Duration>, refresh_interval: Duration) -> Result<Duration, ConfigError> {
+    let Some(value) = set else {
+        return Ok(refresh_interval.saturating_mul(3).max(Duration::from_secs(10)));
+    };
+    if value < refresh_interval.saturating_mul(2) {
+        return Err(invalid("store.max_staleness", "must be at least twice store.refresh_interval"));
+    }
+    Ok(value)
+}
+
+pub(super) fn on_stale(raw: Option<&str>) -> Result<OnStale, ConfigError> {
+    match raw.unwrap_or("refuse") {
+        "refuse" => Ok(OnStale::Refuse),
+        "serve" => Ok(OnStale::Serve),
+        other => Err(invalid("store.on_stale", format!("`{other}` is not refuse or serve"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Config;
@@ -171,6 +205,16 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_trusted_for_ten_seconds_or_three_refresh_intervals_by_default() {
+        let store = parse("", None).unwrap().store;
+        assert_eq!((store.max_staleness, store.on_stale), (Duration::from_secs(10), OnStale::Refuse));
+        let store = parse("[store]\nrefresh_interval = \"30s\"\non_stale = \"serve\"\n", None).unwrap().store;
+        assert_eq!((store.max_staleness, store.on_stale), (Duration::from_secs(90), OnStale::Serve));
+        let store = parse("[store]\nmax_staleness = \"2s\"\n", None).unwrap().store;
+        assert_eq!(store.max_staleness, Duration::from_secs(2));
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         let cases = [
             ("[store]\nbackend = \"mysql\"\n", "store.backend"),
@@ -186,6 +230,9 @@ mod tests {
                 "store.statement_timeout",
             ),
             ("[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/d\"\nschema = \"A;drop\"\n", "store.schema"),
+            ("[store]\nrefresh_interval = \"1s\"\nmax_staleness = \"1500ms\"\n", "store.max_staleness"),
+            ("[store]\nmax_staleness = \"0s\"\n", "store.max_staleness"),
+            ("[store]\non_stale = \"maybe\"\n", "store.on_stale"),
         ];
         for (text, field) in cases {
             let e = parse(text, None).unwrap_err();

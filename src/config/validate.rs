@@ -97,17 +97,23 @@ fn trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, Config
 fn store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
     let statement_timeout = duration("store.statement_timeout", raw.statement_timeout.clone(), "5s")?;
     let ca_certs = raw.ca_file.as_deref().map(|path| ca_certs("store.ca_file", path)).transpose()?.unwrap_or_default();
+    let refresh_interval = duration("store.refresh_interval", raw.refresh_interval.clone(), "1s")?;
+    if refresh_interval.is_zero() {
+        return Err(invalid("store.refresh_interval", "must be greater than zero"));
+    }
     let store = StoreConfig {
         path: raw.path.clone().unwrap_or_else(|| PathBuf::from("tollgate.db")),
         backend: super::store::backend(&raw, statement_timeout, ca_certs)?,
-        refresh_interval: duration("store.refresh_interval", raw.refresh_interval, "1s")?,
-        flush_interval: duration("store.flush_interval", raw.flush_interval, "1s")?,
+        refresh_interval,
+        flush_interval: duration("store.flush_interval", raw.flush_interval.clone(), "1s")?,
+        max_staleness: super::store::max_staleness(
+            raw.max_staleness.clone().map(|t| duration("store.max_staleness", Some(t), "10s")).transpose()?,
+            refresh_interval,
+        )?,
+        on_stale: super::store::on_stale(raw.on_stale.as_deref())?,
     };
     if store.flush_interval.is_zero() || store.flush_interval > Duration::from_secs(1) {
         return Err(invalid("store.flush_interval", "must be more than zero and at most 1s"));
-    }
-    if store.refresh_interval.is_zero() {
-        return Err(invalid("store.refresh_interval", "must be greater than zero"));
     }
     Ok(store)
 }

@@ -29,7 +29,7 @@ use crate::app::App;
 use crate::app::trial::TRIAL_ACCOUNT;
 use crate::auth::{self, Principal};
 use crate::clock;
-use crate::config::Config;
+use crate::config::{Config, OnStale};
 use crate::error::ProxyError;
 use crate::metering::limits::{self, CounterBackend, Subject};
 use crate::metering::usage::{Meter, Usage};
@@ -93,6 +93,9 @@ async fn proxy(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = req.into_parts();
     check_head(&parts, app.config.server.max_header_bytes)?;
+    if app.config.store.on_stale == OnStale::Refuse && app.readiness.stale_for().is_some() {
+        return Err(ProxyError::StoreStale);
+    }
     let principal = authenticate(app, &parts, &mut ctx.trial).await?;
     let principal = &*ctx.principal.insert(principal);
     let provider_key = credentials::provider_key_for(principal, &route.provider, &parts.headers)?;

@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::config::OnStale;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{self, with_request_id};
 use crate::telemetry::access_log::{ManagementLog, RequestId};
@@ -45,17 +46,12 @@ fn probe<B>(app: &App, req: &Request<B>) -> Option<Response<ProxyBody>> {
         return None;
     }
     let (status, text) = match req.uri().path() {
-        "/healthz" => (StatusCode::OK, "ok"),
-        // Still ready while Redis is away (limits go on locally), but saying so.
-        "/readyz" if app.readiness.is_ready() && app.counters.degraded() => {
-            (StatusCode::OK, "ready; counters degraded: redis unreachable, limits checked locally")
-        }
-        "/readyz" if app.readiness.is_ready() => (StatusCode::OK, "ready"),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable"),
+        "/healthz" => (StatusCode::OK, "ok".into()),
+        "/readyz" => readiness(app),
         "/metrics" if app.config.metrics.enabled => {
             let token = app.config.metrics.main_listener_token?;
             if !crate::telemetry::metrics::presents_token(req.headers(), &token) {
-                (StatusCode::UNAUTHORIZED, "a bearer token is required\n")
+                (StatusCode::UNAUTHORIZED, "a bearer token is required\n".into())
             } else {
                 let mut response = Response::new(ProxyBody::full(app.metrics.render()));
                 response
@@ -70,6 +66,24 @@ fn probe<B>(app: &App, req: &Request<B>) -> Option<Response<ProxyBody>> {
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Some(response)
+}
+
+/// `/readyz`: ready once the store has been read and while it keeps answering within
+/// `store.max_staleness`; still ready while Redis is away (limits go on locally), but saying so.
+fn readiness(app: &App) -> (StatusCode, String) {
+    if let Some(age) = app.readiness.stale_for() {
+        let then = match app.config.store.on_stale {
+            OnStale::Refuse => "key requests are refused until it answers",
+            OnStale::Serve => "serving the keys last read (store.on_stale = serve)",
+        };
+        let text =
+            format!("store unreachable for {} s: keys revoked or changed since are not seen; {then}", age.as_secs());
+        return (StatusCode::SERVICE_UNAVAILABLE, text);
+    }
+    if app.counters.degraded() {
+        return (StatusCode::OK, "ready; counters degraded: redis unreachable, limits checked locally".into());
+    }
+    (StatusCode::OK, "ready".into())
 }
 
 #[cfg(test)]

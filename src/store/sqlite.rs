@@ -346,7 +346,7 @@ fn bump_version(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
 /// The columns of a [`KeyRecord`], as [`record_from`] reads them.
 const RECORD_SELECT: &str = "SELECT id, NULL, kind, NULL, hash, created_at, expires_at, revoked_at, account_id,
         requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month, scopes, providers, models,
-        policy, signing_secret
+        policy, signing_secret, version
     FROM service_keys";
 
 /// Shares one `Arc` per account among the records read in one go (most keys share a few accounts).
@@ -388,6 +388,7 @@ fn record_from(row: &rusqlite::Row<'_>, accounts: &mut Accounts) -> Result<KeyRe
             Some(sealed) => crate::auth::signing::Signing::Sealed(std::sync::Arc::from(sealed)),
             None => crate::auth::signing::Signing::None,
         },
+        version: row.get(18)?,
     })
 }
 

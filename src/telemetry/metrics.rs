@@ -15,8 +15,9 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// The kinds of key a provider request is counted under: [`crate::auth::keys::KeyKind::name`], or none.
 pub const KEY_KINDS: [&str; 4] = ["live", "publishable", "trial", "none"];
 
-/// Refusal reasons: the limit kinds, the process-wide overload, the trial issuance throttle.
-pub const REFUSALS: [&str; 12] = [
+/// Refusal reasons: the limit kinds, the process-wide overload, the trial issuance throttle, a store
+/// unreachable for too long.
+pub const REFUSALS: [&str; 13] = [
     "requests_per_minute",
     "requests_per_day",
     "concurrency",
@@ -29,6 +30,7 @@ pub const REFUSALS: [&str; 12] = [
     "trial_issuance",
     "end_users_per_key",
     "counters_unavailable",
+    "store_stale",
 ];
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 18] = [
@@ -290,7 +292,7 @@ impl Metrics {
                 );
             }
         }
-        out.push_str("# HELP tollgate_refusals_total Requests refused by a limit, by reason.\n");
+        out.push_str("# HELP tollgate_refusals_total Requests refused by a limit, an overload or a stale key store, by reason.\n");
         out.push_str("# TYPE tollgate_refusals_total counter\n");
         for (reason, n) in REFUSALS.iter().zip(&self.refusals) {
             let _ = writeln!(out, "tollgate_refusals_total{{reason=\"{reason}\"}} {}", n.load(Ordering::Relaxed));

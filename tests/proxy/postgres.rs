@@ -95,3 +95,125 @@ async fn a_key_made_and_revoked_on_one_instance_takes_effect_on_another_within_a
     drop((a, b));
     drop_schema(&url, &schema).await;
 }
+
+/// A TCP path to the test database that the test can cut: while cut, every connection through it is
+/// closed and new ones are closed as soon as they arrive, as when a network partition or a failover
+/// leaves the instance without its store.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cuttable {
+    async fn to(target: String) -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let watch = std::sync::Arc::clone(&cut);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    continue;
+                }
+                let mut cut = watch.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Cuttable { addr, cut, task }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The test database's host and port, and its URL with them replaced by `addr`.
+fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("TOLLGATE_TEST_POSTGRES must name a TCP host, not {other:?}"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let db = config.get_dbname().unwrap_or("postgres");
+    (format!("{host}:{port}"), format!("postgres://{user}@{addr}/{db}"))
+}
+
+/// Polls `/readyz` until it answers `status`; its text and how long that took, at most 10 s.
+async fn readyz_until(gw: &Gateway, status: u16) -> (String, Duration) {
+    let started = Instant::now();
+    loop {
+        let reply = request(http::Method::GET, &gw.url("/readyz"), &[], b"").await;
+        if reply.status == status {
+            return (reply.text(), started.elapsed());
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "/readyz still {} after 10 s", reply.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An instance cut off from its store stops trusting the keys in memory once `store.max_staleness` has
+/// passed: `/readyz` says so (503), key requests are refused with 503 `store_unavailable` in each
+/// provider's shape (never 401, never 500), and all of it ends by itself when the store is back. With
+/// `store.on_stale = "serve"` the same instance goes on serving its keys while saying so on `/readyz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_its_store_stops_trusting_its_keys_after_max_staleness() {
+    let Some(url) = test_database() else { return };
+    let schema = format!("tg_test_stale_{}", std::process::id());
+    let (database, _) = through(&url, "127.0.0.1:1".parse().unwrap());
+    let path = Cuttable::to(database).await;
+    let (_, via) = through(&url, path.addr);
+    let mock = MockUpstream::start().await;
+    let store = |on_stale: &str| {
+        format!(
+            "[store]\nbackend = \"postgres\"\nurl = {:?}\nschema = \"{schema}\"\nrefresh_interval = \"100ms\"\n\
+             max_staleness = \"400ms\"\non_stale = \"{on_stale}\"\nstatement_timeout = \"1s\"\n",
+            via
+        )
+    };
+    let refusing = Gateway::start(&mock.base_url(), &store("refuse")).await;
+    let serving = Gateway::start(&mock.base_url(), &store("serve")).await;
+    let (_, token) = new_account(&refusing, "stale@example.com", 2).await;
+    let (status, created) =
+        api(&refusing, http::Method::POST, "/v1/auth/keys", Some(&token), Some(json!({"name": "k"}))).await;
+    assert_eq!(status, 201, "{created}");
+    let raw = created["raw_key"].as_str().unwrap();
+    let keys = Keys::new(raw);
+    until_status(&serving, raw, 200, Duration::from_secs(1)).await;
+
+    path.set_cut(true);
+    let (text, after) = readyz_until(&refusing, 503).await;
+    assert!(text.contains("store unreachable") && text.contains("key requests are refused"), "{text}");
+    eprintln!("store cut: /readyz 503 after {after:?} (max_staleness 400ms, refresh 100ms)");
+    for shape in [Shape::OpenAi, Shape::Anthropic, Shape::Gemini] {
+        let reply = refusing.call(shape.path(), &keys, shape.body()).await;
+        shape.assert_error(&reply, 503, "key store is unreachable");
+        assert_eq!(reply.headers.get("retry-after").unwrap(), "1");
+    }
+    let (text, _) = readyz_until(&serving, 503).await;
+    assert!(text.contains("serving the keys last read"), "{text}");
+    let served = serving.call(Shape::OpenAi.path(), &keys, Shape::OpenAi.body()).await;
+    assert_eq!(served.status, 200, "{}", served.text());
+
+    path.set_cut(false);
+    let (_, back) = readyz_until(&refusing, 200).await;
+    eprintln!("store back: /readyz 200 after {back:?}");
+    until_status(&refusing, raw, 200, Duration::from_secs(5)).await;
+    drop((refusing, serving, path));
+    drop_schema(&url, &schema).await;
+}

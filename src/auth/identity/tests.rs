@@ -27,6 +27,7 @@ fn principal(kind: KeyKind, policy: KeyPolicy, secret: Option<&SigningSecret>) -
         access: Default::default(),
         policy,
         signing: secret.map_or(Signing::None, |s| Signing::Open(Arc::new(clone(s)))),
+        version: 0,
     };
     Principal {
         label: keys.label(&record),

@@ -64,6 +64,8 @@ fn config(backend: StoreBackend, path: std::path::PathBuf) -> StoreConfig {
         backend,
         refresh_interval: Duration::from_millis(100),
         flush_interval: Duration::from_millis(100),
+        max_staleness: Duration::from_secs(10),
+        on_stale: crate::config::OnStale::Refuse,
     }
 }
 

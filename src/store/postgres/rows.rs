@@ -21,7 +21,7 @@ pub(super) const INFO_SELECT: &str =
 /// The columns of a [`KeyRecord`], as [`record_from`] reads them.
 pub(super) const RECORD_SELECT: &str = "SELECT id, kind, hash, created_at, expires_at, revoked_at, account_id,
         requests_per_minute, requests_per_day, concurrent_requests, tokens_per_month, scopes, providers, models,
-        policy, signing_secret
+        policy, signing_secret, version
     FROM service_keys";
 
 /// The columns of an [`AccountInfo`], as [`account_from`] reads them.
@@ -93,6 +93,7 @@ pub(super) fn record_from(row: &Row, accounts: &mut Accounts) -> Result<KeyRecor
             Some(sealed) => Signing::Sealed(Arc::from(sealed)),
             None => Signing::None,
         },
+        version: row.try_get(16)?,
     })
 }
 
