@@ -79,9 +79,14 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
 }
 
-/// Why Redis did not answer: an error, a timeout, or the breaker open.
-#[derive(Debug)]
-struct Down;
+/// Why Redis did not answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Down {
+    /// Nothing was sent: the breaker is open, or there is no connection yet.
+    Unsent,
+    /// Sent, and no answer came (an error or the timeout): Redis may still have run the script.
+    Unanswered,
+}
 
 /// The Redis keys of one subject (see the module doc).
 #[derive(Debug)]
@@ -265,11 +270,11 @@ impl Shared {
     /// One script call, through the breaker and within the timeout.
     async fn call<T: ::redis::FromRedisValue>(&self, inv: &::redis::ScriptInvocation<'_>) -> Result<T, Down> {
         if !self.breaker.allow() {
-            return Err(Down);
+            return Err(Down::Unsent);
         }
         let Some(mut conn) = self.conn.get().cloned() else {
             self.breaker.failure();
-            return Err(Down);
+            return Err(Down::Unsent);
         };
         match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
             Ok(Ok(value)) => {
@@ -279,11 +284,11 @@ impl Shared {
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "redis counters call failed");
                 self.breaker.failure();
-                Err(Down)
+                Err(Down::Unanswered)
             }
             Err(_) => {
                 self.breaker.failure();
-                Err(Down)
+                Err(Down::Unanswered)
             }
         }
     }
@@ -409,7 +414,14 @@ impl RedisCounters {
             .arg(eu_per_day);
         let v = match s.call::<Vec<i64>>(&inv).await {
             Ok(v) if v.len() == 7 && (0..=5).contains(&v[0]) => v,
-            _ => return s.admit_locally(subject, now).await.map(Permit::Local),
+            failed => {
+                // A script that ran after its caller stopped waiting holds a slot no permit will free
+                // (until its lease, minutes away): free it, which does nothing if it never ran.
+                if failed.is_err_and(|down| down == Down::Unanswered) {
+                    ending::spawn(&self.shared, Ending::Slot { keys: Arc::new(keys), slot });
+                }
+                return s.admit_locally(subject, now).await.map(Permit::Local);
+            }
         };
         let a = Admitted {
             code: v.first().copied().unwrap_or(-1),
@@ -452,7 +464,15 @@ impl RedisCounters {
         let v = match s.call::<Vec<i64>>(&inv).await {
             Ok(v) if v.len() == 5 && matches!(v[0], 0 | 6..=8) => v,
             // `p` drops here: its slot's release is spawned, retried, and ends with its lease at worst.
-            _ => {
+            // A reservation the script made after its caller stopped waiting would otherwise be charged
+            // whole when its lease ends, to a request that was refused: it is ended uncharged instead
+            // (with the slot), which does nothing to a reservation that was never made.
+            failed => {
+                if failed.is_err_and(|down| down == Down::Unanswered) {
+                    p.ended = true;
+                    let (keys, slot) = (Arc::clone(&p.keys), p.slot);
+                    ending::spawn(&self.shared, Ending::Settle { keys, slot, id, actual: 0, month });
+                }
                 return match s.on_unavailable {
                     OnUnavailable::FailClosed => Err(s.unavailable()),
                     OnUnavailable::Local => {
