@@ -26,7 +26,8 @@
 //! [`Breaker`], which after a few opens and sends nothing for a while. Meanwhile request limits are
 //! checked by this instance's own [`MemoryCounters`], with each limit divided by `counters.instances`;
 //! token reservations are refused ([`LimitKind::CountersUnavailable`], a 503) unless
-//! `counters.on_unavailable = "local"`, which reserves against local quotas divided the same way.
+//! `counters.on_unavailable = "local"`, which reserves against local quotas divided the same way; a
+//! reservation of no tokens (a free route) is always taken locally.
 //!
 //! Settles and releases never wait: a ticket (or a permit dropped before its reservation) spawns its
 //! ending on the runtime, retried a few times; if Redis stays away, the lease ends the reservation,
@@ -473,13 +474,11 @@ impl RedisCounters {
                     let (keys, slot) = (Arc::clone(&p.keys), p.slot);
                     ending::spawn(&self.shared, Ending::Settle { keys, slot, id, actual: 0, month });
                 }
-                return match s.on_unavailable {
-                    OnUnavailable::FailClosed => Err(s.unavailable()),
-                    OnUnavailable::Local => {
-                        let local = s.admit_locally(&p.subject, now).await?;
-                        s.local.reserve(local, cost, now).await.map(Ticket::Local)
-                    }
-                };
+                if s.on_unavailable == OnUnavailable::FailClosed && cost > 0 {
+                    return Err(s.unavailable());
+                }
+                let local = s.admit_locally(&p.subject, now).await?;
+                return s.local.reserve(local, cost, now).await.map(Ticket::Local);
             }
         };
         let a = Admitted {
@@ -522,9 +521,11 @@ impl CounterBackend for RedisCounters {
     async fn reserve(&self, permit: Permit, cost: u64, now: Now) -> Result<Ticket, Refusal> {
         match permit {
             Permit::Remote(p) => self.reserve_remote(p, cost, now).await,
+            // A reservation of nothing (a free route, such as listing models) checks no quota, so it
+            // is taken locally even when token quotas fail closed.
             Permit::Local(p) => match self.shared.on_unavailable {
-                OnUnavailable::Local => self.shared.local.reserve(p, cost, now).await.map(Ticket::Local),
-                OnUnavailable::FailClosed => Err(self.shared.unavailable()),
+                OnUnavailable::FailClosed if cost > 0 => Err(self.shared.unavailable()),
+                _ => self.shared.local.reserve(p, cost, now).await.map(Ticket::Local),
             },
         }
     }

@@ -337,6 +337,11 @@ async fn a_redis_outage_falls_back_locally_and_recovers() {
     assert_eq!(refused_for_rate, 5, "the local limit is the key's 10 a minute over 2 instances");
     assert!(r.degraded());
     assert_eq!(r.unavailable_counts(), (10, 5));
+    // A reservation of nothing (a free route) checks no quota: taken locally, never refused.
+    let mut free = s.clone();
+    free.key = KeyId::parse("CCCCCCCCCCCC").unwrap();
+    let permit = r.admit_request(&free, now).await.unwrap();
+    assert!(matches!(r.reserve(permit, 0, now).await, Ok(Ticket::Local(_))));
 
     let server = Server::start(port);
     server.ready().await;
