@@ -15,6 +15,7 @@ mod login;
 mod management_log;
 mod process;
 mod server_credential;
+mod shared;
 mod soak;
 mod store_migrate;
 mod trial_canary;

@@ -26,7 +26,8 @@
 //! [`Breaker`], which after a few opens and sends nothing for a while. Meanwhile request limits are
 //! checked by this instance's own [`MemoryCounters`], with each limit divided by `counters.instances`;
 //! token reservations are refused ([`LimitKind::CountersUnavailable`], a 503) unless
-//! `counters.on_unavailable = "local"`, which reserves against local quotas divided the same way.
+//! `counters.on_unavailable = "local"`, which reserves against local quotas divided the same way; a
+//! reservation of no tokens (a free route) is always taken locally.
 //!
 //! Settles and releases never wait: a ticket (or a permit dropped before its reservation) spawns its
 //! ending on the runtime, retried a few times; if Redis stays away, the lease ends the reservation,
@@ -79,9 +80,14 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
 }
 
-/// Why Redis did not answer: an error, a timeout, or the breaker open.
-#[derive(Debug)]
-struct Down;
+/// Why Redis did not answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Down {
+    /// Nothing was sent: the breaker is open, or there is no connection yet.
+    Unsent,
+    /// Sent, and no answer came (an error or the timeout): Redis may still have run the script.
+    Unanswered,
+}
 
 /// The Redis keys of one subject (see the module doc).
 #[derive(Debug)]
@@ -265,11 +271,11 @@ impl Shared {
     /// One script call, through the breaker and within the timeout.
     async fn call<T: ::redis::FromRedisValue>(&self, inv: &::redis::ScriptInvocation<'_>) -> Result<T, Down> {
         if !self.breaker.allow() {
-            return Err(Down);
+            return Err(Down::Unsent);
         }
         let Some(mut conn) = self.conn.get().cloned() else {
             self.breaker.failure();
-            return Err(Down);
+            return Err(Down::Unsent);
         };
         match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
             Ok(Ok(value)) => {
@@ -279,11 +285,11 @@ impl Shared {
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "redis counters call failed");
                 self.breaker.failure();
-                Err(Down)
+                Err(Down::Unanswered)
             }
             Err(_) => {
                 self.breaker.failure();
-                Err(Down)
+                Err(Down::Unanswered)
             }
         }
     }
@@ -409,7 +415,14 @@ impl RedisCounters {
             .arg(eu_per_day);
         let v = match s.call::<Vec<i64>>(&inv).await {
             Ok(v) if v.len() == 7 && (0..=5).contains(&v[0]) => v,
-            _ => return s.admit_locally(subject, now).await.map(Permit::Local),
+            failed => {
+                // A script that ran after its caller stopped waiting holds a slot no permit will free
+                // (until its lease, minutes away): free it, which does nothing if it never ran.
+                if failed.is_err_and(|down| down == Down::Unanswered) {
+                    ending::spawn(&self.shared, Ending::Slot { keys: Arc::new(keys), slot });
+                }
+                return s.admit_locally(subject, now).await.map(Permit::Local);
+            }
         };
         let a = Admitted {
             code: v.first().copied().unwrap_or(-1),
@@ -452,14 +465,20 @@ impl RedisCounters {
         let v = match s.call::<Vec<i64>>(&inv).await {
             Ok(v) if v.len() == 5 && matches!(v[0], 0 | 6..=8) => v,
             // `p` drops here: its slot's release is spawned, retried, and ends with its lease at worst.
-            _ => {
-                return match s.on_unavailable {
-                    OnUnavailable::FailClosed => Err(s.unavailable()),
-                    OnUnavailable::Local => {
-                        let local = s.admit_locally(&p.subject, now).await?;
-                        s.local.reserve(local, cost, now).await.map(Ticket::Local)
-                    }
-                };
+            // A reservation the script made after its caller stopped waiting would otherwise be charged
+            // whole when its lease ends, to a request that was refused: it is ended uncharged instead
+            // (with the slot), which does nothing to a reservation that was never made.
+            failed => {
+                if failed.is_err_and(|down| down == Down::Unanswered) {
+                    p.ended = true;
+                    let (keys, slot) = (Arc::clone(&p.keys), p.slot);
+                    ending::spawn(&self.shared, Ending::Settle { keys, slot, id, actual: 0, month });
+                }
+                if s.on_unavailable == OnUnavailable::FailClosed && cost > 0 {
+                    return Err(s.unavailable());
+                }
+                let local = s.admit_locally(&p.subject, now).await?;
+                return s.local.reserve(local, cost, now).await.map(Ticket::Local);
             }
         };
         let a = Admitted {
@@ -502,9 +521,11 @@ impl CounterBackend for RedisCounters {
     async fn reserve(&self, permit: Permit, cost: u64, now: Now) -> Result<Ticket, Refusal> {
         match permit {
             Permit::Remote(p) => self.reserve_remote(p, cost, now).await,
+            // A reservation of nothing (a free route, such as listing models) checks no quota, so it
+            // is taken locally even when token quotas fail closed.
             Permit::Local(p) => match self.shared.on_unavailable {
-                OnUnavailable::Local => self.shared.local.reserve(p, cost, now).await.map(Ticket::Local),
-                OnUnavailable::FailClosed => Err(self.shared.unavailable()),
+                OnUnavailable::FailClosed if cost > 0 => Err(self.shared.unavailable()),
+                _ => self.shared.local.reserve(p, cost, now).await.map(Ticket::Local),
             },
         }
     }

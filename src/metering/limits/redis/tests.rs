@@ -337,6 +337,11 @@ async fn a_redis_outage_falls_back_locally_and_recovers() {
     assert_eq!(refused_for_rate, 5, "the local limit is the key's 10 a minute over 2 instances");
     assert!(r.degraded());
     assert_eq!(r.unavailable_counts(), (10, 5));
+    // A reservation of nothing (a free route) checks no quota: taken locally, never refused.
+    let mut free = s.clone();
+    free.key = KeyId::parse("CCCCCCCCCCCC").unwrap();
+    let permit = r.admit_request(&free, now).await.unwrap();
+    assert!(matches!(r.reserve(permit, 0, now).await, Ok(Ticket::Local(_))));
 
     let server = Server::start(port);
     server.ready().await;
@@ -534,4 +539,60 @@ async fn a_redis_absent_at_start_is_used_once_it_answers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!r.degraded());
+}
+
+/// Keeps the Redis at `url` busy for `ms` milliseconds (a script that spins), and returns once it is: a
+/// PING from another connection then goes unanswered.
+async fn keep_busy(url: &str, ms: u64) -> tokio::task::JoinHandle<()> {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut busy = client.get_multiplexed_async_connection().await.unwrap();
+    let mut probe = client.get_multiplexed_async_connection().await.unwrap();
+    let spin = "local t = redis.call('TIME') local stop = t[1] * 1000000 + t[2] + ARGV[1] \
+                repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop return 1";
+    let task = tokio::spawn(async move {
+        let _: i64 = ::redis::cmd("EVAL").arg(spin).arg(0).arg(ms * 1000).query_async(&mut busy).await.unwrap();
+    });
+    let ping = ::redis::cmd("PING");
+    loop {
+        let ping = ping.query_async::<String>(&mut probe);
+        if tokio::time::timeout(Duration::from_millis(20), ping).await.is_err() {
+            return task;
+        }
+    }
+}
+
+/// A call that Redis runs after its caller stopped waiting (Redis busy past `timeout`) keeps nothing: the
+/// reservation of the request refused meanwhile is ended uncharged, and the slot of the admission checked
+/// locally meanwhile is freed, rather than both being held until their leases end (and the reservation
+/// then charged whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_timed_out_leave_no_reservation_or_slot_behind() {
+    if url("timed-out calls").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Server::start(port);
+    server.ready().await;
+    let mut config = config(&format!("redis://127.0.0.1:{port}"));
+    (config.timeout, config.breaker_failures, config.breaker_cooldown) =
+        (Duration::from_millis(50), 10, Duration::from_millis(100));
+    let r = connect(&config, Duration::from_secs(600)).await;
+    let limits = KeyLimits { concurrent_requests: Some(1), tokens_per_month: Some(1_000), ..KeyLimits::default() };
+    let s = subject(limits, 10_000);
+    let permit = r.admit_request(&s, T0).await.unwrap();
+    assert!(matches!(permit, Permit::Remote(_)));
+
+    let busy = keep_busy(&format!("redis://127.0.0.1:{port}"), 400).await;
+    let refused = r.reserve(permit, 100, T0).await.err().unwrap();
+    assert_eq!(refused.limit, LimitKind::CountersUnavailable);
+    let local = r.admit_request(&s, T0).await.unwrap();
+    assert!(matches!(local, Permit::Local(_)), "checked locally while Redis was busy");
+    drop(local);
+    busy.await.unwrap();
+
+    r.settled().await;
+    assert_eq!(key_tokens(&r, &s).await, (0, 0), "nothing reserved, nothing charged");
+    let again = admit(&r, &s, 100, T0).await;
+    assert!(matches!(again, Ok(Ticket::Remote(_))), "the only slot is free");
+    drop(server);
 }
