@@ -6,9 +6,8 @@ use std::time::Duration;
 use super::PgStore;
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::store::{
-    AccountInfo, Claim, EndUserAddition, EndUserTotal, EndUserUsageRow, HashedKey, KeyChanges, KeyIdentity, KeyInfo,
-    KeySink, KeyUpdate, NewAccount, NewProject, ProjectInfo, Rotated, Store, StoreError, TrialIssue, UsageAddition,
-    UsageRow, UsageTotal,
+    AccountInfo, Claim, EndUserTotal, EndUserUsageRow, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate,
+    NewAccount, NewProject, ProjectInfo, Rotated, Store, StoreError, TrialIssue, UsageBatch, UsageRow, UsageTotal,
 };
 
 #[async_trait::async_trait]
@@ -128,11 +127,8 @@ impl Store for PgStore {
         self.pg_delete_project(id, now).await
     }
 
-    async fn add_usage(&self, rows: Vec<UsageAddition>) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.pg_add_usage(rows).await
+    async fn apply_usage(&self, batch: UsageBatch) -> Result<bool, StoreError> {
+        self.pg_apply_usage(&batch).await
     }
 
     async fn usage_totals(&self, today: i64, month_start: i64) -> Result<Vec<UsageTotal>, StoreError> {
@@ -147,13 +143,6 @@ impl Store for PgStore {
         to: i64,
     ) -> Result<Vec<UsageRow>, StoreError> {
         self.pg_usage_report(account, key, from, to).await
-    }
-
-    async fn add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.pg_add_end_user_usage(rows).await
     }
 
     async fn end_user_totals(&self, today: i64, month_start: i64) -> Result<Vec<EndUserTotal>, StoreError> {
