@@ -4,6 +4,7 @@
 //! keys from memory and follows the store's changes ([`sync`]).
 
 mod batch;
+pub mod copy;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

@@ -16,5 +16,6 @@ mod management_log;
 mod process;
 mod server_credential;
 mod soak;
+mod store_copy;
 mod store_migrate;
 mod trial_canary;
