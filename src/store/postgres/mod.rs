@@ -11,6 +11,7 @@ mod accounts;
 mod copy;
 mod keys;
 mod listen;
+mod retry;
 mod rows;
 mod schema;
 mod store_impl;
