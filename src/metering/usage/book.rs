@@ -1,7 +1,7 @@
 //! Usage waiting to be written: per key, UTC day and model, and per key, end user and UTC day, requests
 //! (counted at admission) and tokens (counted when a request settles). The background task (`app::flush`) takes it all every
-//! `store.flush_interval` and on shutdown and adds it to the store in one transaction; a crash loses at
-//! most one interval.
+//! `store.flush_interval` and on shutdown and hands it to the store as one batch, applied in one
+//! transaction and at most once; a crash loses at most one interval.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
