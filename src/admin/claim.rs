@@ -19,7 +19,7 @@ struct ClaimBody {
 pub(super) async fn claim(app: &App, account: &str, body: RequestBody<'_>) -> ApiResult {
     let request: ClaimBody = json_body(body).await?;
     // Usage still waiting for the flush is written first, so the move takes all of it along.
-    if let Err(e) = crate::app::flush::flush_usage(&app.usage, &*app.store).await {
+    if let Err(e) = crate::app::flush::flush_usage(&app.usage, &app.unflushed, &*app.store).await {
         tracing::warn!(error = %e, "usage flush before a claim failed; the next flush writes it");
     }
     let info = control(app).claim_trial_key(account, &request.trial_key, clock::unix_now()).await?;

@@ -151,6 +151,17 @@ impl From<StoreError> for ApiError {
             },
             StoreError::KeyNotActive => ApiError::new(StatusCode::CONFLICT, "not_active", capitalized(&e)),
             StoreError::RotationPending(_) => ApiError::new(StatusCode::CONFLICT, "rotation_pending", capitalized(&e)),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "management request failed: the store is unavailable");
+                ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        "The store could not be reached; the change may not have been made. Retry shortly",
+                    )
+                }
+            }
             other => ApiError::internal(other),
         }
     }

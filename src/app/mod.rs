@@ -103,6 +103,7 @@ pub async fn start_with_clock(config: Config, clock: Box<dyn Clock>) -> Result<S
         plans: Arc::clone(&tables.plans),
         counters,
         usage: Arc::new(UsageBook::default()),
+        unflushed: flush::Unflushed::default(),
         clock,
         store: Arc::clone(&store),
         credentials: sessions::Credentials::new(
@@ -142,7 +143,7 @@ impl Background {
         if let Err(e) = self.housekeeper.await {
             tracing::error!(error = %e, "housekeeping task failed");
         }
-        match flush::flush_usage(&app.usage, &*app.store).await {
+        match flush::flush_usage(&app.usage, &app.unflushed, &*app.store).await {
             Ok(rows) => tracing::info!(rows, "usage flushed"),
             Err(e) => {
                 tracing::error!(error = %e, "final usage flush failed; up to one flush interval of usage is lost")
@@ -176,7 +177,7 @@ async fn housekeeping(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool
             _ = ticks.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        if let Err(e) = flush::flush_usage(&app.usage, &*app.store).await {
+        if let Err(e) = flush::flush_usage(&app.usage, &app.unflushed, &*app.store).await {
             tracing::warn!(error = %e, "usage flush failed; retrying at the next interval");
         }
         if let Err(e) = flush::flush_last_used(&app).await {
@@ -200,6 +201,8 @@ pub struct App {
     pub counters: Counters,
     pub plans: Arc<crate::metering::limits::Plans>,
     pub usage: Arc<UsageBook>,
+    /// The usage batch a failed flush left, sent again before anything newer.
+    pub unflushed: flush::Unflushed,
     /// The limits' clock: the system's in the server, a manual one where a test needs to move time.
     pub clock: Box<dyn Clock>,
     pub store: Arc<dyn Store>,

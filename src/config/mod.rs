@@ -16,7 +16,7 @@ mod values;
 
 pub use crate::providers::{ExtraRoots, GeminiAuth, ProviderConfig, ProviderKind};
 use raw::{RawConfig, apply_env, toml_error};
-pub use store::{DatabaseUrl, OnStale, PostgresConfig, StoreBackend, StoreConfig};
+pub use store::{DatabaseUrl, OnStale, PostgresConfig, SCHEMA_NAME_RULE, StoreBackend, StoreConfig, schema_name_ok};
 pub use trial::TrialConfig;
 use validate::validate;
 pub use values::parse_duration;

@@ -116,6 +116,16 @@ fn redact(url: &str) -> String {
     out
 }
 
+/// What a schema name must be (it is written into statements, so nothing else is accepted).
+pub const SCHEMA_NAME_RULE: &str = "must be a lowercase identifier (a-z, 0-9, _), at most 63 characters";
+
+/// Whether `s` is a schema name tollgate accepts: a plain lowercase identifier.
+pub fn schema_name_ok(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// The backend `[store]` names, from its raw fields and the values `validate.rs` read already (the
 /// statement timeout, the certificates of `ca_file`); the errors name the field.
 pub(super) fn backend(
@@ -141,11 +151,8 @@ pub(super) fn backend(
     }
     let schema = raw.schema.clone();
     if let Some(s) = &schema {
-        let ok = s.len() <= 63
-            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !ok {
-            return Err(invalid("store.schema", "must be a lowercase identifier (a-z, 0-9, _), at most 63 characters"));
+        if !schema_name_ok(s) {
+            return Err(invalid("store.schema", SCHEMA_NAME_RULE));
         }
     }
     Ok(StoreBackend::Postgres(PostgresConfig { url, pool_size, statement_timeout, schema, ca_certs }))

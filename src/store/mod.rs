@@ -3,6 +3,8 @@
 //! ([`postgres::PgStore`]). Key writes are durable before they return. The server reads
 //! keys from memory and follows the store's changes ([`sync`]).
 
+mod batch;
+pub mod copy;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -11,6 +13,7 @@ mod trial;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use batch::{BATCH_RETENTION_SECONDS, UsageBatch};
 pub use postgres::PgStore;
 pub use rows::{
     AccountInfo, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeyUpdate, NewAccount, NewKey, NewProject, ProjectInfo,
@@ -20,7 +23,7 @@ pub use sqlite::SqliteStore;
 pub use trial::{Claim, TRIAL_ACCOUNT, TrialIssue};
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 mod end_user_rows;
 pub use end_user_rows::{EndUserAddition, EndUserTotal, EndUserUsageRow};
 
@@ -135,8 +138,11 @@ pub trait Store: Send + Sync {
 
     // ------------------------------------------------------------ usage
 
-    /// Adds usage to the daily totals, all in one transaction.
-    async fn add_usage(&self, rows: Vec<UsageAddition>) -> Result<(), StoreError>;
+    /// Adds a usage flush (its keys' and end users' rows) to the daily totals in one transaction, unless
+    /// a batch of the same id was applied already: `true` if applied now, `false` if skipped as a
+    /// repeat. The id is recorded in that transaction, so sending a batch again after a failure whose
+    /// commit may have landed never counts it twice.
+    async fn apply_usage(&self, batch: UsageBatch) -> Result<bool, StoreError>;
 
     /// Per key: its account, requests on day `today`, and tokens from day `month_start` on.
     async fn usage_totals(&self, today: i64, month_start: i64) -> Result<Vec<UsageTotal>, StoreError>;
@@ -150,9 +156,6 @@ pub trait Store: Send + Sync {
         from: i64,
         to: i64,
     ) -> Result<Vec<UsageRow>, StoreError>;
-
-    /// Adds end-user usage to the daily totals, all in one transaction.
-    async fn add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError>;
 
     /// Per key and end user: requests on day `today`, and tokens from day `month_start` on.
     async fn end_user_totals(&self, today: i64, month_start: i64) -> Result<Vec<EndUserTotal>, StoreError>;

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 
 mod accounts;
+mod batches;
 mod end_users;
 pub mod key_cap;
 mod pages;
@@ -40,6 +41,11 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Backend(e.to_string())
     }
+}
+
+/// How many schema migrations this version has: a file up to date records this `user_version`.
+pub(crate) fn schema_version() -> usize {
+    schema::version()
 }
 
 #[derive(Clone)]
@@ -74,31 +80,15 @@ impl SqliteStore {
         Ok(created)
     }
 
-    /// Adds pending usage to the daily totals, all in one transaction.
+    /// Adds usage to the daily totals, all in one transaction (without a batch id: for tools and tests;
+    /// the server's flushes go through [`SqliteStore::apply_usage`]).
     pub fn add_usage(&self, rows: &[UsageAddition]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(&format!(
-                "INSERT INTO usage_daily (key_id, account_id, day, model, requests, input_tokens, output_tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (key_id, day, model) DO UPDATE SET {ADD_COUNTS}"
-            ))?;
-            for r in rows {
-                stmt.execute(params![
-                    r.key.as_str(),
-                    &*r.account,
-                    r.day,
-                    &*r.model,
-                    sql_int(r.requests),
-                    sql_int(r.input_tokens),
-                    sql_int(r.output_tokens)
-                ])?;
-            }
-        }
+        batches::add_usage_in(&tx, rows)?;
         tx.commit()?;
         Ok(())
     }

@@ -17,5 +17,6 @@ mod process;
 mod server_credential;
 mod shared;
 mod soak;
+mod store_copy;
 mod store_migrate;
 mod trial_canary;

@@ -59,7 +59,7 @@ fn store_migrate_reports_what_it_applied_and_never_the_password() {
         assert!(ok, "{out}{err}");
         assert!(!out.contains(CANARY) && !err.contains(CANARY), "{out}{err}");
     }
-    assert!(first.1.contains("1 migration(s) applied now"), "{}", first.1);
+    assert!(first.1.contains("2 migration(s) applied now"), "{}", first.1);
     assert!(second.1.contains("0 migration(s) applied now"), "{}", second.1);
-    assert!(checked.1.contains("connected: PostgreSQL") && checked.1.contains("1 of 1 migrations"), "{}", checked.1);
+    assert!(checked.1.contains("connected: PostgreSQL") && checked.1.contains("2 of 2 migrations"), "{}", checked.1);
 }

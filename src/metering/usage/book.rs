@@ -1,7 +1,7 @@
 //! Usage waiting to be written: per key, UTC day and model, and per key, end user and UTC day, requests
 //! (counted at admission) and tokens (counted when a request settles). The background task (`app::flush`) takes it all every
-//! `store.flush_interval` and on shutdown and adds it to the store in one transaction; a crash loses at
-//! most one interval.
+//! `store.flush_interval` and on shutdown and hands it to the store as one batch, applied in one
+//! transaction and at most once; a crash loses at most one interval.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -115,17 +115,6 @@ impl UsageBook {
         std::mem::take(&mut *self.end_users.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Puts back end-user usage that could not be written.
-    pub fn restore_end_users(&self, rows: HashMap<EndUserKey, UsageDelta>) {
-        for (at, d) in rows {
-            self.add_end_user(&at, &d.account, |e| {
-                e.requests = e.requests.saturating_add(d.requests);
-                e.input_tokens = add_tokens(e.input_tokens, d.input_tokens);
-                e.output_tokens = add_tokens(e.output_tokens, d.output_tokens);
-            });
-        }
-    }
-
     /// Everything pending, leaving the book empty. Labels of days before yesterday are forgotten.
     pub fn take(&self) -> HashMap<UsageKey, UsageDelta> {
         let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner());
@@ -140,19 +129,6 @@ impl UsageBook {
     /// more requests, so keys created and revoked in a loop leave nothing here.
     pub fn forget_keys(&self, known: impl Fn(KeyId) -> bool) {
         self.labels.lock().unwrap_or_else(|p| p.into_inner()).retain(|(key, _), _| known(*key));
-    }
-
-    /// Puts back what could not be written, so the next flush tries again.
-    pub fn restore(&self, rows: HashMap<UsageKey, UsageDelta>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        for (k, d) in rows {
-            let entry = pending
-                .entry(k)
-                .or_insert_with(|| UsageDelta { account: Arc::clone(&d.account), ..UsageDelta::default() });
-            entry.requests = entry.requests.saturating_add(d.requests);
-            entry.input_tokens = add_tokens(entry.input_tokens, d.input_tokens);
-            entry.output_tokens = add_tokens(entry.output_tokens, d.output_tokens);
-        }
     }
 }
 

@@ -155,7 +155,7 @@ async fn trial_keys_are_created_replaced_and_claimed_once() {
             input_tokens: 5,
             output_tokens: 3,
         };
-        s.store.add_usage(vec![usage]).await.unwrap();
+        s.store.apply_usage(super::batch(vec![usage], Vec::new())).await.unwrap();
         let account = s.account("acct_claim", 1).await;
         let claimed = match s.store.claim_trial_key(replaced.record.id, account.clone(), 10).await.unwrap() {
             Claim::Claimed(info) => info,

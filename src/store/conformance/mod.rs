@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::{HashedKey, KeyIdentity, NewAccount, NewKey, Store};
+use super::{EndUserAddition, HashedKey, KeyIdentity, NewAccount, NewKey, Store, UsageAddition, UsageBatch};
 use crate::auth::keys::{KeyHasher, KeyKind, SecretKey, generate, key_prefix};
 use crate::config::{DatabaseUrl, PostgresConfig, StoreBackend, StoreConfig};
 
@@ -110,4 +110,10 @@ pub async fn drop_schema(url: &str, schema: &str) {
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
     drop(client);
     let _ = driver.await;
+}
+
+/// A usage batch of a fresh id.
+pub(super) fn batch(rows: Vec<UsageAddition>, end_users: Vec<EndUserAddition>) -> UsageBatch {
+    let id = format!("ub_{}", crate::auth::id::random_id().unwrap());
+    UsageBatch { id, made_at: crate::clock::unix_now(), rows, end_users }
 }

@@ -13,24 +13,24 @@ use crate::store::{
 };
 
 impl PgStore {
-    pub(super) async fn pg_create_keys(&self, keys: Vec<HashedKey>) -> Result<Vec<KeyInfo>, StoreError> {
+    pub(super) async fn pg_create_keys(&self, keys: &[HashedKey]) -> Result<Vec<KeyInfo>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let version = bump_version(&tx).await?;
         let mut created = Vec::with_capacity(keys.len());
-        for key in &keys {
+        for key in keys {
             created.push(insert_key(&tx, key, version).await?);
         }
         tx.commit().await?;
         Ok(created)
     }
 
-    pub(super) async fn pg_create_key_within_cap(&self, key: HashedKey, now: i64) -> Result<KeyInfo, StoreError> {
+    pub(super) async fn pg_create_key_within_cap(&self, key: &HashedKey, now: i64) -> Result<KeyInfo, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let version = bump_version(&tx).await?;
         within_caps(&tx, &key.key.account, key.key.project.as_deref(), now).await?;
-        let created = insert_key(&tx, &key, version).await?;
+        let created = insert_key(&tx, key, version).await?;
         tx.commit().await?;
         Ok(created)
     }

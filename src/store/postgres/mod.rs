@@ -8,8 +8,10 @@
 //! every instance; polling stays the safety net.
 
 mod accounts;
+mod copy;
 mod keys;
 mod listen;
+mod retry;
 mod rows;
 mod schema;
 mod store_impl;
@@ -21,6 +23,8 @@ mod usage;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub(crate) use copy::copy_in;
 
 use super::StoreError;
 use crate::config::PostgresConfig;

@@ -7,7 +7,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::store::StoreError;
 
 /// Schema migrations, applied in order; never edit one that has shipped, append a new one.
-pub(super) const MIGRATIONS: &[&str] = &["
+pub(super) const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE accounts (
         id            TEXT PRIMARY KEY,
         email         TEXT,
@@ -95,7 +96,14 @@ pub(super) const MIGRATIONS: &[&str] = &["
         PRIMARY KEY (key_id, end_user, day)
     );
     CREATE INDEX usage_end_users_by_day ON usage_end_users(day);
-"];
+",
+    "
+    -- Usage flushes applied, by id (store::UsageBatch): a batch sent again is skipped. Ids are pruned
+    -- two days after their batch was made.
+    CREATE TABLE usage_batches (id TEXT PRIMARY KEY, made_at BIGINT NOT NULL);
+    CREATE INDEX usage_batches_by_time ON usage_batches(made_at);
+",
+];
 
 /// The advisory lock of this schema's migrations (one per schema, so tests in their own schemas do
 /// not wait on each other).

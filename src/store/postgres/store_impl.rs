@@ -1,24 +1,42 @@
 //! [`Store`] for PostgreSQL: each call takes a pooled connection for its statements (`keys.rs`,
-//! `accounts.rs`, `usage.rs`, `trial.rs`).
+//! `accounts.rs`, `usage.rs`, `trial.rs`); the writes that can be, run once more when their connection
+//! was lost (`retry.rs`).
 
 use std::time::Duration;
 
 use super::PgStore;
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::store::{
-    AccountInfo, Claim, EndUserAddition, EndUserTotal, EndUserUsageRow, HashedKey, KeyChanges, KeyIdentity, KeyInfo,
-    KeySink, KeyUpdate, NewAccount, NewProject, ProjectInfo, Rotated, Store, StoreError, TrialIssue, UsageAddition,
-    UsageRow, UsageTotal,
+    AccountInfo, Claim, EndUserTotal, EndUserUsageRow, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate,
+    NewAccount, NewProject, ProjectInfo, Rotated, Store, StoreError, TrialIssue, UsageBatch, UsageRow, UsageTotal,
 };
 
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn create_keys(&self, keys: Vec<HashedKey>) -> Result<Vec<KeyInfo>, StoreError> {
-        self.pg_create_keys(keys).await
+        let keys = &keys;
+        self.retried("create keys", |retry| async move {
+            if retry {
+                if let Some(landed) = self.keys_landed(keys).await? {
+                    return Ok(landed);
+                }
+            }
+            self.pg_create_keys(keys).await
+        })
+        .await
     }
 
     async fn create_key_within_cap(&self, key: HashedKey, now: i64) -> Result<KeyInfo, StoreError> {
-        self.pg_create_key_within_cap(key, now).await
+        let key = &key;
+        self.retried("create a key", |retry| async move {
+            if retry {
+                if let Some(mut landed) = self.keys_landed(std::slice::from_ref(key)).await? {
+                    return landed.pop().ok_or_else(|| StoreError::Backend("no key written".into()));
+                }
+            }
+            self.pg_create_key_within_cap(key, now).await
+        })
+        .await
     }
 
     async fn rotate_key(
@@ -33,30 +51,37 @@ impl Store for PgStore {
     }
 
     async fn revoke_key(&self, id: KeyId, at: i64) -> Result<bool, StoreError> {
-        self.pg_revoke_key(id, at).await
+        self.retried("revoke a key", |retry| async move {
+            let revoked = self.pg_revoke_key(id, at).await?;
+            Ok(revoked || (retry && self.revoked_at(id, at).await?))
+        })
+        .await
     }
 
     async fn update_key(&self, id: KeyId, update: KeyUpdate) -> Result<bool, StoreError> {
-        self.pg_update_key(id, update).await
+        self.retried("update a key", |_| self.pg_update_key(id, update.clone())).await
     }
 
     async fn touch_keys(&self, used: Vec<(KeyId, i64)>) -> Result<(), StoreError> {
         if used.is_empty() {
             return Ok(());
         }
-        self.pg_touch_keys(used).await
+        self.retried("record last use", |_| self.pg_touch_keys(used.clone())).await
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
-        self.pg_infos("ORDER BY created_at, id", &[]).await
+        self.retried("list keys", |_| self.pg_infos("ORDER BY created_at, id", &[])).await
     }
 
     async fn key_info(&self, id: KeyId) -> Result<Option<KeyInfo>, StoreError> {
-        Ok(self.pg_infos("WHERE id = $1", &[&id.as_str()]).await?.into_iter().next())
+        let found = self
+            .retried("read a key", |_| async move { self.pg_infos("WHERE id = $1", &[&id.as_str()]).await })
+            .await?;
+        Ok(found.into_iter().next())
     }
 
     async fn key_record(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.pg_key_record(id).await
+        self.retried("read a key", |_| self.pg_key_record(id)).await
     }
 
     async fn keys_page(
@@ -65,35 +90,49 @@ impl Store for PgStore {
         after: Option<String>,
         limit: usize,
     ) -> Result<Option<Vec<KeyInfo>>, StoreError> {
-        self.pg_keys_page(account, after, limit).await
+        self.retried("list keys", |_| self.pg_keys_page(account.clone(), after.clone(), limit)).await
     }
 
     async fn create_account(&self, account: NewAccount) -> Result<AccountInfo, StoreError> {
-        self.pg_create_account(account).await
+        let account = &account;
+        self.retried("create an account", |retry| async move {
+            match self.pg_create_account(account.clone()).await {
+                Err(StoreError::Conflict(what)) if retry => {
+                    self.account_landed(account).await?.ok_or(StoreError::Conflict(what))
+                }
+                other => other,
+            }
+        })
+        .await
     }
 
     async fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
-        self.pg_accounts("ORDER BY created_at, id", &[]).await
+        self.retried("list accounts", |_| self.pg_accounts("ORDER BY created_at, id", &[])).await
     }
 
     async fn account(&self, id: String) -> Result<Option<AccountInfo>, StoreError> {
-        Ok(self.pg_accounts("WHERE id = $1", &[&id]).await?.into_iter().next())
+        let id = &id;
+        Ok(self
+            .retried("read an account", |_| async move { self.pg_accounts("WHERE id = $1", &[id]).await })
+            .await?
+            .into_iter()
+            .next())
     }
 
     async fn accounts_page(&self, after: Option<String>, limit: usize) -> Result<Option<Vec<AccountInfo>>, StoreError> {
-        self.pg_accounts_page(after, limit).await
+        self.retried("list accounts", |_| self.pg_accounts_page(after.clone(), limit)).await
     }
 
     async fn account_for_login(&self, email: String) -> Result<Option<(AccountInfo, String)>, StoreError> {
-        self.pg_account_for_login(email).await
+        self.retried("read an account", |_| self.pg_account_for_login(email.clone())).await
     }
 
     async fn password_hash(&self, id: String) -> Result<Option<String>, StoreError> {
-        self.pg_password_hash(id).await
+        self.retried("read an account", |_| self.pg_password_hash(id.clone())).await
     }
 
     async fn update_account(&self, id: String, plan: String, key_cap: u32) -> Result<bool, StoreError> {
-        self.pg_update_account(id, plan, key_cap).await
+        self.retried("update an account", |_| self.pg_update_account(id.clone(), plan.clone(), key_cap)).await
     }
 
     async fn end_tokens(&self, id: String) -> Result<Option<u64>, StoreError> {
@@ -109,34 +148,48 @@ impl Store for PgStore {
     }
 
     async fn create_project(&self, project: NewProject) -> Result<ProjectInfo, StoreError> {
-        self.pg_create_project(project).await
+        let project = &project;
+        self.retried("create a project", |retry| async move {
+            match self.pg_create_project(project.clone()).await {
+                Err(StoreError::Conflict(what)) if retry => {
+                    self.project_landed(project).await?.ok_or(StoreError::Conflict(what))
+                }
+                other => other,
+            }
+        })
+        .await
     }
 
     async fn projects(&self, account: String, now: i64) -> Result<Vec<ProjectInfo>, StoreError> {
-        self.pg_projects("WHERE p.account_id = $2 ORDER BY p.created_at, p.id", &[&now, &account]).await
+        let account = &account;
+        let tail = "WHERE p.account_id = $2 ORDER BY p.created_at, p.id";
+        self.retried("list projects", |_| async move { self.pg_projects(tail, &[&now, account]).await }).await
     }
 
     async fn project(&self, id: String, now: i64) -> Result<Option<ProjectInfo>, StoreError> {
-        Ok(self.pg_projects("WHERE p.id = $2", &[&now, &id]).await?.into_iter().next())
+        let id = &id;
+        Ok(self
+            .retried("read a project", |_| async move { self.pg_projects("WHERE p.id = $2", &[&now, id]).await })
+            .await?
+            .into_iter()
+            .next())
     }
 
     async fn update_project(&self, id: String, name: String, key_cap: u32) -> Result<bool, StoreError> {
-        self.pg_update_project(id, name, key_cap).await
+        self.retried("update a project", |_| self.pg_update_project(id.clone(), name.clone(), key_cap)).await
     }
 
     async fn delete_project(&self, id: String, now: i64) -> Result<bool, StoreError> {
         self.pg_delete_project(id, now).await
     }
 
-    async fn add_usage(&self, rows: Vec<UsageAddition>) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.pg_add_usage(rows).await
+    async fn apply_usage(&self, batch: UsageBatch) -> Result<bool, StoreError> {
+        // A second run finds the batch's id if the first landed, and skips it.
+        self.retried("write usage", |_| self.pg_apply_usage(&batch)).await
     }
 
     async fn usage_totals(&self, today: i64, month_start: i64) -> Result<Vec<UsageTotal>, StoreError> {
-        self.pg_usage_totals(today, month_start).await
+        self.retried("read usage", |_| self.pg_usage_totals(today, month_start)).await
     }
 
     async fn usage_report(
@@ -146,18 +199,11 @@ impl Store for PgStore {
         from: i64,
         to: i64,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        self.pg_usage_report(account, key, from, to).await
-    }
-
-    async fn add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.pg_add_end_user_usage(rows).await
+        self.retried("read usage", |_| self.pg_usage_report(account.clone(), key, from, to)).await
     }
 
     async fn end_user_totals(&self, today: i64, month_start: i64) -> Result<Vec<EndUserTotal>, StoreError> {
-        self.pg_end_user_totals(today, month_start).await
+        self.retried("read usage", |_| self.pg_end_user_totals(today, month_start)).await
     }
 
     async fn end_user_report(
@@ -167,19 +213,19 @@ impl Store for PgStore {
         from: i64,
         to: i64,
     ) -> Result<Vec<EndUserUsageRow>, StoreError> {
-        self.pg_end_user_report(account, key, from, to).await
+        self.retried("read usage", |_| self.pg_end_user_report(account.clone(), key, from, to)).await
     }
 
     async fn set_signing_secret(&self, id: KeyId, sealed: Vec<u8>, now: i64) -> Result<bool, StoreError> {
-        self.pg_set_signing_secret(id, sealed, now).await
+        self.retried("replace a signing secret", |_| self.pg_set_signing_secret(id, sealed.clone(), now)).await
     }
 
     async fn trial_devices(&self) -> Result<Vec<(KeyId, [u8; 32])>, StoreError> {
-        self.pg_trial_devices().await
+        self.retried("read trial keys", |_| self.pg_trial_devices()).await
     }
 
     async fn trial_key_of_device(&self, device: [u8; 32]) -> Result<Option<KeyRecord>, StoreError> {
-        self.pg_trial_key_of_device(device).await
+        self.retried("read a trial key", |_| self.pg_trial_key_of_device(device)).await
     }
 
     async fn create_trial_key(&self, device: [u8; 32], key: HashedKey) -> Result<TrialIssue, StoreError> {

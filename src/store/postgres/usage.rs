@@ -1,15 +1,20 @@
-//! Usage in the PostgreSQL store: daily totals per key and model, and per key and end user, each
-//! flush added by one additive upsert statement (all of a batch or none of it, one round trip), every
-//! count saturating at the largest `BIGINT` rather than failing the flush. Also the keys' signing secrets.
+//! Usage in the PostgreSQL store: daily totals per key and model, and per key and end user, each flush
+//! added by one additive upsert statement per table in the transaction that records its batch id (all of
+//! a batch or none of it, at most once), every count saturating at the largest `BIGINT` rather than
+//! failing the flush. Also the keys' signing secrets.
 
 use std::collections::BTreeMap;
 
+use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::rows::parse_id;
 use super::{PgStore, bump_version, sql_int};
 use crate::auth::keys::KeyId;
-use crate::store::{EndUserAddition, EndUserTotal, EndUserUsageRow, StoreError, UsageAddition, UsageRow, UsageTotal};
+use crate::store::{
+    BATCH_RETENTION_SECONDS, EndUserAddition, EndUserTotal, EndUserUsageRow, StoreError, UsageAddition, UsageBatch,
+    UsageRow, UsageTotal,
+};
 
 /// The counts of one merged row, saturating.
 #[derive(Default)]
@@ -64,30 +69,30 @@ fn add_counts(table: &str) -> String {
 }
 
 impl PgStore {
-    /// One statement for the whole flush: the rows merged by primary key (a row may not be updated twice
-    /// by one `INSERT`) and sorted, so concurrent flushes from several instances lock rows in one order.
-    pub(super) async fn pg_add_usage(&self, rows: Vec<UsageAddition>) -> Result<(), StoreError> {
-        let mut merged: BTreeMap<(&str, i64, &str), (&str, Counts)> = BTreeMap::new();
-        for r in &rows {
-            let entry = merged.entry((r.key.as_str(), r.day, &*r.model)).or_insert((&*r.account, Counts::default()));
-            entry.1.add(r.requests, r.input_tokens, r.output_tokens);
+    /// Applies `batch` unless its id was applied already (`true` if applied now): the id, the two
+    /// upserts and the pruning of old ids in one transaction.
+    pub(super) async fn pg_apply_usage(&self, batch: &UsageBatch) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let recorded = tx
+            .execute(
+                "INSERT INTO usage_batches (id, made_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                &[&batch.id, &batch.made_at],
+            )
+            .await?;
+        if recorded == 0 {
+            return Ok(false);
         }
-        let mut columns = Columns::default();
-        for ((key, day, model), (account, counts)) in merged {
-            columns.push(key, account, model, day, counts);
+        if !batch.rows.is_empty() {
+            add_usage_in(&tx, &batch.rows).await?;
         }
-        let sql = format!(
-            "INSERT INTO usage_daily (key_id, account_id, day, model, requests, input_tokens, output_tokens)
-             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[],
-                                  $7::BIGINT[])
-             ON CONFLICT (key_id, day, model) DO UPDATE SET {}",
-            add_counts("usage_daily")
-        );
-        let c = &columns;
-        let params: [&(dyn ToSql + Sync); 7] =
-            [&c.keys, &c.accounts, &c.days, &c.names, &c.requests, &c.input_tokens, &c.output_tokens];
-        self.client().await?.execute(&sql, &params).await?;
-        Ok(())
+        if !batch.end_users.is_empty() {
+            add_end_users_in(&tx, &batch.end_users).await?;
+        }
+        let horizon = batch.made_at.saturating_sub(BATCH_RETENTION_SECONDS);
+        tx.execute("DELETE FROM usage_batches WHERE made_at < $1", &[&horizon]).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Per key: requests on `today` and tokens since `month_start`. PostgreSQL sums `BIGINT`s as
@@ -149,31 +154,6 @@ impl PgStore {
                 })
             })
             .collect()
-    }
-
-    /// One statement for the whole flush, merged and sorted as [`PgStore::pg_add_usage`] does.
-    pub(super) async fn pg_add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError> {
-        let mut merged: BTreeMap<(&str, &str, i64), (&str, Counts)> = BTreeMap::new();
-        for r in &rows {
-            let entry = merged.entry((r.key.as_str(), &*r.end_user, r.day)).or_insert((&*r.account, Counts::default()));
-            entry.1.add(r.requests, r.input_tokens, r.output_tokens);
-        }
-        let mut columns = Columns::default();
-        for ((key, end_user, day), (account, counts)) in merged {
-            columns.push(key, account, end_user, day, counts);
-        }
-        let sql = format!(
-            "INSERT INTO usage_end_users (key_id, account_id, end_user, day, requests, input_tokens, output_tokens)
-             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
-                                  $7::BIGINT[])
-             ON CONFLICT (key_id, end_user, day) DO UPDATE SET {}",
-            add_counts("usage_end_users")
-        );
-        let c = &columns;
-        let params: [&(dyn ToSql + Sync); 7] =
-            [&c.keys, &c.accounts, &c.names, &c.days, &c.requests, &c.input_tokens, &c.output_tokens];
-        self.client().await?.execute(&sql, &params).await?;
-        Ok(())
     }
 
     pub(super) async fn pg_end_user_totals(
@@ -257,4 +237,55 @@ impl PgStore {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// One statement for a batch's key usage: the rows merged by primary key (a row may not be updated twice
+/// by one `INSERT`) and sorted, so concurrent flushes from several instances lock rows in one order.
+async fn add_usage_in(tx: &Transaction<'_>, rows: &[UsageAddition]) -> Result<(), StoreError> {
+    let mut merged: BTreeMap<(&str, i64, &str), (&str, Counts)> = BTreeMap::new();
+    for r in rows {
+        let entry = merged.entry((r.key.as_str(), r.day, &*r.model)).or_insert((&*r.account, Counts::default()));
+        entry.1.add(r.requests, r.input_tokens, r.output_tokens);
+    }
+    let mut columns = Columns::default();
+    for ((key, day, model), (account, counts)) in merged {
+        columns.push(key, account, model, day, counts);
+    }
+    let sql = format!(
+        "INSERT INTO usage_daily (key_id, account_id, day, model, requests, input_tokens, output_tokens)
+         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[],
+                              $7::BIGINT[])
+         ON CONFLICT (key_id, day, model) DO UPDATE SET {}",
+        add_counts("usage_daily")
+    );
+    let c = &columns;
+    let params: [&(dyn ToSql + Sync); 7] =
+        [&c.keys, &c.accounts, &c.days, &c.names, &c.requests, &c.input_tokens, &c.output_tokens];
+    tx.execute(&sql, &params).await?;
+    Ok(())
+}
+
+/// One statement for a batch's end-user usage, merged and sorted as [`add_usage_in`] does.
+async fn add_end_users_in(tx: &Transaction<'_>, rows: &[EndUserAddition]) -> Result<(), StoreError> {
+    let mut merged: BTreeMap<(&str, &str, i64), (&str, Counts)> = BTreeMap::new();
+    for r in rows {
+        let entry = merged.entry((r.key.as_str(), &*r.end_user, r.day)).or_insert((&*r.account, Counts::default()));
+        entry.1.add(r.requests, r.input_tokens, r.output_tokens);
+    }
+    let mut columns = Columns::default();
+    for ((key, end_user, day), (account, counts)) in merged {
+        columns.push(key, account, end_user, day, counts);
+    }
+    let sql = format!(
+        "INSERT INTO usage_end_users (key_id, account_id, end_user, day, requests, input_tokens, output_tokens)
+         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
+                              $7::BIGINT[])
+         ON CONFLICT (key_id, end_user, day) DO UPDATE SET {}",
+        add_counts("usage_end_users")
+    );
+    let c = &columns;
+    let params: [&(dyn ToSql + Sync); 7] =
+        [&c.keys, &c.accounts, &c.names, &c.days, &c.requests, &c.input_tokens, &c.output_tokens];
+    tx.execute(&sql, &params).await?;
+    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use rusqlite::params;
 
-use super::{ADD_COUNTS, SqliteStore, bump_version, parse_id, sql_int};
+use super::{SqliteStore, bump_version, parse_id};
 use crate::auth::keys::KeyId;
 use crate::store::{EndUserAddition, EndUserTotal, EndUserUsageRow, StoreError};
 
@@ -26,31 +26,15 @@ impl SqliteStore {
         Ok(true)
     }
 
-    /// Adds end-user usage to the daily totals, all in one transaction.
+    /// Adds end-user usage to the daily totals, all in one transaction (without a batch id, as
+    /// [`SqliteStore::add_usage`]).
     pub fn add_end_user_usage(&self, rows: &[EndUserAddition]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(&format!(
-                "INSERT INTO usage_end_users (key_id, account_id, end_user, day, requests, input_tokens, output_tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (key_id, end_user, day) DO UPDATE SET {ADD_COUNTS}"
-            ))?;
-            for r in rows {
-                stmt.execute(params![
-                    r.key.as_str(),
-                    &*r.account,
-                    &*r.end_user,
-                    r.day,
-                    sql_int(r.requests),
-                    sql_int(r.input_tokens),
-                    sql_int(r.output_tokens)
-                ])?;
-            }
-        }
+        super::batches::add_end_users_in(&tx, rows)?;
         tx.commit()?;
         Ok(())
     }

@@ -118,7 +118,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX service_keys_by_trial_device ON service_keys(trial_device)
         WHERE trial_device IS NOT NULL AND revoked_at IS NULL;
 ",
+    "
+    -- Usage flushes applied, by id (store::UsageBatch): a batch sent again is skipped. Ids are pruned
+    -- two days after their batch was made.
+    CREATE TABLE usage_batches (id TEXT PRIMARY KEY, made_at INTEGER NOT NULL);
+    CREATE INDEX usage_batches_by_time ON usage_batches(made_at);
+",
 ];
+
+/// How many migrations this version of tollgate has (a file up to date has this `user_version`).
+pub(crate) fn version() -> usize {
+    MIGRATIONS.len()
+}
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

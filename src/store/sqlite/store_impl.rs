@@ -7,9 +7,9 @@ use super::SqliteStore;
 use crate::auth::keys::{KeyId, KeyRecord};
 use crate::store::{
     AccountInfo, Claim, HashedKey, KeyChanges, KeyIdentity, KeyInfo, KeySink, KeyUpdate, NewAccount, NewProject,
-    ProjectInfo, Rotated, Store, StoreError, TrialIssue, UsageAddition, UsageRow, UsageTotal,
+    ProjectInfo, Rotated, Store, StoreError, TrialIssue, UsageBatch, UsageRow, UsageTotal,
 };
-use crate::store::{EndUserAddition, EndUserTotal, EndUserUsageRow};
+use crate::store::{EndUserTotal, EndUserUsageRow};
 
 impl SqliteStore {
     /// Runs `f` on the blocking pool with a handle to this store.
@@ -141,11 +141,8 @@ impl Store for SqliteStore {
         self.blocking(move |s| s.delete_project(&id, now)).await
     }
 
-    async fn add_usage(&self, rows: Vec<UsageAddition>) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.blocking(move |s| s.add_usage(&rows)).await
+    async fn apply_usage(&self, batch: UsageBatch) -> Result<bool, StoreError> {
+        self.blocking(move |s| s.apply_usage(&batch)).await
     }
 
     async fn usage_totals(&self, today: i64, month_start: i64) -> Result<Vec<UsageTotal>, StoreError> {
@@ -160,13 +157,6 @@ impl Store for SqliteStore {
         to: i64,
     ) -> Result<Vec<UsageRow>, StoreError> {
         self.blocking(move |s| s.usage_rows(account.as_deref(), key, from, to)).await
-    }
-
-    async fn add_end_user_usage(&self, rows: Vec<EndUserAddition>) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.blocking(move |s| s.add_end_user_usage(&rows)).await
     }
 
     async fn end_user_totals(&self, today: i64, month_start: i64) -> Result<Vec<EndUserTotal>, StoreError> {
