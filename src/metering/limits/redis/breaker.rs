@@ -56,6 +56,12 @@ impl Breaker {
         }
     }
 
+    /// Open and within its cooldown: a call now would fail at once (not the half-open probe's turn).
+    pub fn cooling(&self) -> bool {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        until != 0 && self.now_ms() < until
+    }
+
     /// Open or half-open: Redis failed its last calls.
     pub fn is_open(&self) -> bool {
         self.open_until_ms.load(Ordering::Acquire) != 0
@@ -74,8 +80,9 @@ mod tests {
         assert!(b.allow() && !b.is_open());
         b.failure();
         assert!(b.is_open() && !b.allow(), "open: no call goes out");
+        assert!(b.cooling());
         std::thread::sleep(Duration::from_millis(35));
-        assert!(b.allow(), "half-open: one probe");
+        assert!(!b.cooling() && b.allow(), "half-open: one probe");
         assert!(!b.allow(), "only one probe at a time");
         b.failure();
         assert!(!b.allow(), "the failed probe opened it again");
