@@ -14,6 +14,8 @@ pub struct Breaker {
     open_until_ms: AtomicU64,
     /// A half-open trial call is under way.
     probing: AtomicBool,
+    /// Milliseconds since `origin` of the last success.
+    last_success_ms: AtomicU64,
 }
 
 impl Breaker {
@@ -25,6 +27,7 @@ impl Breaker {
             failures: AtomicU32::new(0),
             open_until_ms: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            last_success_ms: AtomicU64::new(0),
         }
     }
 
@@ -43,6 +46,7 @@ impl Breaker {
     }
 
     pub fn success(&self) {
+        self.last_success_ms.fetch_max(self.now_ms(), Ordering::AcqRel);
         self.failures.store(0, Ordering::Release);
         self.open_until_ms.store(0, Ordering::Release);
         self.probing.store(false, Ordering::Release);
@@ -54,6 +58,18 @@ impl Breaker {
             self.open_until_ms.store(self.now_ms().saturating_add(self.cooldown_ms), Ordering::Release);
             self.probing.store(false, Ordering::Release);
         }
+    }
+
+    /// Open and within its cooldown: a call now would fail at once (not the half-open probe's turn).
+    pub fn cooling(&self) -> bool {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        until != 0 && self.now_ms() < until
+    }
+
+    /// Whether a call succeeded at `since` (an instant of this process) or later.
+    pub fn succeeded_since(&self, since: Instant) -> bool {
+        let since_ms = u64::try_from(since.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX);
+        self.last_success_ms.load(Ordering::Acquire) >= since_ms.max(1)
     }
 
     /// Open or half-open: Redis failed its last calls.
@@ -74,8 +90,9 @@ mod tests {
         assert!(b.allow() && !b.is_open());
         b.failure();
         assert!(b.is_open() && !b.allow(), "open: no call goes out");
+        assert!(b.cooling());
         std::thread::sleep(Duration::from_millis(35));
-        assert!(b.allow(), "half-open: one probe");
+        assert!(!b.cooling() && b.allow(), "half-open: one probe");
         assert!(!b.allow(), "only one probe at a time");
         b.failure();
         assert!(!b.allow(), "the failed probe opened it again");

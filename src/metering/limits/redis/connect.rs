@@ -48,7 +48,8 @@ pub(super) async fn open(config: &CountersConfig, url: &str) -> Result<Connectio
     .map_err(|e| refused(format!("counters.url ({}): {e}", redact_url(url))))?;
     let manager = ConnectionManagerConfig::new()
         .set_connection_timeout(config.timeout.max(Duration::from_millis(500)))
-        .set_response_timeout(config.timeout)
+        // The calls keep their own time (`Shared::call`): the crate only bounds the longest wait.
+        .set_response_timeout(config.timeout.saturating_mul(super::SLOW_CALL_LIMIT))
         // No retries of its own (each waits a second or more): the breaker's probes are the retries.
         .set_number_of_retries(0)
         .set_max_delay(1_000);

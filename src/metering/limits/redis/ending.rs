@@ -1,5 +1,4 @@
-//! Work that must not wait for Redis on the request's path (a settle, a release, a dropped permit's slot,
-//! a seed, an inheritance): spawned on the runtime, retried a few times while Redis is away, then left to
+//! Work that must not wait for Redis on the request's path (a settle, a release, a seed, an inheritance): spawned on the runtime, retried a few times while Redis is away, then left to
 //! the lease, which ends a reservation or a slot whose ending never arrived.
 
 use std::sync::Arc;
@@ -10,10 +9,8 @@ use super::{Carried, Keys, Now, Shared, TTL_SECS};
 use crate::clock;
 
 pub(super) enum Ending {
-    /// Ends reservation `id` charging `actual`, and frees `slot`.
-    Settle { keys: Arc<Keys>, slot: u64, id: u64, actual: u64, month: i64 },
-    /// Frees a slot whose permit never reserved.
-    Slot { keys: Arc<Keys>, slot: u64 },
+    /// Ends reservation `id` charging `actual`, and frees its concurrency slot.
+    Settle { keys: Keys, id: u64, actual: u64, month: i64 },
     /// Seeds a hash from the store's totals where Redis has none.
     Seed { hash: String, account: Option<String>, carried: Carried, now: Now },
     /// Renames a key's Redis key to its successor's.
@@ -48,8 +45,7 @@ pub(super) fn spawn(shared: &Arc<Shared>, ending: Ending) {
 /// One attempt; `true` when Redis took it.
 async fn run(shared: &Shared, ending: &Ending) -> bool {
     match ending {
-        Ending::Settle { keys, slot, id, actual, month } => settle(shared, keys, *slot, *id, *actual, *month).await,
-        Ending::Slot { keys, slot } => settle(shared, keys, *slot, 0, 0, 0).await,
+        Ending::Settle { keys, id, actual, month } => settle(shared, keys, *id, *actual, *month).await,
         Ending::Seed { hash, account, carried, now } => {
             let mut inv = shared.scripts.seed.prepare_invoke();
             inv.key(hash).key(account.as_deref().unwrap_or(""));
@@ -71,9 +67,9 @@ async fn run(shared: &Shared, ending: &Ending) -> bool {
     }
 }
 
-async fn settle(shared: &Shared, keys: &Keys, slot: u64, id: u64, actual: u64, month: i64) -> bool {
+async fn settle(shared: &Shared, keys: &Keys, id: u64, actual: u64, month: i64) -> bool {
     let mut inv = shared.scripts.settle.prepare_invoke();
     inv.key(&keys.key).key(&keys.flight).key(&keys.end_user).key(&keys.account).key(&keys.res).key(&keys.resd);
-    inv.arg(id).arg(actual).arg(slot).arg(month);
+    inv.arg(id).arg(actual).arg(id).arg(month);
     shared.call::<i64>(&inv).await.is_ok()
 }

@@ -1,16 +1,26 @@
 //! The Redis counter backend: the counters of every instance in one Redis, so a key's limits hold across
 //! instances as they hold in one (docs/ARCHITECTURE.md, The seams, Counters).
 //!
-//! Each step is one Lua script run atomically by Redis (EVALSHA; loaded at start, reloaded on NOSCRIPT):
-//! admission checks and records every request limit (concurrency, GCRA per minute, per UTC day, the end
-//! user's per minute and per day) all or nothing; a reservation checks and reserves the key's, the end
-//! user's and the account's monthly tokens all or nothing; a settle or release ends the reservation and
-//! frees the concurrency slot. One round trip each.
+//! Each step is one Lua script run atomically by Redis (EVALSHA; loaded at start, reloaded on NOSCRIPT),
+//! one round trip each. The admission (`admission.lua`, see `admission`) runs once the request's cost is
+//! known, after its body: it checks and records every request limit (the key's end users, concurrency,
+//! GCRA per minute, per UTC day, the end user's per minute and per day) all or nothing, then reserves the
+//! key's, the end user's and the account's monthly tokens all or nothing. A request refused for tokens
+//! still counts against the per-minute and per-day limits, as in the memory backend, but holds no slot. A
+//! settle or release ends the reservation and frees the concurrency slot.
+//!
+//! Before the body, [`CounterBackend::admit_request`] asks nothing of Redis: the request takes one of its
+//! key's places on this instance (at most the key's concurrency here), so one key's slow or oversized
+//! bodies still hold at most its concurrency per instance, and a request dropped before its reservation
+//! (a body too large, a model it may not use) costs no call. Such a request is not counted against the
+//! per-minute and per-day limits, which the memory backend counts before the body; those it would refuse
+//! are refused after the body instead, at the admission.
 //!
 //! Keys, all under `<prefix>:{a:<account tag>}` (the tag is a hash of the account name), so every script
 //! touches one Redis Cluster slot: `:k:<key>` (hash: `tat`, `day`, `dayreq`, `month`, `used`,
-//! `reserved`), `:k:<key>:fl` (zset of in-flight slots scored by their lease's end), `:u:<key>:<end user>`
-//! (hash, as the key's), `:a` (the account's hash: `month`, `used`, `reserved`), `:res` (zset of the
+//! `reserved`), `:k:<key>:fl` (zset of in-flight slots scored by their lease's end), `:k:<key>:eu` (zset
+//! of the key's end users, scored by when each stops counting), `:u:<key>:<end user>` (hash, as the
+//! key's), `:a` (the account's hash: `month`, `used`, `reserved`), `:res` (zset of the
 //! account's reservations scored by their lease's end) and `:resd` (hash: reservation → `amount|key
 //! hash|end-user hash`). Putting a whole account in one slot is what lets one script check the key and
 //! the plan together; the cost is that one account's counters live on one shard. A reservation whose
@@ -29,11 +39,17 @@
 //! `counters.on_unavailable = "local"`, which reserves against local quotas divided the same way; a
 //! reservation of no tokens (a free route) is always taken locally.
 //!
-//! Settles and releases never wait: a ticket (or a permit dropped before its reservation) spawns its
-//! ending on the runtime, retried a few times; if Redis stays away, the lease ends the reservation,
-//! charging all of it. The per-key cap of end users (`limits.end_users_per_key`) is not counted here:
-//! an end user's hash expires with its month instead.
+//! Settles and releases never wait: a ticket spawns its ending on the runtime, retried a few times; if
+//! Redis stays away, the lease ends the reservation, charging all of it.
+//!
+//! The per-key cap of end users (`limits.end_users_per_key`) is counted by the admission script in the
+//! key's end-users zset: an end user stops counting when its limits count nothing more, as the memory
+//! backend's sweep forgets it (its rate back to a full burst, and the day when it has a day limit, the
+//! month when it has a token quota), and a new one beyond the cap is refused ([`LimitKind::EndUsers`]).
+//! Unlike the memory backend it does not wait for the end user's requests in flight to end, and end
+//! users carried from the store are counted at their first admission.
 
+mod admission;
 mod breaker;
 mod connect;
 mod ending;
@@ -56,13 +72,15 @@ use super::{
     ReservationTicket, Subject, end_users,
 };
 use crate::auth::keys::KeyId;
-use crate::clock;
 use crate::config::counters::{CountersConfig, OnUnavailable, redact_url};
 pub use breaker::Breaker;
 use connect::{OpenError, open};
 pub use connect::{check, wall_offset};
 use ending::Ending;
-pub use tickets::{Permit, RemotePermit, RemoteTicket, Ticket};
+pub use tickets::{LocalPlace, PendingPermit, Permit, RemoteTicket, Ticket};
+
+/// The most timeouts a call waits while Redis is alive but its answer is late (see `Shared::call`).
+pub(super) const SLOW_CALL_LIMIT: u32 = 20;
 
 /// Counters outlive their month by a few days, then Redis forgets them.
 const TTL_SECS: u64 = 35 * 86_400;
@@ -70,8 +88,7 @@ const TTL_SECS: u64 = 35 * 86_400;
 const COMMON: &str = include_str!("common.lua");
 
 struct Scripts {
-    admit: Script,
-    reserve: Script,
+    admission: Script,
     settle: Script,
     seed: Script,
 }
@@ -90,10 +107,11 @@ enum Down {
 }
 
 /// The Redis keys of one subject (see the module doc).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Keys {
     key: String,
     flight: String,
+    users: String,
     end_user: String,
     account: String,
     res: String,
@@ -130,6 +148,10 @@ struct Shared {
     refused_unavailable: AtomicU64,
     /// Each key's account, as last seen (end users' seeds and inheritance need it).
     accounts: DashMap<KeyId, Arc<str>>,
+    /// The places each key holds on this instance (see `admission`); a key holding none has no entry.
+    places: DashMap<KeyId, admission::Places>,
+    /// `limits.end_users_per_key`, or `None` for no cap.
+    end_user_cap: Option<u32>,
 }
 
 /// Why [`RedisCounters::connect`] failed; the URL in it has no password.
@@ -157,15 +179,14 @@ impl RedisCounters {
     ) -> Result<RedisCounters, ConnectError> {
         let url = config.url.as_deref().ok_or_else(|| ConnectError("counters.url: not set".into()))?;
         let scripts = Scripts {
-            admit: script(include_str!("admit.lua")),
-            reserve: script(include_str!("reserve.lua")),
+            admission: script(include_str!("admission.lua")),
             settle: script(include_str!("settle.lua")),
             seed: script(include_str!("seed.lua")),
         };
         let conn = std::sync::OnceLock::new();
         match open(config, url).await {
             Ok(mut opened) => {
-                for s in [&scripts.admit, &scripts.reserve, &scripts.settle, &scripts.seed] {
+                for s in [&scripts.admission, &scripts.settle, &scripts.seed] {
                     s.prepare_invoke().load_async(&mut opened).await.map_err(|e| {
                         ConnectError(format!("counters.url ({}): loading a script: {e}", redact_url(url)))
                     })?;
@@ -197,6 +218,8 @@ impl RedisCounters {
             fallbacks: AtomicU64::new(0),
             refused_unavailable: AtomicU64::new(0),
             accounts: DashMap::new(),
+            places: DashMap::new(),
+            end_user_cap: (end_user_cap != u32::MAX).then_some(end_user_cap),
         };
         let shared = Arc::new(shared);
         if shared.conn.get().is_none() {
@@ -253,6 +276,7 @@ impl Shared {
         Keys {
             key: format!("{base}:k:{key}"),
             flight: format!("{base}:k:{key}:fl"),
+            users: format!("{base}:k:{key}:eu"),
             end_user: end_user.map_or_else(|| format!("{base}:u:-"), |u| format!("{base}:u:{key}:{u}")),
             account: format!("{base}:a"),
             res: format!("{base}:res"),
@@ -268,7 +292,11 @@ impl Shared {
         u64::try_from((i128::from(now.mono_ns) + self.offset_ns) / 1000).unwrap_or(0)
     }
 
-    /// One script call, through the breaker and within the timeout.
+    /// One script call, through the breaker and within the timeout. A call past its timeout while Redis
+    /// answers others, or while this instance's own runtime is too busy to have looked in time (its timer
+    /// fired late), is not Redis failing: its answer is queued behind others, so it waits on, a timeout at
+    /// a time, up to [`SLOW_CALL_LIMIT`] timeouts in all. A Redis that answers nothing fails the call at
+    /// its timeout, as does any error.
     async fn call<T: ::redis::FromRedisValue>(&self, inv: &::redis::ScriptInvocation<'_>) -> Result<T, Down> {
         if !self.breaker.allow() {
             return Err(Down::Unsent);
@@ -277,21 +305,33 @@ impl Shared {
             self.breaker.failure();
             return Err(Down::Unsent);
         };
-        match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
-            Ok(Ok(value)) => {
-                self.breaker.success();
-                Ok(value)
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "redis counters call failed");
-                self.breaker.failure();
-                Err(Down::Unanswered)
-            }
-            Err(_) => {
-                self.breaker.failure();
-                Err(Down::Unanswered)
+        let sent = tokio::time::Instant::now();
+        let call = inv.invoke_async(&mut conn);
+        tokio::pin!(call);
+        let mut deadline = sent + self.timeout;
+        let limit = sent + self.timeout.saturating_mul(SLOW_CALL_LIMIT);
+        loop {
+            match tokio::time::timeout_at(deadline, &mut call).await {
+                Ok(Ok(value)) => {
+                    self.breaker.success();
+                    return Ok(value);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "redis counters call failed");
+                    break;
+                }
+                Err(_) => {
+                    let late = tokio::time::Instant::now().saturating_duration_since(deadline) > self.timeout / 2;
+                    if deadline < limit && (late || self.breaker.succeeded_since(sent.into_std())) {
+                        deadline = (deadline + self.timeout).min(limit);
+                        continue;
+                    }
+                    break;
+                }
             }
         }
+        self.breaker.failure();
+        Err(Down::Unanswered)
     }
 
     /// The subject as this instance's share of its limits: each divided by the instance count.
@@ -345,184 +385,27 @@ impl Shared {
     }
 }
 
-/// What the admission script answered, as numbers.
-struct Admitted {
-    code: i64,
-    wait_us: u64,
-    tat: u64,
-    key: (u64, u64),
-    account: (u64, u64),
-}
-
-fn n(v: &[i64], i: usize) -> u64 {
-    v.get(i).map_or(0, |x| u64::try_from(*x).unwrap_or(0))
-}
-
-fn headers(limits: &EffectiveLimits, plan_tokens: u64, a: &Admitted, now_us: u64, now: Now) -> RateHeaders {
-    let remaining = |quota: u64, (used, reserved): (u64, u64)| quota.saturating_sub(used.saturating_add(reserved));
-    let account_remaining = remaining(plan_tokens, a.account);
-    let (limit_tokens, remaining_tokens) = match limits.key_tokens {
-        Some(quota) if remaining(quota, a.key) < account_remaining => (quota, remaining(quota, a.key)),
-        _ => (plan_tokens, account_remaining),
-    };
-    let backlog_us = a.tat.saturating_sub(now_us);
-    let interval_us = (limits.rate.interval_ns / 1000).max(1);
-    RateHeaders {
-        limit_requests: u64::from(limits.per_minute),
-        remaining_requests: limits.rate.burst.saturating_sub(backlog_us.div_ceil(interval_us)),
-        reset_requests_ns: backlog_us.saturating_mul(1000),
-        limit_tokens,
-        remaining_tokens,
-        reset_tokens_secs: u64::try_from(clock::next_month_start(now.unix) - now.unix).unwrap_or(0),
-    }
-}
-
-fn until(next: i64, now: Now) -> u64 {
-    u64::try_from(next.saturating_sub(now.unix)).unwrap_or(0)
-}
-
-fn refusal_of(code: i64) -> LimitKind {
-    match code {
-        1 => LimitKind::Concurrency,
-        2 => LimitKind::RequestsPerMinute,
-        3 => LimitKind::RequestsPerDay,
-        4 => LimitKind::EndUserRequestsPerMinute,
-        5 => LimitKind::EndUserRequestsPerDay,
-        6 => LimitKind::KeyTokens,
-        7 => LimitKind::EndUserTokens,
-        _ => LimitKind::AccountTokens,
-    }
-}
-
-impl RedisCounters {
-    async fn admit(&self, subject: &Subject, now: Now) -> Result<Permit, Refusal> {
-        let s = &self.shared;
-        let end_user = end_users::limited(subject.end_user.as_ref());
-        let keys = s.keys(subject.key, &subject.account, end_user.map(|e| &*e.id));
-        if s.accounts.get(&subject.key).is_none_or(|a| *a.value() != subject.account) {
-            s.accounts.insert(subject.key, Arc::clone(&subject.account));
-        }
-        let (slot, now_us, l) = (s.id(), s.micros(now), subject.limits);
-        let eu_rate = end_user.and_then(|e| e.limits.requests_per_minute).map(Rate::per_minute);
-        let eu_per_day = end_user.and_then(|e| e.limits.requests_per_day).map_or(-1, i64::from);
-        let mut inv = s.scripts.admit.prepare_invoke();
-        inv.key(&keys.key).key(&keys.flight).key(&keys.end_user).key(&keys.account).key(&keys.res).key(&keys.resd);
-        inv.arg(now_us).arg(clock::day_of(now.unix)).arg(clock::month_of(now.unix));
-        inv.arg((l.rate.interval_ns / 1000).max(1)).arg(l.rate.burst).arg(l.per_day).arg(l.concurrency);
-        inv.arg(slot).arg(s.lease_us).arg(TTL_SECS).arg(u8::from(end_user.is_some()));
-        inv.arg(eu_rate.map_or(0, |r| (r.interval_ns / 1000).max(1)))
-            .arg(eu_rate.map_or(1, |r| r.burst))
-            .arg(eu_per_day);
-        let v = match s.call::<Vec<i64>>(&inv).await {
-            Ok(v) if v.len() == 7 && (0..=5).contains(&v[0]) => v,
-            failed => {
-                // A script that ran after its caller stopped waiting holds a slot no permit will free
-                // (until its lease, minutes away): free it, which does nothing if it never ran.
-                if failed.is_err_and(|down| down == Down::Unanswered) {
-                    ending::spawn(&self.shared, Ending::Slot { keys: Arc::new(keys), slot });
-                }
-                return s.admit_locally(subject, now).await.map(Permit::Local);
-            }
-        };
-        let a = Admitted {
-            code: v.first().copied().unwrap_or(-1),
-            wait_us: n(&v, 1),
-            tat: n(&v, 2),
-            key: (n(&v, 3), n(&v, 4)),
-            account: (n(&v, 5), n(&v, 6)),
-        };
-        let headers = headers(&l, subject.plan_tokens, &a, now_us, now);
-        if a.code == 0 {
-            return Ok(Permit::Remote(RemotePermit {
-                shared: Arc::clone(&self.shared),
-                keys: Arc::new(keys),
-                slot,
-                subject: subject.clone(),
-                headers,
-                ended: false,
-            }));
-        }
-        let limit = refusal_of(a.code);
-        let retry_after_secs = match limit {
-            LimitKind::RequestsPerDay | LimitKind::EndUserRequestsPerDay => until(clock::next_day_start(now.unix), now),
-            LimitKind::Concurrency => 1,
-            _ => a.wait_us.div_ceil(1_000_000),
-        };
-        Err(Refusal { limit, retry_after_secs: retry_after_secs.max(1), headers })
-    }
-
-    async fn reserve_remote(&self, mut p: RemotePermit, cost: u64, now: Now) -> Result<Ticket, Refusal> {
-        let s = &self.shared;
-        let (id, now_us, month) = (s.id(), s.micros(now), clock::month_of(now.unix));
-        let quota = |q: Option<u64>| q.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX));
-        let end_user = end_users::limited(p.subject.end_user.as_ref());
-        let keys = &p.keys;
-        let mut inv = s.scripts.reserve.prepare_invoke();
-        inv.key(&keys.key).key(&keys.flight).key(&keys.end_user).key(&keys.account).key(&keys.res).key(&keys.resd);
-        inv.arg(now_us).arg(month).arg(cost).arg(quota(p.subject.limits.key_tokens));
-        inv.arg(quota(end_user.and_then(|e| e.limits.tokens_per_month))).arg(quota(Some(p.subject.plan_tokens)));
-        inv.arg(id).arg(s.lease_us).arg(p.slot).arg(u8::from(end_user.is_some())).arg(TTL_SECS);
-        let v = match s.call::<Vec<i64>>(&inv).await {
-            Ok(v) if v.len() == 5 && matches!(v[0], 0 | 6..=8) => v,
-            // `p` drops here: its slot's release is spawned, retried, and ends with its lease at worst.
-            // A reservation the script made after its caller stopped waiting would otherwise be charged
-            // whole when its lease ends, to a request that was refused: it is ended uncharged instead
-            // (with the slot), which does nothing to a reservation that was never made.
-            failed => {
-                if failed.is_err_and(|down| down == Down::Unanswered) {
-                    p.ended = true;
-                    let (keys, slot) = (Arc::clone(&p.keys), p.slot);
-                    ending::spawn(&self.shared, Ending::Settle { keys, slot, id, actual: 0, month });
-                }
-                if s.on_unavailable == OnUnavailable::FailClosed && cost > 0 {
-                    return Err(s.unavailable());
-                }
-                let local = s.admit_locally(&p.subject, now).await?;
-                return s.local.reserve(local, cost, now).await.map(Ticket::Local);
-            }
-        };
-        let a = Admitted {
-            code: v.first().copied().unwrap_or(-1),
-            wait_us: 0,
-            tat: 0,
-            key: (n(&v, 1), n(&v, 2)),
-            account: (n(&v, 3), n(&v, 4)),
-        };
-        let mut headers = headers(&p.subject.limits, p.subject.plan_tokens, &a, now_us, now);
-        (headers.limit_requests, headers.remaining_requests, headers.reset_requests_ns) =
-            (p.headers.limit_requests, p.headers.remaining_requests, p.headers.reset_requests_ns);
-        if a.code != 0 {
-            p.ended = true; // the script freed the slot
-            let retry = until(clock::next_month_start(now.unix), now).max(1);
-            return Err(Refusal { limit: refusal_of(a.code), retry_after_secs: retry, headers });
-        }
-        p.ended = true;
-        Ok(Ticket::Remote(RemoteTicket {
-            shared: Arc::clone(&self.shared),
-            keys: Arc::clone(&p.keys),
-            slot: p.slot,
-            id,
-            month,
-            reserved: cost,
-            headers,
-            ended: false,
-        }))
-    }
-}
-
 impl CounterBackend for RedisCounters {
     type Permit = Permit;
     type Ticket = Ticket;
 
+    /// No call: a place among the key's requests on this instance (see `admission`), or, while the
+    /// breaker keeps Redis away, the local fallback's request limits.
     async fn admit_request(&self, subject: &Subject, now: Now) -> Result<Permit, Refusal> {
-        self.admit(subject, now).await
+        let s = &self.shared;
+        if s.accounts.get(&subject.key).is_none_or(|a| *a.value() != subject.account) {
+            s.accounts.insert(subject.key, Arc::clone(&subject.account));
+        }
+        if s.breaker.cooling() {
+            return s.admit_locally(subject, now).await.map(Permit::Local);
+        }
+        self.take_place(subject).map(Permit::Pending)
     }
 
+    /// The one Redis call of an admission (see `admission`).
     async fn reserve(&self, permit: Permit, cost: u64, now: Now) -> Result<Ticket, Refusal> {
         match permit {
-            Permit::Remote(p) => self.reserve_remote(p, cost, now).await,
-            // A reservation of nothing (a free route, such as listing models) checks no quota, so it
-            // is taken locally even when token quotas fail closed.
+            Permit::Pending(p) => self.admit_and_reserve(p, cost, now).await,
             Permit::Local(p) => match self.shared.on_unavailable {
                 OnUnavailable::FailClosed if cost > 0 => Err(self.shared.unavailable()),
                 _ => self.shared.local.reserve(p, cost, now).await.map(Ticket::Local),
@@ -556,7 +439,8 @@ impl CounterBackend for RedisCounters {
         self.shared.local.forget(known)
     }
 
-    /// Moves `from`'s counters to `to` (same account, so same slot): its hash and its in-flight slots.
+    /// Moves `from`'s counters to `to` (same account, so same slot): its hash, its in-flight slots and its
+    /// end users.
     fn inherit(&self, from: KeyId, to: KeyId) {
         self.shared.local.inherit(from, to);
         let Some(account) = self.shared.accounts.get(&from).map(|a| Arc::clone(a.value())) else {
@@ -566,5 +450,6 @@ impl CounterBackend for RedisCounters {
         let (from, to) = (self.shared.keys(from, &account, None), self.shared.keys(to, &account, None));
         ending::spawn(&self.shared, Ending::Inherit { from: from.key, to: to.key });
         ending::spawn(&self.shared, Ending::Inherit { from: from.flight, to: to.flight });
+        ending::spawn(&self.shared, Ending::Inherit { from: from.users, to: to.users });
     }
 }
