@@ -111,8 +111,9 @@ async fn two_instances_share_one_token_quota() {
     let mut tag = [0u8; 6];
     getrandom::fill(&mut tag).unwrap();
     let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    // 1 s per Redis call rather than 50 ms: on a loaded two-core machine, the 3000 scripts of this burst
-    // (debug builds) queue past 50 ms, which the breaker takes for a Redis that is away (503s).
+    // 1 s per Redis call rather than 50 ms: two servers, the mock and 1000 requests share one test
+    // process's two threads here, and the task reading Redis's answers can wait its turn past 50 ms, which
+    // the breaker cannot tell from a Redis that is away (503s). The three-process tests keep the default.
     let extra =
         format!("[counters]\nbackend = \"redis\"\nurl = \"{url}\"\nprefix = \"tollgate-it-{tag}\"\ntimeout = \"1s\"\n");
     let limits = KeyLimits {
