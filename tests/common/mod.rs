@@ -6,11 +6,13 @@
 
 mod clients;
 mod gateway;
+mod redis;
 mod shapes;
 mod upstream;
 
 pub use clients::*;
 pub use gateway::*;
+pub use redis::RedisServer;
 pub use shapes::*;
 pub use tollgate::store::{NewKey, SqliteStore};
 pub use upstream::*;

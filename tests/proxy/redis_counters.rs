@@ -9,37 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl RedisServer {
-    async fn start(port: u16) -> RedisServer {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let server = RedisServer { child, port };
-        // It listens a few milliseconds after it starts.
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.is_ok() {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server on port {port} never listened");
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_redis_outage_answers_503_in_the_provider_shape_and_recovers() {
     if std::env::var("TOLLGATE_TEST_REDIS").map_or(true, |v| v.is_empty()) {

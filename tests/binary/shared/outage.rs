@@ -19,33 +19,6 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 /// two-core machine.
 const BREAKER_BOUND: Duration = Duration::from_millis(50 + 400);
 
-struct RedisServer {
-    child: std::process::Child,
-}
-
-impl RedisServer {
-    async fn start(port: u16) -> RedisServer {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(5), "redis-server on port {port} never listened");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        RedisServer { child }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Steady traffic on one process until `stop`, a request every 20 ms: each answer's status, body and time.
 async fn steady(url: String, key: String, stop: Arc<AtomicBool>) -> Vec<(u16, String, Duration)> {
     let keys = Keys::new(&key);
