@@ -75,7 +75,7 @@ impl Cluster {
         let config = format!(
             "[store]\nbackend = \"postgres\"\nurl = {:?}\nschema = \"{schema}\"\nrefresh_interval = \"30s\"\n\
              flush_interval = \"100ms\"\npool_size = 4\n\
-             [counters]\nbackend = \"redis\"\nurl = {redis:?}\nprefix = \"{prefix}\"\ninstances = 3\n{extra}",
+             [counters]\nbackend = \"redis\"\nurl = {redis:?}\nprefix = \"{prefix}\"\ninstances = 3\ntimeout = \"1s\"\n{extra}",
             services.postgres
         );
         let setup = Setup::new(&mock.base_url(), &config);
