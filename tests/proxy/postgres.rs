@@ -141,17 +141,21 @@ impl Drop for Cuttable {
     }
 }
 
-/// The test database's host and port, and its URL with them replaced by `addr`.
-fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
+/// The test database's host and port.
+fn database_address(url: &str) -> String {
     let config: tokio_postgres::Config = url.parse().unwrap();
     let host = match &config.get_hosts()[0] {
         tokio_postgres::config::Host::Tcp(h) => h.clone(),
         other => panic!("TOLLGATE_TEST_POSTGRES must name a TCP host, not {other:?}"),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{}", config.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// The test database's URL with its host and port replaced by `addr`.
+fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    let config: tokio_postgres::Config = url.parse().unwrap();
     let user = config.get_user().unwrap_or("postgres");
-    let db = config.get_dbname().unwrap_or("postgres");
-    (format!("{host}:{port}"), format!("postgres://{user}@{addr}/{db}"))
+    format!("postgres://{user}@{addr}/{}", config.get_dbname().unwrap_or("postgres"))
 }
 
 /// Polls `/readyz` until it answers `status`; its text and how long that took, at most 10 s.
@@ -175,9 +179,8 @@ async fn readyz_until(gw: &Gateway, status: u16) -> (String, Duration) {
 async fn an_instance_without_its_store_stops_trusting_its_keys_after_max_staleness() {
     let Some(url) = test_database() else { return };
     let schema = format!("tg_test_stale_{}", std::process::id());
-    let (database, _) = through(&url, "127.0.0.1:1".parse().unwrap());
-    let path = Cuttable::to(database).await;
-    let (_, via) = through(&url, path.addr);
+    let path = Cuttable::to(database_address(&url)).await;
+    let via = via(&url, path.addr);
     let mock = MockUpstream::start().await;
     let store = |on_stale: &str| {
         format!(

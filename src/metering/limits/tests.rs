@@ -8,7 +8,8 @@ use super::memory::Ticket as MemoryTicket;
 use super::*;
 use crate::clock::{self, Clock, ManualClock};
 
-fn defaults() -> LimitsConfig {
+/// The limits every test key starts from (the Redis backend's tests share them).
+pub(super) fn defaults() -> LimitsConfig {
     LimitsConfig {
         enabled: true,
         requests_per_minute: 1000,

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::auth::keys::KeyLimits;
 use crate::clock;
-use crate::config::LimitsConfig;
 use crate::config::counters::CountersBackend;
 use crate::metering::limits::effective;
+use crate::metering::limits::tests::defaults;
 
 pub(super) const T0: Now = Now { mono_ns: 10_000_000_000, unix: 1_795_422_645 };
 pub(super) const MINUTE: u64 = 60_000_000_000;
@@ -40,18 +40,6 @@ pub(super) fn config(url: &str) -> CountersConfig {
 
 pub(super) async fn connect(config: &CountersConfig, lease: Duration) -> RedisCounters {
     RedisCounters::connect(config, lease, u32::MAX, wall_offset(T0)).await.unwrap()
-}
-
-fn defaults() -> LimitsConfig {
-    LimitsConfig {
-        enabled: true,
-        requests_per_minute: 1000,
-        requests_per_day: 10_000,
-        concurrent_requests: 10,
-        tokens_per_month: None,
-        default_max_output_tokens: 100,
-        end_users_per_key: 100_000,
-    }
 }
 
 pub(super) fn subject(limits: KeyLimits, plan_tokens: u64) -> Subject {
