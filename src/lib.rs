@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod metering;
 pub mod providers;
@@ -45,7 +46,28 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             Some(tokio::spawn(server::serve_metrics(listener, Arc::clone(&app.metrics))))
         }
     };
-    server::serve(Arc::clone(&app), listener, tls, connection_limits, shutdown).await;
+    let (stop_dashboard, dashboard_stopping) = tokio::sync::watch::channel(false);
+    let dashboard_listener = match app.config.dashboard.listen.filter(|_| app.config.dashboard.enabled) {
+        None => None,
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(StartError::DashboardListen)?;
+            let addr = listener.local_addr().map_err(StartError::DashboardListen)?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(%addr, "dashboard served at {scheme}://{addr}/dashboard/");
+            let mut stopping = dashboard_stopping;
+            let stopped = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            let role = server::router::Role::Dashboard;
+            let served = server::serve(Arc::clone(&app), listener, tls.clone(), connection_limits, role, stopped);
+            Some(tokio::spawn(served))
+        }
+    };
+    server::serve(Arc::clone(&app), listener, tls, connection_limits, server::router::Role::Main, shutdown).await;
+    let _ = stop_dashboard.send(true);
+    if let Some(task) = dashboard_listener {
+        let _ = task.await;
+    }
     if let Some(task) = metrics_listener {
         task.abort();
     }

@@ -34,7 +34,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "admin",
             &["app", "proxy", "providers", "config", "clock", "error", "auth", "metering", "telemetry", "store"][..],
         ),
-        ("server", &["app", "admin", "proxy", "config", "error", "auth", "telemetry"][..]),
+        ("dashboard", &["proxy"][..]),
+        ("server", &["app", "admin", "dashboard", "proxy", "config", "error", "auth", "telemetry"][..]),
     ])
 }
 

@@ -1,5 +1,5 @@
 //! Accounts, managed with the operator token: create, list, and change plan, key cap and whether the
-//! account is disabled. The control plane checks and writes; this file reads the JSON and applies
+//! account is disabled; and the plans `proxy.toml` defines, which accounts are put on. The control plane checks and writes; this file reads the JSON and applies
 //! each change to this instance's tables at once.
 
 use http::StatusCode;
@@ -65,4 +65,15 @@ pub(super) async fn patch_account(app: &App, id: &str, body: RequestBody<'_>) ->
         app.keys.set_account_disabled(id, updated.disabled);
     }
     Ok((StatusCode::OK, account_view(&updated)))
+}
+
+/// The plans of `proxy.toml` (`[plans.<name>]`), by name, with their monthly token quotas.
+pub(super) fn list_plans(app: &App) -> ApiResult {
+    let data: Vec<Value> = app
+        .config
+        .plans
+        .iter()
+        .map(|(name, tokens)| json!({"object": "plan", "name": name, "tokens_per_month": tokens}))
+        .collect();
+    Ok((StatusCode::OK, json!({"object": "list", "data": data})))
 }

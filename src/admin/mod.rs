@@ -26,7 +26,7 @@ use crate::auth::sessions::Caller;
 use crate::clock;
 use crate::proxy::body::ProxyBody;
 use crate::store::StoreError;
-use accounts::{create_account, list_accounts, patch_account};
+use accounts::{create_account, list_accounts, list_plans, patch_account};
 use body::RequestBody;
 use keys::{create_key, get_key, list_keys, patch_key, revoke_key, rotate_key, rotate_signing_secret};
 use login::{change_password, login, logout};
@@ -38,6 +38,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/accounts"),
     ("get", "/v1/accounts"),
     ("patch", "/v1/accounts/{id}"),
+    ("get", "/v1/plans"),
     ("post", "/v1/auth/login"),
     ("post", "/v1/auth/logout"),
     ("post", "/v1/auth/password"),
@@ -64,6 +65,7 @@ pub fn is_management(path: &str) -> bool {
     path == "/openapi.json"
         || path == "/v1/usage"
         || path == "/v1/accounts"
+        || path == "/v1/plans"
         || path == "/v1/projects"
         || path.starts_with("/v1/projects/")
         || path.starts_with("/v1/accounts/")
@@ -248,6 +250,13 @@ async fn route(app: &App, req: Request<&mut Incoming>) -> ApiResult {
             match method {
                 Method::PATCH => patch_account(app, id, body).await,
                 _ => allowed("PATCH"),
+            }
+        }
+        ["v1", "plans"] => {
+            operator(app, &parts.headers)?;
+            match method {
+                Method::GET => list_plans(app),
+                _ => allowed("GET"),
             }
         }
         ["v1", "usage"] if method != Method::GET => allowed("GET"),

@@ -31,6 +31,7 @@ pub enum StartError {
     Store(StoreError),
     /// The metrics listener could not be bound.
     MetricsListen(std::io::Error),
+    DashboardListen(std::io::Error),
     Tls(String),
     Upstream(rustls::Error),
     /// The Redis of `[counters]` could not be reached at start.
@@ -42,6 +43,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Store(e) => write!(f, "{e}"),
             StartError::MetricsListen(e) => write!(f, "metrics.listen: {e}"),
+            StartError::DashboardListen(e) => write!(f, "dashboard.listen: {e}"),
             StartError::Tls(e) => write!(f, "TLS: {e}"),
             StartError::Upstream(e) => write!(f, "upstream TLS configuration: {e}"),
             StartError::Counters(e) => write!(f, "{e}"),

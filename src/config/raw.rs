@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) metrics: RawMetrics,
     #[serde(default)]
+    pub(super) dashboard: RawDashboard,
+    #[serde(default)]
     pub(super) plans: BTreeMap<String, RawPlan>,
     #[serde(default)]
     pub(super) providers: BTreeMap<String, RawProvider>,
@@ -67,6 +69,13 @@ pub(super) struct RawLimits {
     pub(super) tokens_per_month: Option<u64>,
     pub(super) default_max_output_tokens: Option<u64>,
     pub(super) end_users_per_key: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDashboard {
+    pub(super) enabled: Option<bool>,
+    pub(super) listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

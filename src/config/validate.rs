@@ -27,13 +27,28 @@ pub(super) fn validate(raw: RawConfig, hash_secret: Option<[u8; 32]>) -> Result<
         raw.providers.into_iter().map(|(name, p)| provider(name, p, &shared_roots)).collect::<Result<Vec<_>, _>>()?
     };
     let metrics = metrics(raw.metrics)?;
+    let dashboard = dashboard(raw.dashboard)?;
     let trial = super::trial::trial(raw.trial)?;
     if trial.enabled && !limits.enabled {
         // Trial keys are bounded by nothing but their limits.
         return Err(invalid("trial.enabled", "needs [limits] enabled: trial keys are bounded only by their limits"));
     }
     let counters = super::counters::counters(raw.counters)?;
-    Ok(Config { server, metrics, management, limits, plans, store, keys, upstream, log, providers, trial, counters })
+    Ok(Config {
+        server,
+        metrics,
+        dashboard,
+        management,
+        limits,
+        plans,
+        store,
+        keys,
+        upstream,
+        log,
+        providers,
+        trial,
+        counters,
+    })
 }
 
 fn server(s: RawServer) -> Result<ServerConfig, ConfigError> {
@@ -211,6 +226,19 @@ fn limits(l: RawLimits) -> Result<LimitsConfig, ConfigError> {
         return Err(invalid("limits.default_max_output_tokens", "must be greater than zero"));
     }
     Ok(limits)
+}
+
+fn dashboard(raw: RawDashboard) -> Result<DashboardConfig, ConfigError> {
+    Ok(DashboardConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        listen: match raw.listen.as_deref().unwrap_or("main") {
+            "main" => None,
+            addr => Some(
+                addr.parse()
+                    .map_err(|_| invalid("dashboard.listen", format!("`{addr}` is not an address:port or main")))?,
+            ),
+        },
+    })
 }
 
 fn metrics(raw: RawMetrics) -> Result<MetricsConfig, ConfigError> {

@@ -42,6 +42,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limits: ConnectionLimits,
+    role: router::Role,
     shutdown: impl Future<Output = ()>,
 ) {
     let server = &app.config.server;
@@ -81,7 +82,7 @@ pub async fn serve(
                     let version = parts.version;
                     let mut req = http::Request::from_parts(parts, &mut body);
                     req.extensions_mut().insert(ClientAddr(peer));
-                    let response = router::handle(app, req).await;
+                    let response = router::handle(app, req, role).await;
                     let response = unread::settle(&mut body, version, response).await;
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, guard)))
                 }

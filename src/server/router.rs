@@ -1,5 +1,7 @@
 //! The router: owns the whole path namespace of the main listener. Probes first (`/healthz`, `/readyz`,
-//! `/metrics` where the operator put it here), then the management API, then the provider routes.
+//! `/metrics` where the operator put it here), then the management API, the dashboard's files, then the
+//! provider routes. A listener of the dashboard's own (`dashboard.listen`) serves the probes, the management
+//! API and the dashboard, and nothing else.
 
 use std::sync::Arc;
 
@@ -13,16 +15,49 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::{self, with_request_id};
 use crate::telemetry::access_log::{ManagementLog, RequestId};
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `server.listen`: everything, the dashboard unless it has a listener of its own.
+    Main,
+    /// `dashboard.listen`: the probes, the management API and the dashboard; no provider route.
+    Dashboard,
+}
+
 /// Serves one request. Never fails: every error becomes a response in the shape of the path's owner.
-pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>) -> Response<ProxyBody> {
+pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, role: Role) -> Response<ProxyBody> {
     let request_id = app.request_ids.next();
     if let Some(response) = probe(&app, &req) {
         return with_request_id(response, request_id);
     }
-    if crate::admin::is_management(req.uri().path()) {
+    let path = req.uri().path();
+    if crate::admin::is_management(path) {
         return with_request_id(management(&app, req, request_id).await, request_id);
     }
+    let dashboard = &app.config.dashboard;
+    let dashboard_here = dashboard.enabled && (dashboard.listen.is_some() == (role == Role::Dashboard));
+    if dashboard_here && crate::dashboard::is_dashboard(path) {
+        let response = crate::dashboard::handle(req.method(), path, req.uri().query(), req.headers());
+        return with_request_id(response, request_id);
+    }
+    if role == Role::Dashboard {
+        return with_request_id(dashboard_listener_other(path), request_id);
+    }
     proxy::handle(app, req, request_id).await
+}
+
+/// Anything but the dashboard and the management API on the dashboard's own listener: its root leads to
+/// the dashboard; the rest is not served there.
+fn dashboard_listener_other(path: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(if path == "/" { "" } else { "not found\n" }));
+    if path == "/" {
+        *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        response.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/dashboard/"));
+    } else {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    response
 }
 
 /// A management request, logged and counted by operation once it is answered. A caller that leaves

@@ -1,12 +1,10 @@
 //! Real clients: `curl --no-buffer` sees a stream arrive event by event, and the official OpenAI,
 //! Anthropic and google-genai Python SDKs make normal and streaming calls through tollgate.
 //!
-//! The SDK test uses the Python that `TOLLGATE_SDK_PYTHON` names, or else creates a virtualenv with the
-//! pinned SDKs under `target/sdk-venv` on first use. A machine without Python fails it, with a message,
+//! The SDK test uses the tests' Python (`crate::python`). A machine without Python fails it, with a message,
 //! unless the run asks to skip it with `TOLLGATE_SKIP_SDK=1`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -59,7 +57,7 @@ async fn official_sdks_work_unchanged_but_for_the_base_url() {
         eprintln!("TOLLGATE_SKIP_SDK=1: the official SDK clients were not run");
         return;
     }
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let python = tokio::task::spawn_blocking(crate::python::test_python).await.unwrap();
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock.base_url(), "").await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/clients.py");
@@ -87,45 +85,4 @@ async fn official_sdks_work_unchanged_but_for_the_base_url() {
         assert_eq!(present.len(), 1, "{r:?}");
         assert!(present[0].ends_with(PROVIDER_KEY), "{r:?}");
     }
-}
-
-/// A Python with the pinned SDKs: `TOLLGATE_SDK_PYTHON`, or a virtualenv under `target/` made on first use
-/// (and made again when the pinned versions change).
-fn sdk_python() -> PathBuf {
-    if let Some(python) = std::env::var_os("TOLLGATE_SDK_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let requirements = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/requirements.txt");
-    let pinned = std::fs::read_to_string(requirements).unwrap();
-    // CARGO_TARGET_TMPDIR is <target>/tmp; the venv sits beside it, where .ci/run makes it too.
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../sdk-venv");
-    let python = venv.join("bin/python");
-    let marker = venv.join("tollgate-requirements.txt");
-    if python.exists() && std::fs::read_to_string(&marker).is_ok_and(|m| m == pinned) {
-        return python;
-    }
-    let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).output().unwrap_or_else(|e| {
-        panic!(
-            "the official SDK clients need Python 3 with venv (`apt-get install python3 python3-venv`): \
-             python3 could not run ({e}); set TOLLGATE_SKIP_SDK=1 to skip them"
-        )
-    });
-    assert!(
-        made.status.success(),
-        "python3 -m venv {} failed (Debian needs python3-venv); set TOLLGATE_SKIP_SDK=1 to skip the SDK clients: {}",
-        venv.display(),
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let installed = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", requirements])
-        .output()
-        .unwrap();
-    assert!(
-        installed.status.success(),
-        "installing the SDKs into {} failed; set TOLLGATE_SKIP_SDK=1 to skip them: {}",
-        venv.display(),
-        String::from_utf8_lossy(&installed.stderr)
-    );
-    std::fs::write(&marker, pinned).unwrap();
-    python
 }

@@ -52,6 +52,8 @@ pub struct Server {
     reader: Option<std::thread::JoinHandle<()>>,
     /// Addresses announced by a `metrics served at` line.
     metrics_addrs: mpsc::Receiver<String>,
+    /// Addresses announced by a `dashboard served at` line.
+    dashboard_addrs: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -75,6 +77,7 @@ impl Server {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let (metrics_tx, metrics_addrs) = mpsc::channel();
+        let (dashboard_tx, dashboard_addrs) = mpsc::channel();
         let sink = Arc::clone(&logs);
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
@@ -90,6 +93,9 @@ impl Server {
                 if let Some(addr) = address("metrics served at http://") {
                     let _ = metrics_tx.send(addr);
                 }
+                if let Some(addr) = address("dashboard served at http://") {
+                    let _ = dashboard_tx.send(addr);
+                }
                 sink.lock().unwrap().push(line);
             }
         });
@@ -98,12 +104,18 @@ impl Server {
             let _ = child.wait();
             panic!("server did not start: {:?}", logs.lock().unwrap());
         };
-        Server { child, addr: addr.parse().unwrap(), logs, reader: Some(reader), metrics_addrs }
+        Server { child, addr: addr.parse().unwrap(), logs, reader: Some(reader), metrics_addrs, dashboard_addrs }
     }
 
     /// The address of the metrics listener, once the server has announced it.
     pub fn metrics_addr(&self) -> SocketAddr {
         let addr = self.metrics_addrs.recv_timeout(Duration::from_secs(30)).expect("no metrics listener announced");
+        addr.parse().unwrap()
+    }
+
+    /// The address of the dashboard's own listener, once the server has announced it.
+    pub fn dashboard_addr(&self) -> SocketAddr {
+        let addr = self.dashboard_addrs.recv_timeout(Duration::from_secs(30)).expect("no dashboard listener announced");
         addr.parse().unwrap()
     }
 

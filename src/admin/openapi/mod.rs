@@ -135,6 +135,12 @@ pub fn document(config: &crate::config::Config) -> Value {
                     "responses": responses(("200", ok("The account", "Account")), &[("404", "No such account")])
                 }
             },
+            "/v1/plans": {
+                "get": {
+                    "operationId": "listPlans", "summary": "The plans proxy.toml defines, with their monthly token quotas", "security": operator,
+                    "responses": responses(("200", ok("The plans", "PlanList")), &[])
+                }
+            },
             "/v1/auth/login": {
                 "post": {
                     "operationId": "login", "summary": "Exchange email and password for an access token", "security": [],
@@ -342,6 +348,13 @@ fn schemas(config: &crate::config::Config) -> Value {
         },
         "Account": account,
         "AccountList": list_of("Account"),
+        "PlanList": {
+            "type": "object", "required": ["object", "data"],
+            "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": {
+                "type": "object", "required": ["object", "name", "tokens_per_month"],
+                "properties": {"object": {"type": "string", "enum": ["plan"]}, "name": {"type": "string"}, "tokens_per_month": {"type": "integer", "minimum": 0}}
+            }}}
+        },
         "CreateAccount": {
             "type": "object", "additionalProperties": false, "required": ["email", "password"],
             "properties": {

@@ -1,0 +1,63 @@
+"""Every page at a desktop and a phone width, with data on it: saved as screenshots (the driver keeps them under
+target/dashboard-screenshots/), and at 360 px nothing may make the page itself scroll sideways."""
+
+import pytest
+from playwright.sync_api import expect
+
+from conftest import DESKTOP, PHONE, chat, screenshot, sign_in, sign_in_as_operator, wait_for
+
+PAGES = [
+    ("keys", "Keys"),
+    ("usage", "Usage"),
+    ("projects", "Projects"),
+    ("claim", "Claim a trial key"),
+]
+
+
+def fits(page):
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"{page.url} is {width} px wide"
+
+
+@pytest.fixture
+def account_with_data(account):
+    project = account.api("POST", "/v1/projects", {"name": "mobile app"}).json()
+    key = account.create_key(name="ios client", project_id=project["id"])
+    account.create_key(name="nightly batch jobs", kind="live")
+    account.create_key(name="marketing site", kind="publishable", allowed_origins=["https://www.example.com"])
+    for tokens in ["900 300", "2400 800"]:
+        assert chat(key["raw_key"], {"x-mock": f"usage {tokens}"}).status == 200
+    wait_for(
+        "the usage flush",
+        lambda: sum(d["total_tokens"] for d in account.api("GET", "/v1/usage").json()["data"]) == 4400,
+    )
+    return account
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_every_page_at_desktop_and_phone_widths(page, account_with_data, size):
+    page.set_viewport_size(DESKTOP if size == "desktop" else PHONE)
+    page.goto("/dashboard/signin")
+    expect(page.get_by_role("heading", level=1, name="Sign in")).to_be_visible()
+    fits(page)
+    screenshot(page, f"signin-{size}")
+    sign_in(page, account_with_data)
+    for path, heading in PAGES:
+        page.goto(f"/dashboard/{path}")
+        expect(page.get_by_role("heading", level=1, name=heading)).to_be_visible()
+        expect(page.get_by_text("Loading…")).to_have_count(0)
+        fits(page)
+        screenshot(page, f"{path}-{size}")
+    page.goto("/dashboard/keys")
+    page.get_by_role("button", name="Create key").click()
+    expect(page.get_by_role("dialog", name="Create key")).to_be_visible()
+    screenshot(page, f"create-key-{size}")
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_the_operator_pages_at_desktop_and_phone_widths(page, account_with_data, size):
+    page.set_viewport_size(DESKTOP if size == "desktop" else PHONE)
+    sign_in_as_operator(page)
+    expect(page.get_by_role("cell", name=account_with_data.email)).to_be_visible()
+    fits(page)
+    screenshot(page, f"accounts-{size}")
