@@ -108,6 +108,9 @@ fn serve(config: Config) -> CliResult {
         let addr = listener.local_addr()?;
         let scheme = if config.server.tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, "listening on {scheme}://{addr}");
+        if config.dashboard.enabled && config.dashboard.listen.is_none() {
+            tracing::info!("dashboard at {scheme}://{addr}/dashboard/");
+        }
         tollgate::run(config, listener, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -250,14 +250,15 @@ impl std::fmt::Display for StoreError {
             StoreError::Corrupt(what) => write!(f, "store: unreadable row: {what}"),
             StoreError::Conflict(what) => write!(f, "{what} already exists"),
             StoreError::KeyCapReached(active) => {
-                write!(f, "the account already has {active} active keys, its cap; revoke one first")
+                write!(f, "the account already has {}, its cap; revoke one first", active_keys(*active))
             }
             StoreError::ProjectKeyCapReached(active) => {
-                write!(f, "the project already has {active} active keys, its cap; revoke one first")
+                write!(f, "the project already has {}, its cap; revoke one first", active_keys(*active))
             }
             StoreError::UnknownProject => write!(f, "no such project in this account"),
             StoreError::ProjectHasKeys(active) => {
-                write!(f, "the project has {active} active keys; revoke them or wait for them to expire first")
+                let them = if *active == 1 { "it" } else { "them" };
+                write!(f, "the project has {}; revoke {them} or wait for {them} to expire first", active_keys(*active))
             }
             StoreError::KeyNotActive => write!(f, "only an active key can be rotated"),
             StoreError::RotationPending(at) => {
@@ -268,3 +269,8 @@ impl std::fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+/// "1 active key", "3 active keys".
+fn active_keys(n: usize) -> String {
+    if n == 1 { "1 active key".to_owned() } else { format!("{n} active keys") }
+}

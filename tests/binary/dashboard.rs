@@ -41,7 +41,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     let Some(chromium) = chromium() else { return };
     let python = tokio::task::spawn_blocking(crate::python::test_python).await.unwrap();
     let mock = MockUpstream::start().await;
-    let setup = Setup::new(&mock.base_url(), "[trial]\nenabled = true\n");
+    let setup = Setup::new(&mock.base_url(), "[trial]\nenabled = true\n[plans.pro]\ntokens_per_month = 50000000\n");
     let env = [
         ("TOLLGATE_ADMIN_TOKEN", OPERATOR_TOKEN),
         ("TOLLGATE_SESSION_SECRET", SESSION_SECRET),

@@ -2,6 +2,7 @@
 tollgate, see it listed with its prefix and last use, rename it (Enter saves, Escape cancels), disable and
 enable it, rotate it, revoke it through the confirmation and see the next call refused."""
 
+import pytest
 from playwright.sync_api import expect
 
 from conftest import chat, column, dom_text, key_row, remember_secret, sign_in
@@ -105,11 +106,13 @@ def test_cancelling_a_revocation_keeps_the_key(page, account):
     assert chat(key["raw_key"]).status == 200
 
 
-def test_a_rotation_shows_the_new_key_once_and_the_old_one_ends(page, account):
+@pytest.mark.parametrize("grace", ["", "3600"])
+def test_a_rotation_shows_the_new_key_once_and_the_old_one_ends(page, account, grace):
     old = account.create_key(name="rotating")
     sign_in(page, account)
     key_row(page, old["key_prefix"]).get_by_role("button", name="Rotate").click()
     dialog = page.get_by_role("dialog", name="Rotate key")
+    dialog.get_by_label("Grace period (seconds)").fill(grace)
     dialog.get_by_role("button", name="Rotate").click()
     shown = page.get_by_role("dialog", name="Your new key")
     new_key = shown.get_by_label("Key", exact=True).input_value()
@@ -118,11 +121,18 @@ def test_a_rotation_shows_the_new_key_once_and_the_old_one_ends(page, account):
     shown.get_by_role("button", name="Done").click()
     assert new_key not in dom_text(page)
     assert chat(new_key).status == 200
-    assert chat(old["raw_key"]).status == 401
-    expect(key_row(page, old["key_prefix"])).to_contain_text("Revoked")
     new = [k for k in account.api("GET", "/v1/auth/keys").json()["data"] if k["id"] != old["id"]]
     assert [k["name"] for k in new] == ["rotating"]
     expect(key_row(page, new[0]["key_prefix"])).to_contain_text("Active")
+    if grace:
+        # The old key keeps working through the grace period, and says until when.
+        assert chat(old["raw_key"]).status == 200
+        revoked_at = account.api("GET", f"/v1/auth/keys/{old['id']}").json()["revoked_at"]
+        assert revoked_at
+        expect(key_row(page, old["key_prefix"])).to_contain_text("Active")
+    else:
+        assert chat(old["raw_key"]).status == 401
+        expect(key_row(page, old["key_prefix"])).to_contain_text("Revoked")
 
 
 def test_a_publishable_key_is_created_with_its_origins_and_signing_secret(page, account):

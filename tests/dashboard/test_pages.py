@@ -80,7 +80,7 @@ def test_projects_are_created_renamed_and_deleted_only_when_empty(page, account)
     row.get_by_role("button", name="Delete").click()
     dialog = page.get_by_role("dialog", name="Delete project")
     dialog.get_by_role("button", name="Delete").click()
-    expect(dialog.get_by_role("alert")).to_contain_text("1 active keys")
+    expect(dialog.get_by_role("alert")).to_contain_text("has 1 active key; revoke it")
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_have_count(0)
     assert account.api("GET", f"/v1/projects/{project['id']}").status == 200, "refused while it holds keys"
@@ -154,10 +154,21 @@ def test_the_operator_creates_an_account_and_changes_its_plan(page):
     assert login.status == 200
     remember_secret(login.json()["access_token"])
 
+    expect(plans).to_contain_text("pro")
     row.get_by_role("button", name="Edit").click()
+    row.get_by_label("Plan").select_option("pro")
     row.get_by_label("Key cap").fill("7")
     row.get_by_role("button", name="Save").click()
+    expect(row).to_contain_text("pro")
     expect(row).to_contain_text("7")
+    accounts = http("GET", "/v1/accounts?limit=1000", token=OPERATOR_TOKEN).json()["data"]
+    assert [(a["plan"], a["key_cap"]) for a in accounts if a["email"] == email] == [("pro", 7)]
+
+    # Escape leaves an edit without saving.
+    row.get_by_role("button", name="Edit").click()
+    row.get_by_label("Key cap").fill("9")
+    row.get_by_label("Key cap").press("Escape")
+    expect(row.get_by_role("button", name="Edit")).to_be_visible()
     accounts = http("GET", "/v1/accounts?limit=1000", token=OPERATOR_TOKEN).json()["data"]
     assert [a["key_cap"] for a in accounts if a["email"] == email] == [7]
 

@@ -1,5 +1,7 @@
 """Every page at a desktop and a phone width, with data on it: saved as screenshots (the driver keeps them under
-target/dashboard-screenshots/), and at 360 px nothing may make the page itself scroll sideways."""
+target/dashboard-screenshots/). On each: at 360 px nothing makes the page itself scroll sideways; the layout does
+not shift when the data arrives (cumulative layout shift under 0.1, the browser's own measure); every control
+has an accessible name, which contains its visible label."""
 
 import pytest
 from playwright.sync_api import expect
@@ -12,6 +14,35 @@ PAGES = [
     ("projects", "Projects"),
     ("claim", "Claim a trial key"),
 ]
+
+
+# Counts the page's layout shifts (not those right after input) from its first paint.
+MEASURE_SHIFTS = """
+window.__shift = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) if (!e.hadRecentInput) window.__shift += e.value;
+}).observe({ type: 'layout-shift', buffered: true });
+"""
+
+# Visible controls without a name, or whose name leaves out the text they show.
+UNNAMED = """() => [...document.querySelectorAll('button, a[href], input, select, textarea')]
+  .filter((e) => e.getClientRects().length > 0 && e.type !== 'hidden')
+  .filter((e) => {
+    const shown = (e.matches('button, a') ? e.textContent : '').trim().replace(/\\s+/g, ' ');
+    const label = e.getAttribute('aria-label');
+    const labelledBy = e.getAttribute('aria-labelledby');
+    const named = label || labelledBy || (e.labels && e.labels.length) || shown;
+    return !named || (label && shown && !label.includes(shown));
+  })
+  .map((e) => e.outerHTML.slice(0, 120))"""
+
+
+def well_made(page):
+    fits(page)
+    shift = page.evaluate("window.__shift")
+    assert shift < 0.1, f"{page.url}: layout shifted by {shift:.3f} as its data arrived"
+    unnamed = page.evaluate(UNNAMED)
+    assert not unnamed, f"{page.url}: controls without a matching accessible name: {unnamed}"
 
 
 def fits(page):
@@ -37,16 +68,17 @@ def account_with_data(account):
 @pytest.mark.parametrize("size", ["desktop", "phone"])
 def test_every_page_at_desktop_and_phone_widths(page, account_with_data, size):
     page.set_viewport_size(DESKTOP if size == "desktop" else PHONE)
+    page.add_init_script(MEASURE_SHIFTS)
     page.goto("/dashboard/signin")
     expect(page.get_by_role("heading", level=1, name="Sign in")).to_be_visible()
-    fits(page)
+    well_made(page)
     screenshot(page, f"signin-{size}")
     sign_in(page, account_with_data)
     for path, heading in PAGES:
         page.goto(f"/dashboard/{path}")
         expect(page.get_by_role("heading", level=1, name=heading)).to_be_visible()
         expect(page.get_by_text("Loading…")).to_have_count(0)
-        fits(page)
+        well_made(page)
         screenshot(page, f"{path}-{size}")
     page.goto("/dashboard/keys")
     page.get_by_role("button", name="Create key").click()
@@ -57,7 +89,8 @@ def test_every_page_at_desktop_and_phone_widths(page, account_with_data, size):
 @pytest.mark.parametrize("size", ["desktop", "phone"])
 def test_the_operator_pages_at_desktop_and_phone_widths(page, account_with_data, size):
     page.set_viewport_size(DESKTOP if size == "desktop" else PHONE)
+    page.add_init_script(MEASURE_SHIFTS)
     sign_in_as_operator(page)
     expect(page.get_by_role("cell", name=account_with_data.email)).to_be_visible()
-    fits(page)
+    well_made(page)
     screenshot(page, f"accounts-{size}")
