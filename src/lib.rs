@@ -34,7 +34,7 @@ use crate::config::Config;
 /// Opens the store, loads the keys, and serves on `listener` until `shutdown` resolves; then drains
 /// in-flight requests within `server.shutdown_grace` and writes the usage still pending.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let connection_limits = server::connection_limits(&config.server);
+    let limits = server::connection_limits(&config.server);
     let tls = config.server.tls.as_ref().map(server::tls::acceptor).transpose().map_err(StartError::Tls)?;
     let app::Started { app, background } = app::start(config).await?;
     let metrics_listener = match app.config.metrics.listen.filter(|_| app.config.metrics.enabled) {
@@ -46,7 +46,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             Some(tokio::spawn(server::serve_metrics(listener, Arc::clone(&app.metrics))))
         }
     };
-    let (stop_dashboard, dashboard_stopping) = tokio::sync::watch::channel(false);
+    // The main listener and the dashboard's share the connection caps and stop on one signal, so their
+    // drains share one grace period.
+    let caps = server::ConnectionCaps::new(limits.total, limits.per_ip);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
     let dashboard_listener = match app.config.dashboard.listen.filter(|_| app.config.dashboard.enabled) {
         None => None,
         Some(addr) => {
@@ -54,17 +63,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             let addr = listener.local_addr().map_err(StartError::DashboardListen)?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             tracing::info!(%addr, "dashboard served at {scheme}://{addr}/dashboard/");
-            let mut stopping = dashboard_stopping;
-            let stopped = async move {
-                let _ = stopping.wait_for(|stop| *stop).await;
-            };
-            let role = server::router::Role::Dashboard;
-            let served = server::serve(Arc::clone(&app), listener, tls.clone(), connection_limits, role, stopped);
-            Some(tokio::spawn(served))
+            let (app, tls, caps, role) =
+                (Arc::clone(&app), tls.clone(), Arc::clone(&caps), server::router::Role::Dashboard);
+            Some(tokio::spawn(server::serve(app, listener, tls, caps, role, stopped())))
         }
     };
-    server::serve(Arc::clone(&app), listener, tls, connection_limits, server::router::Role::Main, shutdown).await;
-    let _ = stop_dashboard.send(true);
+    let signal = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let main = server::serve(Arc::clone(&app), listener, tls, caps, server::router::Role::Main, stopped());
+    tokio::join!(main, signal);
     if let Some(task) = dashboard_listener {
         let _ = task.await;
     }

@@ -149,3 +149,8 @@ export function wholeNumber(input) {
 export function listOf(text, separator = /,/) {
   return text.split(separator).map((part) => part.trim()).filter(Boolean);
 }
+
+/** `map[key]` when `map` has it as its own member (never a prototype's: API field names are data). */
+export function own(map, key) {
+  return key != null && Object.hasOwn(map, key) ? map[key] : undefined;
+}

@@ -16,10 +16,12 @@ use crate::proxy::body::ProxyBody;
 pub const BASE: &str = "/dashboard";
 
 /// No inline script or style, nothing from another origin, no framing, no plugins: the pages are modules
-/// and one stylesheet from this origin, and they talk only to this origin's management API.
+/// and stylesheets from this origin, and they talk only to this origin's management API. Trusted Types
+/// make the browser refuse any string handed to an HTML sink (`innerHTML` and its kin), which the pages
+/// never use.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; \
-     form-action 'self'; frame-ancestors 'none'";
+     img-src 'self'; connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'; require-trusted-types-for 'script'";
 
 #[derive(Embed)]
 #[folder = "dashboard/"]
@@ -51,7 +53,9 @@ pub fn handle(method: &Method, path: &str, query: Option<&str>, headers: &Header
     };
     let file_name = rest.rsplit('/').next().unwrap_or("");
     let name = if file_name.contains('.') { rest } else { "index.html" };
-    let Some(file) = Assets::get(name) else {
+    // Only the kinds of file a page loads: a stray dotfile or editor backup in the folder is never served.
+    let servable = content_type(name).is_some() && !name.split('/').any(|segment| segment.starts_with('.'));
+    let Some(file) = Assets::get(name).filter(|_| servable) else {
         return text(StatusCode::NOT_FOUND, "no such file in the dashboard\n");
     };
     let etag = etag(&file.metadata.sha256_hash());
@@ -63,7 +67,7 @@ pub fn handle(method: &Method, path: &str, query: Option<&str>, headers: &Header
         secured(Response::new(ProxyBody::full(file.data.into_owned())))
     };
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(name)));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(name).unwrap_or("text/plain")));
     if let Ok(etag) = HeaderValue::try_from(etag) {
         headers.insert(header::ETAG, etag);
     }
@@ -82,18 +86,17 @@ fn etag(hash: &[u8; 32]) -> String {
     format!("\"{hex}\"")
 }
 
-fn content_type(name: &str) -> &'static str {
-    match name.rsplit('.').next().unwrap_or("") {
+fn content_type(name: &str) -> Option<&'static str> {
+    Some(match name.rsplit('.').next().unwrap_or("") {
         "html" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
         "css" => "text/css; charset=utf-8",
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "ico" => "image/x-icon",
-        "json" | "webmanifest" => "application/json",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
+        "webmanifest" => "application/manifest+json",
+        _ => return None,
+    })
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
@@ -104,7 +107,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 }
 
 /// The headers every dashboard answer carries, errors included.
-fn secured(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+pub fn secured(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

@@ -36,7 +36,9 @@ async fn files_have_their_types_and_unknown_files_are_404_with_the_policy() {
     assert_eq!(headers[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
     assert_secured(&headers, "app.js");
     assert!(!body.is_empty());
-    for missing in ["/dashboard/nothing.js", "/dashboard/js/../../Cargo.toml", "/dashboard/%2e%2e/src/lib.rs"] {
+    let missing =
+        ["/dashboard/nothing.js", "/dashboard/js/../../Cargo.toml", "/dashboard/%2e%2e/src/lib.rs", "/dashboard/.env"];
+    for missing in missing {
         let (status, headers, _) = get(missing).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
         assert_secured(&headers, missing);
@@ -83,6 +85,7 @@ fn no_file_parses_html_from_strings_or_inlines_script_or_style() {
         for word in FORBIDDEN {
             assert!(!text.contains(word), "{name} uses {word}");
         }
+        assert!(content_type(&name).is_some(), "{name} is of a kind the dashboard does not serve");
         if name.ends_with(".html") {
             assert!(!text.contains("style="), "{name} has an inline style");
             for script in text.split("<script").skip(1) {

@@ -24,8 +24,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::auth::ClientAddr;
-use crate::config::{self, ConnectionLimits, ServerConfig};
-use caps::{ConnectionCaps, ThrottledLog};
+use crate::config::{self, ServerConfig};
+pub use caps::ConnectionCaps;
+use caps::ThrottledLog;
 use connection::{Activity, Deadlines, Tracked};
 pub use open_files::raise_open_file_limit;
 
@@ -37,11 +38,13 @@ const HEAD_BUFFER_SLACK: usize = 64 * 1024;
 const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 64;
 
+/// Serves `listener` until `shutdown` resolves, then drains. `caps` counts connections across every listener
+/// that shares it, so a second listener (the dashboard's) adds no room beyond the process's caps.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    limits: ConnectionLimits,
+    caps: Arc<ConnectionCaps>,
     role: router::Role,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -50,7 +53,6 @@ pub async fn serve(
     let handshake_timeout = server.header_read_timeout;
     let deadlines = Deadlines { first_request: server.header_read_timeout, idle: server.idle_timeout };
     let grace = server.shutdown_grace;
-    let caps = ConnectionCaps::new(limits.total, limits.per_ip);
     let accept_errors = ThrottledLog::default();
 
     let (stop, stopping) = watch::channel(false);

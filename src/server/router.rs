@@ -27,7 +27,7 @@ pub enum Role {
 /// Serves one request. Never fails: every error becomes a response in the shape of the path's owner.
 pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, role: Role) -> Response<ProxyBody> {
     let request_id = app.request_ids.next();
-    if let Some(response) = probe(&app, &req) {
+    if let Some(response) = probe(&app, &req, role) {
         return with_request_id(response, request_id);
     }
     let path = req.uri().path();
@@ -47,9 +47,10 @@ pub async fn handle(app: Arc<App>, req: Request<&mut Incoming>, role: Role) -> R
 }
 
 /// Anything but the dashboard and the management API on the dashboard's own listener: its root leads to
-/// the dashboard; the rest is not served there.
+/// the dashboard; the rest is not served there. Both with the dashboard's security headers.
 fn dashboard_listener_other(path: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(if path == "/" { "" } else { "not found\n" }));
+    let body = ProxyBody::full(if path == "/" { "" } else { "not found\n" });
+    let mut response = crate::dashboard::secured(Response::new(body));
     if path == "/" {
         *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
         response.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/dashboard/"));
@@ -76,14 +77,14 @@ async fn management(app: &App, req: Request<&mut Incoming>, request_id: RequestI
 
 /// `/healthz`, `/readyz`, and `/metrics` where the operator put it on the main listener, answered before
 /// routing.
-fn probe<B>(app: &App, req: &Request<B>) -> Option<Response<ProxyBody>> {
+fn probe<B>(app: &App, req: &Request<B>, role: Role) -> Option<Response<ProxyBody>> {
     if req.method() != Method::GET {
         return None;
     }
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok".into()),
         "/readyz" => readiness(app),
-        "/metrics" if app.config.metrics.enabled => {
+        "/metrics" if app.config.metrics.enabled && role == Role::Main => {
             let token = app.config.metrics.main_listener_token?;
             if !crate::telemetry::metrics::presents_token(req.headers(), &token) {
                 (StatusCode::UNAUTHORIZED, "a bearer token is required\n".into())

@@ -117,11 +117,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_can_have_a_listener_of_its_own() {
     let mock = MockUpstream::start().await;
-    let setup = Setup::new(&mock.base_url(), "[dashboard]\nlisten = \"127.0.0.1:0\"\n");
-    let server = Server::spawn(
-        &setup.config,
-        &[("TOLLGATE_ADMIN_TOKEN", OPERATOR_TOKEN), ("TOLLGATE_SESSION_SECRET", SESSION_SECRET)],
-    );
+    let setup =
+        Setup::new(&mock.base_url(), "[dashboard]\nlisten = \"127.0.0.1:0\"\n[metrics]\non_main_listener = true\n");
+    let scrape_token = "scrape-token-dashboard-0123456789";
+    let env = [
+        ("TOLLGATE_ADMIN_TOKEN", OPERATOR_TOKEN),
+        ("TOLLGATE_SESSION_SECRET", SESSION_SECRET),
+        ("TOLLGATE_METRICS_TOKEN", scrape_token),
+    ];
+    let server = Server::spawn(&setup.config, &env);
     let own = format!("http://{}", server.dashboard_addr());
     let get = |url: String| async move { request(http::Method::GET, &url, &[], b"").await };
 
@@ -139,10 +143,43 @@ async fn the_dashboard_can_have_a_listener_of_its_own() {
     let keys = Keys::new("tg_live_whatever");
     let provider = post(&format!("{own}{}", Shape::OpenAi.path()), &keys.headers(), Shape::OpenAi.body()).await;
     assert_eq!(provider.status, 404, "no provider route on the dashboard's listener");
+    assert!(provider.headers["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
     assert!(mock.recorded().is_empty());
+    let scrape = format!("Bearer {scrape_token}");
+    let scrape = [("authorization", scrape.as_str())];
+    let metrics = request(http::Method::GET, &format!("{own}/metrics"), &scrape, b"").await;
+    assert_eq!(metrics.status, 404, "metrics stay off the dashboard's listener");
+    assert_eq!(request(http::Method::GET, &server.url("/metrics"), &scrape, b"").await.status, 200);
 
     let main = get(server.url("/dashboard/")).await;
     assert_eq!(main.status, 404, "the main listener serves no dashboard when it has its own");
     let plans = request(http::Method::GET, &server.url("/v1/plans"), &operator, b"").await;
     assert_eq!(plans.status, 200, "the management API stays on the main listener");
+}
+
+/// The dashboard's listener shares the process's connection caps with the main one: it adds no room.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_listener_shares_the_connection_caps() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let extra = "[server]\nmax_connections_per_ip = 2\n[dashboard]\nlisten = \"127.0.0.1:0\"\n";
+    let setup = Setup::new("http://127.0.0.1:9", extra);
+    let server = Server::spawn(&setup.config, &[]);
+    let dashboard = server.dashboard_addr();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        // Answered, so admitted; kept open (keep-alive).
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).ends_with("ok") {
+            let mut buf = [0u8; 512];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        held.push(stream);
+    }
+    let refused = raw(dashboard, b"GET /dashboard/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    drop(held);
 }

@@ -140,6 +140,10 @@ def browser():
         browser.close()
 
 
+# What Chromium's console says when the page's policy refuses something.
+POLICY_WORDS = ("Content Security Policy", "Refused to", "TrustedScript", "TrustedHTML", "Trusted Type")
+
+
 class Watched:
     """A page whose script errors and policy violations are collected, to fail the test that caused them."""
 
@@ -151,7 +155,7 @@ class Watched:
         self.page.on(
             "console",
             lambda m: self.problems.append(f"console: {m.text}")
-            if "Content Security Policy" in m.text or "Refused to" in m.text
+            if any(word in m.text for word in POLICY_WORDS)
             else None,
         )
 

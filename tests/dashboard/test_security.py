@@ -101,13 +101,19 @@ def test_the_policy_blocks_an_inline_script(browser):
     context = browser.new_context(viewport=DESKTOP, base_url=BASE)
     page = context.new_page()
     page.goto("/dashboard/signin")
-    with page.expect_console_message(lambda m: "Content Security Policy" in m.text) as message:
+    # Refused twice over: Trusted Types (the script's text was not a TrustedScript), and script-src.
+    with page.expect_console_message(lambda m: "TrustedScript" in m.text or "Content Security Policy" in m.text):
         page.evaluate(
-            """() => { const s = document.createElement('script'); s.textContent = 'window.__ran = 1';
-            document.body.append(s); }"""
+            """() => { const s = document.createElement('script');
+            s.appendChild(document.createTextNode('window.__ran = 1')); document.body.append(s); }"""
         )
-    assert "script-src" in message.value.text
     assert page.evaluate("window.__ran") is None
+    # An HTML sink is refused outright (Trusted Types), whatever the string.
+    refused = page.evaluate(
+        """() => { try { document.createElement('div').innerHTML = '<b>x</b>'; return null; }
+        catch (e) { return e.name; } }"""
+    )
+    assert refused == "TypeError", refused
     context.close()
 
 

@@ -1,7 +1,7 @@
 // Accounts (operator only): the plans, every account with inline edit of plan and key cap, disable and
 // enable, and a form to create an account.
 
-import { h, field, uid, replaceChildren, setFieldError, clearErrors, clearFieldError, showAlert, clearAlert, wholeNumber } from '../dom.js';
+import { h, field, uid, replaceChildren, setFieldError, clearErrors, clearFieldError, showAlert, clearAlert, wholeNumber, own } from '../dom.js';
 import { api, listAll } from '../api.js';
 import { messageOf } from '../dialogs.js';
 import { formatNumber, timeEl } from '../format.js';
@@ -175,7 +175,7 @@ export function render(main, ctx) {
         } catch (error) {
           save.disabled = false;
           if (!ctx.alive() || error.sessionEnded || !tr.isConnected) return;
-          const control = { plan: planSelect, key_cap: capInput }[error.field] || planSelect;
+          const control = own({ plan: planSelect, key_cap: capInput }, error.field) || planSelect;
           setFieldError(control, messageOf(error));
           control.focus();
         }
@@ -219,7 +219,7 @@ export function render(main, ctx) {
       await loadAccounts();
     } catch (error) {
       if (!ctx.alive() || error.sessionEnded) return;
-      const control = { email: email.control, password: password.control, plan: plan.control, key_cap: keyCap.control }[error.field];
+      const control = own({ email: email.control, password: password.control, plan: plan.control, key_cap: keyCap.control }, error.field);
       if (control) {
         setFieldError(control, messageOf(error));
         control.focus();

@@ -1,7 +1,7 @@
 // The Create key and Rotate key dialogs. Both send only what was filled in, show an API error next to
 // the field it names (or at the top), and on success close and open the show-once dialog.
 
-import { h, field, uid, setFieldError, clearErrors, showAlert, wholeNumber, listOf } from '../dom.js';
+import { h, field, uid, setFieldError, clearErrors, showAlert, wholeNumber, listOf, own } from '../dom.js';
 import { api } from '../api.js';
 import { openDialog, showOnceDialog, messageOf } from '../dialogs.js';
 
@@ -17,7 +17,7 @@ const LIMITS = [
 function controlFor(controls, name) {
   if (!name) return null;
   const plain = String(name).replace(/\[\d+\]/g, '').replace(/^\./, '');
-  return controls[plain] || null;
+  return own(controls, plain) || null;
 }
 
 /** Shows `error` beside its field (focused) or as an alert at the top of `form`. */

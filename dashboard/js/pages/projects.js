@@ -1,7 +1,7 @@
 // Projects: the account's projects with their key counts, inline rename, delete (refused while the
 // project holds active keys), and a form to create one.
 
-import { h, field, replaceChildren, setFieldError, clearErrors, showAlert, clearAlert, wholeNumber } from '../dom.js';
+import { h, field, replaceChildren, setFieldError, clearErrors, showAlert, clearAlert, wholeNumber, own } from '../dom.js';
 import { api } from '../api.js';
 import { confirmDialog, messageOf } from '../dialogs.js';
 import { formatNumber, timeEl } from '../format.js';
@@ -128,7 +128,7 @@ export function render(main, ctx) {
       await refresh();
     } catch (error) {
       if (!ctx.alive() || error.sessionEnded) return;
-      const control = { name: name.control, key_cap: keyCap.control }[error.field];
+      const control = own({ name: name.control, key_cap: keyCap.control }, error.field);
       if (control) {
         setFieldError(control, messageOf(error));
         control.focus();

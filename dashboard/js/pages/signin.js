@@ -5,6 +5,9 @@ import { h, field, showAlert, clearErrors } from '../dom.js';
 import { api } from '../api.js';
 import { messageOf } from '../dialogs.js';
 
+/** The operator token never expires by itself; a tab holding it asks for it again after an hour. */
+const OPERATOR_SESSION_MS = 60 * 60 * 1000;
+
 function busy(button, on) {
   button.disabled = on;
   button.setAttribute('aria-busy', on ? 'true' : 'false');
@@ -67,7 +70,8 @@ export function render(main, ctx) {
       await api('GET', '/v1/accounts?limit=1', { token });
       if (!ctx.alive()) return;
       operatorToken.control.value = '';
-      ctx.startSession({ token, role: 'operator', email: null, expires_at: null });
+      const expiresAt = new Date(Date.now() + OPERATOR_SESSION_MS).toISOString();
+      ctx.startSession({ token, role: 'operator', email: null, expires_at: expiresAt });
     } catch (error) {
       if (!ctx.alive()) return;
       busy(operatorSubmit, false);
