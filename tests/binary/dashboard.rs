@@ -51,6 +51,8 @@ async fn the_dashboard_works_in_a_real_browser() {
     let server = Server::spawn(&setup.config, &env);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../dashboard-screenshots");
+    // This run's screenshots only.
+    let _ = std::fs::remove_dir_all(&artifacts);
     let secrets = setup.dir.path().join("secrets-shown.txt");
     let (base, provider_key) = (server.url(""), PROVIDER_KEY);
     let out = tokio::task::spawn_blocking({

@@ -172,6 +172,20 @@ def test_the_operator_creates_an_account_and_changes_its_plan(page):
     accounts = http("GET", "/v1/accounts?limit=1000", token=OPERATOR_TOKEN).json()["data"]
     assert [a["key_cap"] for a in accounts if a["email"] == email] == [7]
 
+    # Disabling asks first, naming the account; then it can no longer sign in, until enabled again.
+    row.get_by_role("button", name="Disable").click()
+    confirm = page.get_by_role("dialog", name="Disable account")
+    expect(confirm).to_contain_text(email)
+    confirm.get_by_role("button", name="Disable").click()
+    expect(confirm).to_have_count(0)
+    expect(row).to_contain_text("Disabled")
+    assert http("POST", "/v1/auth/login", body={"email": email, "password": password}).status == 403
+    row.get_by_role("button", name="Enable").click()
+    expect(row).to_contain_text("Active")
+    again = http("POST", "/v1/auth/login", body={"email": email, "password": password})
+    assert again.status == 200
+    remember_secret(again.json()["access_token"])
+
     # The same email again: the API's refusal, shown on the form.
     form.get_by_label("Email").fill(email)
     form.get_by_label("Password").fill(password)

@@ -3,7 +3,7 @@
 
 import { h, field, uid, replaceChildren, setFieldError, clearErrors, clearFieldError, showAlert, clearAlert, wholeNumber, own } from '../dom.js';
 import { api, listAll } from '../api.js';
-import { messageOf } from '../dialogs.js';
+import { confirmDialog, messageOf } from '../dialogs.js';
 import { formatNumber, timeEl } from '../format.js';
 
 const COLUMNS = ['Email', 'Plan', 'Key cap', 'Status', 'Created', 'Actions'];
@@ -115,13 +115,27 @@ export function render(main, ctx) {
     const capCell = h('td', {}, account.key_cap === null || account.key_cap === undefined ? '' : formatNumber(account.key_cap));
     const actionsCell = h('td', { class: 'actions-cell' });
     const edit = button(account, 'edit', 'Edit', () => startEdit());
+    const setDisabled = async (disabled) => {
+      const saved = await api('PATCH', `/v1/accounts/${encodeURIComponent(account.id)}`, { body: { disabled } });
+      if (!ctx.alive()) return;
+      replaceAccount(saved, 'toggle');
+      ctx.announce(saved.disabled ? 'Account disabled' : 'Account enabled');
+    };
     const toggle = button(account, 'toggle', account.disabled ? 'Enable' : 'Disable', async () => {
+      if (!account.disabled) {
+        // Every key of the account stops at once: asked first, naming the account.
+        await confirmDialog({
+          title: 'Disable account',
+          message: `Disable ${account.email ?? account.id}? It can no longer sign in, its access tokens end and `
+            + 'its service keys are refused at once. Enable it again to undo.',
+          confirmLabel: 'Disable',
+          action: () => setDisabled(true),
+        });
+        return;
+      }
       toggle.disabled = true;
       try {
-        const saved = await api('PATCH', `/v1/accounts/${encodeURIComponent(account.id)}`, { body: { disabled: !account.disabled } });
-        if (!ctx.alive()) return;
-        replaceAccount(saved, 'toggle');
-        ctx.announce(saved.disabled ? 'Account disabled' : 'Account enabled');
+        await setDisabled(false);
       } catch (error) {
         toggle.disabled = false;
         if (!ctx.alive() || error.sessionEnded) return;
