@@ -1,7 +1,7 @@
 // Modal dialogs on native <dialog> with showModal() (which traps focus and answers Escape). Every
 // dialog is made when opened and removed from the DOM when closed; focus goes back to what opened it.
 
-import { h, uid, showAlert, clearErrors } from './dom.js';
+import { h, uid, showAlert, clearErrors, own, setFieldError } from './dom.js';
 import { UNREACHABLE } from './api.js';
 
 /** Where focus goes after a dialog closes: the opener, or (when a refresh replaced it) its stand-in. */
@@ -38,6 +38,17 @@ export function openDialog({ title, content = [], className, returnTo }) {
   });
   dialog.showModal();
   return { dialog, body, close: (value = '') => dialog.open && dialog.close(value), closed };
+}
+
+/** Shows an API failure beside the field of `controls` it names (focused), else as an alert atop `form`. */
+export function showApiError(form, controls, error) {
+  const control = own(controls, error.field);
+  if (control) {
+    setFieldError(control, messageOf(error));
+    control.focus();
+  } else {
+    showAlert(form, messageOf(error));
+  }
 }
 
 /** The message of a failure, never raw JSON. */

@@ -3,7 +3,7 @@
 
 import { h, field, uid, replaceChildren, setFieldError, clearErrors, clearFieldError, showAlert, clearAlert, wholeNumber, own } from '../dom.js';
 import { api, listAll } from '../api.js';
-import { confirmDialog, messageOf } from '../dialogs.js';
+import { confirmDialog, messageOf, showApiError } from '../dialogs.js';
 import { formatNumber, timeEl } from '../format.js';
 
 const COLUMNS = ['Email', 'Plan', 'Key cap', 'Status', 'Created', 'Actions'];
@@ -233,13 +233,7 @@ export function render(main, ctx) {
       await loadAccounts();
     } catch (error) {
       if (!ctx.alive() || error.sessionEnded) return;
-      const control = own({ email: email.control, password: password.control, plan: plan.control, key_cap: keyCap.control }, error.field);
-      if (control) {
-        setFieldError(control, messageOf(error));
-        control.focus();
-      } else {
-        showAlert(form, messageOf(error));
-      }
+      showApiError(form, { email: email.control, password: password.control, plan: plan.control, key_cap: keyCap.control }, error);
     } finally {
       submit.disabled = false;
     }

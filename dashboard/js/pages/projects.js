@@ -3,7 +3,7 @@
 
 import { h, field, replaceChildren, setFieldError, clearErrors, showAlert, clearAlert, wholeNumber, own } from '../dom.js';
 import { api } from '../api.js';
-import { confirmDialog, messageOf } from '../dialogs.js';
+import { confirmDialog, messageOf, showApiError } from '../dialogs.js';
 import { formatNumber, timeEl } from '../format.js';
 import { startRename } from '../rename.js';
 
@@ -128,13 +128,7 @@ export function render(main, ctx) {
       await refresh();
     } catch (error) {
       if (!ctx.alive() || error.sessionEnded) return;
-      const control = own({ name: name.control, key_cap: keyCap.control }, error.field);
-      if (control) {
-        setFieldError(control, messageOf(error));
-        control.focus();
-      } else {
-        showAlert(form, messageOf(error));
-      }
+      showApiError(form, { name: name.control, key_cap: keyCap.control }, error);
     } finally {
       submit.disabled = false;
     }

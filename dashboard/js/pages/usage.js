@@ -1,9 +1,9 @@
 // Usage: tokens and requests of the account's keys between two days, as a bar chart per day and
 // tables by model, key, project and end user. One request per grouping, all at once.
 
-import { h, field, replaceChildren, setFieldError, clearErrors, showAlert, own } from '../dom.js';
+import { h, field, replaceChildren, setFieldError, clearErrors } from '../dom.js';
 import { api, query } from '../api.js';
-import { messageOf } from '../dialogs.js';
+import { showApiError } from '../dialogs.js';
 import { tokensPerDayChart, placeholderChart } from '../chart.js';
 import { daysBetween, firstOfMonthUtc, formatNumber, todayUtc } from '../format.js';
 
@@ -100,13 +100,7 @@ export function render(main, ctx) {
       tables.forEach((t, i) => fillTable(t, byGroup[i].data || []));
     } catch (error) {
       if (!ctx.alive() || mine !== request || error.sessionEnded) return;
-      const control = own({ from: from.control, to: to.control, project_id: project.control }, error.field);
-      if (control) {
-        setFieldError(control, messageOf(error));
-        control.focus();
-      } else {
-        showAlert(form, messageOf(error));
-      }
+      showApiError(form, { from: from.control, to: to.control, project_id: project.control }, error);
       total.textContent = 'No usage shown.';
       for (const t of tables) replaceChildren(t.body, messageRow('No usage shown.'));
       replaceChildren(chartBox, placeholderChart(chartBox.clientWidth));
