@@ -102,7 +102,9 @@ pub fn upstream_request_headers(caller: &HeaderMap) -> HeaderMap {
 /// The upstream's headers that go back to the caller: only those on the allowlist. For a stream,
 /// `Content-Length` goes too: tollgate may end a failed stream with an event of its own. Every response
 /// is one caller's own data, so it is marked `Cache-Control: no-store` whatever the provider said: a
-/// shared cache in front of tollgate must never hand it to another caller.
+/// shared cache in front of tollgate must never hand it to another caller. And `nosniff`: a browser never
+/// reads a provider's body as anything but its declared type on tollgate's origin, which the dashboard
+/// shares.
 pub fn caller_response_headers(upstream: &HeaderMap, is_stream: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(upstream.keys_len() + 6);
     for (name, value) in upstream {
@@ -114,6 +116,7 @@ pub fn caller_response_headers(upstream: &HeaderMap, is_stream: bool) -> HeaderM
         }
     }
     out.insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    out.insert(header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
     out
 }
 
@@ -197,7 +200,8 @@ mod tests {
                 "anthropic-ratelimit-requests-limit",
                 "openai-processing-ms",
                 "retry-after",
-                "cache-control"
+                "cache-control",
+                "x-content-type-options"
             ]
         );
     }
@@ -214,7 +218,7 @@ mod tests {
         let out = caller_response_headers(&h, true);
         let mut names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
         names.sort();
-        assert_eq!(names, ["cache-control", "content-type", "request-id"]);
+        assert_eq!(names, ["cache-control", "content-type", "request-id", "x-content-type-options"]);
         assert!(caller_response_headers(&h, false).contains_key("content-length"));
     }
 }

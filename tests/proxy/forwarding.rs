@@ -267,6 +267,7 @@ async fn only_allowlisted_upstream_headers_reach_the_caller() {
             assert!(reply.headers.get(*name).is_none_or(|v| v != value), "{path}: {name} reached the caller");
         }
         assert_eq!(reply.headers["cache-control"], "no-store", "a shared cache must not keep one caller's answer");
+        assert_eq!(reply.headers["x-content-type-options"], "nosniff");
         assert_eq!(reply.headers["x-upstream-request-id"], "upstream-1");
         assert_eq!(reply.headers["retry-after"], "3");
         assert_eq!(reply.headers["x-ratelimit-remaining-requests"], "7", "limits off: the provider's report passes");
