@@ -14,6 +14,9 @@ use super::ApiError;
 /// Largest management request body.
 const MAX_BODY: usize = 64 * 1024;
 
+/// Ends the path inside a member in the errors of [`object`], ahead of the message.
+const INNER_PATH: char = '\u{1f}';
+
 /// A management request body, to be read whole by its deadline (`server.body_timeout` after the head).
 pub(super) struct RequestBody<'a> {
     pub(super) body: &'a mut Incoming,
@@ -35,8 +38,13 @@ pub(super) async fn json_body<T: DeserializeOwned>(body: RequestBody<'_>) -> Res
     }
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let inner = e.inner().to_string();
-        let path = e.path().to_string();
+        let (inner, path) = (e.inner().to_string(), e.path().to_string());
+        // A member read as a whole object (`object`) reports the path inside it ahead of its message.
+        let (path, inner) = match inner.split_once(INNER_PATH) {
+            Some((".", rest)) => (path, rest.to_owned()),
+            Some((within, rest)) => (format!("{path}.{within}"), rest.to_owned()),
+            None => (path, inner),
+        };
         // The path usually ends at an unknown field already; not at the top level, nor inside a member
         // read as a whole object.
         let field = match inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
@@ -86,7 +94,8 @@ pub(super) fn nullable_int<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> 
 pub(super) fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
     use serde::de::Error;
     let map = serde_json::Map::<String, Value>::deserialize(d)?;
-    T::deserialize(Value::Object(map)).map_err(D::Error::custom)
+    serde_path_to_error::deserialize(Value::Object(map))
+        .map_err(|e| D::Error::custom(format!("{}{INNER_PATH}{}", e.path(), e.inner())))
 }
 
 /// Present-and-null as `Some(None)`, absent as `None`.

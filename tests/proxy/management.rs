@@ -274,6 +274,8 @@ async fn bad_input_names_the_field() {
         (json!({"name": "x", "limits": {"requests_per_minute": 1001}}), "limits.requests_per_minute"),
         (json!({"name": "x", "limits": {"requests_per_day": 0}}), "limits.requests_per_day"),
         (json!({"name": "x", "limits": {"burst": 1}}), "limits.burst"),
+        (json!({"name": "x", "limits": {"requests_per_minute": -5}}), "limits.requests_per_minute"),
+        (json!({"name": "x", "end_user_limits": {"tokens_per_month": "lots"}}), "end_user_limits.tokens_per_month"),
         (json!({"name": "x", "scopes": ["admin"]}), "scopes"),
         (json!({"name": "x", "providers": ["bedrock"]}), "providers"),
         (json!({"name": "x", "models": null}), "models"),
@@ -289,6 +291,7 @@ async fn bad_input_names_the_field() {
         assert_eq!(v["error"]["code"], "invalid_request");
         let got = v["error"]["field"].as_str().unwrap_or_default();
         assert!(got == field || got.ends_with(field), "{body}: field {got:?}, message {}", v["error"]["message"]);
+        assert!(!v["error"]["message"].as_str().unwrap().contains('\u{1f}'), "{v}");
     }
     let bad_accounts = [
         (json!({"email": "not-an-email", "password": "long enough"}), "email"),
