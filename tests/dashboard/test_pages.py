@@ -131,6 +131,10 @@ def test_a_trial_key_is_claimed_after_signing_in(page, account):
     field = page.get_by_label("Trial key")
     expect(field).to_have_attribute("aria-invalid", "true")
     expect(page.locator(f"#{field.get_attribute('aria-describedby').split()[0]}")).to_contain_text("is not a trial key")
+    # The same key again: claimed already, and the page says so.
+    page.get_by_label("Trial key").fill(trial_key)
+    page.get_by_role("button", name="Claim key").click()
+    expect(page.locator("main form").get_by_role("alert")).to_contain_text("claimed already")
 
 
 def test_the_operator_creates_an_account_and_changes_its_plan(page):

@@ -307,8 +307,9 @@ async fn a_trial_key_is_claimed_once_with_its_usage() {
     let regenerated = chat(&gw, &device.clone().with("x-tollgate-regenerate-key", "true")).await;
     let revoked = provisioned(&regenerated).unwrap();
     let _ = chat(&gw, &device.clone().with("x-tollgate-regenerate-key", "true")).await;
-    let (status, _) = api(&gw, http::Method::POST, path, Some(&token), Some(claim(&revoked))).await;
+    let (status, gone) = api(&gw, http::Method::POST, path, Some(&token), Some(claim(&revoked))).await;
     assert_eq!(status, 404, "a revoked trial key cannot be claimed");
+    assert_eq!(gone["error"]["field"], "trial_key", "{gone}");
     let (status, _) = api(&gw, http::Method::POST, path, None, Some(claim(&key))).await;
     assert_eq!(status, 401);
 }

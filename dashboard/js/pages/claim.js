@@ -1,9 +1,9 @@
 // Claim a trial key: a key issued to a device without an account moves into this account, with its
 // usage so far (POST /v1/auth/keys/claim).
 
-import { h, field, setFieldError, clearErrors, showAlert } from '../dom.js';
+import { h, field, setFieldError, clearErrors } from '../dom.js';
 import { api } from '../api.js';
-import { messageOf } from '../dialogs.js';
+import { showApiError } from '../dialogs.js';
 
 export function render(main, ctx) {
   const trialKey = field({ label: 'Trial key', id: 'claim-trial-key', placeholder: 'tg_trial_…', required: true,
@@ -40,15 +40,7 @@ export function render(main, ctx) {
       ctx.announce('Key claimed');
     } catch (error) {
       if (!ctx.alive() || error.sessionEnded) return;
-      if (error.field === 'trial_key') {
-        setFieldError(trialKey.control, messageOf(error));
-        trialKey.control.focus();
-      } else if (error.status === 404) {
-        // The API answers a generic "No such resource" for an unknown, revoked or expired trial key.
-        showAlert(form, 'No trial key matches this text: check it, or it may have been revoked or expired.');
-      } else {
-        showAlert(form, messageOf(error));
-      }
+      showApiError(form, { trial_key: trialKey.control }, error);
     } finally {
       submit.disabled = false;
     }
