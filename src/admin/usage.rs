@@ -13,14 +13,6 @@ use crate::clock;
 /// What a report may be grouped by.
 const GROUPS: [&str; 4] = ["day", "model", "key", "project"];
 
-/// A range whose end comes before its start is a mistake, not an empty report.
-pub(super) fn check_range(from: Option<i64>, to: Option<i64>) -> Result<(), ApiError> {
-    match (from, to) {
-        (Some(from), Some(to)) if from > to => Err(ApiError::invalid("to", "must not be before from")),
-        _ => Ok(()),
-    }
-}
-
 pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
     if query.split('&').any(|pair| pair == "group_by=end_user") {
         return super::end_user_usage::usage_by_end_user(app, account, query).await;
@@ -54,7 +46,6 @@ pub(super) async fn usage(app: &App, account: &str, query: &str) -> ApiResult {
             other => return Err(ApiError::invalid(other, "is not a query parameter of this endpoint")),
         }
     }
-    check_range(from, to)?;
     let report = control(app).usage(Some(account), key, from, to, clock::unix_now()).await?;
     let (from, to, rows) = (report.from, report.to, report.rows);
     let mut groups: BTreeMap<Option<String>, (u64, u64, u64)> = BTreeMap::new();
