@@ -12,6 +12,10 @@ def stored_session(page):
     return page.evaluate(f"sessionStorage.getItem('{SESSION}')")
 
 
+def session_token(page):
+    return page.evaluate(f"JSON.parse(sessionStorage.getItem('{SESSION}')).token")
+
+
 def test_a_wrong_password_shows_an_error_and_stores_nothing(page, account):
     page.goto("/dashboard/signin")
     page.get_by_label("Email").fill(account.email)
@@ -44,7 +48,7 @@ def test_markup_in_a_key_name_renders_as_text(page, account):
 
 def test_signing_out_forgets_the_token_and_ends_it(page, account):
     sign_in(page, account)
-    token = page.evaluate(f"JSON.parse(sessionStorage.getItem('{SESSION}')).token")
+    token = session_token(page)
     assert http("GET", "/v1/auth/keys", token=token).status == 200
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", level=1, name="Sign in")).to_be_visible()
@@ -56,7 +60,7 @@ def test_signing_out_forgets_the_token_and_ends_it(page, account):
 
 def test_an_ended_token_sends_the_person_back_to_sign_in(page, account):
     sign_in(page, account)
-    token = page.evaluate(f"JSON.parse(sessionStorage.getItem('{SESSION}')).token")
+    token = session_token(page)
     # The token ends elsewhere (a logout from another tab): the next call is 401.
     assert http("POST", "/v1/auth/logout", token=token).status == 200
     page.get_by_role("link", name="Usage").click()
