@@ -1,7 +1,9 @@
 """Checks the deploy manifests beyond parsing: the compose file runs three tollgate instances behind nginx on
 PostgreSQL and Redis with every secret from the environment; the Kubernetes objects are well formed, probe
-/readyz and /healthz, and take every secret from the tollgate-secrets Secret. Run by .ci/run."""
+/readyz and /healthz, and take every secret from the tollgate-secrets Secret; the Dockerfile's build stage
+copies everything the release build reads. Run by .ci/run."""
 import pathlib
+import re
 import sys
 
 import yaml
@@ -58,6 +60,27 @@ for kind in ("Service", "PodDisruptionBudget"):
     got = spec["selector"] if kind == "Service" else spec["selector"]["matchLabels"]
     if got != selector:
         problems.append(f"{kind}: its selector does not match the Deployment's pods")
+
+# The Dockerfile's build stage copies every path the release build reads: the manifest and lock file, the
+# source, the build script, the bench targets the manifest declares (cargo refuses a manifest whose targets are
+# missing), and the folders embedded in the binary (`#[folder = "..."]`).
+ROOT = DEPLOY.parent
+build_stage = re.split(r"^FROM ", (DEPLOY / "Dockerfile").read_text(), flags=re.M)[1]
+copied = set()
+for line in build_stage.splitlines():
+    words = line.split()
+    if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+        copied.update(w.rstrip("/") for w in words[1:-1])
+needed = {"Cargo.toml", "Cargo.lock", "src"}
+if (ROOT / "build.rs").exists():
+    needed.add("build.rs")
+if "[[bench]]" in (ROOT / "Cargo.toml").read_text():
+    needed.add("benches")
+for source in (ROOT / "src").rglob("*.rs"):
+    for match in re.finditer(r'#\[folder = "([^"/]+)/?"\]', source.read_text()):
+        needed.add(match.group(1))
+for path in sorted(needed - copied):
+    problems.append(f"Dockerfile: the build stage does not copy {path}, which the release build reads")
 
 for problem in problems:
     print(problem)
