@@ -142,15 +142,19 @@ export function showOnceDialog(created, announce, { returnTo } = {}) {
       content.push(secretRow('Signing secret', created.signing_secret, 'Copy signing secret', announce));
     }
     content.push(h('p', { class: 'note' },
-      'The publishable key itself is not secret: browser code sends it, and it stays visible in the key list '
-      + '(GET /v1/auth/keys shows it as "key"). ',
+      'The publishable key itself is not secret: browser code sends it, and the API shows it whole on every '
+      + 'read of the key (as "key"); the list here shows its prefix. ',
       created.signing_secret
         ? 'The signing secret is secret: it signs identity tokens on your server and is shown only now.'
         : 'This server has no sealing key, so this key has no signing secret for identity tokens.'));
   }
   const done = h('button', { type: 'submit', class: 'button primary' }, 'Done');
   content.push(h('form', { method: 'dialog', class: 'actions' }, done));
-  const { closed } = openDialog({ title: 'Your new key', content, className: 'show-once', returnTo });
+  const { dialog, closed } = openDialog({ title: 'Your new key', content, className: 'show-once', returnTo });
+  // Emptied the moment it starts to close (Done or Escape), not a task later when it is removed.
+  const wipe = () => { for (const input of dialog.querySelectorAll('input')) input.value = ''; };
+  done.addEventListener('click', wipe);
+  dialog.addEventListener('cancel', wipe);
   done.focus();
   return closed.then(() => undefined);
 }

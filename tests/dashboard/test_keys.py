@@ -34,7 +34,8 @@ def test_a_key_is_created_shown_once_used_renamed_and_revoked(page, account):
     expect(page.get_by_text("Copied")).to_be_attached()
     assert page.evaluate("navigator.clipboard.readText()") == raw_key
     shown.get_by_role("button", name="Done").click()
-    expect(shown).to_have_count(0)
+    # Gone from the DOM, not only closed: a closed dialog is removed once its close event has run.
+    expect(page.locator("dialog")).to_have_count(0)
     assert raw_key not in dom_text(page), "the key stays in the DOM after its dialog closed"
 
     # The key works for a real provider call through tollgate.
@@ -119,7 +120,8 @@ def test_a_rotation_shows_the_new_key_once_and_the_old_one_ends(page, account, g
     remember_secret(new_key)
     assert new_key.startswith("tg_live_") and new_key != old["raw_key"]
     shown.get_by_role("button", name="Done").click()
-    expect(shown).to_have_count(0)
+    # Gone from the DOM, not only closed: a closed dialog is removed once its close event has run.
+    expect(page.locator("dialog")).to_have_count(0)
     assert new_key not in dom_text(page)
     assert chat(new_key).status == 200
     new = [k for k in account.api("GET", "/v1/auth/keys").json()["data"] if k["id"] != old["id"]]
@@ -151,7 +153,8 @@ def test_a_publishable_key_is_created_with_its_origins_and_signing_secret(page, 
     shown.get_by_role("button", name="Copy signing secret").click()
     assert page.evaluate("navigator.clipboard.readText()") == secret
     shown.get_by_role("button", name="Done").click()
-    expect(shown).to_have_count(0)
+    # Gone from the DOM, not only closed: a closed dialog is removed once its close event has run.
+    expect(page.locator("dialog")).to_have_count(0)
     assert secret not in dom_text(page), "the signing secret stays in the DOM after its dialog closed"
 
     key = account.api("GET", "/v1/auth/keys").json()["data"][0]
