@@ -37,6 +37,8 @@ def test_a_key_is_created_shown_once_used_renamed_and_revoked(page, account):
     # Gone from the DOM, not only closed: a closed dialog is removed once its close event has run.
     expect(page.locator("dialog")).to_have_count(0)
     assert raw_key not in dom_text(page), "the key stays in the DOM after its dialog closed"
+    expect(page.locator("tbody tr[data-key-id]")).to_have_count(1)  # the list refreshed by itself
+    expect(page.locator("tbody")).to_contain_text("checkout service")
 
     # The key works for a real provider call through tollgate.
     reply = chat(raw_key)
