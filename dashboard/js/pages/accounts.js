@@ -197,11 +197,12 @@ export function render(main, ctx) {
     }
 
     tr.append(
-      h('td', {}, account.email ?? h('span', { class: 'muted' }, account.id)),
+      // Accounts without an email are tollgate's own (`default` for keys made without one, `trial`).
+      h('td', {}, account.email ?? h('span', { class: 'muted' }, `${account.id} (built in)`)),
       planCell,
       capCell,
       h('td', {}, h('span', { class: ['badge', account.disabled ? 'badge-disabled' : 'badge-active'] }, account.disabled ? 'Disabled' : 'Active')),
-      h('td', { class: 'nowrap' }, account.created_at ? timeEl(account.created_at) : ''),
+      h('td', { class: 'nowrap' }, account.created_at && account.email ? timeEl(account.created_at) : '—'),
       actionsCell);
     return tr;
   }
