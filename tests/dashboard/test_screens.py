@@ -1,7 +1,8 @@
 """Every page at a desktop and a phone width, with data on it: saved as screenshots (the driver keeps them under
 target/dashboard-screenshots/). On each: at 360 px nothing makes the page itself scroll sideways; the layout does
 not shift when the data arrives (cumulative layout shift under 0.1, the browser's own measure); every control
-has an accessible name, which contains its visible label."""
+has an accessible name, which contains its visible label; and Tab, all the way through the page, shows where
+focus is on every control it reaches."""
 
 import pytest
 from playwright.sync_api import expect
@@ -35,6 +36,32 @@ UNNAMED = """() => [...document.querySelectorAll('button, a[href], input, select
     return !named || (label && shown && !label.includes(shown));
   })
   .map((e) => e.outerHTML.slice(0, 120))"""
+
+
+# The element focus is on, and whether it shows it (an outline or a focus ring drawn as a box shadow).
+FOCUSED = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const s = getComputedStyle(e);
+  const shown = (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0) || s.boxShadow !== 'none';
+  return { what: e.outerHTML.slice(0, 100), shown };
+}"""
+
+
+def focus_is_visible_all_the_way(page):
+    """Tab through the whole page: every control it reaches shows that it has focus."""
+    page.locator("body").focus()
+    seen, hidden = [], []
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(FOCUSED)
+        if focused is None or (seen and focused["what"] == seen[0]):
+            break
+        seen.append(focused["what"])
+        if not focused["shown"]:
+            hidden.append(focused["what"])
+    assert len(seen) > 3, f"{page.url}: Tab reached only {seen}"
+    assert not hidden, f"{page.url}: focus not visible on {hidden}"
 
 
 def well_made(page):
@@ -79,6 +106,8 @@ def test_every_page_at_desktop_and_phone_widths(page, account_with_data, size):
         expect(page.get_by_role("heading", level=1, name=heading)).to_be_visible()
         expect(page.get_by_text("Loading…")).to_have_count(0)
         well_made(page)
+        if size == "desktop":
+            focus_is_visible_all_the_way(page)
         screenshot(page, f"{path}-{size}")
     page.goto("/dashboard/keys")
     page.get_by_role("button", name="Create key").click()
@@ -93,4 +122,6 @@ def test_the_operator_pages_at_desktop_and_phone_widths(page, account_with_data,
     sign_in_as_operator(page)
     expect(page.get_by_role("cell", name=account_with_data.email)).to_be_visible()
     well_made(page)
+    if size == "desktop":
+        focus_is_visible_all_the_way(page)
     screenshot(page, f"accounts-{size}")
