@@ -64,7 +64,12 @@ pub fn handle(method: &Method, path: &str, query: Option<&str>, headers: &Header
     } else if method == Method::HEAD {
         secured(Response::new(ProxyBody::empty()))
     } else {
-        secured(Response::new(ProxyBody::full(file.data.into_owned())))
+        // The embedded bytes themselves, not a copy.
+        let bytes = match file.data {
+            std::borrow::Cow::Borrowed(data) => bytes::Bytes::from_static(data),
+            std::borrow::Cow::Owned(data) => bytes::Bytes::from(data),
+        };
+        secured(Response::new(ProxyBody::full(bytes)))
     };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(name).unwrap_or("text/plain")));
@@ -74,11 +79,6 @@ pub fn handle(method: &Method, path: &str, query: Option<&str>, headers: &Header
     // Revalidated on every use (a 304 when unchanged), so a new binary's pages are never mixed with old modules.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
-}
-
-/// Every file's name in the dashboard, for tests and the startup log.
-pub fn files() -> impl Iterator<Item = std::borrow::Cow<'static, str>> {
-    Assets::iter()
 }
 
 fn etag(hash: &[u8; 32]) -> String {
