@@ -72,7 +72,8 @@ export function openCreateKey({ projects, announce, created }) {
     origins.wrap.hidden = kind.control.value !== 'publishable';
   });
 
-  // A value of the wrong type inside `limits` is named by the API as `limits` alone: the group then.
+  // The API names a limit by its member (`limits.requests_per_minute`); `limits` alone, something other than
+  // an object there, marks the whole group.
   const limitsGroup = h('fieldset', { class: 'limits', id: uid('key-limits') }, h('legend', {}, 'Limits'),
     h('p', { class: 'hint' }, 'Empty: the server’s default.'),
     h('div', { class: 'grid four' }, limits.map((l) => l.wrap)));
