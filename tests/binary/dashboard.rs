@@ -39,6 +39,7 @@ fn chromium() -> Option<PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_works_in_a_real_browser() {
     let Some(chromium) = chromium() else { return };
+    let _quiet = QUIET_CORES.lock().await;
     let python = tokio::task::spawn_blocking(crate::python::test_python).await.unwrap();
     let mock = MockUpstream::start().await;
     let setup = Setup::new(&mock.base_url(), "[trial]\nenabled = true\n[plans.pro]\ntokens_per_month = 50000000\n");

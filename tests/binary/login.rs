@@ -78,6 +78,7 @@ async fn provider_latency_ms(url: &str, key: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_password_guessing_flood_leaves_memory_and_the_data_plane_alone() {
     use crate::common::*;
+    let _quiet = QUIET_CORES.lock().await;
     const ADMIN: &str = "operator-token-0123456789abcdef";
     let mock = MockUpstream::start().await;
     let setup = Setup::new(&mock.base_url(), "");

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
+/// Held by a test that compares latencies (idle against loaded) and by the browser test, whose Chromium
+/// would otherwise take the cores in the middle of the comparison.
+pub static QUIET_CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A config file and store in a fresh directory, pointing every provider at `upstream`.
 pub struct Setup {
     pub dir: tempfile::TempDir,
