@@ -1,5 +1,5 @@
 //! Limits counted once across three processes: 1000 concurrent requests, round-robin over them, against
-//! one key's 10,000-token monthly quota, against one end user's, and a burst against a per-minute limit.
+//! one key's 10,000-token monthly quota, 900 against one end user's, and a burst against a per-minute limit.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,8 @@ use super::*;
 
 const QUOTA: u64 = 10_000;
 const REQUESTS: usize = 1000;
+/// The end-user burst leaves room in the key's per-minute limit (1,000, the test default) for the calls after it.
+const END_USER_REQUESTS: usize = 900;
 const BODY: &str = r#"{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
 
 /// What a quota burst came to.
@@ -23,14 +25,14 @@ struct Outcome {
 
 /// 1000 requests at once, round-robin over the three processes, with `extra` headers; the mock reports
 /// exactly what each request reserved. Every answer is 200 or a 429 `insufficient_quota` naming `limit`.
-async fn quota_burst(cluster: &Cluster, key: &str, extra: &[(&str, &str)], limit: &str) -> Outcome {
+async fn quota_burst(cluster: &Cluster, key: &str, requests: usize, extra: &[(&str, &str)], limit: &str) -> Outcome {
     let estimate = tollgate::metering::input_estimate(BODY.len());
     let reservation = estimate + 100;
     let usage = format!("usage {estimate} 100");
     let mut headers = extra.to_vec();
     headers.push(("x-mock", usage.as_str()));
     let fleet = cluster.fleet(4).await;
-    let answers = fleet.burst(REQUESTS, |base| provider_post(base, "/v1/chat/completions", key, &headers, BODY)).await;
+    let answers = fleet.burst(requests, |base| provider_post(base, "/v1/chat/completions", key, &headers, BODY)).await;
     let mut outcome = Outcome { admitted: 0, refused: 0, per_process: [0; 3], answered: [0; 3], reservation };
     for answer in answers {
         outcome.answered[answer.process] += 1;
@@ -87,7 +89,7 @@ async fn three_processes_share_one_keys_token_quota() {
     let (key, id) = cluster.key(0, &token, json!({"name": "shared", "limits": {"tokens_per_month": QUOTA}})).await;
     cluster.until_known_everywhere(&key).await;
 
-    let out = quota_burst(&cluster, &key, &[], "this key's monthly token quota").await;
+    let out = quota_burst(&cluster, &key, REQUESTS, &[], "this key's monthly token quota").await;
     let expected = (out.admitted, out.admitted * out.reservation);
     let charged = charged(&cluster, &token, &format!("/v1/usage?key_id={id}"), expected, |_| true).await;
     eprintln!(
@@ -113,7 +115,8 @@ async fn three_processes_share_one_end_users_token_quota() {
     cluster.until_known_everywhere(&key).await;
 
     let user = [("x-tollgate-end-user", "customer-42")];
-    let out = quota_burst(&cluster, &key, &user, "this end user's monthly token quota").await;
+    // Fewer than the key's 1,000 requests a minute, so the calls after the burst meet only the quota.
+    let out = quota_burst(&cluster, &key, END_USER_REQUESTS, &user, "this end user's monthly token quota").await;
     let path = format!("/v1/usage?group_by=end_user&key_id={id}");
     let expected = (out.admitted, out.admitted * out.reservation);
     let charged = charged(&cluster, &token, &path, expected, |r| r["end_user"] == "customer-42").await;
@@ -121,7 +124,7 @@ async fn three_processes_share_one_end_users_token_quota() {
         "three processes, one end user, quota {QUOTA}: admitted {} ({:?} per process), refused {}, charged {charged}",
         out.admitted, out.per_process, out.refused
     );
-    assert_eq!(out.admitted + out.refused, REQUESTS as u64);
+    assert_eq!(out.admitted + out.refused, END_USER_REQUESTS as u64);
     assert_eq!(out.admitted, QUOTA / out.reservation);
     assert!(charged <= QUOTA);
     // The end user's quota is spent, not the key's: another end user is still served, on every process.
