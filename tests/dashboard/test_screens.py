@@ -113,6 +113,14 @@ def test_every_page_at_desktop_and_phone_widths(page, account_with_data, size):
     page.get_by_role("button", name="Create key").click()
     expect(page.get_by_role("dialog", name="Create key")).to_be_visible()
     screenshot(page, f"create-key-{size}")
+    if size == "desktop":
+        # The dark scheme (prefers-color-scheme) too, for a look.
+        page.emulate_media(color_scheme="dark")
+        for path, heading in PAGES[:2]:
+            page.goto(f"/dashboard/{path}")
+            expect(page.get_by_role("heading", level=1, name=heading)).to_be_visible()
+            expect(page.get_by_text("Loading…")).to_have_count(0)
+            screenshot(page, f"{path}-desktop-dark")
 
 
 @pytest.mark.parametrize("size", ["desktop", "phone"])
