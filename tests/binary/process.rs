@@ -30,6 +30,15 @@ impl Setup {
         Setup { dir, config, db }
     }
 
+    /// The store's files that exist (the SQLite database, its WAL and shared memory), by name: where no
+    /// secret may ever be found.
+    pub fn store_files(&self) -> Vec<(&'static str, Vec<u8>)> {
+        ["tollgate.db", "tollgate.db-wal", "tollgate.db-shm"]
+            .into_iter()
+            .filter_map(|file| std::fs::read(self.dir.path().join(file)).ok().map(|bytes| (file, bytes)))
+            .collect()
+    }
+
     /// Runs `tollgate --config <this> <args>`.
     pub fn cli(&self, args: &[&str]) -> Output {
         cli(&self.config, args)
@@ -43,6 +52,11 @@ impl Setup {
         assert!(key.starts_with("tg_live_"), "{key}");
         key
     }
+}
+
+/// Whether `needle` occurs anywhere in `bytes`.
+pub fn holds(bytes: &[u8], needle: &str) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 pub fn cli(config: &Path, args: &[&str]) -> Output {
